@@ -1,0 +1,15 @@
+"""synthloom: synthetic training data from YAML graphs of LLM roles, streamed record by record."""
+from .api import RunResult, arun, load, load_dataset, read_manifest, read_records, run
+from .context import RunContext
+from .errors import ConfigError, ModelCallError, RecordError, RunAborted, SynthloomError
+from .graph import Graph
+from .models.base import Completion, LLMRequest
+from .node import ANY_KEY, Drop, Node, NodeParams, node
+from .scheduler import RunOptions, Runner
+
+__all__ = [
+    "ANY_KEY", "Completion", "ConfigError", "Drop", "Graph", "LLMRequest", "ModelCallError", "Node",
+    "NodeParams", "RecordError", "RunAborted", "RunContext", "RunOptions", "RunResult", "Runner",
+    "SynthloomError", "arun", "load", "load_dataset", "node", "read_manifest", "read_records", "run",
+]
+__version__ = "0.1.0"

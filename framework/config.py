@@ -1,0 +1,165 @@
+"""The typed shape of a graph file: what the user says, validated before anything runs.
+
+Nothing here imports the engine. Node parameters are validated later by each node type's own `Params`
+model (see `graph.py`), because the set of node types is open (plugins).
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors: a typo in a config must not be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceConfig(_Strict):
+    """Where seed rows come from. `hf` takes a saved dataset dir, local data files or a hub id."""
+
+    type: Literal["jsonl", "json", "csv", "parquet", "hf", "none"]
+    path: str | None = None
+    split: str = "train"
+    name: str | None = Field(default=None, description="hf dataset config name")
+    rows: int | None = Field(default=None, description="with type none: how many empty seed rows to make")
+
+    @model_validator(mode="after")
+    def _path_needed(self) -> "SourceConfig":
+        if self.type != "none" and not self.path:
+            raise ValueError(f"a '{self.type}' source needs a path")
+        return self
+
+
+class SeedConfig(_Strict):
+    source: SourceConfig = SourceConfig(type="none")
+    limit: int | None = Field(default=None, ge=0)
+    shuffle: bool = False
+    seed: int = 0
+    shuffle_buffer: int = Field(default=10_000, ge=1)
+    id_field: str = "id"
+
+
+class ModelConfig(_Strict):
+    """One LLM endpoint (or the embedded model). Throughput knobs never enter the response cache key."""
+
+    backend: Literal["openai", "local", "vllm"] = "local"
+    base_url: str | list[str] | None = None
+    model: str | None = None
+    max_concurrency: int = Field(default=16, ge=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+    api_key_env: str | None = None
+    timeout: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=6, ge=0)
+    endpoint: Literal["chat", "completions"] = "chat"
+    rpm: float | None = Field(default=None, gt=0, description="requests per minute ceiling")
+    tpm: float | None = Field(default=None, gt=0, description="tokens per minute ceiling")
+    adaptive: bool = Field(default=True, description="cut concurrency on 429s/timeouts, grow it back")
+    batch_size: int = Field(default=1, ge=1, description="completions prompts coalesced per request")
+    batch_wait_ms: float = Field(default=5.0, ge=0)
+    price: dict[str, float] | None = Field(
+        default=None, description="USD per million tokens: {prompt: x, completion: y}")
+    path: str | None = Field(default=None, description="local backend: a GGUF file (default: SmolLM2-135M)")
+    n_ctx: int = 2048
+
+    @field_validator("base_url")
+    @classmethod
+    def _strip_slash(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list):
+            return [url.rstrip("/") for url in value]
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _remote_needs_url(self) -> "ModelConfig":
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("backend 'openai' needs a base_url (e.g. http://127.0.0.1:8000/v1)")
+        if self.backend in ("openai", "vllm") and not self.model:
+            raise ValueError(f"backend '{self.backend}' needs a model name")
+        return self
+
+    def urls(self) -> list[str]:
+        if self.base_url is None:
+            return []
+        return list(self.base_url) if isinstance(self.base_url, list) else [self.base_url]
+
+
+class EdgeConfig(_Strict):
+    """`[a, b]` or `{from: a, to: b, when: "expr", max_visits: n}`."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    source: str = Field(alias="from")
+    target: str = Field(alias="to")
+    when: str | None = None
+    max_visits: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_pair(cls, value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            if len(value) != 2:
+                raise ValueError("a plain edge is a pair: [from_node, to_node]")
+            return {"from": value[0], "to": value[1]}
+        return value
+
+
+class MessageTemplate(_Strict):
+    role: str
+    content: str
+
+
+class OutputConfig(_Strict):
+    """One output file. `sft`: messages; `dpo`: prompt/chosen/rejected; `raw`: the record state."""
+
+    name: str
+    format: Literal["sft", "dpo", "raw"] = "raw"
+    messages: list[MessageTemplate] | str | None = Field(
+        default=None, description="sft: message templates, or a state key holding a messages list")
+    prompt: list[MessageTemplate] | str | None = None
+    chosen: list[MessageTemplate] | str | None = None
+    rejected: list[MessageTemplate] | str | None = None
+    pairs: str | None = Field(default=None, description="dpo: a state key holding a list of "
+                              "{prompt, chosen, rejected} pairs; one record per pair")
+    when: str | None = Field(default=None, description="write only records where this holds")
+    metadata: dict[str, str] = Field(default_factory=dict, description="extra metadata: name -> expression "
+                                     "over the state (e.g. review.score)")
+
+    @model_validator(mode="after")
+    def _format_fields(self) -> "OutputConfig":
+        if self.format == "sft" and self.messages is None:
+            raise ValueError("an sft output needs messages")
+        if self.format == "dpo" and self.pairs is None and None in (self.prompt, self.chosen, self.rejected):
+            raise ValueError("a dpo output needs prompt, chosen and rejected (or pairs: <state key>)")
+        return self
+
+
+class RunConfig(_Strict):
+    """How a run behaves; none of these change what a record contains."""
+
+    max_in_flight: int | None = Field(default=None, ge=1)
+    max_failure_rate: float = Field(default=0.5, ge=0, le=1)
+    failure_window: int = Field(default=50, ge=1)
+    drain_seconds: float = Field(default=10.0, ge=0)
+    write_dropped: bool = True
+
+
+class GraphConfig(_Strict):
+    name: str
+    description: str | None = None
+    seed: SeedConfig = SeedConfig()
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+    nodes: dict[str, dict[str, Any]]
+    edges: list[EdgeConfig] = Field(default_factory=list)
+    outputs: list[OutputConfig] = Field(default_factory=lambda: [OutputConfig(name="records")])
+    run: RunConfig = RunConfig()
+
+    @field_validator("nodes")
+    @classmethod
+    def _nodes_have_types(cls, nodes: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        if not nodes:
+            raise ValueError("a graph needs at least one node")
+        for name, spec in nodes.items():
+            if not isinstance(spec, dict) or "type" not in spec:
+                raise ValueError(f"node '{name}' needs a type (see `synthloom nodes`)")
+        return nodes

@@ -1,0 +1,47 @@
+"""What a node sees of the run besides its record: the models, its own stats, and state shared across
+records (a task pool, a dedup index) guarded by a lock."""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from .models.base import Completion, LLMRequest
+from .models.pool import ModelPool
+from .stats import NodeStats
+
+T = TypeVar("T")
+
+
+@dataclass
+class Shared:
+    """One cross-record object and the lock to hold while reading-then-writing it."""
+
+    value: Any
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@dataclass
+class RunContext:
+    models: ModelPool
+    output_dir: Path | None = None
+    base_dir: Path = field(default_factory=Path.cwd)
+    node_stats: dict[str, NodeStats] = field(default_factory=dict)
+    graph_name: str = ""
+    _shared: dict[str, Shared] = field(default_factory=dict)
+
+    async def complete(self, node: str, model: str, request: LLMRequest) -> Completion:
+        stats = self.node_stats.setdefault(node, NodeStats())
+        return await self.models.complete(model, request, stats.usage)
+
+    def shared(self, key: str, factory: Callable[[], T]) -> Shared:
+        """The run-wide object under `key`, made by `factory` the first time it is asked for."""
+        if key not in self._shared:
+            self._shared[key] = Shared(factory())
+        return self._shared[key]
+
+    def resolve_path(self, path: str) -> Path:
+        """Paths in a graph file are relative to the graph file."""
+        candidate = Path(path).expanduser()
+        return candidate if candidate.is_absolute() else self.base_dir / candidate

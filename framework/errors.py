@@ -1,0 +1,40 @@
+"""Exception types whose messages are meant for users, not for debuggers.
+
+A `ConfigError` is a user's mistake in a graph file: the CLI prints its one-line message and exits 2,
+never a traceback. Errors raised while a record runs fail that record only (see `scheduler`).
+"""
+from __future__ import annotations
+
+
+class SynthloomError(Exception):
+    """Base of every error synthloom raises on purpose."""
+
+
+class ConfigError(SynthloomError):
+    """A graph file (or an override) says something we cannot run.
+
+    `where` is "file:line" when known and `key` the dotted key path, so the message points at the spot.
+    """
+
+    def __init__(self, message: str, *, where: str | None = None, key: str | None = None):
+        self.message, self.where, self.key = message, where, key
+        prefix = ": ".join(part for part in (where, key) if part)
+        super().__init__(f"{prefix}: {message}" if prefix else message)
+
+
+class RecordError(SynthloomError):
+    """A record cannot go on (bad template data, unparsable model reply, ...). Fails that record only."""
+
+
+class ModelCallError(SynthloomError):
+    """An LLM call failed. `retryable` says whether trying again may help (429, 5xx, timeouts)."""
+
+    def __init__(self, message: str, *, retryable: bool, status: int | None = None,
+                 retry_after: float | None = None):
+        super().__init__(message)
+        self.retryable, self.status, self.retry_after = retryable, status, retry_after
+        self.attempts = 1
+
+
+class RunAborted(SynthloomError):
+    """The run stopped on purpose (failure rate too high); the message says why and what to do."""

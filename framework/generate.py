@@ -1,0 +1,34 @@
+"""One LLM generation as nodes need it: messages in, text (or a schema-checked object) out, with the
+model shown its mistake and asked again when a structured reply does not parse."""
+from __future__ import annotations
+
+from typing import Any
+
+from .context import RunContext
+from .errors import RecordError
+from .models.base import LLMRequest
+from .structured import OutputSchema
+
+
+async def generate(ctx: RunContext, *, node: str, model: str, messages: list[dict[str, str]] | None = None,
+                   prompt: str | None = None, params: dict[str, Any] | None = None,
+                   schema: OutputSchema | None = None, parse_retries: int = 2, sample: int = 0) -> Any:
+    """The reply text, or with `schema` the parsed object. Raises `RecordError` when retries run out."""
+    params = params or {}
+    conversation = list(messages) if messages is not None else None
+    attempts = 0
+    while True:
+        request = LLMRequest(messages=tuple(conversation) if conversation is not None else None,
+                             prompt=prompt, params=params,
+                             json_schema=schema.schema if schema else None, sample=sample)
+        completion = await ctx.complete(node, model, request)
+        if schema is None:
+            return completion.text
+        try:
+            return schema.parse(completion.text)
+        except RecordError as error:
+            attempts += 1
+            if attempts > parse_retries or conversation is None:
+                error.attempts = attempts  # type: ignore[attr-defined]
+                raise
+            conversation += [{"role": "assistant", "content": completion.text}, schema.retry_message(error)]

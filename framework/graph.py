@@ -1,0 +1,275 @@
+"""Turn a validated config into a runnable graph (networkx) and check it before any call is made:
+references, reachability, bounded loops, and that every key a template reads is written upstream."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import networkx as nx
+from pydantic import ValidationError
+
+from .config import GraphConfig, MessageTemplate, OutputConfig
+from .errors import ConfigError
+from .expressions import Condition
+from .loader import KeyPath, LoadedConfig, SourceMap, dotted
+from .node import ANY_KEY, Node
+from .registry import resolve_node_type
+from .templates import Template
+
+RESERVED_KEYS = {"id"}
+
+
+@dataclass(frozen=True)
+class Edge:
+    index: int
+    source: str
+    target: str
+    when: Condition | None
+    max_visits: int | None
+
+
+@dataclass
+class Graph:
+    """The runnable form of a graph file."""
+
+    loaded: LoadedConfig
+    nodes: dict[str, Node]
+    dag: nx.DiGraph
+    edges_from: dict[str, list[Edge]]
+    starts: list[str]
+    forward_ancestors: dict[str, frozenset[str]]
+    seed_columns: set[str] = field(default_factory=set)
+
+    @property
+    def config(self) -> GraphConfig:
+        return self.loaded.config
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def base_dir(self) -> Path:
+        return self.loaded.base_dir
+
+    def mermaid(self) -> str:
+        lines = ["flowchart TD"]
+        for name, node in self.nodes.items():
+            label = f"{name}<br/><small>{graph_type(self, name)}</small>"
+            lines.append(f'    {_mermaid_id(name)}["{label}"]')
+        for edges in self.edges_from.values():
+            for edge in edges:
+                notes = [edge.when.source] if edge.when else []
+                if edge.max_visits:
+                    notes.append(f"max {edge.max_visits}")
+                arrow = f' -- "{_mermaid_escape(", ".join(notes))}" --> ' if notes else " --> "
+                lines.append(f"    {_mermaid_id(edge.source)}{arrow}{_mermaid_id(edge.target)}")
+        return "\n".join(lines)
+
+
+def graph_type(graph: "Graph", name: str) -> str:
+    return str(graph.config.nodes[name]["type"])
+
+
+def _mermaid_id(name: str) -> str:
+    return "n_" + "".join(ch if ch.isalnum() else "_" for ch in name)
+
+
+def _mermaid_escape(text: str) -> str:
+    return text.replace('"', "#quot;")
+
+
+def build_graph(loaded: LoadedConfig, seed_columns: Iterable[str] = ()) -> Graph:
+    config, smap = loaded.config, loaded.source_map
+    nodes = {name: _instantiate(name, spec, smap) for name, spec in config.nodes.items()}
+    graph = nx.MultiDiGraph()
+    graph.add_nodes_from(nodes)
+    edges_from: dict[str, list[Edge]] = {name: [] for name in nodes}
+    for index, edge_config in enumerate(config.edges):
+        for end, value in (("from", edge_config.source), ("to", edge_config.target)):
+            if value not in nodes:
+                raise ConfigError(f"edge {end} unknown node '{value}' (nodes: {', '.join(nodes)})",
+                                  where=smap.where(("edges", index)), key=f"edges.{index}")
+        when = _condition(edge_config.when, smap, ("edges", index, "when"))
+        edge = Edge(index, edge_config.source, edge_config.target, when, edge_config.max_visits)
+        edges_from[edge.source].append(edge)
+        graph.add_edge(edge.source, edge.target, key=index, edge=edge)
+
+    starts = [name for name in nodes if graph.in_degree(name) == 0]
+    if not starts:
+        raise ConfigError("no start node: every node has an incoming edge, so no record can enter",
+                          where=smap.where(("edges",)), key="edges")
+    _check_reachable(graph, starts, smap)
+    _check_loops_bounded(graph, smap)
+    dag = _forward_dag(graph, starts)
+    ancestors = {name: frozenset(nx.ancestors(dag, name)) for name in nodes}
+    result = Graph(loaded, nodes, dag, edges_from, starts, ancestors, set(seed_columns))
+    _check_models(result, smap)
+    _check_keys(result, graph, smap)
+    return result
+
+
+def _instantiate(name: str, spec: dict[str, Any], smap: SourceMap) -> Node:
+    path: KeyPath = ("nodes", name)
+    type_name = spec["type"]
+    try:
+        node_type = resolve_node_type(type_name)
+    except ConfigError as error:
+        raise ConfigError(error.message, where=smap.where((*path, "type")), key=f"nodes.{name}.type") from None
+    params = {key: value for key, value in spec.items() if key != "type"}
+    try:
+        return node_type(name, node_type.Params.model_validate(params))
+    except ValidationError as error:
+        first = error.errors()[0]
+        loc = (*path, *first["loc"])
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            allowed = ", ".join(node_type.Params.model_fields)
+            message = f"unknown parameter '{first['loc'][-1]}' for a {type_name} node (it takes: {allowed})"
+        elif first["type"] == "missing":
+            message = f"a {type_name} node needs '{first['loc'][-1]}'"
+        raise ConfigError(message, where=smap.where(loc), key=dotted(loc)) from None
+    except (ValueError, ConfigError) as error:
+        raise ConfigError(str(error), where=smap.where(path), key=dotted(path)) from None
+
+
+def _condition(source: str | None, smap: SourceMap, path: KeyPath) -> Condition | None:
+    if source is None:
+        return None
+    try:
+        return Condition(source)
+    except ValueError as error:
+        raise ConfigError(str(error), where=smap.where(path), key=dotted(path)) from None
+
+
+def _check_reachable(graph: nx.MultiDiGraph, starts: list[str], smap: SourceMap) -> None:
+    reached: set[str] = set(starts)
+    for start in starts:
+        reached |= nx.descendants(graph, start)
+    for name in graph.nodes:
+        if name not in reached:
+            raise ConfigError(f"node '{name}' cannot be reached from a start node ({', '.join(starts)}); "
+                              f"add an edge to it or remove it", where=smap.where(("nodes", name)),
+                              key=f"nodes.{name}")
+
+
+def _check_loops_bounded(graph: nx.MultiDiGraph, smap: SourceMap) -> None:
+    for cycle in nx.simple_cycles(nx.DiGraph(graph)):
+        pairs = list(zip(cycle, cycle[1:] + cycle[:1]))
+        bounded = any(data["edge"].max_visits for a, b in pairs
+                      for data in graph.get_edge_data(a, b).values())
+        if not bounded:
+            first = next(iter(graph.get_edge_data(*pairs[0]).values()))["edge"]
+            loop = " -> ".join([*cycle, cycle[0]])
+            raise ConfigError(f"loop {loop} has no max_visits; give one of its edges max_visits: N",
+                              where=smap.where(("edges", first.index)), key=f"edges.{first.index}")
+
+
+def _forward_dag(graph: nx.MultiDiGraph, starts: list[str]) -> nx.DiGraph:
+    """The graph without its back edges (those closing a loop), found by depth-first search from the starts."""
+    dag = nx.DiGraph()
+    dag.add_nodes_from(graph.nodes)
+    on_stack: set[str] = set()
+    done: set[str] = set()
+
+    def visit(name: str) -> None:
+        on_stack.add(name)
+        for _, target in graph.out_edges(name):
+            if target in on_stack:
+                continue  # a back edge
+            dag.add_edge(name, target)
+            if target not in done:
+                visit(target)
+        on_stack.discard(name)
+        done.add(name)
+
+    for start in starts:
+        visit(start)
+    return dag
+
+
+def _check_models(graph: Graph, smap: SourceMap) -> None:
+    known = set(graph.config.models) | {"default"}
+    for name, node in graph.nodes.items():
+        for model in node.models():
+            if model not in known:
+                raise ConfigError(f"unknown model '{model}' (models: {', '.join(sorted(known))})",
+                                  where=smap.where(("nodes", name, "model")), key=f"nodes.{name}.model")
+
+
+def _check_keys(graph: Graph, full: nx.MultiDiGraph, smap: SourceMap) -> None:
+    """A key a node reads must come from the seed or from a node that can run before it."""
+    base = graph.seed_columns | RESERVED_KEYS
+    writes = {name: node.writes() for name, node in graph.nodes.items()}
+    everything = base.union(*writes.values())
+    for name, node in graph.nodes.items():
+        upstream = nx.ancestors(full, name)
+        if any(ANY_KEY in writes[other] for other in upstream) or not graph.seed_columns and \
+                graph.config.seed.source.type != "none":
+            continue
+        available = base.union(*(writes[other] for other in upstream))
+        missing = sorted(key for key in node.reads() if key not in available)
+        if missing:
+            path = ("nodes", name, *_locate(graph.config.nodes[name], missing[0]))
+            raise ConfigError(_missing_message(missing, name, graph), where=smap.where(path), key=dotted(path))
+    for edges in graph.edges_from.values():
+        for edge in edges:
+            if edge.when is None:
+                continue
+            upstream = nx.ancestors(full, edge.source) | {edge.source}
+            if any(ANY_KEY in writes[other] for other in upstream):
+                continue
+            available = base.union(*(writes[other] for other in upstream))
+            missing = sorted(edge.when.names - available)
+            if missing:
+                raise ConfigError(f"condition reads {', '.join(missing)}, which nothing before it writes",
+                                  where=smap.where(("edges", edge.index, "when")), key=f"edges.{edge.index}.when")
+    if any(ANY_KEY in keys for keys in writes.values()):
+        return
+    for index, output in enumerate(graph.config.outputs):
+        try:
+            missing = sorted(output_reads(output) - everything)
+        except ValueError as error:
+            raise ConfigError(str(error), where=smap.where(("outputs", index)), key=f"outputs.{index}") from None
+        if missing:
+            raise ConfigError(f"output '{output.name}' reads {', '.join(missing)}, which no node or seed "
+                              f"column gives", where=smap.where(("outputs", index)), key=f"outputs.{index}")
+
+
+def _locate(spec: Any, word: str) -> tuple[str | int, ...]:
+    """The key path of the first string in a node's spec that mentions `word`, to point at its line."""
+    if isinstance(spec, str):
+        return () if word in spec else ("",)
+    items = spec.items() if isinstance(spec, dict) else enumerate(spec) if isinstance(spec, list) else []
+    for key, value in items:
+        found = _locate(value, word)
+        if found != ("",):
+            return (key, *found)
+    return ("",)
+
+
+def _missing_message(missing: list[str], name: str, graph: Graph) -> str:
+    return (f"node '{name}' reads {', '.join(missing)}, which no upstream node writes and the seed does not "
+            f"have (seed columns: {', '.join(sorted(graph.seed_columns)) or 'none'})")
+
+
+def output_reads(output: OutputConfig) -> set[str]:
+    keys: set[str] = set()
+    for part in (output.messages, output.prompt, output.chosen, output.rejected):
+        if isinstance(part, str):
+            keys.add(part)
+        elif isinstance(part, list):
+            for message in part:
+                keys |= Template(message.content).variables
+    if output.pairs:
+        keys.add(output.pairs)
+    if output.when:
+        keys |= Condition(output.when).names
+    for expression in output.metadata.values():
+        keys |= Condition(expression).names
+    return keys
+
+
+def compile_messages(messages: list[MessageTemplate]) -> list[tuple[str, Template]]:
+    return [(message.role, Template(message.content)) for message in messages]

@@ -1,0 +1,151 @@
+"""Read a graph file into a `GraphConfig`, keeping YAML line numbers so every error can point at its line."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from .config import GraphConfig
+from .errors import ConfigError
+
+KeyPath = tuple[str | int, ...]
+
+
+@dataclass
+class SourceMap:
+    """Where each key of the file stands, so `where(("nodes", "answer", "model"))` gives 'file:12'."""
+
+    file: str
+    lines: dict[KeyPath, int] = field(default_factory=dict)
+
+    def where(self, path: KeyPath) -> str:
+        for cut in range(len(path), -1, -1):
+            line = self.lines.get(tuple(path[:cut]))
+            if line is not None:
+                return f"{self.file}:{line}"
+        return self.file
+
+
+def _collect_lines(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int]) -> None:
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            child = (*path, str(key_node.value))
+            lines[child] = key_node.start_mark.line + 1
+            _collect_lines(value_node, child, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _collect_lines(item, (*path, index), lines)
+
+
+def dotted(path: KeyPath) -> str:
+    return ".".join(str(part) for part in path)
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> None:
+    """`models.writer.base_url=http://h:9/v1`: set a key (YAML-typed value), creating dicts on the way."""
+    key, sep, text = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set '{assignment}' should look like dotted.key=value")
+    parts = key.strip().split(".")
+    target: Any = raw
+    for index, part in enumerate(parts[:-1]):
+        if isinstance(target, list):
+            if not part.isdigit() or int(part) >= len(target):
+                raise ConfigError(f"--set {key}: '{part}' is not an index of the list at "
+                                  f"{'.'.join(parts[:index]) or 'top'}")
+            target = target[int(part)]
+        else:
+            target = target.setdefault(part, {})
+        if not isinstance(target, (dict, list)):
+            raise ConfigError(f"--set {key}: '{'.'.join(parts[:index + 1])}' is a value, not a mapping")
+    value = yaml.safe_load(text) if text.strip() else ""
+    last = parts[-1]
+    if isinstance(target, list):
+        if not last.isdigit() or int(last) >= len(target):
+            raise ConfigError(f"--set {key}: '{last}' is not an index of that list")
+        target[int(last)] = value
+    else:
+        target[last] = value
+
+
+def config_hash(raw: dict[str, Any]) -> str:
+    """A short fingerprint of what the user configured; stored with every record."""
+    canonical = json.dumps(raw, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+@dataclass
+class LoadedConfig:
+    config: GraphConfig
+    raw: dict[str, Any]
+    source_map: SourceMap
+    base_dir: Path
+    hash: str
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None,
+                endpoint: str | None = None) -> LoadedConfig:
+    """Parse, override and type-check a graph file. Raises `ConfigError` naming file, line and key."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"cannot read the graph file ({error.strerror}); check the path",
+                          where=str(path)) from None
+    try:
+        tree = yaml.compose(text)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(error, "problem", None) or str(error)
+        raise ConfigError(f"not valid YAML ({problem})", where=where) from None
+    if not isinstance(raw, dict):
+        raise ConfigError("a graph file is a mapping with name, nodes, edges, ...", where=str(path))
+    source_map = SourceMap(str(path))
+    if tree is not None:
+        _collect_lines(tree, (), source_map.lines)
+    for assignment in overrides or []:
+        apply_override(raw, assignment)
+    if endpoint:
+        point_models_at(raw, endpoint)
+    return LoadedConfig(validate_raw(raw, source_map), raw, source_map, path.resolve().parent,
+                        config_hash(raw))
+
+
+def point_models_at(raw: dict[str, Any], endpoint: str) -> None:
+    """`--endpoint URL`: every model (and the implicit default) becomes that OpenAI-compatible server."""
+    models = raw.setdefault("models", {}) or {}
+    raw["models"] = models
+    if not models:
+        models["default"] = {}
+    for spec in models.values():
+        spec["backend"] = "openai"
+        spec["base_url"] = endpoint
+        spec.setdefault("model", "default")
+        spec.pop("path", None)
+
+
+def validate_raw(raw: dict[str, Any], source_map: SourceMap) -> GraphConfig:
+    try:
+        return GraphConfig.model_validate(raw)
+    except ValidationError as error:
+        first = error.errors()[0]
+        loc = tuple(part for part in first["loc"] if not _is_union_tag(part))
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message = f"unknown key '{loc[-1]}' (check the spelling; see the config reference in README)"
+        elif first["type"] == "missing":
+            message = f"missing required key '{loc[-1]}'"
+        raise ConfigError(message, where=source_map.where(loc), key=dotted(loc)) from None
+
+
+def _is_union_tag(part: Any) -> bool:
+    """pydantic puts union member names ('list[MessageTemplate]', 'str') into locations; users never wrote them."""
+    return isinstance(part, str) and ("[" in part or part in {"str", "function-after", "function-before"})

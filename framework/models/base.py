@@ -1,0 +1,42 @@
+"""What every model client takes and gives back, whatever the backend."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class LLMRequest:
+    """One generation. `messages` for chat, `prompt` for raw completions (Magpie, micro-batching).
+
+    `sample` tells apart the n-th sample of the same request, so a response cache can hold n answers.
+    """
+
+    messages: tuple[dict[str, str], ...] | None = None
+    prompt: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    json_schema: dict[str, Any] | None = None
+    sample: int = 0
+
+    def cache_payload(self) -> dict[str, Any]:
+        return {"messages": self.messages, "prompt": self.prompt, "params": self.params,
+                "json_schema": self.json_schema, "sample": self.sample}
+
+
+@dataclass
+class Completion:
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+    latency: float = 0.0
+    attempts: int = 1
+    cached: bool = False
+
+
+class ModelClient(Protocol):
+    name: str
+
+    async def complete(self, request: LLMRequest) -> Completion: ...
+
+    async def close(self) -> None: ...

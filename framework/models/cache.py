@@ -1,0 +1,74 @@
+"""A response cache keyed by the content that determines the answer: backend, model, messages or prompt,
+parameters (seed included) and sample index. Throughput settings are not in the key, so tuning speed
+never costs a re-run. Stored in SQLite under $SYNTHLOOM_CACHE_DIR (default ~/.cache/synthloom)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from .base import Completion, LLMRequest
+
+COMMIT_EVERY_S = 0.5
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("SYNTHLOOM_CACHE_DIR") or Path.home() / ".cache" / "synthloom")
+
+
+def cache_key(identity: dict[str, Any], request: LLMRequest) -> str:
+    payload = json.dumps({"model": identity, **request.cache_payload()}, sort_keys=True, default=str,
+                         separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class ResponseCache:
+    def __init__(self, directory: Path | None = None):
+        directory = directory or default_cache_dir()
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / "responses.sqlite"
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, text TEXT, "
+                         "prompt_tokens INTEGER, completion_tokens INTEGER, finish_reason TEXT, created REAL)")
+        self._pending: list[tuple[Any, ...]] = []
+        self._last_commit = time.monotonic()
+        self.hits = self.misses = 0
+
+    def get(self, key: str) -> Completion | None:
+        row = self._db.execute("SELECT text, prompt_tokens, completion_tokens, finish_reason FROM responses "
+                               "WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            for pending in self._pending:
+                if pending[0] == key:
+                    row = pending[1:5]
+                    break
+        if row is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return Completion(text=row[0], prompt_tokens=row[1], completion_tokens=row[2],
+                          finish_reason=row[3], cached=True, attempts=0)
+
+    def put(self, key: str, completion: Completion) -> None:
+        self._pending.append((key, completion.text, completion.prompt_tokens, completion.completion_tokens,
+                              completion.finish_reason, time.time()))
+        if time.monotonic() - self._last_commit > COMMIT_EVERY_S or len(self._pending) >= 256:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?)", self._pending)
+            self._db.execute("COMMIT")
+            self._pending.clear()
+        self._last_commit = time.monotonic()
+
+    def close(self) -> None:
+        self.flush()
+        self._db.close()

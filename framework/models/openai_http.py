@@ -1,0 +1,172 @@
+"""A client for any OpenAI-compatible server (vLLM, llama.cpp server, TGI, Ollama, OpenAI) over aiohttp.
+
+One pooled session per client; calls pass, in order: the adaptive concurrency limiter, the RPM/TPM
+buckets, the replica chooser, then HTTP. Transient faults (connection errors, timeouts, 408, 429, 5xx) are
+retried with exponential backoff and jitter, honouring Retry-After; other 4xx fail at once with the
+server's own message.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from typing import Any
+
+import aiohttp
+
+from ..config import ModelConfig
+from ..errors import ConfigError, ModelCallError
+from .base import Completion, LLMRequest
+from .limits import AdaptiveLimiter, TokenBucket
+from .replicas import ReplicaSet
+
+RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+BACKOFF_CAP_S = 30.0
+
+
+class OpenAIClient:
+    def __init__(self, name: str, config: ModelConfig, *, retry_base_delay: float = 0.5):
+        self.name = name
+        self.config = config
+        self.limiter = AdaptiveLimiter(config.max_concurrency, adaptive=config.adaptive)
+        self.replicas = ReplicaSet(config.urls())
+        self.rpm = TokenBucket(config.rpm) if config.rpm else None
+        self.tpm = TokenBucket(config.tpm) if config.tpm else None
+        self.retry_base_delay = retry_base_delay
+        self._headers = {"Content-Type": "application/json"}
+        if config.api_key_env:
+            key = os.environ.get(config.api_key_env)
+            if not key:
+                raise ConfigError(f"environment variable {config.api_key_env} is not set; export it with "
+                                  f"the API key", key=f"models.{name}.api_key_env")
+            self._headers["Authorization"] = f"Bearer {key}"
+        self._session: aiohttp.ClientSession | None = None
+
+    def _session_for_loop(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(
+                connector=connector, headers=self._headers,
+                timeout=aiohttp.ClientTimeout(total=self.config.timeout))
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+
+    def payload(self, request: LLMRequest) -> tuple[str, dict[str, Any]]:
+        body: dict[str, Any] = {"model": self.config.model, **self.config.params, **request.params}
+        if request.sample and isinstance(body.get("seed"), int):
+            body["seed"] += request.sample  # n samples with a fixed seed must still differ
+        if request.prompt is not None:
+            body["prompt"] = request.prompt
+            if request.json_schema is not None:
+                body["response_format"] = {"type": "json_object", "schema": request.json_schema}
+            return "/completions", body
+        body["messages"] = list(request.messages or ())
+        if request.json_schema is not None:
+            body["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": "output", "schema": request.json_schema, "strict": True}}
+        return "/chat/completions", body
+
+    async def complete(self, request: LLMRequest) -> Completion:
+        path, body = self.payload(request)
+        estimate = _estimate_tokens(body)
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                completion = await self._attempt(path, body, estimate)
+                completion.latency = time.monotonic() - started
+                completion.attempts = attempt
+                return completion
+            except ModelCallError as error:
+                if not error.retryable or attempt > self.config.max_retries:
+                    error.attempts = attempt
+                    raise
+                await asyncio.sleep(self._backoff(attempt, error.retry_after))
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, BACKOFF_CAP_S)
+        return min(BACKOFF_CAP_S, self.retry_base_delay * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+
+    async def _attempt(self, path: str, body: dict[str, Any], estimate: int) -> Completion:
+        if self.rpm:
+            await self.rpm.take(1)
+        reserved = await self.tpm.take(estimate) if self.tpm else 0
+        await self.limiter.acquire()
+        replica = self.replicas.choose()
+        ok = server_fault = False
+        try:
+            completion = await self._post(replica.url + path, body)
+            ok = True
+            self.limiter.on_success()
+            if self.tpm:
+                self.tpm.refund(reserved - (completion.prompt_tokens + completion.completion_tokens))
+            return completion
+        except ModelCallError as error:
+            server_fault = error.retryable
+            if error.status == 429 or error.status is None:
+                self.limiter.on_overload()
+            raise
+        finally:
+            self.replicas.done(replica, ok=ok, server_fault=server_fault)
+            self.limiter.release()
+
+    async def _post(self, url: str, body: dict[str, Any]) -> Completion:
+        session = self._session_for_loop()
+        try:
+            async with session.post(url, json=body) as response:
+                if response.status != 200:
+                    text = await response.text()
+                    raise ModelCallError(
+                        f"{self.name}: HTTP {response.status} from {url}: {_server_message(text)}",
+                        retryable=response.status in RETRYABLE_STATUS, status=response.status,
+                        retry_after=_retry_after(response.headers.get("Retry-After")))
+                data = await response.json(content_type=None)
+        except asyncio.TimeoutError:
+            raise ModelCallError(f"{self.name}: no answer from {url} within {self.config.timeout:g}s",
+                                 retryable=True) from None
+        except aiohttp.ClientError as error:
+            raise ModelCallError(f"{self.name}: cannot reach {url}: {error}", retryable=True) from None
+        return _parse_completion(data, self.name)
+
+
+def _parse_completion(data: dict[str, Any], name: str) -> Completion:
+    try:
+        choice = data["choices"][0]
+        text = choice["message"]["content"] if "message" in choice else choice["text"]
+    except (KeyError, IndexError, TypeError):
+        raise ModelCallError(f"{name}: the server's reply has no choices[0] text: {str(data)[:200]}",
+                             retryable=True) from None
+    usage = data.get("usage") or {}
+    return Completion(text=text or "", prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                      completion_tokens=int(usage.get("completion_tokens") or 0),
+                      finish_reason=choice.get("finish_reason"))
+
+
+def _server_message(text: str) -> str:
+    import json
+    try:
+        data = json.loads(text)
+        error = data.get("error", data)
+        message = error.get("message") if isinstance(error, dict) else error
+        return str(message)[:300]
+    except (ValueError, AttributeError):
+        return text[:300]
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
+
+
+def _estimate_tokens(body: dict[str, Any]) -> int:
+    """Chars/4 for the prompt plus max_tokens: reserved in the TPM bucket, corrected after the call."""
+    prompt_chars = len(str(body.get("messages") or body.get("prompt") or ""))
+    return prompt_chars // 4 + int(body.get("max_tokens") or 256)

@@ -1,0 +1,95 @@
+"""The models of one run, by name: builds each client once, consults the response cache, and counts
+usage per model (the per-node count is passed in by the caller)."""
+from __future__ import annotations
+
+from typing import Any
+
+from ..config import ModelConfig
+from ..errors import ConfigError, ModelCallError
+from ..stats import UsageStats
+from .base import Completion, LLMRequest, ModelClient
+from .cache import ResponseCache, cache_key
+
+DEFAULT_MODEL = "default"
+EMBEDDED = ModelConfig(backend="local")
+
+
+def build_client(name: str, config: ModelConfig, retry_base_delay: float) -> ModelClient:
+    if config.backend == "openai":
+        from .openai_http import OpenAIClient
+        return OpenAIClient(name, config, retry_base_delay=retry_base_delay)
+    if config.backend == "local":
+        from .local import LocalClient
+        return LocalClient(name, config)
+    if config.backend == "vllm":
+        from .vllm_engine import VLLMClient
+        return VLLMClient(name, config)
+    raise ConfigError(f"unknown backend '{config.backend}'", key=f"models.{name}.backend")
+
+
+class ModelPool:
+    def __init__(self, configs: dict[str, ModelConfig], cache: ResponseCache | None = None,
+                 retry_base_delay: float = 0.5):
+        self.configs = dict(configs)
+        self.configs.setdefault(DEFAULT_MODEL, EMBEDDED)
+        self.cache = cache
+        self.retry_base_delay = retry_base_delay
+        self._clients: dict[str, ModelClient] = {}
+        self.usage: dict[str, UsageStats] = {}
+
+    def client(self, name: str) -> ModelClient:
+        if name not in self._clients:
+            if name not in self.configs:
+                raise ConfigError(f"unknown model '{name}'; define it under models:")
+            self._clients[name] = build_client(name, self.configs[name], self.retry_base_delay)
+            self.usage[name] = UsageStats()
+        return self._clients[name]
+
+    def identity(self, name: str) -> dict[str, Any]:
+        config = self.configs[name]
+        model = config.model or (config.path or "embedded-smollm2-135m")
+        return {"backend": config.backend, "model": model, "params": config.params,
+                "endpoint": config.endpoint}
+
+    async def complete(self, name: str, request: LLMRequest, node_usage: UsageStats | None = None) -> Completion:
+        client = self.client(name)
+        config = self.configs[name]
+        key = cache_key(self.identity(name), request) if self.cache else None
+        completion = self.cache.get(key) if self.cache and key else None
+        if completion is None:
+            try:
+                completion = await client.complete(request)
+            except ModelCallError as error:
+                self.usage[name].errors += 1
+                self.usage[name].retries += max(0, error.attempts - 1)
+                if node_usage is not None:
+                    node_usage.errors += 1
+                    node_usage.retries += max(0, error.attempts - 1)
+                raise
+            if self.cache and key:
+                self.cache.put(key, completion)
+        for usage in (self.usage[name], node_usage):
+            if usage is not None:
+                usage.record(prompt_tokens=completion.prompt_tokens,
+                             completion_tokens=completion.completion_tokens, latency=completion.latency,
+                             attempts=completion.attempts, cached=completion.cached, price=config.price)
+        return completion
+
+    def concurrency(self) -> dict[str, dict[str, Any]]:
+        """Current and peak concurrency per model, for the progress bar and the manifest."""
+        status: dict[str, dict[str, Any]] = {}
+        for name, client in self._clients.items():
+            limiter = getattr(client, "limiter", None)
+            if limiter is not None:
+                status[name] = {"limit": limiter.limit, "ceiling": limiter.ceiling, "peak": limiter.peak,
+                                "cuts": limiter.cuts}
+            replicas = getattr(client, "replicas", None)
+            if replicas is not None and len(replicas.replicas) > 1:
+                status.setdefault(name, {})["replicas"] = replicas.status()
+        return status
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+        if self.cache:
+            self.cache.flush()

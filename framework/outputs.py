@@ -1,0 +1,86 @@
+"""Shape a finished record into training records: SFT (`messages`), DPO (TRL's conversational
+`prompt`/`chosen`/`rejected`) or the raw state, each with metadata saying where it came from."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from .config import MessageTemplate, OutputConfig
+from .errors import RecordError
+from .expressions import Condition
+from .templates import Template, render_messages
+
+Messages = list[dict[str, str]]
+
+
+class OutputShaper:
+    """One output of the graph, compiled once."""
+
+    def __init__(self, config: OutputConfig):
+        self.config = config
+        self.name = config.name
+        self.when = Condition(config.when) if config.when else None
+        self._parts = {part: _compile(getattr(config, part))
+                       for part in ("messages", "prompt", "chosen", "rejected")}
+        self._metadata = {key: Condition(value) for key, value in config.metadata.items()}
+
+    def shape(self, state: Mapping[str, Any], metadata: dict[str, Any]) -> list[dict[str, Any]]:
+        if self.when is not None and not self.when.holds(state):
+            return []
+        meta = {**metadata, **{key: expression.evaluate(state) for key, expression in self._metadata.items()}}
+        kind = self.config.format
+        if kind == "raw":
+            return [{**state, "metadata": meta}]
+        if kind == "sft":
+            return [{"messages": self._messages("messages", state, None), "metadata": meta}]
+        if self.config.pairs:
+            return [_pair_record(pair, meta, self.config.pairs) for pair in _listed(state, self.config.pairs)]
+        return [{"prompt": self._messages("prompt", state, "user"),
+                 "chosen": self._messages("chosen", state, "assistant"),
+                 "rejected": self._messages("rejected", state, "assistant"), "metadata": meta}]
+
+    def _messages(self, part: str, state: Mapping[str, Any], role: str | None) -> Messages:
+        compiled = self._parts[part]
+        if isinstance(compiled, str):
+            if compiled not in state:
+                raise RecordError(f"output '{self.name}': the record has no '{compiled}'")
+            return as_messages(state[compiled], role or "user", f"{self.name}.{part}")
+        assert compiled is not None
+        return render_messages(compiled, state)
+
+
+def _compile(part: list[MessageTemplate] | str | None) -> list[tuple[str, Template]] | str | None:
+    if isinstance(part, list):
+        return [(message.role, Template(message.content)) for message in part]
+    return part
+
+
+def _listed(state: Mapping[str, Any], key: str) -> list[Any]:
+    value = state.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise RecordError(f"'{key}' should be a list of pairs, not {type(value).__name__}")
+    return value
+
+
+def as_messages(value: Any, role: str, where: str) -> Messages:
+    """A string becomes one message of `role`; a list of {role, content} passes after a check."""
+    if isinstance(value, str):
+        return [{"role": role, "content": value}]
+    if isinstance(value, dict) and "role" in value:
+        value = [value]
+    if isinstance(value, list) and all(isinstance(m, dict) and "role" in m and "content" in m for m in value):
+        return [{"role": str(m["role"]), "content": str(m["content"])} for m in value]
+    raise RecordError(f"{where}: expected text or a list of {{role, content}} messages")
+
+
+def _pair_record(pair: Any, meta: dict[str, Any], key: str) -> dict[str, Any]:
+    if not isinstance(pair, dict) or not {"prompt", "chosen", "rejected"} <= pair.keys():
+        raise RecordError(f"each item of '{key}' needs prompt, chosen and rejected")
+    chosen = as_messages(pair["chosen"], "assistant", f"{key}.chosen")
+    rejected = as_messages(pair["rejected"], "assistant", f"{key}.rejected")
+    if chosen == rejected:
+        raise RecordError(f"'{key}' has a pair whose chosen equals its rejected")
+    extras = {k: v for k, v in pair.items() if k not in {"prompt", "chosen", "rejected"}}
+    return {"prompt": as_messages(pair["prompt"], "user", f"{key}.prompt"), "chosen": chosen,
+            "rejected": rejected, "metadata": {**meta, **extras}}

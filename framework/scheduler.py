@@ -1,0 +1,347 @@
+"""Run a graph over a stream of seed records, one record at a time, many records at once.
+
+Each record walks the graph on its own: it moves to its next node the moment its current node finishes,
+so there are no batch barriers. At most `max_in_flight` records are open, which keeps memory flat and
+every model's concurrency busy. A failing node fails its record (to failed.jsonl), never the run, unless
+the recent failure rate says something is broken for everyone.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+import traceback
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Callable
+
+from .context import RunContext
+from .errors import ModelCallError, RecordError, RunAborted, SynthloomError
+from .graph import Edge, Graph
+from .journal import DROPPED, FAILED, Journal, JsonlWriter, count_lines
+from .manifest import build_manifest, write_manifest
+from .models.cache import ResponseCache
+from .models.pool import ModelPool
+from .node import Drop
+from .outputs import OutputShaper
+from .seeds import BadSeed, read_seeds, row_id
+from .stats import NodeStats
+
+
+class NodeFailure(Exception):
+    def __init__(self, node: str, error: BaseException):
+        super().__init__(str(error))
+        self.node, self.error = node, error
+
+
+@dataclass
+class Counts:
+    seeded: int = 0
+    written: int = 0
+    failed: int = 0
+    dropped: int = 0
+    skipped: int = 0
+    drop_reasons: Counter[str] = field(default_factory=Counter)
+    failure_types: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class RunOptions:
+    limit: int | None = None
+    resume: bool = False
+    overwrite: bool = False
+    use_cache: bool = True
+    cache_dir: Path | None = None
+    max_in_flight: int | None = None
+    retry_base_delay: float = 0.5
+    on_progress: Callable[["Runner"], None] | None = None
+
+
+class Runner:
+    def __init__(self, graph: Graph, output_dir: Path, options: RunOptions | None = None):
+        self.graph = graph
+        self.output_dir = Path(output_dir)
+        self.options = options or RunOptions()
+        config = graph.config
+        cache = ResponseCache(self.options.cache_dir) if self.options.use_cache else None
+        self.models = ModelPool(config.models, cache, retry_base_delay=self.options.retry_base_delay)
+        self.ctx = RunContext(models=self.models, output_dir=self.output_dir, base_dir=graph.base_dir,
+                              node_stats={name: NodeStats() for name in graph.nodes}, graph_name=graph.name)
+        self.shapers = [OutputShaper(output) for output in config.outputs]
+        self.writers = {shaper.name: JsonlWriter(self.output_dir / f"{shaper.name}.jsonl")
+                        for shaper in self.shapers}
+        self.failed_writer = JsonlWriter(self.output_dir / FAILED)
+        self.dropped_writer = JsonlWriter(self.output_dir / DROPPED)
+        self.journal = Journal(self.output_dir, graph.loaded.hash)
+        self.counts = Counts()
+        self.max_in_flight = self.options.max_in_flight or config.run.max_in_flight or self._default_in_flight()
+        self.status = "running"
+        self.message = ""
+        self.started = time.time()
+        self.ended: float | None = None
+        self._recent: deque[bool] = deque(maxlen=config.run.failure_window)
+        self._stop = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._seen_ids: set[str] = set()
+
+    def _default_in_flight(self) -> int:
+        used = {model for node in self.graph.nodes.values() for model in node.models()}
+        configs = self.models.configs
+        total = sum(configs[name].max_concurrency if configs[name].backend != "local" else 1
+                    for name in used if name in configs)
+        return max(8, min(4096, 2 * total))
+
+    # -- the run -------------------------------------------------------------------------------------
+
+    async def run(self) -> dict[str, Any]:
+        for model in sorted({model for node in self.graph.nodes.values() for model in node.models()}):
+            self.models.client(model)  # a missing API key or model file is a config error, not N failures
+        data_files = [f"{name}.jsonl" for name in self.writers] + [FAILED, DROPPED]
+        self.journal.start(resume=self.options.resume, overwrite=self.options.overwrite,
+                           data_files=data_files)
+        self.counts.skipped = len(self.journal.done)
+        self._seen_ids = set(self.journal.done)
+        try:
+            for node in self.graph.nodes.values():
+                await node.setup(self.ctx)
+            await self._feed()
+            if self.status == "running":
+                self.status = "completed"
+        except RunAborted as error:
+            self.status, self.message = "aborted", str(error)
+        except asyncio.CancelledError:
+            self.status = "interrupted"
+            raise
+        finally:
+            await self._finish()
+        return self.manifest
+
+    async def _feed(self) -> None:
+        slots = asyncio.Semaphore(self.max_in_flight)
+        config = self.graph.config
+        seeds = read_seeds(config.seed, self.graph.base_dir, self.options.limit)
+        try:
+            for item in seeds:
+                if self._stop.is_set():
+                    break
+                if isinstance(item, BadSeed):
+                    self._fail_unreadable_seed(item)
+                    continue
+                record_id = row_id(item, config.seed.id_field)
+                if record_id in self.journal.done:
+                    continue
+                record_id = self._unique(record_id)
+                await slots.acquire()
+                if self._stop.is_set():
+                    slots.release()
+                    break
+                self.counts.seeded += 1
+                task = asyncio.create_task(self._process(record_id, item))
+                self._tasks.add(task)
+                task.add_done_callback(lambda done: (self._tasks.discard(done), slots.release()))
+            while self._tasks:
+                await asyncio.wait(set(self._tasks))
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.status == "aborting":
+            raise RunAborted(self.message)
+
+    def _unique(self, record_id: str) -> str:
+        """Identical seed rows hash alike; number the repeats so each is still written once."""
+        candidate, repeat = record_id, 1
+        while candidate in self._seen_ids:
+            repeat += 1
+            candidate = f"{record_id}-{repeat}"
+        self._seen_ids.add(candidate)
+        return candidate
+
+    def request_stop(self, drain_seconds: float | None = None) -> None:
+        """Ctrl-C: admit no more records; give in-flight ones `drain_seconds`, then cancel them.
+        A second call cancels at once. Cancelled records are not journaled, so --resume redoes them."""
+        if self._stop.is_set():
+            for task in list(self._tasks):
+                task.cancel()
+            return
+        self._stop.set()
+        self.status = "interrupted"
+        self.message = "stopped by the user; run again with --resume to finish"
+        wait = self.graph.config.run.drain_seconds if drain_seconds is None else drain_seconds
+        asyncio.get_running_loop().call_later(wait, lambda: [task.cancel() for task in list(self._tasks)])
+
+    # -- one record ----------------------------------------------------------------------------------
+
+    async def _process(self, record_id: str, seed: dict[str, Any]) -> None:
+        state: dict[str, Any] = dict(seed)
+        state["id"] = record_id
+        try:
+            outcome = await self._walk(state)
+        except NodeFailure as failure:
+            self._record_failure(record_id, seed, failure.node, failure.error)
+            return
+        except Exception as error:  # a bug of ours must still not lose the record
+            self._record_failure(record_id, seed, "engine", error)
+            return
+        if isinstance(outcome, tuple):
+            node_name, drop = outcome
+            self._record_drop(record_id, node_name, drop)
+            return
+        try:
+            metadata = {"id": record_id, "graph": self.graph.name, "config_hash": self.graph.loaded.hash}
+            rows = {shaper.name: shaper.shape(state, metadata) for shaper in self.shapers}
+        except SynthloomError as error:
+            self._record_failure(record_id, seed, "outputs", error)
+            return
+        for name, lines in rows.items():
+            self.writers[name].write(lines)
+        self.journal.mark(record_id, "written")
+        self.counts.written += 1
+        self._settle(ok=True)
+
+    async def _walk(self, state: dict[str, Any]) -> tuple[str, Drop] | None:
+        """Move the record through the graph. Nodes whose forward ancestors are all done run; several
+        ready at once (parallel branches) run together and see the same state."""
+        traversals: Counter[int] = Counter()
+        pending = list(self.graph.starts)
+        ancestors = self.graph.forward_ancestors
+        while pending:
+            active = set(pending)
+            ready = [name for name in pending if not (ancestors[name] & active)]
+            pending = [name for name in pending if name not in ready]
+            if len(ready) == 1:
+                results = [await self._step(ready[0], state)]
+            else:
+                try:
+                    async with asyncio.TaskGroup() as group:
+                        tasks = [group.create_task(self._step(name, state)) for name in ready]
+                except* NodeFailure as failures:
+                    raise failures.exceptions[0] from None
+                results = [task.result() for task in tasks]
+            for name, result in zip(ready, results):
+                if isinstance(result, Drop):
+                    return name, result
+                if result:
+                    state.update(result)
+            for name in ready:
+                for target in self._next_nodes(self.graph.edges_from[name], state, traversals, name):
+                    if target not in pending:
+                        pending.append(target)
+        return None
+
+    def _next_nodes(self, edges: list[Edge], state: dict[str, Any], traversals: Counter[int],
+                    node: str) -> list[str]:
+        targets: list[str] = []
+        for edge in edges:
+            if edge.max_visits is not None and traversals[edge.index] >= edge.max_visits:
+                continue
+            if edge.when is not None:
+                try:
+                    if not edge.when.holds(state):
+                        continue
+                except RecordError as error:
+                    raise NodeFailure(node, error) from None
+            traversals[edge.index] += 1
+            targets.append(edge.target)
+        return targets
+
+    async def _step(self, name: str, state: dict[str, Any]) -> dict[str, Any] | Drop | None:
+        node = self.graph.nodes[name]
+        stats = self.ctx.node_stats[name]
+        started = time.perf_counter()
+        try:
+            result = await node(MappingProxyType(state), self.ctx)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            stats.failures += 1
+            raise NodeFailure(name, error) from error
+        stats.steps += 1
+        stats.seconds.add(time.perf_counter() - started)
+        if result is None or isinstance(result, (dict, Drop)):
+            if isinstance(result, Drop):
+                stats.drops += 1
+            return result
+        stats.failures += 1
+        raise NodeFailure(name, RecordError(f"node returned {type(result).__name__}; a node returns a dict "
+                                            f"of state updates, None or Drop (or set output: key)"))
+
+    # -- outcomes ------------------------------------------------------------------------------------
+
+    def _record_failure(self, record_id: str, seed: dict[str, Any], node: str, error: BaseException) -> None:
+        entry: dict[str, Any] = {"id": record_id, "node": node, "error_type": type(error).__name__,
+                                 "message": str(error), "attempts": getattr(error, "attempts", 1),
+                                 "seed": seed}
+        if not isinstance(error, (SynthloomError, ModelCallError)):
+            entry["traceback"] = traceback.format_exception(error, limit=-3)
+        self.failed_writer.write([entry])
+        self.journal.mark(record_id, "failed")
+        self.counts.failed += 1
+        self.counts.failure_types[f"{node}: {type(error).__name__}"] += 1
+        self._settle(ok=False)
+
+    def _fail_unreadable_seed(self, bad: BadSeed) -> None:
+        self.failed_writer.write([{"id": None, "node": "seed", "error_type": "BadSeed",
+                                   "message": f"{bad.where}: {bad.message}", "attempts": 0}])
+        self.counts.failed += 1
+        self.counts.failure_types["seed: BadSeed"] += 1
+
+    def _record_drop(self, record_id: str, node: str, drop: Drop) -> None:
+        if self.graph.config.run.write_dropped:
+            self.dropped_writer.write([{"id": record_id, "node": node, "reason": drop.reason,
+                                        **({"detail": drop.detail} if drop.detail else {})}])
+        self.journal.mark(record_id, "dropped")
+        self.counts.dropped += 1
+        self.counts.drop_reasons[f"{node}: {drop.reason}"] += 1
+        self._settle(ok=True)
+
+    def _settle(self, *, ok: bool) -> None:
+        self._recent.append(ok)
+        if self.options.on_progress:
+            self.options.on_progress(self)
+        run = self.graph.config.run
+        if len(self._recent) == self._recent.maxlen and self.status == "running":
+            rate = self._recent.count(False) / len(self._recent)
+            if rate > run.max_failure_rate:
+                top = self.counts.failure_types.most_common(1)[0][0]
+                self.status = "aborting"
+                self.message = (f"stopped: {rate:.0%} of the last {len(self._recent)} records failed "
+                                f"(max_failure_rate {run.max_failure_rate:g}); most often at {top}. "
+                                f"See {self.output_dir / FAILED}; fix it and run again with --resume")
+                self._stop.set()
+                current = asyncio.current_task()
+                for task in list(self._tasks):
+                    if task is not current:
+                        task.cancel()
+
+    async def _finish(self) -> None:
+        for node in self.graph.nodes.values():
+            try:
+                await node.teardown(self.ctx)
+            except Exception as error:  # a teardown must not hide the run's own outcome
+                self.message = (self.message + f"; teardown of a node failed: {error}").strip("; ")
+        await self.models.close()
+        self.ended = time.time()
+        for writer in [*self.writers.values(), self.failed_writer, self.dropped_writer]:
+            writer.close()
+        self.journal.close()
+        if self.models.cache:
+            self.models.cache.close()
+        write_manifest(self.output_dir, self.manifest)
+
+    # -- reporting -----------------------------------------------------------------------------------
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return build_manifest(self)
+
+    def written_per_output(self) -> dict[str, int]:
+        return {name: count_lines(writer.path) for name, writer in self.writers.items()}
+
+    def tokens(self) -> int:
+        return sum(usage.prompt_tokens + usage.completion_tokens for usage in self.models.usage.values())
+
+

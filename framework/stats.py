@@ -1,0 +1,80 @@
+"""Counters for the manifest and the progress bar: calls, tokens, retries, latency percentiles, cost.
+
+Latencies go into a fixed-size reservoir so memory stays flat however long the run is.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+RESERVOIR = 4096
+
+
+@dataclass
+class LatencyReservoir:
+    samples: list[float] = field(default_factory=list)
+    seen: int = 0
+    _rng: random.Random = field(default_factory=lambda: random.Random(0))
+
+    def add(self, value: float) -> None:
+        self.seen += 1
+        if len(self.samples) < RESERVOIR:
+            self.samples.append(value)
+        else:
+            slot = self._rng.randrange(self.seen)
+            if slot < RESERVOIR:
+                self.samples[slot] = value
+
+    def percentiles(self) -> dict[str, float | None]:
+        if not self.samples:
+            return {"p50": None, "p95": None, "p99": None}
+        ordered = sorted(self.samples)
+        last = len(ordered) - 1
+        return {name: round(ordered[min(last, int(q * len(ordered)))], 4)
+                for name, q in (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))}
+
+
+@dataclass
+class UsageStats:
+    """Per node or per model: what the LLM calls cost."""
+
+    calls: int = 0
+    cached: int = 0
+    errors: int = 0
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    latency: LatencyReservoir = field(default_factory=LatencyReservoir)
+
+    def record(self, *, prompt_tokens: int, completion_tokens: int, latency: float, attempts: int,
+               cached: bool, price: dict[str, float] | None = None) -> None:
+        self.calls += 1
+        self.cached += int(cached)
+        self.retries += max(0, attempts - 1)
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
+        if not cached:
+            self.latency.add(latency)
+        if price and not cached:
+            self.cost_usd += (prompt_tokens * price.get("prompt", 0.0)
+                              + completion_tokens * price.get("completion", 0.0)) / 1e6
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"calls": self.calls, "cached": self.cached, "errors": self.errors, "retries": self.retries,
+                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "cost_usd": round(self.cost_usd, 6), "latency_s": self.latency.percentiles()}
+
+
+@dataclass
+class NodeStats:
+    steps: int = 0
+    failures: int = 0
+    drops: int = 0
+    seconds: LatencyReservoir = field(default_factory=LatencyReservoir)
+    usage: UsageStats = field(default_factory=UsageStats)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps, "failures": self.failures, "drops": self.drops,
+                "step_seconds": self.seconds.percentiles(), "llm": self.usage.as_dict()}

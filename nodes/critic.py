@@ -1,0 +1,89 @@
+"""`critic`: an LLM judge with a rubric. Writes {score, feedback, scores, passed} and keeps the history of
+drafts and scores, so a refine loop yields both the accepted answer and the first-vs-final pair."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from pydantic import Field, model_validator
+
+from synthloom.context import RunContext
+from synthloom.generate import generate
+from synthloom.node import Node, NodeParams
+from synthloom.structured import OutputSchema
+from synthloom.templates import Template
+
+
+class CriticParams(NodeParams):
+    model: str = "default"
+    field: str = Field(description="the state key holding the text to judge")
+    context: str | None = Field(default=None, description="template shown with the text (e.g. the question)")
+    criteria: list[str] = Field(default_factory=lambda: ["overall quality"])
+    scale: tuple[int, int] = (1, 10)
+    pass_score: float | None = Field(default=None, description="score at or above which `passed` is true "
+                                     "(default: 70% of the way up the scale)")
+    rubric: str | None = Field(default=None, description="extra guidance for the judge")
+    output: str = "review"
+    params: dict[str, Any] = Field(default_factory=lambda: {"temperature": 0.0, "max_tokens": 200})
+    parse_retries: int = 2
+
+    @model_validator(mode="after")
+    def _scale_ordered(self) -> "CriticParams":
+        if self.scale[0] >= self.scale[1]:
+            raise ValueError("scale is [lowest, highest], lowest first")
+        if not self.criteria:
+            raise ValueError("give at least one criterion")
+        return self
+
+
+class Critic(Node):
+    """Judge a text against criteria on a scale; structured {score, feedback}; history kept for loops."""
+
+    Params = CriticParams
+    description = __doc__ or ""
+
+    def __init__(self, name: str, params: CriticParams):
+        super().__init__(name, params)
+        self.p = params
+        low, high = params.scale
+        self.pass_score = params.pass_score if params.pass_score is not None else low + 0.7 * (high - low)
+        self.context = Template(params.context) if params.context else None
+        score = {"type": "integer", "enum": list(range(low, high + 1))}  # enums bind llama.cpp grammars
+        self.schema = OutputSchema({
+            "type": "object",
+            "properties": {"feedback": {"type": "string", "maxLength": 400},
+                           "scores": {"type": "object", "properties": {c: score for c in params.criteria},
+                                      "required": list(params.criteria)}},
+            "required": ["feedback", "scores"]})
+        self.history_key = f"{params.output}_history"
+
+    def reads(self) -> set[str]:
+        return {self.p.field} | (self.context.variables if self.context else set())
+
+    def writes(self) -> set[str]:
+        return {self.p.output, self.history_key}
+
+    def models(self) -> set[str]:
+        return {self.p.model}
+
+    def _messages(self, state: Mapping[str, Any]) -> list[dict[str, str]]:
+        low, high = self.p.scale
+        criteria = ", ".join(self.p.criteria)
+        system = (f"You are a strict reviewer. Score the text on each criterion ({criteria}) from {low} "
+                  f"(worst) to {high} (best). First write one or two sentences of feedback saying what to "
+                  f"improve, then the scores. Reply with JSON only.")
+        if self.p.rubric:
+            system += f"\nRubric: {self.p.rubric}"
+        context = f"Context:\n{self.context.render(state)}\n\n" if self.context else ""
+        return [{"role": "system", "content": system},
+                {"role": "user", "content": f"{context}Text to review:\n{state[self.p.field]}"}]
+
+    async def run(self, state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
+        verdict = await generate(ctx, node=self.name, model=self.p.model, messages=self._messages(state),
+                                 params=self.p.params, schema=self.schema, parse_retries=self.p.parse_retries)
+        scores = {criterion: verdict["scores"][criterion] for criterion in self.p.criteria}
+        score = round(sum(scores.values()) / len(scores), 2)
+        review = {"score": score, "feedback": verdict["feedback"], "scores": scores,
+                  "passed": score >= self.pass_score}
+        history = [*state.get(self.history_key, []),
+                   {"draft": state[self.p.field], "score": score, "feedback": verdict["feedback"]}]
+        return {self.p.output: review, self.history_key: history}

@@ -1,0 +1,83 @@
+"""`llm`: render messages from the record, call a model, write the reply (or a parsed object) to the state."""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Mapping
+
+from pydantic import Field, model_validator
+
+from synthloom.config import MessageTemplate
+from synthloom.context import RunContext
+from synthloom.generate import generate
+from synthloom.node import Node, NodeParams
+from synthloom.structured import OutputSchema
+from synthloom.templates import Template, render_messages
+
+
+class LLMParams(NodeParams):
+    model: str = Field(default="default", description="a name under models: (default: the embedded model)")
+    messages: list[MessageTemplate] | None = Field(default=None, description="chat messages, Jinja2 templates")
+    prompt: str | None = Field(default=None, description="raw completion prompt instead of messages")
+    output: str | None = Field(default=None, description="state key for the reply; with output_schema and "
+                               "no output, the object's fields are written as keys")
+    params: dict[str, Any] = Field(default_factory=dict, description="overrides of the model's params")
+    n: int = Field(default=1, ge=1, description="samples per record; with n > 1 the output is a list")
+    output_schema: dict[str, Any] | str | None = Field(
+        default=None, description="JSON Schema, or package.module:PydanticModel")
+    parse_retries: int = Field(default=2, ge=0)
+
+    @model_validator(mode="after")
+    def _one_input(self) -> "LLMParams":
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("give either messages or prompt")
+        if self.output is None and self.output_schema is None:
+            raise ValueError("give output: <state key> (where the reply goes)")
+        if self.output is None and self.n > 1:
+            raise ValueError("with n > 1 give output: <state key> for the list of samples")
+        return self
+
+
+class LLMNode(Node):
+    """Call an LLM with templated messages; write the reply, n samples, or a structured object."""
+
+    Params = LLMParams
+    description = __doc__ or ""
+
+    def __init__(self, name: str, params: LLMParams):
+        super().__init__(name, params)
+        self.p = params
+        self.messages = [(m.role, Template(m.content)) for m in params.messages or []]
+        self.prompt = Template(params.prompt) if params.prompt is not None else None
+        self.schema = OutputSchema(params.output_schema) if params.output_schema is not None else None
+
+    def reads(self) -> set[str]:
+        variables = set(self.prompt.variables) if self.prompt else set()
+        for _, template in self.messages:
+            variables |= template.variables
+        return variables
+
+    def writes(self) -> set[str]:
+        if self.p.output is not None:
+            return {self.p.output}
+        assert self.schema is not None
+        return self.schema.fields
+
+    def models(self) -> set[str]:
+        return {self.p.model}
+
+    async def run(self, state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
+        messages = render_messages(self.messages, state) if self.messages else None
+        prompt = self.prompt.render(state) if self.prompt else None
+
+        def one(sample: int) -> Any:
+            return generate(ctx, node=self.name, model=self.p.model, messages=messages, prompt=prompt,
+                            params=self.p.params, schema=self.schema, parse_retries=self.p.parse_retries,
+                            sample=sample)
+
+        if self.p.n == 1:
+            reply = await one(0)
+            if self.p.output is None:
+                return dict(reply)
+            return {self.p.output: reply}
+        replies = await asyncio.gather(*(one(sample) for sample in range(self.p.n)))
+        return {self.p.output: list(replies)}

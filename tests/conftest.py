@@ -1,0 +1,55 @@
+"""Shared fixtures: the fixture OpenAI server, an isolated response cache, and graph-file helpers."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+import yaml
+
+from tests.fixture_server import FakeOpenAI
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own response cache so no test sees another's answers."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("SYNTHLOOM_CACHE_DIR", str(cache))
+    return cache
+
+
+@pytest.fixture
+def fake_llm() -> Iterator[Callable[..., FakeOpenAI]]:
+    """Start fixture servers with given options; all are stopped after the test."""
+    servers: list[FakeOpenAI] = []
+
+    def start(**options: Any) -> FakeOpenAI:
+        server = FakeOpenAI(**options)
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def model_spec(server: FakeOpenAI, **extra: Any) -> dict[str, Any]:
+    return {"backend": "openai", "base_url": server.url, "model": server.model, "max_concurrency": 8,
+            "timeout": 5, **extra}
+
+
+@pytest.fixture
+def write_graph(tmp_path: Path) -> Callable[..., Path]:
+    """Write a graph dict (and optional seed rows) as files under tmp_path; return the graph's path."""
+
+    def write(spec: dict[str, Any], seeds: list[dict[str, Any]] | None = None, name: str = "graph.yaml") -> Path:
+        if seeds is not None:
+            import json
+            (tmp_path / "seeds.jsonl").write_text("".join(json.dumps(row) + "\n" for row in seeds))
+            spec.setdefault("seed", {"source": {"type": "jsonl", "path": "seeds.jsonl"}})
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(spec, sort_keys=False))
+        return path
+
+    return write

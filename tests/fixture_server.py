@@ -1,0 +1,241 @@
+"""A real OpenAI-compatible HTTP server for tests and benchmarks: scripted replies, latency and faults.
+
+It speaks /v1/chat/completions, /v1/completions (a prompt or a list of prompts) and /v1/models on
+loopback, in its own thread and event loop, so async tests, CLI subprocesses and benchmarks can all use
+it. It counts what it saw: requests, status codes and the peak of concurrent requests.
+
+    with FakeOpenAI(latency=0.05, fail_every={7: 500, 11: 429}, hang_every=50) as server:
+        ... point a model's base_url at server.url ...
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import threading
+import time
+from collections import Counter
+from typing import Any, Callable
+
+from aiohttp import web
+
+Reply = str | Callable[[dict[str, Any]], Any]
+
+
+def last_user_text(body: dict[str, Any]) -> str:
+    if "prompt" in body:
+        prompt = body["prompt"]
+        return prompt if isinstance(prompt, str) else "\n".join(prompt)
+    users = [m["content"] for m in body.get("messages", []) if m.get("role") == "user"]
+    return users[-1] if users else ""
+
+
+def example_for_schema(schema: dict[str, Any]) -> Any:
+    """A value that fits a (simple) JSON Schema, for requests that ask for structured output."""
+    kind = schema.get("type")
+    if "enum" in schema:
+        return schema["enum"][0]
+    if kind == "object" or "properties" in schema:
+        return {key: example_for_schema(sub) for key, sub in schema.get("properties", {}).items()}
+    if kind == "array":
+        return [example_for_schema(schema.get("items", {}))]
+    if kind == "integer":
+        return max(int(schema.get("minimum", 8)), min(8, int(schema.get("maximum", 8))))
+    if kind == "number":
+        return 8.0
+    if kind == "boolean":
+        return True
+    return "ok"
+
+
+class FakeOpenAI:
+    def __init__(self, *, latency: float = 0.0, script: list[tuple[str, Reply]] | None = None,
+                 fail_every: dict[int, int] | None = None, hang_every: int | None = None,
+                 retry_after: float = 0.05, model: str = "fake-model", port: int = 0,
+                 fail_status: int | None = None, delays: list[tuple[str, float]] | None = None):
+        self.latency = latency
+        self.script = [(re.compile(pattern, re.S), reply) for pattern, reply in script or []]
+        self.fail_every = fail_every or {}
+        self.hang_every = hang_every
+        self.retry_after = retry_after
+        self.fail_status = fail_status
+        self.delays = [(re.compile(pattern, re.S), seconds) for pattern, seconds in delays or []]
+        self.headers_seen: list[dict[str, str]] = []
+        self.model = model
+        self.port = port
+        self.requests = 0
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self.statuses: Counter[int] = Counter()
+        self.bodies: list[dict[str, Any]] = []
+        self.keep_bodies = True
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def __enter__(self) -> "FakeOpenAI":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("fixture server did not start")
+
+    def _serve(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._start_site())
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(self._runner.cleanup() if self._runner else asyncio.sleep(0))
+        self._loop.close()
+
+    async def _start_site(self) -> None:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/completions", self._completions)
+        app.router.add_get("/v1/models", self._models)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, backlog=1024)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    def stop(self) -> None:
+        """Stop serving; connections in flight are dropped, like a server that died."""
+        if self._loop and self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread:
+            self._thread.join(10)
+
+    def reset_counts(self) -> None:
+        with self._lock:
+            self.requests = self.peak_in_flight = 0
+            self.statuses.clear()
+            self.bodies.clear()
+
+    @property
+    def successes(self) -> int:
+        return self.statuses[200]
+
+    # -- handlers ------------------------------------------------------------------------------------
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model"}]})
+
+    async def _admit(self, body: dict[str, Any]) -> web.Response | None:
+        """Count the request and apply latency and faults; a response here replaces the normal one."""
+        with self._lock:
+            self.requests += 1
+            number = self.requests
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+            if self.keep_bodies:
+                self.bodies.append(body)
+        try:
+            if self.hang_every and number % self.hang_every == 0:
+                await asyncio.sleep(3600)
+            if self.latency:
+                await asyncio.sleep(self.latency)
+            text = last_user_text(body)
+            for pattern, seconds in self.delays:
+                if pattern.search(text):
+                    await asyncio.sleep(seconds)
+            status = self.fail_status
+            for every, code in self.fail_every.items():
+                if number % every == 0:
+                    status = code
+            if status is not None:
+                self.statuses[status] += 1
+                headers = {"Retry-After": str(self.retry_after)} if status == 429 else {}
+                return web.json_response({"error": {"message": f"injected fault {status}", "code": status}},
+                                         status=status, headers=headers)
+            self.statuses[200] += 1
+            return None
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def _reply_text(self, body: dict[str, Any], text: str) -> str:
+        for pattern, reply in self.script:
+            if pattern.search(text):
+                value = reply(body) if callable(reply) else reply
+                return value if isinstance(value, str) else json.dumps(value)
+        response_format = body.get("response_format") or {}
+        schema = (response_format.get("json_schema") or {}).get("schema") or response_format.get("schema")
+        if schema:
+            return json.dumps(example_for_schema(schema))
+        return f"Reply to: {text[:60]}"
+
+    async def _chat(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if self.keep_bodies:
+            self.headers_seen.append(dict(request.headers))
+        fault = await self._admit(body)
+        if fault is not None:
+            return fault
+        if body.get("model") not in (self.model, None) and self.model != "*":
+            return web.json_response({"error": {"message": f"model '{body.get('model')}' not found"}},
+                                     status=404)
+        text = self._reply_text(body, last_user_text(body))
+        prompt_words = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+        return web.json_response({
+            "id": f"chatcmpl-{self.requests}", "object": "chat.completion", "created": int(time.time()),
+            "model": self.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt_words, "completion_tokens": len(text.split()),
+                      "total_tokens": prompt_words + len(text.split())}})
+
+    async def _completions(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        fault = await self._admit(body)
+        if fault is not None:
+            return fault
+        prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+        choices, completion_words = [], 0
+        for index, prompt in enumerate(prompts):
+            text = self._reply_text({**body, "prompt": prompt}, prompt)
+            completion_words += len(text.split())
+            choices.append({"index": index, "text": text, "finish_reason": "stop"})
+        prompt_words = sum(len(p.split()) for p in prompts)
+        return web.json_response({
+            "id": f"cmpl-{self.requests}", "object": "text_completion", "created": int(time.time()),
+            "model": self.model, "choices": choices,
+            "usage": {"prompt_tokens": prompt_words, "completion_tokens": completion_words,
+                      "total_tokens": prompt_words + completion_words}})
+
+
+def main() -> None:
+    """Run the fixture server alone (benchmarks start it in a separate process)."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency", type=float, default=0.0)
+    args = parser.parse_args()
+    server = FakeOpenAI(latency=args.latency, port=args.port, model="*")
+    server.keep_bodies = False
+    server.start()
+    print(server.url, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""The real embedded model (SmolLM2-135M through llama-cpp-python): a few short calls, no server."""
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("llama_cpp", reason="needs the 'local' extra")
+
+from synthloom.config import ModelConfig  # noqa: E402
+from synthloom.models.base import LLMRequest  # noqa: E402
+from synthloom.models.local import LocalClient  # noqa: E402
+from synthloom.structured import OutputSchema  # noqa: E402
+
+pytestmark = pytest.mark.embedded
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_embedded_model_honours_a_json_schema() -> None:
+    schema = OutputSchema({"type": "object", "properties": {
+        "score": {"type": "integer", "enum": list(range(1, 11))},
+        "verdict": {"type": "string", "enum": ["good", "bad"]}}, "required": ["score", "verdict"]})
+    client = LocalClient("default", ModelConfig(backend="local"))
+    request = LLMRequest(messages=({"role": "user", "content": "Rate 'The sky is blue.' as JSON."},),
+                         params={"max_tokens": 40, "temperature": 0}, json_schema=schema.schema)
+    completion = asyncio.run(client.complete(request))
+    parsed = schema.parse(completion.text)
+    assert 1 <= parsed["score"] <= 10 and parsed["verdict"] in ("good", "bad")
+    assert completion.completion_tokens > 0
+
+
+def test_quickstart_runs_on_the_embedded_model(tmp_path: Path) -> None:
+    out = tmp_path / "qs"
+    done = subprocess.run([sys.executable, "-m", "synthloom.cli", "run", str(ROOT / "graphs" / "quickstart.yaml"),
+                           "-o", str(out), "-n", "2", "-q", "--set", "models.default.params.max_tokens=48"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    counts = manifest["counts"]
+    assert counts["written"] + counts["failed"] == 2 and counts["written"] >= 1
+    records = [json.loads(line) for line in (out / "sft.jsonl").read_text().splitlines()]
+    for record in records:
+        user, assistant = record["messages"]
+        assert user["role"] == "user" and user["content"].strip()
+        assert assistant["role"] == "assistant" and assistant["content"].strip()
+        assert 1 <= record["metadata"]["score"] <= 10
+    assert manifest["models"]["default"]["completion_tokens"] > 0

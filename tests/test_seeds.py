@@ -1,0 +1,87 @@
+"""Seeds stream from jsonl, json, csv, parquet and Hugging Face datasets; bad rows fail visibly."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Callable
+
+import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import synthloom
+from synthloom.config import SeedConfig
+from synthloom.seeds import BadSeed, read_seeds, row_id
+from tests.fixture_server import FakeOpenAI
+from tests.test_run import chain_graph
+
+ROWS = [{"id": f"r{index}", "topic": f"topic {index}"} for index in range(25)]
+
+
+def write_all_formats(folder: Path) -> None:
+    (folder / "s.jsonl").write_text("".join(json.dumps(row) + "\n" for row in ROWS))
+    (folder / "s.json").write_text(json.dumps(ROWS))
+    with (folder / "s.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["id", "topic"])
+        writer.writeheader()
+        writer.writerows(ROWS)
+    pq.write_table(pa.Table.from_pylist(ROWS), folder / "s.parquet")
+    datasets.Dataset.from_list(ROWS).save_to_disk(str(folder / "saved"))
+
+
+@pytest.mark.parametrize("kind,path", [("jsonl", "s.jsonl"), ("json", "s.json"), ("csv", "s.csv"),
+                                       ("parquet", "s.parquet"), ("hf", "saved"), ("hf", "s.jsonl")])
+def test_every_source_gives_the_same_rows(tmp_path: Path, kind: str, path: str) -> None:
+    write_all_formats(tmp_path)
+    config = SeedConfig.model_validate({"source": {"type": kind, "path": path}})
+    assert [dict(row) for row in read_seeds(config, tmp_path)] == ROWS
+
+
+def test_limit_and_shuffle_are_reproducible(tmp_path: Path) -> None:
+    write_all_formats(tmp_path)
+    config = SeedConfig.model_validate({"source": {"type": "jsonl", "path": "s.jsonl"}, "limit": 10,
+                                        "shuffle": True, "seed": 7, "shuffle_buffer": 8})
+    first = [row["id"] for row in read_seeds(config, tmp_path)]
+    assert first == [row["id"] for row in read_seeds(config, tmp_path)]
+    assert len(first) == 10 and len(set(first)) == 10 and first != [f"r{i}" for i in range(10)]
+
+
+def test_ids_are_the_seed_id_or_a_stable_hash() -> None:
+    assert row_id({"id": 5, "x": 1}, "id") == "5"
+    assert row_id({"x": 1, "y": 2}, "id") == row_id({"y": 2, "x": 1}, "id")
+    assert row_id({"x": 1}, "id") != row_id({"x": 2}, "id")
+
+
+def test_bad_json_line_becomes_a_failure_not_a_gap(fake_llm: Callable[..., FakeOpenAI],
+                                                   write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    server = fake_llm()
+    graph = write_graph(chain_graph(server), ROWS[:3])
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text(seeds.read_text() + "{not json\n" + json.dumps({"topic": "after"}) + "\n")
+    items = list(read_seeds(SeedConfig.model_validate({"source": {"type": "jsonl", "path": str(seeds)}}),
+                            tmp_path))
+    assert isinstance(items[3], BadSeed) and items[3].where.endswith("seeds.jsonl:4")
+    result = synthloom.run(graph, tmp_path / "out")
+    assert result.manifest["counts"]["written"] == 4 and result.manifest["counts"]["failed"] == 1
+    failed = json.loads((tmp_path / "out" / "failed.jsonl").read_text())
+    assert failed["node"] == "seed" and "seeds.jsonl:4: not valid JSON" in failed["message"]
+
+
+def test_duplicate_seed_rows_are_each_written(fake_llm: Callable[..., FakeOpenAI],
+                                              write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    server = fake_llm()
+    rows = [{"topic": "same"}, {"topic": "same"}, {"topic": "other"}]
+    result = synthloom.run(write_graph(chain_graph(server), rows), tmp_path / "out")
+    ids = [record["metadata"]["id"] for record in result.records("sft")]
+    assert len(ids) == 3 and len(set(ids)) == 3
+
+
+def test_graph_without_seed_file_runs_n_records(fake_llm: Callable[..., FakeOpenAI],
+                                                write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    server = fake_llm()
+    spec = chain_graph(server)
+    spec["nodes"]["question"]["messages"][0]["content"] = "Ask question number {{ index }}"
+    result = synthloom.run(write_graph(spec), tmp_path / "out", limit=6)
+    assert result.manifest["counts"]["written"] == 6
