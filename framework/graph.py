@@ -96,7 +96,7 @@ def build_graph(loaded: LoadedConfig, seed_columns: Iterable[str] = ()) -> Graph
         edges_from[edge.source].append(edge)
         graph.add_edge(edge.source, edge.target, key=index, edge=edge)
 
-    starts = [name for name in nodes if graph.in_degree(name) == 0]
+    starts = [name for name in nodes if all(source == name for source, _ in graph.in_edges(name))]
     if not starts:
         raise ConfigError("no start node: every node has an incoming edge, so no record can enter",
                           where=smap.where(("edges",)), key="edges")

@@ -101,7 +101,12 @@ class FakeOpenAI:
         self._loop.run_until_complete(self._start_site())
         self._ready.set()
         self._loop.run_forever()
-        self._loop.run_until_complete(self._runner.cleanup() if self._runner else asyncio.sleep(0))
+        pending = asyncio.all_tasks(self._loop)  # hanging requests die with the server
+        for task in pending:
+            task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        if self._runner:
+            self._loop.run_until_complete(self._runner.cleanup())
         self._loop.close()
 
     async def _start_site(self) -> None:

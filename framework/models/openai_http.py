@@ -18,6 +18,7 @@ import aiohttp
 from ..config import ModelConfig
 from ..errors import ConfigError, ModelCallError
 from .base import Completion, LLMRequest
+from .batcher import MicroBatcher
 from .limits import AdaptiveLimiter, TokenBucket
 from .replicas import ReplicaSet
 
@@ -42,6 +43,8 @@ class OpenAIClient:
                                   f"the API key", key=f"models.{name}.api_key_env")
             self._headers["Authorization"] = f"Bearer {key}"
         self._session: aiohttp.ClientSession | None = None
+        self.batcher = (MicroBatcher(lambda body: self._with_retries("/completions", body), config.batch_size,
+                                     config.batch_wait_ms / 1000) if config.batch_size > 1 else None)
 
     def _session_for_loop(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -72,16 +75,25 @@ class OpenAIClient:
 
     async def complete(self, request: LLMRequest) -> Completion:
         path, body = self.payload(request)
-        estimate = _estimate_tokens(body)
         started = time.monotonic()
+        if self.batcher is not None and request.prompt is not None:
+            completion = await self.batcher.submit(body)
+        else:
+            completion = (await self._with_retries(path, body))[0]
+        completion.latency = time.monotonic() - started
+        return completion
+
+    async def _with_retries(self, path: str, body: dict[str, Any]) -> list[Completion]:
+        """One request (maybe carrying a batch of prompts), retried on transient faults."""
+        estimate = _estimate_tokens(body)
         attempt = 0
         while True:
             attempt += 1
             try:
-                completion = await self._attempt(path, body, estimate)
-                completion.latency = time.monotonic() - started
-                completion.attempts = attempt
-                return completion
+                completions = await self._attempt(path, body, estimate)
+                for completion in completions:
+                    completion.attempts = attempt
+                return completions
             except ModelCallError as error:
                 if not error.retryable or attempt > self.config.max_retries:
                     error.attempts = attempt
@@ -93,7 +105,7 @@ class OpenAIClient:
             return min(retry_after, BACKOFF_CAP_S)
         return min(BACKOFF_CAP_S, self.retry_base_delay * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
 
-    async def _attempt(self, path: str, body: dict[str, Any], estimate: int) -> Completion:
+    async def _attempt(self, path: str, body: dict[str, Any], estimate: int) -> list[Completion]:
         if self.rpm:
             await self.rpm.take(1)
         reserved = await self.tpm.take(estimate) if self.tpm else 0
@@ -101,12 +113,13 @@ class OpenAIClient:
         replica = self.replicas.choose()
         ok = server_fault = False
         try:
-            completion = await self._post(replica.url + path, body)
+            completions = await self._post(replica.url + path, body)
             ok = True
             self.limiter.on_success()
             if self.tpm:
-                self.tpm.refund(reserved - (completion.prompt_tokens + completion.completion_tokens))
-            return completion
+                used = sum(c.prompt_tokens + c.completion_tokens for c in completions)
+                self.tpm.refund(reserved - used)
+            return completions
         except ModelCallError as error:
             server_fault = error.retryable
             if error.status == 429 or error.status is None:
@@ -116,7 +129,7 @@ class OpenAIClient:
             self.replicas.done(replica, ok=ok, server_fault=server_fault)
             self.limiter.release()
 
-    async def _post(self, url: str, body: dict[str, Any]) -> Completion:
+    async def _post(self, url: str, body: dict[str, Any]) -> list[Completion]:
         session = self._session_for_loop()
         try:
             async with session.post(url, json=body) as response:
@@ -132,20 +145,31 @@ class OpenAIClient:
                                  retryable=True) from None
         except aiohttp.ClientError as error:
             raise ModelCallError(f"{self.name}: cannot reach {url}: {error}", retryable=True) from None
-        return _parse_completion(data, self.name)
+        return _parse_choices(data, self.name, expected=_prompt_count(body))
 
 
-def _parse_completion(data: dict[str, Any], name: str) -> Completion:
+def _prompt_count(body: dict[str, Any]) -> int:
+    prompt = body.get("prompt")
+    return len(prompt) if isinstance(prompt, list) else 1
+
+
+def _parse_choices(data: dict[str, Any], name: str, expected: int) -> list[Completion]:
+    """One Completion per prompt, in prompt order; a batch's usage is shared out evenly."""
     try:
-        choice = data["choices"][0]
-        text = choice["message"]["content"] if "message" in choice else choice["text"]
-    except (KeyError, IndexError, TypeError):
-        raise ModelCallError(f"{name}: the server's reply has no choices[0] text: {str(data)[:200]}",
+        choices = sorted(data["choices"], key=lambda choice: choice.get("index", 0))
+        texts = [choice["message"]["content"] if "message" in choice else choice["text"] for choice in choices]
+    except (KeyError, TypeError):
+        raise ModelCallError(f"{name}: the server's reply has no choices text: {str(data)[:200]}",
                              retryable=True) from None
+    if len(texts) < expected:
+        raise ModelCallError(f"{name}: asked for {expected} answers, the server gave {len(texts)}",
+                             retryable=True)
     usage = data.get("usage") or {}
-    return Completion(text=text or "", prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                      completion_tokens=int(usage.get("completion_tokens") or 0),
-                      finish_reason=choice.get("finish_reason"))
+    share = max(1, expected)
+    return [Completion(text=text or "", prompt_tokens=int(usage.get("prompt_tokens") or 0) // share,
+                       completion_tokens=int(usage.get("completion_tokens") or 0) // share,
+                       finish_reason=choice.get("finish_reason"))
+            for text, choice in zip(texts[:expected], choices)]
 
 
 def _server_message(text: str) -> str:
@@ -169,4 +193,4 @@ def _retry_after(value: str | None) -> float | None:
 def _estimate_tokens(body: dict[str, Any]) -> int:
     """Chars/4 for the prompt plus max_tokens: reserved in the TPM bucket, corrected after the call."""
     prompt_chars = len(str(body.get("messages") or body.get("prompt") or ""))
-    return prompt_chars // 4 + int(body.get("max_tokens") or 256)
+    return prompt_chars // 4 + int(body.get("max_tokens") or 256) * _prompt_count(body)
