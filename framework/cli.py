@@ -164,6 +164,32 @@ def manifest(output_dir: Path) -> None:
         _fail(f"{output_dir} has no manifest.json; is it a run's output directory?")
 
 
+@app.command("serve")
+def serve_command(port: int = typer.Option(8765, help="port (0 picks a free one)"),
+                  host: str = typer.Option("127.0.0.1", help="address; loopback by default"),
+                  model_path: Optional[Path] = typer.Option(None, "--model-path", help="another GGUF file")) -> None:
+    """Serve the embedded model as an OpenAI-compatible API (chat and completions)."""
+    from .config import ModelConfig
+    from .serve import serve
+
+    async def forever() -> None:
+        config = ModelConfig(backend="local", path=str(model_path) if model_path else None)
+        runner, url = await serve(host, port, config)
+        print(url, flush=True)
+        errors.print(f"serving the embedded model at {url} (Ctrl-C stops)")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    try:
+        asyncio.run(forever())
+    except KeyboardInterrupt:
+        pass
+    except OSError as error:
+        _fail(f"cannot listen on {host}:{port} ({error.strerror}); choose another --port")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

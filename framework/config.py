@@ -44,6 +44,7 @@ class SeedConfig(_Strict):
 class ModelConfig(_Strict):
     """One LLM endpoint (or the embedded model). Throughput knobs never enter the response cache key."""
 
+    profile: str | None = Field(default=None, description="start from configs/<profile>.yaml (or a path)")
     backend: Literal["openai", "local", "vllm"] = "local"
     base_url: str | list[str] | None = None
     model: str | None = None

@@ -113,10 +113,40 @@ def load_config(path: str | Path, overrides: list[str] | None = None,
         _collect_lines(tree, (), source_map.lines)
     for assignment in overrides or []:
         apply_override(raw, assignment)
+    apply_profiles(raw, path.resolve().parent, source_map)
     if endpoint:
         point_models_at(raw, endpoint)
     return LoadedConfig(validate_raw(raw, source_map), raw, source_map, path.resolve().parent,
                         config_hash(raw))
+
+
+def apply_profiles(raw: dict[str, Any], base_dir: Path, source_map: SourceMap) -> None:
+    """`profile: vllm` fills a model's keys from configs/vllm.yaml (or a YAML path); the graph's own keys win."""
+    for name, spec in (raw.get("models") or {}).items():
+        if not isinstance(spec, dict) or not spec.get("profile"):
+            continue
+        where = source_map.where(("models", name, "profile"))
+        profile = _read_profile(str(spec["profile"]), base_dir, where, f"models.{name}.profile")
+        raw["models"][name] = {**profile, **spec}
+
+
+def _read_profile(profile: str, base_dir: Path, where: str, key: str) -> dict[str, Any]:
+    from importlib import resources
+    candidate = base_dir / profile
+    if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
+        text = candidate.read_text(encoding="utf-8")
+    else:
+        packaged = resources.files("synthloom_configs") / f"{profile}.yaml"
+        if not packaged.is_file():
+            known = sorted(item.name[:-5] for item in resources.files("synthloom_configs").iterdir()
+                           if item.name.endswith(".yaml"))
+            raise ConfigError(f"no profile '{profile}' (known: {', '.join(known)}; or a .yaml path)",
+                              where=where, key=key)
+        text = packaged.read_text(encoding="utf-8")
+    data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise ConfigError(f"profile '{profile}' is not a mapping of model keys", where=where, key=key)
+    return data
 
 
 def point_models_at(raw: dict[str, Any], endpoint: str) -> None:

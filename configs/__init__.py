@@ -1,0 +1,1 @@
+"""Model endpoint profiles: `models: {writer: {profile: vllm, model: ...}}` starts from configs/vllm.yaml."""
