@@ -53,13 +53,15 @@ class FakeOpenAI:
     def __init__(self, *, latency: float = 0.0, script: list[tuple[str, Reply]] | None = None,
                  fail_every: dict[int, int] | None = None, hang_every: int | None = None,
                  retry_after: float = 0.05, model: str = "fake-model", port: int = 0,
-                 fail_status: int | None = None, delays: list[tuple[str, float]] | None = None):
+                 fail_status: int | None = None, delays: list[tuple[str, float]] | None = None,
+                 capacity: int | None = None):
         self.latency = latency
         self.script = [(re.compile(pattern, re.S), reply) for pattern, reply in script or []]
         self.fail_every = fail_every or {}
         self.hang_every = hang_every
         self.retry_after = retry_after
         self.fail_status = fail_status
+        self.capacity = capacity  # more requests at once than this answer 429, like a full server
         self.delays = [(re.compile(pattern, re.S), seconds) for pattern, seconds in delays or []]
         self.headers_seen: list[dict[str, str]] = []
         self.model = model
@@ -149,9 +151,14 @@ class FakeOpenAI:
             number = self.requests
             self.in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+            full = self.capacity is not None and self.in_flight > self.capacity
             if self.keep_bodies:
                 self.bodies.append(body)
         try:
+            if full:
+                self.statuses[429] += 1
+                return web.json_response({"error": {"message": "server full"}}, status=429,
+                                         headers={"Retry-After": str(self.retry_after)})
             if self.hang_every and number % self.hang_every == 0:
                 await asyncio.sleep(3600)
             if self.latency:
@@ -230,8 +237,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--capacity", type=int, default=None, help="429 beyond this many requests at once")
     args = parser.parse_args()
-    server = FakeOpenAI(latency=args.latency, port=args.port, model="*")
+    server = FakeOpenAI(latency=args.latency, port=args.port, model="*", capacity=args.capacity)
     server.keep_bodies = False
     server.start()
     print(server.url, flush=True)

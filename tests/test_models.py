@@ -72,15 +72,18 @@ async def test_overload_cuts_concurrency_and_it_recovers(fake_llm: Callable[...,
 
 def test_adaptive_limiter_rules() -> None:
     limiter = AdaptiveLimiter(ceiling=16)
-    limiter.on_overload()
+    before_cut = asyncio.run(limiter.acquire())
+    limiter.on_overload(before_cut)
     assert limiter.limit == 12  # cut by a quarter
-    limiter.on_overload()
-    assert limiter.limit == 12  # one cut per burst
-    for _ in range(12):
+    limiter.on_overload(before_cut)
+    assert limiter.limit == 12  # a call sent before the cut does not cut again: one cut per burst
+    limiter.on_overload(asyncio.run(limiter.acquire()))
+    assert limiter.limit == 9  # a call sent after the cut that still meets overload does
+    for _ in range(9):
         limiter.on_success()
-    assert limiter.limit == 13  # a run of successes raises it by one
+    assert limiter.limit == 10  # a run of successes raises it by one
     fixed = AdaptiveLimiter(ceiling=8, adaptive=False)
-    fixed.on_overload()
+    fixed.on_overload(asyncio.run(fixed.acquire()))
     assert fixed.limit == 8
 
 

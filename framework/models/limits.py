@@ -8,7 +8,11 @@ from collections import deque
 
 class AdaptiveLimiter:
     """At most `limit` calls at once. On overload (429, timeout) the limit drops by a quarter, once per
-    burst; after `limit` successes in a row it grows by one, never above `ceiling`."""
+    burst; after `limit` successes in a row it grows by one, never above `ceiling`.
+
+    "Once per burst": `acquire` hands out the number of cuts made so far; an overload reported by a call
+    that started before the latest cut says nothing new (it was sent under the old limit) and is ignored.
+    """
 
     def __init__(self, ceiling: int, adaptive: bool = True):
         self.ceiling = ceiling
@@ -19,12 +23,11 @@ class AdaptiveLimiter:
         self.cuts = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._successes = 0
-        self._last_cut = 0.0
 
-    async def acquire(self) -> None:
+    async def acquire(self) -> int:
         if self.in_use < self.limit and not self._waiters:
             self._take()
-            return
+            return self.cuts
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
@@ -35,6 +38,7 @@ class AdaptiveLimiter:
             else:
                 self._waiters.remove(waiter)
             raise
+        return self.cuts
 
     def _take(self) -> None:
         self.in_use += 1
@@ -60,14 +64,10 @@ class AdaptiveLimiter:
             self.limit += 1
             self._wake()
 
-    def on_overload(self) -> None:
-        """One cut per burst: a cut waits for the calls that were in flight at the last cut to drain."""
-        if not self.adaptive:
+    def on_overload(self, ticket: int) -> None:
+        """`ticket` is what `acquire` returned for the call that met the overload."""
+        if not self.adaptive or ticket < self.cuts:
             return
-        now = time.monotonic()
-        if now - self._last_cut < 1.0:
-            return
-        self._last_cut = now
         self._successes = 0
         self.cuts += 1
         self.limit = max(1, self.limit - max(1, self.limit // 4))

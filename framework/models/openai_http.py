@@ -109,7 +109,7 @@ class OpenAIClient:
         if self.rpm:
             await self.rpm.take(1)
         reserved = await self.tpm.take(estimate) if self.tpm else 0
-        await self.limiter.acquire()
+        ticket = await self.limiter.acquire()
         replica = self.replicas.choose()
         ok = server_fault = False
         try:
@@ -123,7 +123,7 @@ class OpenAIClient:
         except ModelCallError as error:
             server_fault = error.retryable
             if error.status == 429 or error.status is None:
-                self.limiter.on_overload()
+                self.limiter.on_overload(ticket)
             raise
         finally:
             self.replicas.done(replica, ok=ok, server_fault=server_fault)
