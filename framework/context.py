@@ -3,6 +3,7 @@ records (a task pool, a dedup index) guarded by a lock."""
 from __future__ import annotations
 
 import asyncio
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -12,6 +13,22 @@ from .models.pool import ModelPool
 from .stats import NodeStats
 
 T = TypeVar("T")
+
+
+@dataclass
+class RecordUsage:
+    """What one record's LLM calls took; it goes into the record's metadata."""
+
+    calls: int = 0
+    retries: int = 0
+    tokens: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"llm_calls": self.calls, "retries": self.retries, "tokens": self.tokens}
+
+
+record_usage: ContextVar[RecordUsage | None] = ContextVar("record_usage", default=None)
+"""Set by the scheduler for each record's task; asyncio copies it into the tasks that record starts."""
 
 
 @dataclass
@@ -33,7 +50,13 @@ class RunContext:
 
     async def complete(self, node: str, model: str, request: LLMRequest) -> Completion:
         stats = self.node_stats.setdefault(node, NodeStats())
-        return await self.models.complete(model, request, stats.usage)
+        completion = await self.models.complete(model, request, stats.usage)
+        usage = record_usage.get()
+        if usage is not None:
+            usage.calls += 1
+            usage.retries += max(0, completion.attempts - 1)
+            usage.tokens += completion.prompt_tokens + completion.completion_tokens
+        return completion
 
     def shared(self, key: str, factory: Callable[[], T]) -> Shared:
         """The run-wide object under `key`, made by `factory` the first time it is asked for."""

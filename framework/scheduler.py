@@ -17,7 +17,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable
 
-from .context import RunContext
+from .context import RecordUsage, RunContext, record_usage
 from .errors import ModelCallError, RecordError, RunAborted, SynthloomError
 from .graph import Edge, Graph
 from .journal import DROPPED, FAILED, Journal, JsonlWriter, count_lines
@@ -178,6 +178,8 @@ class Runner:
     async def _process(self, record_id: str, seed: dict[str, Any]) -> None:
         state: dict[str, Any] = dict(seed)
         state["id"] = record_id
+        usage = RecordUsage()
+        record_usage.set(usage)
         try:
             outcome = await self._walk(state)
         except NodeFailure as failure:
@@ -191,7 +193,8 @@ class Runner:
             self._record_drop(record_id, node_name, drop)
             return
         try:
-            metadata = {"id": record_id, "graph": self.graph.name, "config_hash": self.graph.loaded.hash}
+            metadata = {"id": record_id, "graph": self.graph.name, "config_hash": self.graph.loaded.hash,
+                        **usage.as_dict()}
             rows = {shaper.name: shaper.shape(state, metadata) for shaper in self.shapers}
         except SynthloomError as error:
             self._record_failure(record_id, seed, "outputs", error)

@@ -38,6 +38,8 @@ async def test_faulty_server_still_yields_every_record(fake_llm: Callable[..., F
     retries = result.manifest["models"]["w"]["retries"]
     assert retries == server.requests - 200  # every request beyond the first per record was a retry
     assert result.manifest["nodes"]["answer"]["llm"]["retries"] == retries
+    assert sum(record["metadata"]["retries"] for record in records) == retries  # and on each record
+    assert all(record["metadata"]["llm_calls"] == 1 for record in records)
 
 
 async def test_unrecoverable_4xx_is_not_retried(fake_llm: Callable[..., FakeOpenAI],

@@ -74,7 +74,9 @@ def test_unbounded_loop_and_unreachable_node(tmp_path: Path) -> None:
     bounded = BASE + "  - {from: answer, to: answer, when: \"len(answer) < 5\", max_visits: 2}\n"
     assert synthloom.load(graph_file(tmp_path, bounded)).name == "t"
     orphan = BASE.replace("edges:\n", "  lonely: {type: llm, model: w, messages: [{role: user, content: hi}], "
-                                      "output: x}\nedges:\n  - [lonely, lonely]\n")
+                                      "output: x}\n  other: {type: llm, model: w, messages: [{role: user, "
+                                      "content: hi}], output: y}\nedges:\n  - [other, lonely]\n"
+                                      "  - {from: lonely, to: other, max_visits: 1}\n")
     with pytest.raises(ConfigError, match="'lonely' cannot be reached"):
         synthloom.load(graph_file(tmp_path, orphan))
 
