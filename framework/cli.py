@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import api
@@ -32,7 +33,7 @@ EndpointOption = typer.Option(None, "--endpoint", help="point every model at thi
 
 
 def _fail(message: str, code: int = 2) -> None:
-    errors.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    errors.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -53,8 +54,14 @@ def run(graph: str = typer.Argument(..., help="graph file, or a ready-made workf
         overwrite: bool = typer.Option(False, "--overwrite", help="start again in a dir that holds a run"),
         no_cache: bool = typer.Option(False, "--no-cache", help="do not read or write the response cache"),
         max_in_flight: Optional[int] = typer.Option(None, help="records open at once"),
+        shard: Optional[str] = typer.Option(None, help="k/n: run only shard k of n of the seed (by id hash)"),
         quiet: bool = typer.Option(False, "-q", "--quiet", help="no progress bar")) -> None:
     """Run a graph and write its records to the output directory."""
+    if shard:
+        index, _, count = shard.partition("/")
+        if not (index.isdigit() and count.isdigit()):
+            _fail(f"--shard '{shard}' should look like 0/4 (shard k of n, 0-based)")
+        overrides = [*(overrides or []), f"seed.shard=[{index}, {count}]"]
     loaded = _load(graph, overrides, endpoint)
     output_dir = output or Path("runs") / loaded.name
     total = limit if limit is not None else loaded.config.seed.limit
@@ -71,7 +78,7 @@ def run(graph: str = typer.Argument(..., help="graph file, or a ready-made workf
     if manifest["status"] == "aborted":
         _fail(manifest["message"], code=1)
     if manifest["status"] == "interrupted":
-        errors.print(manifest["message"])
+        errors.print(escape(manifest["message"]), highlight=False)
         raise typer.Exit(130)
 
 
@@ -100,7 +107,7 @@ def _run_with_signals(runner: Runner, progress: LiveProgress | None) -> dict[str
 def _summarise(manifest: dict[str, Any], output_dir: Path) -> None:
     counts = manifest["counts"]
     outputs = ", ".join(f"{name}: {count}" for name, count in counts["outputs"].items())
-    console.print(f"[bold]{manifest['graph']}[/bold] {manifest['status']} in {manifest['elapsed_s']:.1f}s: "
+    console.print(f"[bold]{escape(manifest['graph'])}[/bold] {manifest['status']} in {manifest['elapsed_s']:.1f}s: "
                   f"{counts['written']} records written ({outputs}), {counts['failed']} failed, "
                   f"{counts['dropped']} dropped -> {output_dir}", highlight=False)
 
@@ -152,7 +159,8 @@ def list_workflows() -> None:
     for entry in sorted(folder.iterdir(), key=lambda item: item.name):
         if entry.name.endswith(".yaml"):
             spec = yaml.safe_load(entry.read_text(encoding="utf-8"))
-            console.print(f"[bold]{entry.name[:-5]}[/bold]: {spec.get('description', '')}", highlight=False)
+            console.print(f"[bold]{entry.name[:-5]}[/bold]: {escape(spec.get('description', ''))}",
+                          highlight=False)
 
 
 @app.command()
@@ -188,6 +196,19 @@ def serve_command(port: int = typer.Option(8765, help="port (0 picks a free one)
         pass
     except OSError as error:
         _fail(f"cannot listen on {host}:{port} ({error.strerror}); choose another --port")
+
+
+@app.command()
+def report(output_dir: Path = typer.Argument(..., help="a run's output directory"),
+           compare: Optional[Path] = typer.Option(None, "--compare", help="another run's dir, side by side")) -> None:
+    """Write <output dir>/report.html: counts, drops, histograms, diversity, cost, examples."""
+    from .report import build_report
+    try:
+        path = build_report(output_dir, compare)
+    except SynthloomError as error:
+        _fail(str(error))
+        return
+    console.print(f"report -> {path}", markup=False, highlight=False, soft_wrap=True)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -39,6 +39,16 @@ class SeedConfig(_Strict):
     seed: int = 0
     shuffle_buffer: int = Field(default=10_000, ge=1)
     id_field: str = "id"
+    shard: tuple[int, int] | None = Field(
+        default=None, description="[k, n]: only the records whose id hashes to shard k of n (0-based), so n "
+                                  "processes or Ray tasks can split one seed file without overlap")
+
+    @field_validator("shard")
+    @classmethod
+    def _shard_in_range(cls, shard: tuple[int, int] | None) -> tuple[int, int] | None:
+        if shard is not None and not (shard[1] >= 1 and 0 <= shard[0] < shard[1]):
+            raise ValueError("shard is [k, n] with 0 <= k < n")
+        return shard
 
 
 class ModelConfig(_Strict):

@@ -121,8 +121,19 @@ def _shuffled(rows: Iterator[SeedItem], buffer_size: int, seed: int) -> Iterator
     yield from buffer
 
 
+def in_shard(item: SeedItem, config: SeedConfig) -> bool:
+    """Stable across machines: the shard is a hash of the record id, not of the row's position."""
+    if config.shard is None or isinstance(item, BadSeed):
+        return config.shard is None or config.shard[0] == 0  # unreadable rows are reported by shard 0
+    index, count = config.shard
+    digest = hashlib.sha1(row_id(item, config.id_field).encode()).digest()
+    return int.from_bytes(digest[:8], "big") % count == index
+
+
 def read_seeds(config: SeedConfig, base_dir: Path, limit: int | None = None) -> Iterator[SeedItem]:
     rows = _raw_rows(config, base_dir)
+    if config.shard is not None:
+        rows = (item for item in rows if in_shard(item, config))
     if config.shuffle:
         rows = _shuffled(rows, config.shuffle_buffer, config.seed)
     cap = limit if limit is not None else config.limit

@@ -85,3 +85,15 @@ def test_graph_without_seed_file_runs_n_records(fake_llm: Callable[..., FakeOpen
     spec["nodes"]["question"]["messages"][0]["content"] = "Ask question number {{ index }}"
     result = synthloom.run(write_graph(spec), tmp_path / "out", limit=6)
     assert result.manifest["counts"]["written"] == 6
+
+
+def test_shards_split_the_seed_without_overlap(tmp_path: Path) -> None:
+    write_all_formats(tmp_path)
+    shards = []
+    for index in range(3):
+        config = SeedConfig.model_validate({"source": {"type": "jsonl", "path": "s.jsonl"}, "shard": [index, 3]})
+        shards.append([row["id"] for row in read_seeds(config, tmp_path)])
+    assert sorted(sum(shards, [])) == sorted(row["id"] for row in ROWS)
+    assert all(shards) and len(set(shards[0]) & set(shards[1])) == 0
+    with pytest.raises(ValueError, match="0 <= k < n"):
+        SeedConfig.model_validate({"shard": [3, 3]})
