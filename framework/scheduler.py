@@ -11,15 +11,14 @@ import asyncio
 import time
 import traceback
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any, Callable
+from typing import Any
 
 from .context import RecordUsage, RunContext, record_usage
-from .errors import ModelCallError, RecordError, RunAborted, SynthloomError
-from .graph import Edge, Graph
+from .errors import ModelCallError, RunAborted, SynthloomError
+from .graph import Graph
 from .journal import DROPPED, FAILED, Journal, JsonlWriter, count_lines
 from .manifest import build_manifest, write_manifest
 from .models.cache import ResponseCache
@@ -28,12 +27,7 @@ from .node import Drop
 from .outputs import OutputShaper
 from .seeds import BadSeed, read_seeds, row_id
 from .stats import NodeStats
-
-
-class NodeFailure(Exception):
-    def __init__(self, node: str, error: BaseException):
-        super().__init__(str(error))
-        self.node, self.error = node, error
+from .walk import GraphWalk, NodeFailure
 
 
 @dataclass
@@ -56,7 +50,7 @@ class RunOptions:
     cache_dir: Path | None = None
     max_in_flight: int | None = None
     retry_base_delay: float = 0.5
-    on_progress: Callable[["Runner"], None] | None = None
+    on_progress: Callable[[Runner], None] | None = None
 
 
 class Runner:
@@ -69,6 +63,7 @@ class Runner:
         self.models = ModelPool(config.models, cache, retry_base_delay=self.options.retry_base_delay)
         self.ctx = RunContext(models=self.models, output_dir=self.output_dir, base_dir=graph.base_dir,
                               node_stats={name: NodeStats() for name in graph.nodes}, graph_name=graph.name)
+        self.walker = GraphWalk(graph, self.ctx)
         self.shapers = [OutputShaper(output) for output in config.outputs]
         self.writers = {shaper.name: JsonlWriter(self.output_dir / f"{shaper.name}.jsonl")
                         for shaper in self.shapers}
@@ -96,16 +91,13 @@ class Runner:
     # -- the run -------------------------------------------------------------------------------------
 
     async def run(self) -> dict[str, Any]:
-        for model in sorted({model for node in self.graph.nodes.values() for model in node.models()}):
-            self.models.client(model)  # a missing API key or model file is a config error, not N failures
+        await self._prepare()
         data_files = [f"{name}.jsonl" for name in self.writers] + [FAILED, DROPPED]
         self.journal.start(resume=self.options.resume, overwrite=self.options.overwrite,
                            data_files=data_files)
         self.counts.skipped = len(self.journal.done)
         self._seen_ids = set(self.journal.done)
         try:
-            for node in self.graph.nodes.values():
-                await node.setup(self.ctx)
             await self._feed()
             if self.status == "running":
                 self.status = "completed"
@@ -117,6 +109,20 @@ class Runner:
         finally:
             await self._finish()
         return self.manifest
+
+    async def _prepare(self) -> None:
+        """Everything that can refuse the run (a missing API key, model file or pool file) happens before
+        the output directory is touched, so a mistake never leaves a half-started run behind."""
+        try:
+            for model in sorted({model for node in self.graph.nodes.values() for model in node.models()}):
+                self.models.client(model)
+            for node in self.graph.nodes.values():
+                await node.setup(self.ctx)
+        except BaseException:
+            await self.models.close()
+            if self.models.cache:
+                self.models.cache.close()
+            raise
 
     async def _feed(self) -> None:
         slots = asyncio.Semaphore(self.max_in_flight)
@@ -140,7 +146,8 @@ class Runner:
                 self.counts.seeded += 1
                 task = asyncio.create_task(self._process(record_id, item))
                 self._tasks.add(task)
-                task.add_done_callback(lambda done: (self._tasks.discard(done), slots.release()))
+                task.add_done_callback(self._tasks.discard)
+                task.add_done_callback(lambda _: slots.release())
             while self._tasks:
                 await asyncio.wait(set(self._tasks))
         finally:
@@ -181,7 +188,7 @@ class Runner:
         usage = RecordUsage()
         record_usage.set(usage)
         try:
-            outcome = await self._walk(state)
+            outcome = await self.walker.walk(state)
         except NodeFailure as failure:
             self._record_failure(record_id, seed, failure.node, failure.error)
             return
@@ -204,73 +211,6 @@ class Runner:
         self.journal.mark(record_id, "written")
         self.counts.written += 1
         self._settle(ok=True)
-
-    async def _walk(self, state: dict[str, Any]) -> tuple[str, Drop] | None:
-        """Move the record through the graph. Nodes whose forward ancestors are all done run; several
-        ready at once (parallel branches) run together and see the same state."""
-        traversals: Counter[int] = Counter()
-        pending = list(self.graph.starts)
-        ancestors = self.graph.forward_ancestors
-        while pending:
-            active = set(pending)
-            ready = [name for name in pending if not (ancestors[name] & active)]
-            pending = [name for name in pending if name not in ready]
-            if len(ready) == 1:
-                results = [await self._step(ready[0], state)]
-            else:
-                try:
-                    async with asyncio.TaskGroup() as group:
-                        tasks = [group.create_task(self._step(name, state)) for name in ready]
-                except* NodeFailure as failures:
-                    raise failures.exceptions[0] from None
-                results = [task.result() for task in tasks]
-            for name, result in zip(ready, results):
-                if isinstance(result, Drop):
-                    return name, result
-                if result:
-                    state.update(result)
-            for name in ready:
-                for target in self._next_nodes(self.graph.edges_from[name], state, traversals, name):
-                    if target not in pending:
-                        pending.append(target)
-        return None
-
-    def _next_nodes(self, edges: list[Edge], state: dict[str, Any], traversals: Counter[int],
-                    node: str) -> list[str]:
-        targets: list[str] = []
-        for edge in edges:
-            if edge.max_visits is not None and traversals[edge.index] >= edge.max_visits:
-                continue
-            if edge.when is not None:
-                try:
-                    if not edge.when.holds(state):
-                        continue
-                except RecordError as error:
-                    raise NodeFailure(node, error) from None
-            traversals[edge.index] += 1
-            targets.append(edge.target)
-        return targets
-
-    async def _step(self, name: str, state: dict[str, Any]) -> dict[str, Any] | Drop | None:
-        node = self.graph.nodes[name]
-        stats = self.ctx.node_stats[name]
-        started = time.perf_counter()
-        try:
-            result = await node(MappingProxyType(state), self.ctx)
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
-            stats.failures += 1
-            raise NodeFailure(name, error) from error
-        stats.steps += 1
-        stats.seconds.add(time.perf_counter() - started)
-        if result is None or isinstance(result, (dict, Drop)):
-            if isinstance(result, Drop):
-                stats.drops += 1
-            return result
-        stats.failures += 1
-        raise NodeFailure(name, RecordError(f"node returned {type(result).__name__}; a node returns a dict "
-                                            f"of state updates, None or Drop (or set output: key)"))
 
     # -- outcomes ------------------------------------------------------------------------------------
 

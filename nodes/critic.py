@@ -2,10 +2,10 @@
 drafts and scores, so a refine loop yields both the accepted answer and the first-vs-final pair."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from pydantic import Field, model_validator
-
 from synthloom.context import RunContext
 from synthloom.generate import generate
 from synthloom.node import Node, NodeParams
@@ -14,20 +14,23 @@ from synthloom.templates import Template
 
 
 class CriticParams(NodeParams):
-    model: str = "default"
+    model: str = Field(default="default", description="a name under models: (the judge)")
     field: str = Field(description="the state key holding the text to judge")
     context: str | None = Field(default=None, description="template shown with the text (e.g. the question)")
-    criteria: list[str] = Field(default_factory=lambda: ["overall quality"])
-    scale: tuple[int, int] = (1, 10)
+    criteria: list[str] = Field(default_factory=lambda: ["overall quality"],
+                                description="each is scored on the scale; `score` is their mean")
+    scale: tuple[int, int] = Field(default=(1, 10), description="[lowest, highest] integer score")
     pass_score: float | None = Field(default=None, description="score at or above which `passed` is true "
                                      "(default: 70% of the way up the scale)")
     rubric: str | None = Field(default=None, description="extra guidance for the judge")
-    output: str = "review"
-    params: dict[str, Any] = Field(default_factory=lambda: {"temperature": 0.0, "max_tokens": 200})
-    parse_retries: int = 2
+    output: str = Field(default="review", description="state key for {score, feedback, scores, passed}; "
+                        "`<output>_history` gets [{draft, score, feedback}], one entry per review")
+    params: dict[str, Any] = Field(default_factory=lambda: {"temperature": 0.0, "max_tokens": 200},
+                                   description="overrides of the model's params")
+    parse_retries: int = Field(default=2, ge=0, description="retries of a verdict that does not parse")
 
     @model_validator(mode="after")
-    def _scale_ordered(self) -> "CriticParams":
+    def _scale_ordered(self) -> CriticParams:
         if self.scale[0] >= self.scale[1]:
             raise ValueError("scale is [lowest, highest], lowest first")
         if not self.criteria:

@@ -1,17 +1,20 @@
-"""`llm`: render messages from the record, call a model, write the reply (or a parsed object) to the state."""
+"""`llm`: render messages from the record, call a model, write the reply (or a parsed object) to the state.
+With `few_shot`, each record's templates also see k examples drawn from a pool."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from pydantic import Field, model_validator
-
 from synthloom.config import MessageTemplate
 from synthloom.context import RunContext
 from synthloom.generate import generate
 from synthloom.node import Node, NodeParams
 from synthloom.structured import OutputSchema
 from synthloom.templates import Template, render_messages
+
+from .few_shot import FewShotConfig, FewShotPool
 
 
 class LLMParams(NodeParams):
@@ -25,9 +28,12 @@ class LLMParams(NodeParams):
     output_schema: dict[str, Any] | str | None = Field(
         default=None, description="JSON Schema, or package.module:PydanticModel")
     parse_retries: int = Field(default=2, ge=0)
+    few_shot: FewShotConfig | None = Field(
+        default=None, description="{pool: file or list, k: 3, seed: 0, as: examples}: k examples per record "
+                                  "(seeded by the record id) in the template variable `as`")
 
     @model_validator(mode="after")
-    def _one_input(self) -> "LLMParams":
+    def _one_input(self) -> LLMParams:
         if (self.messages is None) == (self.prompt is None):
             raise ValueError("give either messages or prompt")
         if self.output is None and self.output_schema is None:
@@ -49,11 +55,14 @@ class LLMNode(Node):
         self.messages = [(m.role, Template(m.content)) for m in params.messages or []]
         self.prompt = Template(params.prompt) if params.prompt is not None else None
         self.schema = OutputSchema(params.output_schema) if params.output_schema is not None else None
+        self.few_shot = FewShotPool(params.few_shot, f"nodes.{name}.few_shot") if params.few_shot else None
 
     def reads(self) -> set[str]:
         variables = set(self.prompt.variables) if self.prompt else set()
         for _, template in self.messages:
             variables |= template.variables
+        if self.few_shot:
+            variables.discard(self.few_shot.variable)
         return variables
 
     def writes(self) -> set[str]:
@@ -65,7 +74,13 @@ class LLMNode(Node):
     def models(self) -> set[str]:
         return {self.p.model}
 
+    async def setup(self, ctx: RunContext) -> None:
+        if self.few_shot:
+            self.few_shot.load(ctx)
+
     async def run(self, state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
+        if self.few_shot:
+            state = {**state, self.few_shot.variable: self.few_shot.draw(state["id"])}
         messages = render_messages(self.messages, state) if self.messages else None
         prompt = self.prompt.render(state) if self.prompt else None
 

@@ -1,0 +1,103 @@
+"""`agent`: a tool-using agent, LangGraph's prebuilt ReAct loop with the tools a graph names, whose model calls
+go through synthloom's model layer (`ContextChatModel`). Writes the final answer and, if asked, the whole
+exchange with its tool calls as TRL messages (tool-use training data)."""
+from __future__ import annotations
+
+import inspect
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+from langchain_core.tools import BaseTool, StructuredTool
+from langgraph.errors import GraphRecursionError
+from langgraph.prebuilt import create_react_agent
+from pydantic import Field
+from synthloom.context import RunContext
+from synthloom.errors import ConfigError, RecordError
+from synthloom.node import Node, NodeParams
+from synthloom.registry import import_object
+from synthloom.templates import Template
+
+from .chat_model import ContextChatModel, is_final_answer, trl_messages
+
+
+class AgentParams(NodeParams):
+    model: str = Field(default="default", description="a name under models:")
+    tools: list[str] = Field(min_length=1, description="package.module:function each (sync or async); its "
+                             "docstring and typed parameters tell the model how to call it")
+    input: str = Field(description="template of the task the agent is given (its user message)")
+    system: str | None = Field(default=None, description="template of the agent's system prompt")
+    output: str = Field(default="answer", description="state key for the final answer")
+    trace: str | None = Field(default=None, description="state key for the whole exchange as TRL messages, "
+                              "tool calls and results included")
+    max_steps: int = Field(default=5, ge=1, description="most tool calls; a record needing more fails")
+    params: dict[str, Any] = Field(default_factory=dict, description="overrides of the model's params")
+    parse_retries: int = Field(default=2, ge=0, description="retries of a reply that is not valid JSON")
+
+
+class Agent(Node):
+    """A LangGraph ReAct agent with Python tools; its model calls are cached and counted like any node's."""
+
+    Params = AgentParams
+    description = __doc__ or ""
+
+    def __init__(self, name: str, params: AgentParams):
+        super().__init__(name, params)
+        self.p = params
+        self.tools = [_tool(path, index) for index, path in enumerate(params.tools)]
+        names = [tool.name for tool in self.tools]
+        if len(set(names)) < len(names):
+            raise ValueError(f"tools: two tools are named alike ({', '.join(names)})")
+        self.input = Template(params.input)
+        self.system = Template(params.system) if params.system else None
+        self.agent: Any = None
+
+    def reads(self) -> set[str]:
+        return set(self.input.variables) | (set(self.system.variables) if self.system else set())
+
+    def writes(self) -> set[str]:
+        return {self.p.output} | ({self.p.trace} if self.p.trace else set())
+
+    def models(self) -> set[str]:
+        return {self.p.model}
+
+    async def setup(self, ctx: RunContext) -> None:
+        """Build the agent once per run; records share it (it keeps no state between invocations)."""
+        chat = ContextChatModel(ctx=ctx, node=self.name, model_name=self.p.model, call_params=self.p.params,
+                                parse_retries=self.p.parse_retries)
+        with warnings.catch_warnings():  # moved to langchain.agents, which we do not depend on
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.agent = create_react_agent(chat, self.tools)
+
+    async def run(self, state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
+        if self.agent is None:
+            raise RuntimeError("agent node run before its setup")
+        messages: list[BaseMessage] = [SystemMessage(self.system.render(state))] if self.system else []
+        messages.append(HumanMessage(self.input.render(state)))
+        limit = 2 * self.p.max_steps + 2  # a model call and a tool call per step, and the answer
+        try:
+            final = await self.agent.ainvoke({"messages": messages}, {"recursion_limit": limit})
+        except GraphRecursionError:
+            final = None
+        if final is None or not is_final_answer(final["messages"][-1]):
+            raise RecordError(f"the agent did not answer within max_steps ({self.p.max_steps} tool calls)")
+        updates: dict[str, Any] = {self.p.output: final["messages"][-1].text}
+        if self.p.trace:
+            updates[self.p.trace] = trl_messages(final["messages"])
+        return updates
+
+
+def _tool(path: str, index: int) -> BaseTool:
+    try:
+        found = import_object(path)
+    except ConfigError as error:
+        raise ValueError(f"tools.{index}: {error.message}") from None
+    if isinstance(found, BaseTool):
+        return found
+    if not callable(found):
+        raise ValueError(f"tools.{index}: '{path}' is not a function")
+    description = inspect.getdoc(found) or found.__name__.replace("_", " ")
+    if inspect.iscoroutinefunction(found):
+        return StructuredTool.from_function(coroutine=found, description=description)
+    return StructuredTool.from_function(found, description=description)

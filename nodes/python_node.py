@@ -1,0 +1,70 @@
+"""`python`: any function as a node, named in the YAML (`function: package.module:func`) instead of written as
+a node type. The function is wrapped by `synthloom.node` exactly as `@node` would, so the two never drift:
+positional parameters are the state keys it reads, keyword-only ones come from `params:`."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import Field, ValidationError
+from synthloom.context import RunContext
+from synthloom.errors import ConfigError
+from synthloom.node import Node, NodeParams, node
+from synthloom.registry import import_object
+
+
+class PythonParams(NodeParams):
+    function: str = Field(description="package.module:function (sync or async); its positional parameters "
+                          "are the state keys it reads")
+    output: str | None = Field(default=None, description="state key for the return value; without it the "
+                               "function returns a dict of state updates (or None, or Drop)")
+    params: dict[str, Any] = Field(default_factory=dict, description="values of its keyword-only parameters")
+    writes: list[str] | None = Field(default=None, description="without output: the keys its returned dict "
+                                     "sets, so the graph can be checked")
+
+
+class PythonNode(Node):
+    """Run a Python function (sync or async) on the record; its parameters name the state keys it reads."""
+
+    Params = PythonParams
+    description = __doc__ or ""
+
+    def __init__(self, name: str, params: PythonParams):
+        super().__init__(name, params)
+        try:
+            target = import_object(params.function)
+        except ConfigError as error:
+            raise ValueError(f"function: {error.message}") from None
+        if isinstance(target, type) and issubclass(target, Node):
+            node_type = target  # already a node type (@node or a Node subclass)
+        elif callable(target):
+            node_type = node(target, writes=params.writes)
+        else:
+            raise ValueError(f"function: '{params.function}' is not a function")
+        options = {**params.params, **({"output": params.output} if params.output else {})}
+        try:
+            self.inner = node_type(name, node_type.Params.model_validate(options))
+        except ValidationError as error:
+            first = error.errors()[0]
+            key = ".".join(str(part) for part in first["loc"])
+            raise ValueError(f"params.{key}: {first['msg']} (the function's keyword-only parameters are: "
+                             f"{', '.join(k for k in node_type.Params.model_fields if k != 'output') or 'none'})") \
+                from None
+
+    def reads(self) -> set[str]:
+        return self.inner.reads()
+
+    def writes(self) -> set[str]:
+        return self.inner.writes()
+
+    def models(self) -> set[str]:
+        return self.inner.models()
+
+    async def setup(self, ctx: RunContext) -> None:
+        await self.inner.setup(ctx)
+
+    async def teardown(self, ctx: RunContext) -> None:
+        await self.inner.teardown(ctx)
+
+    async def run(self, state: Mapping[str, Any], ctx: RunContext) -> Any:
+        return await self.inner(state, ctx)

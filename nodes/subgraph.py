@@ -1,0 +1,116 @@
+"""`subgraph`: another graph file used as one node, so a recipe (a critic-refine loop, a suggester/editor
+round) is written once and reused. The child graph runs for the record through the same per-record walk as
+the top-level graph (`synthloom.walk`), on a state holding only its `inputs`; its `outputs` are copied back.
+
+The child file is read in `setup`, not at construction: its path is relative to the parent graph file, and
+only the run context knows where that is. Validation of the parent therefore sees the mapped keys only.
+"""
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from synthloom.config import ModelConfig
+from synthloom.context import RunContext
+from synthloom.errors import ConfigError
+from synthloom.graph import Graph, build_graph
+from synthloom.loader import load_config
+from synthloom.node import ANY_KEY, Drop, Node, NodeParams
+from synthloom.walk import GraphWalk
+
+from .state_map import KeyMap, pick
+
+_loading: contextvars.ContextVar[tuple[Path, ...]] = contextvars.ContextVar("subgraph_files", default=())
+"""The chain of subgraph files being set up, to refuse a graph that includes itself."""
+
+
+class SubgraphParams(NodeParams):
+    graph: str = Field(description="the child graph file, relative to this graph file")
+    inputs: KeyMap = Field(default_factory=dict, description="{child key: our key}: the child's starting state")
+    outputs: KeyMap = Field(description="{our key: child key}: what comes back into this record")
+
+
+class Subgraph(Node):
+    """Run another graph file as one node: map keys in, walk its nodes for the record, map keys out."""
+
+    Params = SubgraphParams
+    description = __doc__ or ""
+
+    def __init__(self, name: str, params: SubgraphParams):
+        super().__init__(name, params)
+        self.p = params
+        self.child: Graph | None = None
+        self.walk: GraphWalk | None = None
+        self.child_ctx: RunContext | None = None
+        if not params.outputs:
+            raise ValueError("outputs: name at least one {our key: child key} to bring back")
+
+    def reads(self) -> set[str]:
+        return set(self.p.inputs.values())
+
+    def writes(self) -> set[str]:
+        return set(self.p.outputs)
+
+    async def setup(self, ctx: RunContext) -> None:
+        path = ctx.resolve_path(self.p.graph).resolve()
+        chain = _loading.get()
+        if path in chain:
+            loop = " -> ".join(str(part) for part in (*chain, path))
+            raise ConfigError(f"subgraph includes itself ({loop})", key=f"nodes.{self.name}.graph")
+        self.child = self._load(path)
+        _merge_models(ctx, self.child.config.models)
+        for model in sorted({model for node in self.child.nodes.values() for model in node.models()}):
+            ctx.models.client(model)  # a missing key or model file is a config error now, not per record
+        self.child_ctx = dataclasses.replace(ctx, base_dir=self.child.base_dir)
+        token = _loading.set((*chain, path))
+        try:
+            for node in self.child.nodes.values():
+                await node.setup(self.child_ctx)
+        finally:
+            _loading.reset(token)
+        self.walk = GraphWalk(self.child, self.child_ctx)
+
+    def _load(self, path: Path) -> Graph:
+        try:
+            child = build_graph(load_config(path), seed_columns=set(self.p.inputs))
+        except ConfigError as error:
+            raise ConfigError(f"in subgraph '{self.name}': {error.message}", where=error.where or str(path),
+                              key=error.key) from None
+        written = set(self.p.inputs).union(*(node.writes() for node in child.nodes.values()))
+        missing = sorted(set(self.p.outputs.values()) - written)
+        if missing and ANY_KEY not in written:
+            raise ConfigError(f"outputs: the subgraph {path.name} writes no '{missing[0]}' (it writes: "
+                              f"{', '.join(sorted(written))})", key=f"nodes.{self.name}.outputs")
+        for key, node in child.nodes.items():
+            node.name = f"{self.name}.{key}"  # its calls and stats, told apart from a parent node's
+        return child
+
+    async def teardown(self, ctx: RunContext) -> None:
+        if self.child is not None and self.child_ctx is not None:
+            for node in self.child.nodes.values():
+                await node.teardown(self.child_ctx)
+
+    async def run(self, state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any] | Drop:
+        if self.walk is None:
+            raise RuntimeError("subgraph node run before its setup")
+        child_state = {"id": state["id"], **pick(state, self.p.inputs, f"subgraph '{self.name}' inputs")}
+        outcome = await self.walk.walk(child_state)
+        if outcome is not None:
+            node, drop = outcome
+            return Drop(drop.reason, {"node": node, **(drop.detail or {})})
+        return pick(child_state, self.p.outputs, f"subgraph '{self.name}' outputs")
+
+
+def _merge_models(ctx: RunContext, child_models: dict[str, ModelConfig]) -> None:
+    """Child models join the run's pool; where a name is in both, the parent's own config wins. The parent's
+    implicit embedded `default` counts as missing while nothing of the parent has used it."""
+    pool = ctx.models
+    for name, config in child_models.items():
+        implicit_default = name == "default" and name not in pool.usage and \
+            pool.configs.get(name) == ModelConfig(backend="local")
+        if name not in pool.configs or implicit_default:
+            pool.configs[name] = config
