@@ -17,9 +17,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import aiohttp
 import yaml
@@ -53,11 +54,10 @@ async def plain_client(url: str, records: int, slots: int) -> tuple[float, float
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
         async def call(messages: list[dict[str, str]]) -> str:
-            async with semaphore:
-                async with session.post(f"{url}/chat/completions",
-                                        json={"model": "m", "messages": messages, "max_tokens": 64}) as reply:
-                    data = await reply.json()
-                    return data["choices"][0]["message"]["content"]
+            async with semaphore, session.post(f"{url}/chat/completions",
+                                    json={"model": "m", "messages": messages, "max_tokens": 64}) as reply:
+                data = await reply.json()
+                return data["choices"][0]["message"]["content"]
 
         async def record(index: int) -> None:
             text: str | None = None

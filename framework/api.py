@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .errors import ConfigError
 from .graph import Graph, build_graph
 from .journal import MANIFEST
 from .loader import load_config
-from .scheduler import RunOptions, Runner
+from .scheduler import Runner, RunOptions
 from .seeds import seed_columns
 
 
@@ -76,7 +77,8 @@ def load_dataset(output_dir: str | Path, output: str) -> Any:
 
 
 def read_manifest(output_dir: str | Path) -> dict[str, Any]:
-    return json.loads((Path(output_dir) / MANIFEST).read_text(encoding="utf-8"))
+    manifest: dict[str, Any] = json.loads((Path(output_dir) / MANIFEST).read_text(encoding="utf-8"))
+    return manifest
 
 
 async def arun(graph: Graph | str | Path, output_dir: str | Path, *, options: RunOptions | None = None,

@@ -10,7 +10,7 @@ import signal
 import sys
 from importlib import resources
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -19,9 +19,10 @@ from rich.table import Table
 
 from . import api
 from .errors import ConfigError, SynthloomError
+from .graph import Graph
 from .progress import LiveProgress
 from .registry import node_type_names, resolve_node_type
-from .scheduler import RunOptions, Runner
+from .scheduler import Runner, RunOptions
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Synthetic training data from YAML graphs of LLM roles.")
@@ -37,7 +38,7 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _load(graph: str, overrides: list[str] | None, endpoint: str | None) -> api.Graph:
+def _load(graph: str, overrides: list[str] | None, endpoint: str | None) -> Graph:
     try:
         return api.load(graph, overrides or [], endpoint)
     except ConfigError as error:
@@ -47,14 +48,14 @@ def _load(graph: str, overrides: list[str] | None, endpoint: str | None) -> api.
 
 @app.command()
 def run(graph: str = typer.Argument(..., help="graph file, or a ready-made workflow name"),
-        output: Optional[Path] = typer.Option(None, "-o", "--output", help="output dir (default runs/<name>)"),
-        limit: Optional[int] = typer.Option(None, "-n", "--limit", help="records to run"),
-        overrides: Optional[list[str]] = SetOption, endpoint: Optional[str] = EndpointOption,
+        output: Path | None = typer.Option(None, "-o", "--output", help="output dir (default runs/<name>)"),
+        limit: int | None = typer.Option(None, "-n", "--limit", help="records to run"),
+        overrides: list[str] | None = SetOption, endpoint: str | None = EndpointOption,
         resume: bool = typer.Option(False, "--resume", help="finish an interrupted run in the same dir"),
         overwrite: bool = typer.Option(False, "--overwrite", help="start again in a dir that holds a run"),
         no_cache: bool = typer.Option(False, "--no-cache", help="do not read or write the response cache"),
-        max_in_flight: Optional[int] = typer.Option(None, help="records open at once"),
-        shard: Optional[str] = typer.Option(None, help="k/n: run only shard k of n of the seed (by id hash)"),
+        max_in_flight: int | None = typer.Option(None, help="records open at once"),
+        shard: str | None = typer.Option(None, help="k/n: run only shard k of n of the seed (by id hash)"),
         quiet: bool = typer.Option(False, "-q", "--quiet", help="no progress bar")) -> None:
     """Run a graph and write its records to the output directory."""
     if shard:
@@ -113,8 +114,8 @@ def _summarise(manifest: dict[str, Any], output_dir: Path) -> None:
 
 
 @app.command()
-def validate(graph: str, overrides: Optional[list[str]] = SetOption,
-             endpoint: Optional[str] = EndpointOption) -> None:
+def validate(graph: str, overrides: list[str] | None = SetOption,
+             endpoint: str | None = EndpointOption) -> None:
     """Check a graph without calling any model."""
     loaded = _load(graph, overrides, endpoint)
     console.print(f"ok: {loaded.name} ({len(loaded.nodes)} nodes, {len(loaded.config.edges)} edges, "
@@ -122,13 +123,13 @@ def validate(graph: str, overrides: Optional[list[str]] = SetOption,
 
 
 @app.command()
-def show(graph: str, overrides: Optional[list[str]] = SetOption) -> None:
+def show(graph: str, overrides: list[str] | None = SetOption) -> None:
     """Print the graph as Mermaid text."""
     print(_load(graph, overrides, None).mermaid())
 
 
 @app.command()
-def nodes(name: Optional[str] = typer.Argument(None, help="one node type, in full")) -> None:
+def nodes(name: str | None = typer.Argument(None, help="one node type, in full")) -> None:
     """List every node type, built-in and plugin, with its parameters."""
     names = [name] if name else node_type_names()
     table = Table("type", "what it does", "parameters", show_lines=True)
@@ -140,9 +141,8 @@ def nodes(name: Optional[str] = typer.Argument(None, help="one node type, in ful
             return
         params = []
         for field_name, field in node_type.Params.model_fields.items():
-            default = "required" if field.is_required() else f"= {field.default!r}"
-            if field.default_factory is not None:
-                default = f"= {field.default_factory()!r}"
+            default = ("required" if field.is_required()
+                       else f"= {field.get_default(call_default_factory=True)!r}")
             text = f"{field_name} {default}"
             if field.description:
                 text += f": {field.description}"
@@ -175,7 +175,7 @@ def manifest(output_dir: Path) -> None:
 @app.command("serve")
 def serve_command(port: int = typer.Option(8765, help="port (0 picks a free one)"),
                   host: str = typer.Option("127.0.0.1", help="address; loopback by default"),
-                  model_path: Optional[Path] = typer.Option(None, "--model-path", help="another GGUF file")) -> None:
+                  model_path: Path | None = typer.Option(None, "--model-path", help="another GGUF file")) -> None:
     """Serve the embedded model as an OpenAI-compatible API (chat and completions)."""
     from .config import ModelConfig
     from .serve import serve
@@ -200,7 +200,7 @@ def serve_command(port: int = typer.Option(8765, help="port (0 picks a free one)
 
 @app.command()
 def report(output_dir: Path = typer.Argument(..., help="a run's output directory"),
-           compare: Optional[Path] = typer.Option(None, "--compare", help="another run's dir, side by side")) -> None:
+           compare: Path | None = typer.Option(None, "--compare", help="another run's dir, side by side")) -> None:
     """Write <output dir>/report.html: counts, drops, histograms, diversity, cost, examples."""
     from .report import build_report
     try:

@@ -26,7 +26,7 @@ class SourceConfig(_Strict):
     rows: int | None = Field(default=None, description="with type none: how many empty seed rows to make")
 
     @model_validator(mode="after")
-    def _path_needed(self) -> "SourceConfig":
+    def _path_needed(self) -> SourceConfig:
         if self.type != "none" and not self.path:
             raise ValueError(f"a '{self.type}' source needs a path")
         return self
@@ -82,7 +82,7 @@ class ModelConfig(_Strict):
         return value.rstrip("/") if value else value
 
     @model_validator(mode="after")
-    def _remote_needs_url(self) -> "ModelConfig":
+    def _remote_needs_url(self) -> ModelConfig:
         if self.backend == "openai" and not self.base_url:
             raise ValueError("backend 'openai' needs a base_url (e.g. http://127.0.0.1:8000/v1)")
         if self.backend in ("openai", "vllm") and not self.model:
@@ -137,7 +137,7 @@ class OutputConfig(_Strict):
                                      "over the state (e.g. review.score)")
 
     @model_validator(mode="after")
-    def _format_fields(self) -> "OutputConfig":
+    def _format_fields(self) -> OutputConfig:
         if self.format == "sft" and self.messages is None:
             raise ValueError("an sft output needs messages")
         if self.format == "dpo" and self.pairs is None and None in (self.prompt, self.chosen, self.rejected):

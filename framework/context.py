@@ -3,10 +3,11 @@ records (a task pool, a dedup index) guarded by a lock."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from .models.base import Completion, LLMRequest
 from .models.pool import ModelPool

@@ -6,7 +6,8 @@ attribute (`review.score`) or subscript, and the few functions below.
 from __future__ import annotations
 
 import ast
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from simpleeval import EvalWithCompoundTypes, InvalidExpression
 

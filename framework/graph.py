@@ -2,9 +2,10 @@
 references, reachability, bounded loops, and that every key a template reads is written upstream."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import networkx as nx
 from pydantic import ValidationError
@@ -68,7 +69,7 @@ class Graph:
         return "\n".join(lines)
 
 
-def graph_type(graph: "Graph", name: str) -> str:
+def graph_type(graph: Graph, name: str) -> str:
     return str(graph.config.nodes[name]["type"])
 
 

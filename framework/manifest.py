@@ -18,7 +18,7 @@ def _utc(stamp: float | None) -> str | None:
     return datetime.fromtimestamp(stamp, tz=timezone.utc).isoformat(timespec="seconds") if stamp else None
 
 
-def build_manifest(runner: "Runner") -> dict[str, Any]:
+def build_manifest(runner: Runner) -> dict[str, Any]:
     counts = runner.counts
     previous = runner.journal.previous
     elapsed = (runner.ended or time.time()) - runner.started

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, create_model
 
 if TYPE_CHECKING:
     from .context import RunContext
 
-__all__ = ["Node", "NodeParams", "Drop", "node", "ANY_KEY"]
+__all__ = ["ANY_KEY", "Drop", "Node", "NodeParams", "node"]
 
 ANY_KEY = "*"
 """Put in `writes()` when a node's output keys are not known before it runs."""
@@ -59,16 +60,16 @@ class Node:
     def models(self) -> set[str]:
         return set()
 
-    async def setup(self, ctx: "RunContext") -> None:
+    async def setup(self, ctx: RunContext) -> None:
         """Once per run, before the first record (build an agent, open an index)."""
 
-    async def teardown(self, ctx: "RunContext") -> None:
+    async def teardown(self, ctx: RunContext) -> None:
         """Once per run, after the last record (persist an index)."""
 
-    def run(self, state: Mapping[str, Any], ctx: "RunContext") -> Any:
+    def run(self, state: Mapping[str, Any], ctx: RunContext) -> Any:
         raise TypeError(f"node type {type(self).__name__} does not define run()")
 
-    async def __call__(self, state: Mapping[str, Any], ctx: "RunContext") -> Any:
+    async def __call__(self, state: Mapping[str, Any], ctx: RunContext) -> Any:
         if inspect.iscoroutinefunction(self.run):
             return await self.run(state, ctx)
         return await asyncio.to_thread(self.run, state, ctx)
@@ -110,7 +111,7 @@ def node(func: Callable[..., Any] | None = None, *, writes: list[str] | None = N
             return kwargs
 
         def _shape(self: Node, result: Any) -> Any:
-            output = getattr(self.params, "output")
+            output = self.params.output
             if output is not None and not isinstance(result, Drop):
                 return {output: result}
             return result
@@ -123,7 +124,7 @@ def node(func: Callable[..., Any] | None = None, *, writes: list[str] | None = N
                 return _shape(self, fn(**_arguments(self, state, ctx)))
 
         def node_writes(self: Node) -> set[str]:
-            output = getattr(self.params, "output")
+            output = self.params.output
             if output is not None:
                 return {output}
             return set(declared_writes) or {ANY_KEY}

@@ -2,14 +2,15 @@
 `prompt`/`chosen`/`rejected`) or the raw state, each with metadata saying where it came from."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .config import MessageTemplate, OutputConfig
 from .errors import RecordError
 from .expressions import Condition
 from .templates import Template, render_messages
 
-Messages = list[dict[str, str]]
+Messages = list[dict[str, Any]]
 
 
 class OutputShaper:
@@ -63,6 +64,10 @@ def _listed(state: Mapping[str, Any], key: str) -> list[Any]:
     return value
 
 
+MESSAGE_KEYS = ("role", "content", "name", "tool_calls", "tool_call_id")
+"""Kept from a message: TRL's conversational format, tool calls included."""
+
+
 def as_messages(value: Any, role: str, where: str) -> Messages:
     """A string becomes one message of `role`; a list of {role, content} passes after a check."""
     if isinstance(value, str):
@@ -70,7 +75,7 @@ def as_messages(value: Any, role: str, where: str) -> Messages:
     if isinstance(value, dict) and "role" in value:
         value = [value]
     if isinstance(value, list) and all(isinstance(m, dict) and "role" in m and "content" in m for m in value):
-        return [{"role": str(m["role"]), "content": str(m["content"])} for m in value]
+        return [{key: m[key] for key in MESSAGE_KEYS if key in m} for m in value]
     raise RecordError(f"{where}: expected text or a list of {{role, content}} messages")
 
 

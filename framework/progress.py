@@ -23,14 +23,14 @@ class LiveProgress:
         self._last = 0.0
         self._started = time.monotonic()
 
-    def __enter__(self) -> "LiveProgress":
+    def __enter__(self) -> LiveProgress:
         self.progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
 
-    def update(self, runner: "Runner", force: bool = False) -> None:
+    def update(self, runner: Runner, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now - self._last < REFRESH_S:
             return

@@ -9,10 +9,11 @@ import csv
 import hashlib
 import json
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import count, islice
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .config import SeedConfig
 from .errors import ConfigError

@@ -5,8 +5,9 @@ Templates are compiled once per graph (not per record) and fail loudly on a miss
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from functools import lru_cache
-from typing import Any, Mapping
+from typing import Any
 
 import jinja2
 from jinja2 import meta

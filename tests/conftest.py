@@ -1,8 +1,9 @@
 """Shared fixtures: the fixture OpenAI server, an isolated response cache, and graph-file helpers."""
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import yaml

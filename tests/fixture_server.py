@@ -16,7 +16,8 @@ import re
 import threading
 import time
 from collections import Counter
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -56,13 +57,13 @@ class FakeOpenAI:
                  fail_status: int | None = None, delays: list[tuple[str, float]] | None = None,
                  capacity: int | None = None):
         self.latency = latency
-        self.script = [(re.compile(pattern, re.S), reply) for pattern, reply in script or []]
+        self.script = [(re.compile(pattern, re.DOTALL), reply) for pattern, reply in script or []]
         self.fail_every = fail_every or {}
         self.hang_every = hang_every
         self.retry_after = retry_after
         self.fail_status = fail_status
         self.capacity = capacity  # more requests at once than this answer 429, like a full server
-        self.delays = [(re.compile(pattern, re.S), seconds) for pattern, seconds in delays or []]
+        self.delays = [(re.compile(pattern, re.DOTALL), seconds) for pattern, seconds in delays or []]
         self.headers_seen: list[dict[str, str]] = []
         self.model = model
         self.port = port
@@ -84,7 +85,7 @@ class FakeOpenAI:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def __enter__(self) -> "FakeOpenAI":
+    def __enter__(self) -> FakeOpenAI:
         self.start()
         return self
 

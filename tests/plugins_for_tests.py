@@ -1,7 +1,8 @@
 """Custom nodes as a user would write them, loaded by tests through `type: tests.plugins_for_tests:Name`."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from synthloom import Drop, Node, NodeParams, node
 

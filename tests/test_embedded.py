@@ -11,10 +11,10 @@ import pytest
 
 pytest.importorskip("llama_cpp", reason="needs the 'local' extra")
 
-from synthloom.config import ModelConfig  # noqa: E402
-from synthloom.models.base import LLMRequest  # noqa: E402
-from synthloom.models.local import LocalClient  # noqa: E402
-from synthloom.structured import OutputSchema  # noqa: E402
+from synthloom.config import ModelConfig
+from synthloom.models.base import LLMRequest
+from synthloom.models.local import LocalClient
+from synthloom.structured import OutputSchema
 
 pytestmark = pytest.mark.embedded
 ROOT = Path(__file__).resolve().parent.parent

@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
-
 import synthloom
 from synthloom.models.limits import AdaptiveLimiter, TokenBucket
+
 from tests.conftest import model_spec
-from tests.fixture_server import FakeOpenAI, last_user_text
+from tests.fixture_server import FakeOpenAI
 from tests.test_run import chain_graph, lines
 
 SEEDS = [{"id": f"r{index:03d}", "topic": f"topic {index}"} for index in range(200)]
@@ -140,7 +141,7 @@ async def test_cache_replays_a_finished_graph_with_zero_requests(
     second = await synthloom.arun(faster, tmp_path / "two")
     assert server.requests == 0
     assert second.manifest["models"]["w"]["cached"] == 40
-    strip = lambda rows: sorted(json.dumps({k: v for k, v in r.items() if k != "metadata"}) for r in rows)  # noqa: E731
+    strip = lambda rows: sorted(json.dumps({k: v for k, v in r.items() if k != "metadata"}) for r in rows)
     assert strip(lines(first.path("sft"))) == strip(lines(second.path("sft")))
     await synthloom.arun(graph, tmp_path / "three", use_cache=False)
     assert server.requests == 40
@@ -192,10 +193,10 @@ async def test_cost_and_latency_are_reported(fake_llm: Callable[..., FakeOpenAI]
     expected = (usage["prompt_tokens"] * 2.0 + usage["completion_tokens"] * 10.0) / 1e6
     assert usage["cost_usd"] == pytest.approx(expected) and usage["cost_usd"] > 0
     assert usage["latency_s"]["p50"] >= 0.01 and usage["latency_s"]["p99"] >= usage["latency_s"]["p50"]
-    assert usage["prompt_tokens"] == 10 * len("Tell me about topic 0".split())
+    assert usage["prompt_tokens"] == 10 * len(["Tell", "me", "about", "topic", "0"])
 
 
-from pydantic import BaseModel  # noqa: E402
+from pydantic import BaseModel
 
 
 class Tags(BaseModel):

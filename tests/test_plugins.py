@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
-
 import synthloom
 from synthloom.errors import ConfigError
 from synthloom.registry import node_type_names, resolve_node_type
+
 from tests.fixture_server import FakeOpenAI
 from tests.test_run import chain_graph
 

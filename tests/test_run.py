@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
-
 import synthloom
 from synthloom import RunOptions
+
 from tests.conftest import model_spec
 from tests.fixture_server import FakeOpenAI
 

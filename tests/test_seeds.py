@@ -3,17 +3,17 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 import synthloom
 from synthloom.config import SeedConfig
 from synthloom.seeds import BadSeed, read_seeds, row_id
+
 from tests.fixture_server import FakeOpenAI
 from tests.test_run import chain_graph
 

@@ -1,14 +1,12 @@
 """`synthloom serve` shares the embedded model over HTTP; profiles fill model keys; vLLM says what it needs."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
-
 import synthloom
 from synthloom.config import ModelConfig
 from synthloom.errors import ConfigError

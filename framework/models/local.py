@@ -90,11 +90,14 @@ class LocalClient:
         with lock:
             self.in_flight += 1
             try:
+                result: dict[str, Any]
                 if request.prompt is not None:
-                    return llama.create_completion(prompt=request.prompt, **params)
+                    result = llama.create_completion(prompt=request.prompt, **params)
+                    return result
                 extra: dict[str, Any] = {}
                 if request.json_schema is not None:
                     extra["response_format"] = {"type": "json_object", "schema": request.json_schema}
-                return llama.create_chat_completion(messages=list(request.messages or ()), **params, **extra)
+                result = llama.create_chat_completion(messages=list(request.messages or ()), **params, **extra)
+                return result
             finally:
                 self.in_flight -= 1

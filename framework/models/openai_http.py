@@ -102,8 +102,9 @@ class OpenAIClient:
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
-            return min(retry_after, BACKOFF_CAP_S)
-        return min(BACKOFF_CAP_S, self.retry_base_delay * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+            return float(min(retry_after, BACKOFF_CAP_S))
+        exponential: float = self.retry_base_delay * 2.0 ** (attempt - 1)
+        return min(BACKOFF_CAP_S, exponential) * random.uniform(0.5, 1.0)
 
     async def _attempt(self, path: str, body: dict[str, Any], estimate: int) -> list[Completion]:
         if self.rpm:

@@ -56,8 +56,9 @@ class VLLMClient:
             return request.prompt
         if self._tokenizer is None:
             self._tokenizer = await self.engine.get_tokenizer()
-        return self._tokenizer.apply_chat_template(list(request.messages or ()), tokenize=False,
-                                                   add_generation_prompt=True)
+        prompt: str = self._tokenizer.apply_chat_template(list(request.messages or ()), tokenize=False,
+                                                          add_generation_prompt=True)
+        return prompt
 
     def _sampling(self, request: LLMRequest) -> Any:
         merged = {**self.config.params, **request.params}
