@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from .models.base import Completion, LLMRequest
 from .models.pool import ModelPool
+from .pool import POOL_DIR, RecordPool
 from .stats import NodeStats
 
 T = TypeVar("T")
@@ -47,7 +48,9 @@ class RunContext:
     base_dir: Path = field(default_factory=Path.cwd)
     node_stats: dict[str, NodeStats] = field(default_factory=dict)
     graph_name: str = ""
+    resume_done: set[str] | None = None
     _shared: dict[str, Shared] = field(default_factory=dict)
+    _pools: dict[str, RecordPool] = field(default_factory=dict)
 
     async def complete(self, node: str, model: str, request: LLMRequest) -> Completion:
         stats = self.node_stats.setdefault(node, NodeStats())
@@ -64,6 +67,17 @@ class RunContext:
         if key not in self._shared:
             self._shared[key] = Shared(factory())
         return self._shared[key]
+
+    def pool(self, name: str, max_size: int = 100_000) -> RecordPool:
+        """The run-wide pool `name`, persisted under <output dir>/pools/ and restored on --resume."""
+        if name not in self._pools:
+            path = self.output_dir / POOL_DIR / f"{name}.jsonl" if self.output_dir else None
+            self._pools[name] = RecordPool(name, max_size, path, self.resume_done)
+        return self._pools[name]
+
+    def close_pools(self) -> None:
+        for pool in self._pools.values():
+            pool.close()
 
     def resolve_path(self, path: str) -> Path:
         """Paths in a graph file are relative to the graph file."""

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections import Counter
 from pathlib import Path
+from collections.abc import Iterator
 from typing import IO, Any
 
 from .errors import ConfigError
+from .pool import POOL_DIR
 
 JOURNAL = "journal.jsonl"
 FAILED = "failed.jsonl"
@@ -62,6 +65,7 @@ class Journal:
         if exists and overwrite:
             for name in [*data_files, JOURNAL, MANIFEST]:
                 (self.directory / name).unlink(missing_ok=True)
+            shutil.rmtree(self.directory / POOL_DIR, ignore_errors=True)
             exists = False
         if exists and not resume:
             raise ConfigError(f"{self.directory} already holds a run; add --resume to finish it, "
@@ -75,20 +79,29 @@ class Journal:
                 (self.directory / name).unlink(missing_ok=True)
             self._writer.write([{"config_hash": self.config_hash}])
 
-    def _load(self) -> None:
+    def _entries(self) -> Iterator[dict[str, Any]]:
+        if not self.path.exists():
+            return
         with self.path.open(encoding="utf-8") as handle:
             for line in handle:
                 try:
-                    entry = json.loads(line)
+                    yield json.loads(line)
                 except json.JSONDecodeError:
                     continue  # a line cut by a kill: its record was not done
-                if "config_hash" in entry and "id" not in entry:
-                    if entry["config_hash"] != self.config_hash:
-                        raise ConfigError(f"the graph changed since the run in {self.directory} started; "
-                                          f"finish it with the same config, or use a new output directory")
-                    continue
-                self.done.add(entry["id"])
-                self.previous[entry["status"]] += 1
+
+    def peek_done(self) -> set[str]:
+        """The ids already done, read without changing anything (nodes restoring state need them early)."""
+        return {entry["id"] for entry in self._entries() if "id" in entry}
+
+    def _load(self) -> None:
+        for entry in self._entries():
+            if "id" not in entry:
+                if entry.get("config_hash", self.config_hash) != self.config_hash:
+                    raise ConfigError(f"the graph changed since the run in {self.directory} started; "
+                                      f"finish it with the same config, or use a new output directory")
+                continue
+            self.done.add(entry["id"])
+            self.previous[entry["status"]] += 1
         _truncate_partial_last_line(self.path)
 
     def _keep_journaled_lines(self, path: Path) -> None:

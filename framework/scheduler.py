@@ -91,10 +91,16 @@ class Runner:
     # -- the run -------------------------------------------------------------------------------------
 
     async def run(self) -> dict[str, Any]:
+        if self.options.resume:
+            self.ctx.resume_done = self.journal.peek_done()
         await self._prepare()
         data_files = [f"{name}.jsonl" for name in self.writers] + [FAILED, DROPPED]
-        self.journal.start(resume=self.options.resume, overwrite=self.options.overwrite,
-                           data_files=data_files)
+        try:
+            self.journal.start(resume=self.options.resume, overwrite=self.options.overwrite,
+                               data_files=data_files)
+        except BaseException:
+            await self._release()
+            raise
         self.counts.skipped = len(self.journal.done)
         self._seen_ids = set(self.journal.done)
         try:
@@ -119,10 +125,13 @@ class Runner:
             for node in self.graph.nodes.values():
                 await node.setup(self.ctx)
         except BaseException:
-            await self.models.close()
-            if self.models.cache:
-                self.models.cache.close()
+            await self._release()
             raise
+
+    async def _release(self) -> None:
+        await self.models.close()
+        if self.models.cache:
+            self.models.cache.close()
 
     async def _feed(self) -> None:
         slots = asyncio.Semaphore(self.max_in_flight)
@@ -271,6 +280,7 @@ class Runner:
         for writer in [*self.writers.values(), self.failed_writer, self.dropped_writer]:
             writer.close()
         self.journal.close()
+        self.ctx.close_pools()
         if self.models.cache:
             self.models.cache.close()
         write_manifest(self.output_dir, self.manifest)
