@@ -147,7 +147,8 @@ def nodes(name: str | None = typer.Argument(None, help="one node type, in full")
             if field.description:
                 text += f": {field.description}"
             params.append(text)
-        table.add_row(type_name, (node_type.description or "").strip().split("\n")[0], "\n".join(params))
+        summary = (node_type.description or "").strip().split("\n")[0]
+        table.add_row(type_name, escape(summary), escape("\n".join(params)))
     console.print(table)
 
 
