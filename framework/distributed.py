@@ -4,7 +4,8 @@ Each task runs the ordinary single-process engine on shard k of n (records whose
 <output dir>/shard-k, against the graph's model servers (typically shared `vllm serve` replicas). Shards
 are independent runs, so each is resumable on its own, and `merge_outputs` concatenates their outputs.
 
-    manifests = run_on_ray("graphs/quickstart.yaml", "runs/big", shards=8, address="auto")
+    manifests = run_on_ray("graphs/quickstart.yaml", "runs/big", shards=8, address="auto",
+                           endpoint="http://vllm-host:8000/v1")
 """
 from __future__ import annotations
 
@@ -16,15 +17,17 @@ from .errors import ConfigError
 
 
 def _run_shard(graph: str, output_dir: str, index: int, shards: int, overrides: list[str],
-               options: dict[str, Any]) -> dict[str, Any]:
+               endpoint: str | None, options: dict[str, Any]) -> dict[str, Any]:
     from . import api
-    loaded = api.load(graph, [*overrides, f"seed.shard=[{index}, {shards}]"])
+    loaded = api.load(graph, [*overrides, f"seed.shard=[{index}, {shards}]"], endpoint)
     return api.run(loaded, Path(output_dir) / f"shard-{index:03d}", **options).manifest
 
 
 def run_on_ray(graph: str | Path, output_dir: str | Path, shards: int, *, overrides: list[str] | None = None,
-               address: str | None = None, num_cpus_per_shard: float = 1, **options: Any) -> list[dict[str, Any]]:
-    """Run `shards` shards as Ray tasks; returns their manifests. `address=None` starts a local Ray."""
+               endpoint: str | None = None, address: str | None = None, num_cpus_per_shard: float = 1,
+               **options: Any) -> list[dict[str, Any]]:
+    """Run `shards` shards as Ray tasks; returns their manifests. `address=None` starts a local Ray;
+    `overrides` and `endpoint` are those of `synthloom run`, applied in every task."""
     try:
         import ray
     except ImportError:
@@ -32,12 +35,12 @@ def run_on_ray(graph: str | Path, output_dir: str | Path, shards: int, *, overri
     if shards < 1:
         raise ConfigError("shards must be at least 1")
     from . import api
-    api.load(graph, overrides)  # refuse a bad graph here, once, not in every task
+    api.load(graph, overrides, endpoint)  # refuse a bad graph here, once, not in every task
     if not ray.is_initialized():
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
     task = ray.remote(num_cpus=num_cpus_per_shard)(_run_shard)
     futures = [task.remote(str(Path(graph).resolve()), str(Path(output_dir).resolve()), index, shards,
-                           list(overrides or []), options) for index in range(shards)]
+                           list(overrides or []), endpoint, options) for index in range(shards)]
     return list(ray.get(futures))
 
 
