@@ -71,6 +71,7 @@ class LocalClient:
         params = {key: value for key, value in {**self.config.params, **request.params}.items()
                   if key in _ACCEPTED_PARAMS}
         params.setdefault("max_tokens", 256)
+        params.setdefault("repeat_penalty", 1.1)  # small models loop without it; not an OpenAI parameter
         params["seed"] = int(params.get("seed", 0)) + request.sample
         try:
             result = await asyncio.to_thread(self._generate, request, params)
