@@ -53,7 +53,7 @@ class RunContext:
     _pools: dict[str, RecordPool] = field(default_factory=dict)
 
     async def complete(self, node: str, model: str, request: LLMRequest) -> Completion:
-        stats = self.node_stats.setdefault(node, NodeStats())
+        stats = self.stats_for(node)
         completion = await self.models.complete(model, request, stats.usage)
         usage = record_usage.get()
         if usage is not None:
@@ -61,6 +61,13 @@ class RunContext:
             usage.retries += max(0, completion.attempts - 1)
             usage.tokens += completion.prompt_tokens + completion.completion_tokens
         return completion
+
+    def stats_for(self, node: str) -> NodeStats:
+        """The node's counters (made on first use: a subgraph's nodes are named only when it runs)."""
+        stats = self.node_stats.get(node)
+        if stats is None:
+            stats = self.node_stats[node] = NodeStats()
+        return stats
 
     def shared(self, key: str, factory: Callable[[], T]) -> Shared:
         """The run-wide object under `key`, made by `factory` the first time it is asked for."""

@@ -13,7 +13,6 @@ from .context import RunContext
 from .errors import RecordError
 from .graph import Edge, Graph
 from .node import Drop
-from .stats import NodeStats
 
 
 class NodeFailure(Exception):
@@ -78,7 +77,7 @@ class GraphWalk:
 
     async def _step(self, name: str, state: dict[str, Any]) -> dict[str, Any] | Drop | None:
         node = self.graph.nodes[name]
-        stats = self.ctx.node_stats.setdefault(node.name, NodeStats())
+        stats = self.ctx.stats_for(node.name)
         started = time.perf_counter()
         try:
             result = await node(MappingProxyType(state), self.ctx)
