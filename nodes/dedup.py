@@ -15,7 +15,8 @@ Methods:
 
 With `index: <folder>` the index is read at the start of a run and written at its end (JSON for exact,
 .npz arrays for minhash and embedding: data, never pickles), so a second run emits no duplicate of the
-first. Give each dedup node its own folder. A run killed with -9 does not write its index.
+first. Give each dedup node its own folder. The texts a run keeps are also journaled beside its output
+(pools/), so `--resume` after a kill -9 rebuilds what the run had seen.
 
 A text that matches only an earlier text of the *same record in the same run* is not a duplicate: that is
 the record meeting itself again (a loop through the node, or a record resumed after Ctrl-C stopped it
@@ -30,7 +31,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -41,6 +42,7 @@ from pydantic import Field, model_validator
 from synthloom.context import RunContext
 from synthloom.errors import ConfigError
 from synthloom.node import Drop, Node, NodeParams
+from synthloom.pool import RecordPool
 
 WORD = re.compile(r"\w+")
 DEFAULT_THRESHOLDS = {"minhash": 0.8, "embedding": 0.9}
@@ -122,7 +124,24 @@ class Dedup(Node):
 
     async def setup(self, ctx: RunContext) -> None:
         index = await asyncio.to_thread(self._open_index, ctx)
+        kept = self._kept(ctx)
+        if kept.items:  # --resume: what this run kept before it stopped, finished records only
+            await asyncio.to_thread(self._replay, index, kept.items, ctx)
         ctx.shared(self.shared_key, lambda: index)
+
+    def _kept(self, ctx: RunContext) -> RecordPool:
+        """Texts this run kept, journaled beside the output (pools/), so a resume after kill -9 still
+        knows them even though the `index:` folder is only written at the end of a run."""
+        return ctx.pool(f"dedup-{self.name}", max_size=2**62)
+
+    def _replay(self, index: Index, items: Iterable[dict[str, Any]], ctx: RunContext) -> None:
+        run = self._run_name(ctx)
+        for item in items:
+            index.check_and_add(index.signature(item["text"]), Origin(run, item["record"]))
+
+    @staticmethod
+    def _run_name(ctx: RunContext) -> str:
+        return str(ctx.output_dir.resolve()) if ctx.output_dir else ""
 
     def _open_index(self, ctx: RunContext) -> Index:
         index: Index
@@ -149,9 +168,11 @@ class Dedup(Node):
         value = state[self.p.field]
         text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, ensure_ascii=False)
         signature = await asyncio.to_thread(shared.value.signature, text)
-        origin = Origin(str(ctx.output_dir.resolve()) if ctx.output_dir else "", state["id"])
+        origin = Origin(self._run_name(ctx), state["id"])
         async with shared.lock:
             match = shared.value.check_and_add(signature, origin)
+            if match is None:
+                self._kept(ctx).add(state["id"], {"text": text})
         if match is None:
             return None
         return Drop("duplicate", {"duplicate_of": match.duplicate_of, "similarity": match.similarity})

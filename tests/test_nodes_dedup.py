@@ -167,3 +167,21 @@ async def test_embedding_drops_a_paraphrase_and_persists(write_graph: Callable[.
 
     again, _ = await run(graph, tmp_path / "second")
     assert again == set()
+
+
+async def test_resume_after_a_kill_still_knows_what_the_run_kept(write_graph: Callable[..., Path],
+                                                                 tmp_path: Path) -> None:
+    """kill -9 leaves no index folder; the kept texts journaled beside the output rebuild it on --resume."""
+    rows = [{"id": "a", "text": "the cat sat on the mat today"}, {"id": "b", "text": "a different sentence"}]
+    spec = {"name": "d", "nodes": {"unique": {"type": "dedup", "field": "text", "method": "exact"}},
+            "outputs": [{"name": "raw", "format": "raw"}]}
+    graph = write_graph(spec, rows)
+    await synthloom.arun(graph, tmp_path / "out")
+    journal = tmp_path / "out" / "journal.jsonl"
+    journal.write_text("".join(line + "\n" for line in journal.read_text().splitlines() if '"b"' not in line))
+    more = rows + [{"id": "c", "text": "The cat sat on the mat, today!"}]
+    resumed = await synthloom.arun(write_graph(spec, more), tmp_path / "out", resume=True)
+    assert resumed.manifest["counts"]["written"] == 2 and resumed.manifest["counts"]["dropped"] == 1
+    dropped = [json.loads(line) for line in (tmp_path / "out" / "dropped.jsonl").read_text().splitlines()]
+    assert dropped == [{"id": "c", "node": "unique", "reason": "duplicate",
+                        "detail": {"duplicate_of": "a", "similarity": 1.0}}]
