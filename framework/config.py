@@ -133,6 +133,7 @@ class OutputConfig(_Strict):
     pairs: str | None = Field(default=None, description="dpo: a state key holding a list of "
                               "{prompt, chosen, rejected} pairs; one record per pair")
     when: str | None = Field(default=None, description="write only records where this holds")
+    fields: list[str] | None = Field(default=None, description="raw: only these state keys (default all)")
     metadata: dict[str, str] = Field(default_factory=dict, description="extra metadata: name -> expression "
                                      "over the state (e.g. review.score)")
 

@@ -265,6 +265,7 @@ def output_reads(output: OutputConfig) -> set[str]:
                 keys |= Template(message.content).variables
     if output.pairs:
         keys.add(output.pairs)
+    keys.update(output.fields or ())
     if output.when:
         keys |= Condition(output.when).names
     for expression in output.metadata.values():

@@ -30,7 +30,9 @@ class OutputShaper:
         meta = {**metadata, **{key: expression.evaluate(state) for key, expression in self._metadata.items()}}
         kind = self.config.format
         if kind == "raw":
-            return [{**state, "metadata": meta}]
+            fields = self.config.fields
+            kept = state if fields is None else {key: state[key] for key in fields if key in state}
+            return [{**kept, "metadata": meta}]
         if kind == "sft":
             return [{"messages": self._messages("messages", state, None), "metadata": meta}]
         if self.config.pairs:

@@ -206,7 +206,7 @@ class Runner:
             return
         if isinstance(outcome, tuple):
             node_name, drop = outcome
-            self._record_drop(record_id, node_name, drop)
+            self._record_drop(record_id, node_name, drop, state)
             return
         try:
             metadata = {"id": record_id, "graph": self.graph.name, "config_hash": self.graph.loaded.hash,
@@ -241,10 +241,11 @@ class Runner:
         self.counts.failed += 1
         self.counts.failure_types["seed: BadSeed"] += 1
 
-    def _record_drop(self, record_id: str, node: str, drop: Drop) -> None:
+    def _record_drop(self, record_id: str, node: str, drop: Drop, state: dict[str, Any]) -> None:
+        """The record's state goes with it, so one can see what a filter or dedup turned away."""
         if self.graph.config.run.write_dropped:
             self.dropped_writer.write([{"id": record_id, "node": node, "reason": drop.reason,
-                                        **({"detail": drop.detail} if drop.detail else {})}])
+                                        **({"detail": drop.detail} if drop.detail else {}), "state": state}])
         self.journal.mark(record_id, "dropped")
         self.counts.dropped += 1
         self.counts.drop_reasons[f"{node}: {drop.reason}"] += 1

@@ -53,6 +53,10 @@ async def test_chain_writes_every_record_with_sft_shape(fake_llm: Callable[..., 
     assert first["metadata"]["graph"] == "chain" and len(first["metadata"]["config_hash"]) == 16
     raw = lines(result.path("raw"))
     assert {"topic", "question", "answer", "id", "metadata"} <= set(raw[0])
+    spec = chain_graph(server)
+    spec["outputs"] = [{"name": "raw", "format": "raw", "fields": ["question", "answer"]}]
+    narrow = await synthloom.arun(write_graph(spec, TOPICS[:2]), tmp_path / "narrow")
+    assert [sorted(record) for record in lines(narrow.path("raw"))] == [["answer", "metadata", "question"]] * 2
     manifest = synthloom.read_manifest(tmp_path / "out")
     assert manifest["status"] == "completed"
     assert manifest["counts"]["written"] == 40 and manifest["counts"]["outputs"] == {"sft": 40, "raw": 40}
@@ -178,6 +182,7 @@ async def test_drop_is_counted_by_reason(fake_llm: Callable[..., FakeOpenAI],
     dropped = lines(tmp_path / "out" / "dropped.jsonl")
     assert len(dropped) == 5 and len(lines(result.path("sft"))) == 5
     assert dropped[0]["reason"] == "too short" and dropped[0]["detail"] == {"words": 1}
+    assert dropped[0]["state"]["question"] == "short"  # what the filter turned away, to look at
     assert result.manifest["counts"]["drop_reasons"] == {"keep: too short": 5}
 
 
