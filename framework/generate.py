@@ -23,7 +23,7 @@ async def generate(ctx: RunContext, *, node: str, model: str, messages: list[dic
                              json_schema=schema.schema if schema else None, sample=sample)
         completion = await ctx.complete(node, model, request)
         if schema is None:
-            return completion.text
+            return completion.text.strip()  # leading spaces and trailing newlines are noise in training data
         try:
             return schema.parse(completion.text)
         except RecordError as error:

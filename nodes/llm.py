@@ -3,6 +3,7 @@ With `few_shot`, each record's templates also see k examples drawn from a pool."
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,6 +26,9 @@ class LLMParams(NodeParams):
                                "no output, the object's fields are written as keys")
     params: dict[str, Any] = Field(default_factory=dict, description="overrides of the model's params")
     n: int = Field(default=1, ge=1, description="samples per record; with n > 1 the output is a list")
+    vary_by: str | None = Field(default=None, description="a state key (e.g. index or id) that makes each "
+                                "record's sample its own when every record sends the same prompt (Magpie): "
+                                "it enters the sample index, hence the cache key and the seed")
     output_schema: dict[str, Any] | str | None = Field(
         default=None, description="JSON Schema, or package.module:PydanticModel")
     parse_retries: int = Field(default=2, ge=0)
@@ -41,6 +45,13 @@ class LLMParams(NodeParams):
         if self.output is None and self.n > 1:
             raise ValueError("with n > 1 give output: <state key> for the list of samples")
         return self
+
+
+def record_sample(value: Any) -> int:
+    """A small whole number for a record: its index as is, else a stable hash of the value."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return int(hashlib.sha1(str(value).encode()).hexdigest()[:8], 16)
 
 
 class LLMNode(Node):
@@ -63,6 +74,8 @@ class LLMNode(Node):
             variables |= template.variables
         if self.few_shot:
             variables.discard(self.few_shot.variable)
+        if self.p.vary_by:
+            variables.add(self.p.vary_by)
         return variables
 
     def writes(self) -> set[str]:
@@ -84,10 +97,12 @@ class LLMNode(Node):
         messages = render_messages(self.messages, state) if self.messages else None
         prompt = self.prompt.render(state) if self.prompt else None
 
+        base = record_sample(state[self.p.vary_by]) * self.p.n if self.p.vary_by else 0
+
         def one(sample: int) -> Any:
             return generate(ctx, node=self.name, model=self.p.model, messages=messages, prompt=prompt,
                             params=self.p.params, schema=self.schema, parse_retries=self.p.parse_retries,
-                            sample=sample)
+                            sample=base + sample)
 
         if self.p.n == 1:
             reply = await one(0)
