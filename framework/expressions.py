@@ -29,8 +29,10 @@ class Condition:
             self._tree = module.body[0]
         except SyntaxError as error:
             raise ValueError(f"cannot parse expression '{source}': {error.msg}") from None
+        bound = {target.id for comprehension in ast.walk(self._tree) if isinstance(comprehension, ast.comprehension)
+                 for target in ast.walk(comprehension.target) if isinstance(target, ast.Name)}
         self.names = frozenset(node.id for node in ast.walk(self._tree) if isinstance(node, ast.Name)) \
-            - SAFE_FUNCTIONS.keys() - {"True", "False", "None"}
+            - SAFE_FUNCTIONS.keys() - {"True", "False", "None"} - bound
 
     def evaluate(self, state: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> Any:
         names = dict(state)

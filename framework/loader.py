@@ -163,8 +163,9 @@ def point_models_at(raw: dict[str, Any], endpoint: str) -> None:
 
 
 def validate_raw(raw: dict[str, Any], source_map: SourceMap) -> GraphConfig:
+    """Top-level keys starting with `x-` are the user's own (YAML anchors for shared prompts), not config."""
     try:
-        return GraphConfig.model_validate(raw)
+        return GraphConfig.model_validate({key: value for key, value in raw.items() if not key.startswith("x-")})
     except ValidationError as error:
         first = error.errors()[0]
         loc = tuple(part for part in first["loc"] if not _is_union_tag(part))

@@ -135,3 +135,23 @@ def test_show_prints_mermaid(tmp_path: Path) -> None:
     assert text.startswith("flowchart TD")
     assert "n_question --> n_answer" in text
     assert 'n_answer -- "len(answer) < 3, max 2" --> n_answer' in text
+
+
+def test_x_keys_hold_yaml_anchors_and_comprehensions_validate(tmp_path: Path) -> None:
+    text = """
+x-prompt: &ask "About {{ topic }}"
+name: t
+seed: {source: {type: jsonl, path: seeds.jsonl}}
+models:
+  w: {backend: openai, base_url: "http://127.0.0.1:9/v1", model: m}
+nodes:
+  question: {type: llm, model: w, messages: [{role: user, content: *ask}], output: question}
+  again: {type: llm, model: w, messages: [{role: user, content: "{{ question }}"}], output: question}
+edges:
+  - {from: question, to: again, when: "any(w in question.lower() for w in ['image', 'photo'])", max_visits: 1}
+"""
+    graph = synthloom.load(graph_file(tmp_path, text))
+    assert graph.nodes["question"].reads() == {"topic"}
+    bad = text.replace("for w in", "for w in unknown_list or")
+    with pytest.raises(ConfigError, match="condition reads unknown_list"):
+        synthloom.load(graph_file(tmp_path, bad))
