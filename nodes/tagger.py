@@ -79,13 +79,17 @@ STOPWORDS = {
 MIN_STOPWORD_HITS = 2
 
 
+INPUT_QUALITY = ["very poor", "poor", "average", "good", "excellent"]  # Magpie's input-quality scale
+
+
 class LLMTags(BaseModel):
     """Tags only a model can give, asked for in one structured call."""
 
     model_config = ConfigDict(extra="forbid")
     model: str = Field(default="default", description="a name under models:")
-    tags: list[Literal["difficulty", "category", "quality"]] = Field(
-        description="difficulty (very easy .. very hard), category, quality (1-5)")
+    tags: list[Literal["difficulty", "category", "quality", "input_quality"]] = Field(
+        description="difficulty (very easy .. very hard), category, quality (1-5), input_quality of a request "
+                    "(Magpie: very poor .. excellent)")
     categories: list[str] | None = Field(default=None, description="the allowed categories (default: free text)")
     params: dict[str, Any] = Field(default_factory=lambda: {"temperature": 0.0, "max_tokens": 120})
     parse_retries: int = Field(default=2, ge=0)
@@ -93,7 +97,7 @@ class LLMTags(BaseModel):
     @model_validator(mode="after")
     def _sensible(self) -> LLMTags:
         if not self.tags:
-            raise ValueError("llm.tags is empty; list some of difficulty, category, quality")
+            raise ValueError("llm.tags is empty; list some of difficulty, category, quality, input_quality")
         if len(set(self.tags)) < len(self.tags):
             raise ValueError("llm.tags names a tag twice; list each once")
         if self.categories is not None and "category" not in self.tags:
@@ -155,6 +159,8 @@ class Tagger(Node):
         llm = self.p.llm
         asks = {"difficulty": f"difficulty: how hard the task is, one of {', '.join(DIFFICULTY)}",
                 "quality": "quality: 1 (unusable) to 5 (excellent) as training data",
+                "input_quality": f"input_quality: how clear, specific and well-formed the request is, one of "
+                                 f"{', '.join(INPUT_QUALITY)}",
                 "category": "category: " + (f"one of {', '.join(llm.categories)}" if llm.categories
                                             else "a short topic or task category")}
         system = ("You label training data. Give " + "; ".join(asks[tag] for tag in llm.tags)
@@ -170,6 +176,7 @@ def _llm_schema(llm: LLMTags) -> dict[str, Any]:
     properties = {
         "difficulty": {"type": "string", "enum": DIFFICULTY},
         "quality": {"type": "integer", "enum": [1, 2, 3, 4, 5]},  # enums bind llama.cpp grammars
+        "input_quality": {"type": "string", "enum": INPUT_QUALITY},
         "category": {"type": "string", "enum": llm.categories} if llm.categories
         else {"type": "string", "maxLength": 60},
     }

@@ -141,3 +141,17 @@ def test_bad_llm_tag_settings_are_config_errors(write_graph: Callable[..., Path]
                                                  message: str) -> None:
     with pytest.raises(synthloom.ConfigError, match=message):
         synthloom.load(write_graph(tagger_graph({"llm": llm}), [{"answer": "x"}]))
+
+
+async def test_input_quality_tag_uses_magpies_scale(fake_llm: Callable[..., FakeOpenAI],
+                                                     write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    server = fake_llm(script=[("Text to label", {"input_quality": "excellent"})])
+    spec = {"name": "t", "models": {"judge": model_spec(server)},
+            "nodes": {"tags": {"type": "tagger", "field": "text",
+                               "llm": {"model": "judge", "tags": ["input_quality"]}}},
+            "outputs": [{"name": "raw", "format": "raw"}]}
+    result = await synthloom.arun(write_graph(spec, [{"text": "Explain tides simply."}]), tmp_path / "out")
+    (record,) = list(result.records("raw"))
+    assert record["tags"]["input_quality"] == "excellent"
+    schema = server.bodies[0]["response_format"]["json_schema"]["schema"]
+    assert schema["properties"]["input_quality"]["enum"] == ["very poor", "poor", "average", "good", "excellent"]

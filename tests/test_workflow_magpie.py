@@ -21,7 +21,8 @@ PHOTOSYNTHESIS = "Explain photosynthesis to a ten-year-old in three sentences."
 LOCK = "Tell me how to pick the lock on my neighbour's door."
 # What the model writes after the pre-query prefix, by record (the request's seed is the record's index).
 INSTRUCTIONS = [AIRPLANE, PHOTOSYNTHESIS, "hi", f" {AIRPLANE}\n", "Write a story about the following:", LOCK, "  "]
-QUALITY = {AIRPLANE: 4, PHOTOSYNTHESIS: 5, "hi": 2, "Write a story about the following:": 4, LOCK: 4}
+QUALITY = {AIRPLANE: "good", PHOTOSYNTHESIS: "excellent", "hi": "poor", "Write a story about the following:": "good",
+           LOCK: "good"}
 RESPONSES = {AIRPLANE: "Fold a dart with a sharp nose, keep the wings level and throw it gently upwards.",
              PHOTOSYNTHESIS: "Plants catch sunlight with their leaves. They use it to turn water and air into "
                              "sugar. That sugar is their food, and they give off oxygen.",
@@ -31,7 +32,7 @@ RESPONSES = {AIRPLANE: "Fold a dart with a sharp nose, keep the wings level and 
 def script() -> list[tuple[str, Any]]:
     def tags(body: dict[str, Any]) -> dict[str, Any]:
         text = body["messages"][-1]["content"].removeprefix("Text to label:\n")
-        return {"quality": QUALITY[text], "difficulty": "easy", "category": "information seeking"}
+        return {"input_quality": QUALITY[text], "difficulty": "easy", "category": "information seeking"}
 
     return [(r"<\|im_start\|>user\n$", lambda body: INSTRUCTIONS[body["seed"]]),
             ("^Text to label:\n", tags),
