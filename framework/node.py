@@ -94,7 +94,7 @@ def node(func: Callable[..., Any] | None = None, *, writes: list[str] | None = N
         option_fields: dict[str, Any] = {
             p.name: (p.annotation if p.annotation is not p.empty else Any,
                      ... if p.default is p.empty else p.default)
-            for p in signature.parameters.values() if p.kind is p.KEYWORD_ONLY}
+            for p in signature.parameters.values() if p.kind is p.KEYWORD_ONLY and p.name not in _SPECIAL_ARGS}
         option_fields["output"] = (str | None, None)
         params_model = create_model(f"{fn.__name__}_params", __base__=NodeParams, **option_fields)
         wants = {special for special in _SPECIAL_ARGS if special in signature.parameters}

@@ -8,9 +8,8 @@ from typing import Any
 from synthloom import Drop, node
 from synthloom.context import RunContext
 from synthloom.errors import RecordError
-from synthloom_graphs.fables import YamlSampler
 
-__all__ = ["YamlSampler", "read_document", "refined_question"]
+__all__ = ["read_document", "refined_question"]
 
 LABEL = re.compile(r"^\W*(?:(?:rewritten|refined|new|revised|edited|final)\s+)?question(?:\s*\d+)?\s*\**\s*:\W*?(?=\w)",
                    re.IGNORECASE)

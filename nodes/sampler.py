@@ -23,8 +23,10 @@ import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from synthloom.context import RunContext
 from synthloom.errors import ConfigError
@@ -32,7 +34,8 @@ from synthloom.node import Node, NodeParams
 
 
 class FileSlot(BaseModel):
-    """Values read from a file: .txt one per line, .jsonl one JSON value per line, .json a list."""
+    """Values read from a file: .txt one per line, .jsonl one JSON value per line, .json a list, .yaml the
+    list under the slot's name (or under `key` in `file.yaml#key`)."""
 
     model_config = ConfigDict(extra="forbid")
     file: str = Field(description="path relative to the graph file")
@@ -178,12 +181,15 @@ def _load_slot(name: str, spec: SlotSpec, ctx: RunContext, key: str) -> Slot:
         return Slot(name, list(spec.choices), list(spec.choices.values()))
     if isinstance(spec, list):
         return Slot(name, spec)
-    path = ctx.resolve_path(spec.file)
+    path_text, _, list_key = spec.file.partition("#")
+    path = ctx.resolve_path(path_text)
     if not path.is_file():
         raise ConfigError(f"slot file {path} does not exist (paths are relative to the graph file)", key=key)
     text = path.read_text(encoding="utf-8")
     try:
-        if path.suffix == ".json":
+        if path.suffix in (".yaml", ".yml"):
+            values = _yaml_list(path, text, list_key or name, key)
+        elif path.suffix == ".json":
             values = json.loads(text)
             if not isinstance(values, list):
                 raise ConfigError(f"{path} should hold a JSON list of values", key=key)
@@ -196,6 +202,20 @@ def _load_slot(name: str, spec: SlotSpec, ctx: RunContext, key: str) -> Slot:
     if not values:
         raise ConfigError(f"slot file {path} has no values", key=key)
     return Slot(name, values)
+
+
+def _yaml_list(path: Path, text: str, list_key: str, key: str) -> list[Any]:
+    """The list under `list_key` of the YAML mapping in `path`."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML ({error})", key=key) from None
+    values = data.get(list_key) if isinstance(data, dict) else None
+    if not isinstance(values, list):
+        keys = ", ".join(map(str, data)) if isinstance(data, dict) else "none"
+        raise ConfigError(f"{path} has no list under '{list_key}' (its keys: {keys}); name the list with "
+                          f"{path.name}#key", key=key)
+    return values
 
 
 def _check_distinct_group(slots: list[Slot], group: list[str], key: str) -> None:

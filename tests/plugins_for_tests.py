@@ -14,8 +14,9 @@ def word_count(answer: str) -> dict:
 
 
 @node(writes=["shout"])
-async def shouted(question: str, *, suffix: str = "!") -> dict:
-    """Upper-case the question (an async node with a YAML parameter)."""
+async def shouted(question: str, *, suffix: str = "!", ctx: Any = None) -> dict:
+    """Upper-case the question (an async node with a YAML parameter and the run context)."""
+    assert ctx is not None and ctx.graph_name
     return {"shout": question.upper() + suffix}
 
 

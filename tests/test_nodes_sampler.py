@@ -171,3 +171,15 @@ def test_shuffled_range_is_a_seeded_permutation() -> None:
     huge = ShuffledRange(10**12, "tf1")  # six slots of a hundred values: never listed, still no repeats
     firsts = [huge[i] for i in range(5000)]
     assert len(set(firsts)) == 5000 and all(0 <= value < 10**12 for value in firsts)
+
+
+async def test_yaml_slot_files_take_the_list_under_the_slot_or_a_key(write_graph: Callable[..., Path],
+                                                                     tmp_path: Path) -> None:
+    (tmp_path / "slots.yaml").write_text("# slot lists\npersona: [teacher, nurse]\nkinds:\n  - poem\n  - debate\n")
+    node = {"slots": {"persona": {"file": "slots.yaml"}, "kind": {"file": "slots.yaml#kinds"}}, "mode": "cover"}
+    records = await run_raw(write_graph(sampler_graph(node, rows=4)), tmp_path / "out")
+    assert sorted((r["persona"], r["kind"]) for r in records) == [
+        ("nurse", "debate"), ("nurse", "poem"), ("teacher", "debate"), ("teacher", "poem")]
+    node["slots"]["kind"] = {"file": "slots.yaml#missing"}
+    with pytest.raises(synthloom.ConfigError, match="has no list under 'missing' \\(its keys: persona, kinds\\)"):
+        await synthloom.arun(write_graph(sampler_graph(node, rows=1)), tmp_path / "out2")

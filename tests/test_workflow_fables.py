@@ -101,7 +101,7 @@ async def test_the_yaml_sampler_walks_a_yaml_slot_in_a_full_pass_and_repeats_it_
     graph = tmp_path / "scaffold.yaml"
     graph.write_text(yaml.safe_dump({
         "name": "scaffold", "seed": {"source": {"type": "none"}},
-        "nodes": {"scaffold": {"type": "synthloom_graphs.fables:YamlSampler", "mode": "cover",
+        "nodes": {"scaffold": {"type": "sampler", "mode": "cover",
                                "slots": {"character": {"file": str(ROOT / "graphs/data/fable_slots.yaml")},
                                          "trait": ["kind", "proud"]}}},
         "outputs": [{"name": "raw", "format": "raw"}]}))
