@@ -63,7 +63,8 @@ def reply(body: dict[str, Any]) -> Any:
 async def test_dialogues_from_topic_to_judged_chat_and_summary(
         fake_llm: Callable[..., FakeOpenAI], tmp_path: Path) -> None:
     server = fake_llm(model="default", script=[(".", reply)])
-    result = await synthloom.arun(synthloom.load(GRAPH, endpoint=server.url), tmp_path / "out")
+    # no cache: the scripted dialogues repeat, and the test counts what reaches the server
+    result = await synthloom.arun(synthloom.load(GRAPH, endpoint=server.url), tmp_path / "out", use_cache=False)
 
     counts = result.manifest["counts"]
     assert counts["seeded"] == 10 and counts["written"] == 9 and counts["failed"] == 0
