@@ -56,7 +56,7 @@ class Graph:
 
     def mermaid(self) -> str:
         lines = ["flowchart TD"]
-        for name, node in self.nodes.items():
+        for name in self.nodes:
             label = f"{name}<br/><small>{graph_type(self, name)}</small>"
             lines.append(f'    {_mermaid_id(name)}["{label}"]')
         for edges in self.edges_from.values():
@@ -157,7 +157,7 @@ def _check_reachable(graph: nx.MultiDiGraph, starts: list[str], smap: SourceMap)
 
 def _check_loops_bounded(graph: nx.MultiDiGraph, smap: SourceMap) -> None:
     for cycle in nx.simple_cycles(nx.DiGraph(graph)):
-        pairs = list(zip(cycle, cycle[1:] + cycle[:1]))
+        pairs = list(zip(cycle, cycle[1:] + cycle[:1], strict=True))
         bounded = any(data["edge"].max_visits for a, b in pairs
                       for data in graph.get_edge_data(a, b).values())
         if not bounded:

@@ -11,8 +11,8 @@ import json
 import os
 import shutil
 from collections import Counter
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import IO, Any
 
 from .errors import ConfigError

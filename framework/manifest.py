@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +15,7 @@ from .journal import MANIFEST
 
 
 def _utc(stamp: float | None) -> str | None:
-    return datetime.fromtimestamp(stamp, tz=timezone.utc).isoformat(timespec="seconds") if stamp else None
+    return datetime.fromtimestamp(stamp, tz=UTC).isoformat(timespec="seconds") if stamp else None
 
 
 def build_manifest(runner: Runner) -> dict[str, Any]:

@@ -46,6 +46,12 @@ class Node:
 
     Params: ClassVar[type[NodeParams]] = NodeParams
     description: ClassVar[str] = ""
+    """What `synthloom nodes` shows; by default the class docstring."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "description" not in cls.__dict__:
+            cls.description = inspect.getdoc(cls) or ""
 
     def __init__(self, name: str, params: NodeParams):
         self.name = name
@@ -110,8 +116,12 @@ def node(func: Callable[..., Any] | None = None, *, writes: list[str] | None = N
                 kwargs["ctx"] = ctx
             return kwargs
 
+        def _output(self: Node) -> str | None:
+            output: str | None = getattr(self.params, "output", None)
+            return output
+
         def _shape(self: Node, result: Any) -> Any:
-            output = self.params.output
+            output = _output(self)
             if output is not None and not isinstance(result, Drop):
                 return {output: result}
             return result
@@ -124,7 +134,7 @@ def node(func: Callable[..., Any] | None = None, *, writes: list[str] | None = N
                 return _shape(self, fn(**_arguments(self, state, ctx)))
 
         def node_writes(self: Node) -> set[str]:
-            output = self.params.output
+            output = _output(self)
             if output is not None:
                 return {output}
             return set(declared_writes) or {ANY_KEY}

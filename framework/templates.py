@@ -47,9 +47,10 @@ class Template:
         try:
             return self._template.render(state)
         except jinja2.UndefinedError as error:
-            raise RecordError(f"template needs {error.message}; no upstream node or seed column gives it")
+            raise RecordError(f"template needs {error.message}; no upstream node or seed column gives it") \
+                from None
         except jinja2.exceptions.SecurityError as error:
-            raise RecordError(f"template tried something the sandbox forbids: {error}")
+            raise RecordError(f"template tried something the sandbox forbids: {error}") from None
 
 
 def render_messages(templates: list[tuple[str, Template]], state: Mapping[str, Any]) -> list[dict[str, str]]:

@@ -182,7 +182,6 @@ class Retrieve(Node):
     drop the record when none does."""
 
     Params = RetrieveParams
-    description = __doc__ or ""
 
     def __init__(self, name: str, params: RetrieveParams):
         super().__init__(name, params)
@@ -252,7 +251,6 @@ class CopyCheck(Node):
     """Drop a rewrite that is a near-copy of its source document or of its in-context example."""
 
     Params = CopyCheckParams
-    description = __doc__ or ""
 
     def __init__(self, name: str, params: CopyCheckParams):
         super().__init__(name, params)

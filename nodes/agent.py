@@ -40,7 +40,6 @@ class Agent(Node):
     """A LangGraph ReAct agent with Python tools; its model calls are cached and counted like any node's."""
 
     Params = AgentParams
-    description = __doc__ or ""
 
     def __init__(self, name: str, params: AgentParams):
         super().__init__(name, params)

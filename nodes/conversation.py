@@ -61,7 +61,6 @@ class Conversation(Node):
     """Roles with their own models and system prompts take turns until max_turns, stop_when or a stop phrase."""
 
     Params = ConversationParams
-    description = __doc__ or ""
 
     def __init__(self, name: str, params: ConversationParams):
         super().__init__(name, params)

@@ -42,7 +42,6 @@ class Critic(Node):
     """Judge a text against criteria on a scale; structured {score, feedback}; history kept for loops."""
 
     Params = CriticParams
-    description = __doc__ or ""
 
     def __init__(self, name: str, params: CriticParams):
         super().__init__(name, params)

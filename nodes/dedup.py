@@ -112,7 +112,6 @@ class Dedup(Node):
     """
 
     Params = DedupParams
-    description = __doc__ or ""
 
     def __init__(self, name: str, params: DedupParams):
         super().__init__(name, params)

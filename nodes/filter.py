@@ -60,7 +60,6 @@ class Filter(Node):
     """
 
     Params = FilterParams
-    description = __doc__ or ""
 
     def __init__(self, name: str, params: FilterParams):
         super().__init__(name, params)

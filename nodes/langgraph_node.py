@@ -28,7 +28,6 @@ class LangGraphNode(Node):
     """Run a compiled LangGraph app on the record (ainvoke), with its state mapped in and out."""
 
     Params = LangGraphParams
-    description = __doc__ or ""
 
     def __init__(self, name: str, params: LangGraphParams):
         super().__init__(name, params)

@@ -58,7 +58,6 @@ class LLMNode(Node):
     """Call an LLM with templated messages; write the reply, n samples, or a structured object."""
 
     Params = LLMParams
-    description = __doc__ or ""
 
     def __init__(self, name: str, params: LLMParams):
         super().__init__(name, params)

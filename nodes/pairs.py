@@ -61,7 +61,6 @@ class Pairs(Node):
     """DPO pairs from scored candidates or a critic history; chosen never equals rejected."""
 
     Params = PairsParams
-    description = __doc__ or ""
 
     def __init__(self, name: str, params: PairsParams):
         super().__init__(name, params)

@@ -27,7 +27,6 @@ class PythonNode(Node):
     """Run a Python function (sync or async) on the record; its parameters name the state keys it reads."""
 
     Params = PythonParams
-    description = __doc__ or ""
 
     def __init__(self, name: str, params: PythonParams):
         super().__init__(name, params)

@@ -120,7 +120,6 @@ class Sampler(Node):
     """
 
     Params = SamplerParams
-    description = __doc__ or ""
 
     def __init__(self, name: str, params: SamplerParams):
         super().__init__(name, params)

@@ -38,7 +38,6 @@ class Subgraph(Node):
     """Run another graph file as one node: map keys in, walk its nodes for the record, map keys out."""
 
     Params = SubgraphParams
-    description = __doc__ or ""
 
     def __init__(self, name: str, params: SubgraphParams):
         super().__init__(name, params)

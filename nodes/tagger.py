@@ -123,7 +123,6 @@ class Tagger(Node):
     """
 
     Params = TaggerParams
-    description = __doc__ or ""
 
     def __init__(self, name: str, params: TaggerParams):
         super().__init__(name, params)

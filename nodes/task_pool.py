@@ -59,7 +59,6 @@ class Novelty(Node):
     Check-and-add happens under the pool's lock, so two similar texts arriving together cannot both pass."""
 
     Params = NoveltyParams
-    description = __doc__ or ""
 
     def reads(self) -> set[str]:
         return {self.params.field, *self.params.keep}
@@ -106,7 +105,6 @@ class PoolSample(Node):
     """Draw examples from a pool into the record (seeded by record id), e.g. for an instruction prompt."""
 
     Params = PoolSampleParams
-    description = __doc__ or ""
 
     def writes(self) -> set[str]:
         return {self.params.output}

@@ -1,12 +1,12 @@
 """Seed shards run as Ray tasks (local Ray here) write every record exactly once across shards."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
-
 from synthloom.distributed import merge_outputs, run_on_ray
+
 from tests.fixture_server import FakeOpenAI
 from tests.test_run import chain_graph, lines
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import synthloom
+from pydantic import BaseModel
 from synthloom.models.limits import AdaptiveLimiter, TokenBucket
 
 from tests.conftest import model_spec
@@ -49,7 +50,7 @@ async def test_unrecoverable_4xx_is_not_retried(fake_llm: Callable[..., FakeOpen
     spec = one_node_graph({"w": model_spec(server, model="no-such-model")})
     result = await synthloom.arun(write_graph(spec, SEEDS[:3]), tmp_path / "out", retry_base_delay=0.01)
     failed = lines(tmp_path / "out" / "failed.jsonl")
-    assert server.requests == 3 and len(failed) == 3
+    assert server.requests == 3 and len(failed) == 3 and result.manifest["counts"]["failed"] == 3
     assert "HTTP 404" in failed[0]["message"] and "model 'no-such-model' not found" in failed[0]["message"]
     assert failed[0]["attempts"] == 1
 
@@ -141,7 +142,10 @@ async def test_cache_replays_a_finished_graph_with_zero_requests(
     second = await synthloom.arun(faster, tmp_path / "two")
     assert server.requests == 0
     assert second.manifest["models"]["w"]["cached"] == 40
-    strip = lambda rows: sorted(json.dumps({k: v for k, v in r.items() if k != "metadata"}) for r in rows)
+
+    def strip(rows: list[dict[str, Any]]) -> list[str]:
+        return sorted(json.dumps({k: v for k, v in r.items() if k != "metadata"}) for r in rows)
+
     assert strip(lines(first.path("sft"))) == strip(lines(second.path("sft")))
     await synthloom.arun(graph, tmp_path / "three", use_cache=False)
     assert server.requests == 40
@@ -194,9 +198,6 @@ async def test_cost_and_latency_are_reported(fake_llm: Callable[..., FakeOpenAI]
     assert usage["cost_usd"] == pytest.approx(expected) and usage["cost_usd"] > 0
     assert usage["latency_s"]["p50"] >= 0.01 and usage["latency_s"]["p99"] >= usage["latency_s"]["p50"]
     assert usage["prompt_tokens"] == 10 * len(["Tell", "me", "about", "topic", "0"])
-
-
-from pydantic import BaseModel
 
 
 class Tags(BaseModel):

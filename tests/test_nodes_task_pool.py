@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import synthloom
+
 from tests.conftest import model_spec
 from tests.fixture_server import FakeOpenAI
 from tests.test_run import lines

@@ -207,7 +207,7 @@ async def test_condition_evaluator_refuses_code(fake_llm: Callable[..., FakeOpen
     spec["edges"] = [{"from": "question", "to": "answer", "when": "topic.__class__"}]
     result = await synthloom.arun(write_graph(spec, TOPICS[:2]), tmp_path / "out")
     failed = lines(tmp_path / "out" / "failed.jsonl")
-    assert len(failed) == 2 and "condition" in failed[0]["message"]
+    assert len(failed) == 2 and "condition" in failed[0]["message"] and result.manifest["counts"]["written"] == 0
 
 
 async def test_api_key_is_sent_but_never_written(fake_llm: Callable[..., FakeOpenAI],

@@ -67,6 +67,6 @@ class MicroBatcher:
             if isinstance(error, asyncio.CancelledError):
                 raise
             return
-        for waiter, completion in zip(pending.waiters, completions):
+        for waiter, completion in zip(pending.waiters, completions, strict=False):  # extra answers: ignored
             if not waiter.done():
                 waiter.set_result(completion)

@@ -141,7 +141,7 @@ class OpenAIClient:
                         retryable=response.status in RETRYABLE_STATUS, status=response.status,
                         retry_after=_retry_after(response.headers.get("Retry-After")))
                 data = await response.json(content_type=None)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise ModelCallError(f"{self.name}: no answer from {url} within {self.config.timeout:g}s",
                                  retryable=True) from None
         except aiohttp.ClientError as error:
@@ -170,7 +170,7 @@ def _parse_choices(data: dict[str, Any], name: str, expected: int) -> list[Compl
     return [Completion(text=text or "", prompt_tokens=int(usage.get("prompt_tokens") or 0) // share,
                        completion_tokens=int(usage.get("completion_tokens") or 0) // share,
                        finish_reason=choice.get("finish_reason"))
-            for text, choice in zip(texts[:expected], choices)]
+            for text, choice in zip(texts[:expected], choices, strict=False)]
 
 
 def _server_message(text: str) -> str:
