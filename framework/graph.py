@@ -54,6 +54,10 @@ class Graph:
     def base_dir(self) -> Path:
         return self.loaded.base_dir
 
+    def models_used(self) -> list[str]:
+        """The model names the graph's nodes call, sorted."""
+        return sorted({model for node in self.nodes.values() for model in node.models()})
+
     def mermaid(self) -> str:
         lines = ["flowchart TD"]
         for name in self.nodes:

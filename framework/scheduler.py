@@ -82,10 +82,9 @@ class Runner:
         self._seen_ids: set[str] = set()
 
     def _default_in_flight(self) -> int:
-        used = {model for node in self.graph.nodes.values() for model in node.models()}
         configs = self.models.configs
         total = sum(configs[name].max_concurrency if configs[name].backend != "local" else 1
-                    for name in used if name in configs)
+                    for name in self.graph.models_used() if name in configs)
         return max(8, min(4096, 2 * total))
 
     # -- the run -------------------------------------------------------------------------------------
@@ -99,7 +98,7 @@ class Runner:
             self.journal.start(resume=self.options.resume, overwrite=self.options.overwrite,
                                data_files=data_files)
         except BaseException:
-            await self._release()
+            await self.models.close()
             raise
         self.counts.skipped = len(self.journal.done)
         self._seen_ids = set(self.journal.done)
@@ -120,18 +119,13 @@ class Runner:
         """Everything that can refuse the run (a missing API key, model file or pool file) happens before
         the output directory is touched, so a mistake never leaves a half-started run behind."""
         try:
-            for model in sorted({model for node in self.graph.nodes.values() for model in node.models()}):
+            for model in self.graph.models_used():
                 self.models.client(model)
             for node in self.graph.nodes.values():
                 await node.setup(self.ctx)
         except BaseException:
-            await self._release()
+            await self.models.close()
             raise
-
-    async def _release(self) -> None:
-        await self.models.close()
-        if self.models.cache:
-            self.models.cache.close()
 
     async def _feed(self) -> None:
         slots = asyncio.Semaphore(self.max_in_flight)
@@ -282,8 +276,6 @@ class Runner:
             writer.close()
         self.journal.close()
         self.ctx.close_pools()
-        if self.models.cache:
-            self.models.cache.close()
         write_manifest(self.output_dir, self.manifest)
 
     # -- reporting -----------------------------------------------------------------------------------

@@ -62,7 +62,7 @@ class Subgraph(Node):
             raise ConfigError(f"subgraph includes itself ({loop})", key=f"nodes.{self.name}.graph")
         self.child = self._load(path)
         _merge_models(ctx, self.child.config.models)
-        for model in sorted({model for node in self.child.nodes.values() for model in node.models()}):
+        for model in self.child.models_used():
             ctx.models.client(model)  # a missing key or model file is a config error now, not per record
         self.child_ctx = dataclasses.replace(ctx, base_dir=self.child.base_dir)
         token = _loading.set((*chain, path))

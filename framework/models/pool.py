@@ -89,7 +89,8 @@ class ModelPool:
         return status
 
     async def close(self) -> None:
+        """Close every client and the response cache (writing what it still holds)."""
         for client in self._clients.values():
             await client.close()
         if self.cache:
-            self.cache.flush()
+            self.cache.close()
