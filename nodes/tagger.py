@@ -27,7 +27,6 @@ Definitions, so the numbers can be checked by hand:
 from __future__ import annotations
 
 import asyncio
-import gzip
 import re
 from collections import Counter
 from collections.abc import Mapping
@@ -39,6 +38,8 @@ from synthloom.context import RunContext
 from synthloom.errors import RecordError
 from synthloom.generate import generate
 from synthloom.node import Node, NodeParams
+from synthloom.report_metrics import compression_ratio as corpus_compression_ratio
+from synthloom.report_metrics import distinct_n as corpus_distinct_n
 from synthloom.structured import OutputSchema
 
 DEFAULT_REFUSAL_MARKERS = [
@@ -209,8 +210,8 @@ def count_sentences(text: str) -> int:
 
 
 def distinct_n(words: list[str], n: int) -> float:
-    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
-    return round(len(set(grams)) / len(grams), 4) if grams else 0.0
+    value = corpus_distinct_n([words], n)  # the report's corpus figure, over this one text
+    return round(value, 4) if value is not None else 0.0
 
 
 def duplicate_line_ratio(text: str) -> float:
@@ -227,8 +228,8 @@ def top_ngram_char_share(words: list[str], n: int, chars: int) -> float:
 
 
 def compression_ratio(text: str) -> float:
-    raw = text.encode("utf-8")
-    return round(len(raw) / len(gzip.compress(raw)), 4) if raw else 0.0
+    value = corpus_compression_ratio([text])
+    return round(value, 4) if value is not None else 0.0
 
 
 def detect_language(words: list[str]) -> str:
