@@ -27,12 +27,14 @@ class RecordError(SynthloomError):
 
 
 class ModelCallError(SynthloomError):
-    """An LLM call failed. `retryable` says whether trying again may help (429, 5xx, timeouts)."""
+    """An LLM call failed. `retryable` says whether trying again may help (429, 5xx, timeouts);
+    `overload` whether the server said it is full (429, timeout), which cuts adaptive concurrency."""
 
     def __init__(self, message: str, *, retryable: bool, status: int | None = None,
-                 retry_after: float | None = None):
+                 retry_after: float | None = None, overload: bool = False):
         super().__init__(message)
         self.retryable, self.status, self.retry_after = retryable, status, retry_after
+        self.overload = overload
         self.attempts = 1
 
 

@@ -55,7 +55,8 @@ class FakeOpenAI:
                  fail_every: dict[int, int] | None = None, hang_every: int | None = None,
                  retry_after: float = 0.05, model: str = "fake-model", port: int = 0,
                  fail_status: int | None = None, delays: list[tuple[str, float]] | None = None,
-                 capacity: int | None = None):
+                 capacity: int | None = None, raw_every: dict[int, str] | None = None,
+                 echo_auth: bool = False):
         self.latency = latency
         self.script = [(re.compile(pattern, re.DOTALL), reply) for pattern, reply in script or []]
         self.fail_every = fail_every or {}
@@ -63,6 +64,8 @@ class FakeOpenAI:
         self.retry_after = retry_after
         self.fail_status = fail_status
         self.capacity = capacity  # more requests at once than this answer 429, like a full server
+        self.raw_every = raw_every or {}  # every n-th request gets HTTP 200 with this body (HTML, cut JSON)
+        self.echo_auth = echo_auth  # faults echo the Authorization header, as some proxies do
         self.delays = [(re.compile(pattern, re.DOTALL), seconds) for pattern, seconds in delays or []]
         self.headers_seen: list[dict[str, str]] = []
         self.model = model
@@ -145,7 +148,7 @@ class FakeOpenAI:
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model"}]})
 
-    async def _admit(self, body: dict[str, Any]) -> web.Response | None:
+    async def _admit(self, body: dict[str, Any], request: web.Request | None = None) -> web.Response | None:
         """Count the request and apply latency and faults; a response here replaces the normal one."""
         with self._lock:
             self.requests += 1
@@ -175,8 +178,15 @@ class FakeOpenAI:
             if status is not None:
                 self.statuses[status] += 1
                 headers = {"Retry-After": str(self.retry_after)} if status == 429 else {}
-                return web.json_response({"error": {"message": f"injected fault {status}", "code": status}},
+                message = f"injected fault {status}"
+                if self.echo_auth and request is not None:
+                    message += f" (request had Authorization: {request.headers.get('Authorization')})"
+                return web.json_response({"error": {"message": message, "code": status}},
                                          status=status, headers=headers)
+            for every, raw in self.raw_every.items():
+                if number % every == 0:
+                    self.statuses[-200] += 1  # a 200 that is not an answer
+                    return web.Response(text=raw, status=200, content_type="text/html")
             self.statuses[200] += 1
             return None
         finally:
@@ -198,7 +208,7 @@ class FakeOpenAI:
         body = await request.json()
         if self.keep_bodies:
             self.headers_seen.append(dict(request.headers))
-        fault = await self._admit(body)
+        fault = await self._admit(body, request)
         if fault is not None:
             return fault
         if body.get("model") not in (self.model, None) and self.model != "*":
@@ -216,7 +226,7 @@ class FakeOpenAI:
 
     async def _completions(self, request: web.Request) -> web.Response:
         body = await request.json()
-        fault = await self._admit(body)
+        fault = await self._admit(body, request)
         if fault is not None:
             return fault
         prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]

@@ -35,7 +35,7 @@ class AdaptiveLimiter:
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self.release()  # we were handed a slot as we were cancelled: pass it on
-            else:
+            elif waiter in self._waiters:  # `_wake` may already have passed over it
                 self._waiters.remove(waiter)
             raise
         return self.cuts

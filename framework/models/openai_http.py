@@ -8,6 +8,7 @@ server's own message.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import time
@@ -22,8 +23,15 @@ from .batcher import MicroBatcher
 from .limits import AdaptiveLimiter, TokenBucket
 from .replicas import ReplicaSet
 
-RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+RETRYABLE_STATUS = {408, 409, 425, 429}
+"""Besides these, every 5xx (500-599, Cloudflare's 520-524 and 529 among them) is retried."""
+OVERLOAD_STATUS = {429}
+"""With timeouts, the only signals that the server is full; they cut adaptive concurrency."""
 BACKOFF_CAP_S = 30.0
+
+
+def is_retryable(status: int) -> bool:
+    return status in RETRYABLE_STATUS or 500 <= status <= 599
 
 
 class OpenAIClient:
@@ -36,12 +44,14 @@ class OpenAIClient:
         self.tpm = TokenBucket(config.tpm) if config.tpm else None
         self.retry_base_delay = retry_base_delay
         self._headers = {"Content-Type": "application/json"}
+        self._secret: str | None = None
         if config.api_key_env:
             key = os.environ.get(config.api_key_env)
             if not key:
                 raise ConfigError(f"environment variable {config.api_key_env} is not set; export it with "
                                   f"the API key", key=f"models.{name}.api_key_env")
             self._headers["Authorization"] = f"Bearer {key}"
+            self._secret = key
         self._session: aiohttp.ClientSession | None = None
         self.batcher = (MicroBatcher(lambda body: self._with_retries("/completions", body), config.batch_size,
                                      config.batch_wait_ms / 1000) if config.batch_size > 1 else None)
@@ -97,8 +107,17 @@ class OpenAIClient:
             except ModelCallError as error:
                 if not error.retryable or attempt > self.config.max_retries:
                     error.attempts = attempt
-                    raise
+                    raise self._redacted(error) from None
                 await asyncio.sleep(self._backoff(attempt, error.retry_after))
+
+    def _redacted(self, error: ModelCallError) -> ModelCallError:
+        """A server may echo the Authorization header in its error body; the key never reaches a file."""
+        if self._secret and self._secret in str(error):
+            redacted = ModelCallError(str(error).replace(self._secret, "***"), retryable=error.retryable,
+                                      status=error.status, retry_after=error.retry_after)
+            redacted.attempts = error.attempts
+            return redacted
+        return error
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -110,23 +129,29 @@ class OpenAIClient:
         if self.rpm:
             await self.rpm.take(1)
         reserved = await self.tpm.take(estimate) if self.tpm else 0
-        ticket = await self.limiter.acquire()
+        used = 0  # a failed or cancelled call gives back its whole reservation
+        try:
+            ticket = await self.limiter.acquire()
+        except BaseException:
+            if self.tpm:
+                self.tpm.refund(reserved)
+            raise
         replica = self.replicas.choose()
         ok = server_fault = False
         try:
             completions = await self._post(replica.url + path, body)
             ok = True
             self.limiter.on_success()
-            if self.tpm:
-                used = sum(c.prompt_tokens + c.completion_tokens for c in completions)
-                self.tpm.refund(reserved - used)
+            used = sum(c.prompt_tokens + c.completion_tokens for c in completions)
             return completions
         except ModelCallError as error:
             server_fault = error.retryable
-            if error.status == 429 or error.status is None:
+            if error.overload:
                 self.limiter.on_overload(ticket)
             raise
         finally:
+            if self.tpm:
+                self.tpm.refund(reserved - used)
             self.replicas.done(replica, ok=ok, server_fault=server_fault)
             self.limiter.release()
 
@@ -134,19 +159,27 @@ class OpenAIClient:
         session = self._session_for_loop()
         try:
             async with session.post(url, json=body) as response:
+                text = await response.text()
                 if response.status != 200:
-                    text = await response.text()
                     raise ModelCallError(
                         f"{self.name}: HTTP {response.status} from {url}: {_server_message(text)}",
-                        retryable=response.status in RETRYABLE_STATUS, status=response.status,
-                        retry_after=_retry_after(response.headers.get("Retry-After")))
-                data = await response.json(content_type=None)
+                        retryable=is_retryable(response.status), status=response.status,
+                        retry_after=_retry_after(response.headers.get("Retry-After")),
+                        overload=response.status in OVERLOAD_STATUS)
         except TimeoutError:
             raise ModelCallError(f"{self.name}: no answer from {url} within {self.config.timeout:g}s",
-                                 retryable=True) from None
+                                 retryable=True, overload=True) from None
         except aiohttp.ClientError as error:
             raise ModelCallError(f"{self.name}: cannot reach {url}: {error}", retryable=True) from None
-        return _parse_choices(data, self.name, expected=_prompt_count(body))
+        try:
+            data = json.loads(text)
+        except ValueError:  # HTML from a proxy, a body cut short: the server's fault, worth another try
+            raise ModelCallError(f"{self.name}: HTTP 200 from {url} with a body that is not JSON: "
+                                 f"{text[:120]!r}", retryable=True, status=200) from None
+        if not isinstance(data, dict):
+            raise ModelCallError(f"{self.name}: HTTP 200 from {url} with JSON that is not an object: "
+                                 f"{text[:120]!r}", retryable=True, status=200)
+        return _parse_choices(data, f"{self.name} ({url})", expected=_prompt_count(body))
 
 
 def _prompt_count(body: dict[str, Any]) -> int:
@@ -174,7 +207,6 @@ def _parse_choices(data: dict[str, Any], name: str, expected: int) -> list[Compl
 
 
 def _server_message(text: str) -> str:
-    import json
     try:
         data = json.loads(text)
         error = data.get("error", data)
