@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
+import threading
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import api
-from .errors import ConfigError, SynthloomError
+from .errors import ConfigError, OutputWriteError, SynthloomError
 from .graph import Graph
 from .progress import LiveProgress
 from .registry import node_type_names, resolve_node_type
@@ -53,6 +55,8 @@ def run(graph: str = typer.Argument(..., help="graph file, or a ready-made workf
         overrides: list[str] | None = SetOption, endpoint: str | None = EndpointOption,
         resume: bool = typer.Option(False, "--resume", help="finish an interrupted run in the same dir"),
         overwrite: bool = typer.Option(False, "--overwrite", help="start again in a dir that holds a run"),
+        no_retry_failed: bool = typer.Option(False, "--no-retry-failed",
+                                             help="with --resume: keep failed records failed (default: retry)"),
         no_cache: bool = typer.Option(False, "--no-cache", help="do not read or write the response cache"),
         max_in_flight: int | None = typer.Option(None, help="records open at once"),
         shard: str | None = typer.Option(None, help="k/n: run only shard k of n of the seed (by id hash)"),
@@ -68,7 +72,8 @@ def run(graph: str = typer.Argument(..., help="graph file, or a ready-made workf
     total = limit if limit is not None else loaded.config.seed.limit
     progress = LiveProgress(total) if not quiet else None
     options = RunOptions(limit=limit, resume=resume, overwrite=overwrite, use_cache=not no_cache,
-                         max_in_flight=max_in_flight, on_progress=progress.update if progress else None)
+                         max_in_flight=max_in_flight, retry_failed=not no_retry_failed,
+                         on_progress=progress.update if progress else None)
     try:
         runner = Runner(loaded, output_dir, options)
     except SynthloomError as error:
@@ -76,33 +81,81 @@ def run(graph: str = typer.Argument(..., help="graph file, or a ready-made workf
         return
     manifest = _run_with_signals(runner, progress)
     _summarise(manifest, output_dir)
-    if manifest["status"] == "aborted":
+    if manifest["status"] in ("aborted", "failed"):
         _fail(manifest["message"], code=1)
     if manifest["status"] == "interrupted":
-        errors.print(escape(manifest["message"]), highlight=False)
-        raise typer.Exit(130)
+        errors.print(escape(manifest["message"]), highlight=False, soft_wrap=True)
+        _exit_now(130)
+
+
+def _exit_now(code: int) -> None:
+    """Leave without waiting for worker threads (a sync node or a model call still running): the journal,
+    outputs and manifest are already closed and synced, so there is nothing left to lose."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+class _Signals:
+    """Ctrl-C and SIGTERM alike: the first stops admitting records and drains; the second cancels what is
+    in flight. Handled by `signal.signal`, not the event loop, so a loop that some node keeps busy still
+    hears them: if the run has not ended within `drain_seconds` plus a grace period of the first signal,
+    or within the grace period of the second, the process leaves at once (the journal makes that safe)."""
+
+    GRACE_S = 5.0
+
+    def __init__(self, runner: Runner, loop: asyncio.AbstractEventLoop):
+        self.runner, self.loop = runner, loop
+        self.received = 0
+        self.previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+    def install(self) -> None:
+        for signum in self.previous:
+            signal.signal(signum, self._handle)
+
+    def restore(self) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.received += 1
+        deadline = self.GRACE_S + (self.runner.graph.config.run.drain_seconds if self.received == 1 else 0)
+        self.loop.call_soon_threadsafe(self.runner.request_stop)
+        watchdog = threading.Timer(deadline, _exit_now, args=(130,))
+        watchdog.daemon = True
+        watchdog.start()
 
 
 def _run_with_signals(runner: Runner, progress: LiveProgress | None) -> dict[str, Any]:
-    async def main() -> dict[str, Any]:
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(signum, runner.request_stop)
-            except (NotImplementedError, RuntimeError):
-                pass
-        return await runner.run()
-
+    loop = asyncio.new_event_loop()
+    signals = _Signals(runner, loop)
+    signals.install()
     try:
         if progress is None:
-            return asyncio.run(main())
+            return loop.run_until_complete(runner.run())
         with progress:
-            manifest = asyncio.run(main())
+            manifest = loop.run_until_complete(runner.run())
             progress.update(runner, force=True)
             return manifest
-    except ConfigError as error:
-        _fail(str(error))
+    except SynthloomError as error:
+        _fail(str(error), code=1 if isinstance(error, OutputWriteError) else 2)
         raise
+    finally:
+        signals.restore()
+        _close_loop(loop)
+
+
+def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Like the end of asyncio.run, less its wait for worker threads (see `_exit_now`)."""
+    try:
+        pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        loop.close()
 
 
 def _summarise(manifest: dict[str, Any], output_dir: Path) -> None:

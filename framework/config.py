@@ -5,6 +5,7 @@ model (see `graph.py`), because the set of node types is open (plugins).
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -120,10 +121,15 @@ class MessageTemplate(_Strict):
     content: str
 
 
+OUTPUT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,99}")
+RUN_FILE_NAMES = frozenset({"journal", "failed", "dropped", "manifest", "traces", "report", "readme"})
+"""Files a run writes besides its outputs: an output of the same name would overwrite or corrupt them."""
+
+
 class OutputConfig(_Strict):
     """One output file. `sft`: messages; `dpo`: prompt/chosen/rejected; `raw`: the record state."""
 
-    name: str
+    name: str = Field(description="a plain name: letters, digits, _ and - (the file is <name>.jsonl)")
     format: Literal["sft", "dpo", "raw"] = "raw"
     messages: list[MessageTemplate] | str | None = Field(
         default=None, description="sft: message templates, or a state key holding a messages list")
@@ -136,6 +142,17 @@ class OutputConfig(_Strict):
     fields: list[str] | None = Field(default=None, description="raw: only these state keys (default all)")
     metadata: dict[str, str] = Field(default_factory=dict, description="extra metadata: name -> expression "
                                      "over the state (e.g. review.score)")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        if not OUTPUT_NAME.fullmatch(name):
+            raise ValueError("an output name is a plain file name of letters, digits, _ and - (no paths, "
+                             "dots or spaces; at most 100 characters): it becomes <output dir>/<name>.jsonl")
+        if name.lower() in RUN_FILE_NAMES:
+            raise ValueError(f"output name '{name}' is taken by the run's own files "
+                             f"({', '.join(sorted(RUN_FILE_NAMES))}); choose another")
+        return name
 
     @model_validator(mode="after")
     def _format_fields(self) -> OutputConfig:
@@ -165,6 +182,16 @@ class GraphConfig(_Strict):
     edges: list[EdgeConfig] = Field(default_factory=list)
     outputs: list[OutputConfig] = Field(default_factory=lambda: [OutputConfig(name="records")])
     run: RunConfig = RunConfig()
+
+    @field_validator("outputs")
+    @classmethod
+    def _outputs_unique(cls, outputs: list[OutputConfig]) -> list[OutputConfig]:
+        seen: set[str] = set()
+        for output in outputs:
+            if output.name.lower() in seen:
+                raise ValueError(f"two outputs are named '{output.name}'; each output needs its own name")
+            seen.add(output.name.lower())
+        return outputs
 
     @field_validator("nodes")
     @classmethod

@@ -40,3 +40,8 @@ class ModelCallError(SynthloomError):
 
 class RunAborted(SynthloomError):
     """The run stopped on purpose (failure rate too high); the message says why and what to do."""
+
+
+class OutputWriteError(SynthloomError):
+    """The run's own files cannot be written (a full disk, a read-only directory). The run stops admitting
+    records at once and exits 1; `--resume` finishes it once the cause is fixed."""

@@ -74,10 +74,38 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
         target[last] = value
 
 
-def config_hash(raw: dict[str, Any]) -> str:
-    """A short fingerprint of what the user configured; stored with every record."""
-    canonical = json.dumps(raw, sort_keys=True, default=str, separators=(",", ":"))
+RUNTIME_MODEL_KEYS = frozenset({"profile", "base_url", "max_concurrency", "timeout", "max_retries", "rpm", "tpm",
+                                "adaptive", "batch_size", "batch_wait_ms", "price", "api_key_env", "structured"})
+"""Where a model runs and how fast it is fed: none of these changes what a record contains."""
+
+
+def config_hash(raw: dict[str, Any], base_dir: Path | None = None) -> str:
+    """A short fingerprint of what shapes the data: prompts, nodes, edges, outputs, models' names and
+    sampling parameters, the seed source, and the text of subgraph files. Not where or how fast it runs
+    (`run:`, replicas, concurrency, budgets, `--endpoint`'s URL), so tuning never refuses a --resume.
+    It is stored with every record and checked by --resume."""
+    shaping = {key: value for key, value in raw.items() if key != "run" and not str(key).startswith("x-")}
+    models = shaping.get("models")
+    if isinstance(models, dict):
+        shaping["models"] = {name: ({k: v for k, v in spec.items() if k not in RUNTIME_MODEL_KEYS}
+                                    if isinstance(spec, dict) else spec) for name, spec in models.items()}
+    if base_dir is not None:
+        shaping["subgraph_files"] = _subgraph_texts(raw, base_dir)
+    canonical = json.dumps(shaping, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _subgraph_texts(raw: dict[str, Any], base_dir: Path) -> dict[str, str]:
+    """An edited subgraph file changes the data as surely as an edited node."""
+    texts: dict[str, str] = {}
+    nodes = raw.get("nodes")
+    for name, spec in (nodes.items() if isinstance(nodes, dict) else []):
+        if isinstance(spec, dict) and spec.get("type") == "subgraph" and isinstance(spec.get("graph"), str):
+            try:
+                texts[name] = (base_dir / spec["graph"]).read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                texts[name] = ""  # reported by the subgraph node's own check
+    return texts
 
 
 @dataclass
@@ -116,8 +144,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None,
     apply_profiles(raw, path.resolve().parent, source_map)
     if endpoint:
         point_models_at(raw, endpoint)
-    return LoadedConfig(validate_raw(raw, source_map), raw, source_map, path.resolve().parent,
-                        config_hash(raw))
+    base_dir = path.resolve().parent
+    return LoadedConfig(validate_raw(raw, source_map), raw, source_map, base_dir, config_hash(raw, base_dir))
 
 
 def apply_profiles(raw: dict[str, Any], base_dir: Path, source_map: SourceMap) -> None:

@@ -19,34 +19,78 @@ def _utc(stamp: float | None) -> str | None:
 
 
 def build_manifest(runner: Runner) -> dict[str, Any]:
+    """The whole run, all resumed parts together: counts from the journal, calls/tokens/elapsed added to
+    the figures the previous part's manifest left; latency percentiles are this part's where it has any."""
     counts = runner.counts
-    previous = runner.journal.previous
-    elapsed = (runner.ended or time.time()) - runner.started
+    totals = runner.totals()
+    part_elapsed = (runner.ended or time.time()) - runner.started
+    previous = runner.previous_manifest
     cache = runner.models.cache
+    part = {"started": _utc(runner.started), "ended": _utc(runner.ended), "elapsed_s": round(part_elapsed, 3),
+            "status": runner.status, "seeded": counts.seeded, "written": counts.written,
+            "failed": counts.failed, "dropped": counts.dropped}
+    nodes = {name: stats.as_dict() for name, stats in runner.ctx.node_stats.items()}
+    models = {name: usage.as_dict() for name, usage in runner.models.usage.items()}
     return {
         "graph": runner.graph.name,
         "config_hash": runner.graph.loaded.hash,
         "status": runner.status,
         "message": runner.message,
-        "started": _utc(runner.started),
+        "started": previous.get("started") or _utc(runner.started),
         "ended": _utc(runner.ended),
-        "elapsed_s": round(elapsed, 3),
+        "elapsed_s": round(float(previous.get("elapsed_s") or 0.0) + part_elapsed, 3),
         "counts": {
             "seeded": counts.seeded + counts.skipped,
-            "written": counts.written + previous["written"],
-            "failed": counts.failed + previous["failed"],
-            "dropped": counts.dropped + previous["dropped"],
+            "written": totals["written"],
+            "failed": totals["failed"],
+            "dropped": totals["dropped"],
             "resumed_from_journal": counts.skipped,
-            "outputs": runner.written_per_output(),
-            "drop_reasons": dict(counts.drop_reasons),
-            "failure_types": dict(counts.failure_types),
+            "outputs": dict(runner.output_counts),
+            "drop_reasons": totals["drop_reasons"],
+            "failure_types": totals["failure_types"],
         },
+        "parts": [*previous.get("parts", []), part],
         "max_in_flight": runner.max_in_flight,
-        "nodes": {name: stats.as_dict() for name, stats in runner.ctx.node_stats.items()},
-        "models": {name: usage.as_dict() for name, usage in runner.models.usage.items()},
+        "nodes": _accumulate(previous.get("nodes") or {}, nodes),
+        "models": _accumulate(previous.get("models") or {}, models),
         "concurrency": runner.models.concurrency(),
         "cache": ({"path": str(cache.path), "hits": cache.hits, "misses": cache.misses} if cache else None),
     }
+
+
+_PERCENTILES = {"latency_s", "step_seconds"}
+
+
+def _accumulate(previous: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+    """Add this part's counters to the previous part's totals, key by key; percentiles are not additive,
+    so they are this part's (or the previous part's where this one made no call)."""
+    merged = dict(previous)
+    for key, value in current.items():
+        before = previous.get(key)
+        if key in _PERCENTILES:
+            has_samples = isinstance(value, dict) and value.get("p50") is not None
+            merged[key] = value if has_samples or before is None else before
+        elif isinstance(value, dict) and isinstance(before, dict):
+            merged[key] = _accumulate(before, value)
+        elif _is_number(value) and _is_number(before):
+            total = before + value
+            merged[key] = round(total, 6) if isinstance(total, float) else total
+        else:
+            merged[key] = value
+    return merged
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def read_previous_manifest(path: Path) -> dict[str, Any]:
+    """What the earlier parts of a resumed run added up to; empty when there is none (or it was cut)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:

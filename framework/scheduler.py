@@ -17,14 +17,25 @@ from pathlib import Path
 from typing import Any
 
 from .context import RecordUsage, RunContext, record_usage
-from .errors import ModelCallError, RunAborted, SynthloomError
+from .errors import ModelCallError, OutputWriteError, RunAborted, SynthloomError
 from .graph import Graph
-from .journal import DROPPED, FAILED, Journal, JsonlWriter, count_lines
-from .manifest import build_manifest, write_manifest
+from .journal import (
+    DROPPED,
+    DROPPED_STATUS,
+    FAILED,
+    FAILED_STATUS,
+    MANIFEST,
+    WRITTEN,
+    Journal,
+    JsonlWriter,
+    sync_directory,
+)
+from .manifest import build_manifest, read_previous_manifest, write_manifest
 from .models.cache import ResponseCache
 from .models.pool import ModelPool
 from .node import Drop
 from .outputs import OutputShaper
+from .run_lock import RunLock
 from .seeds import BadSeed, read_seeds, row_id
 from .stats import NodeStats
 from .walk import GraphWalk, NodeFailure
@@ -37,6 +48,7 @@ class Counts:
     failed: int = 0
     dropped: int = 0
     skipped: int = 0
+    unreadable: int = 0
     drop_reasons: Counter[str] = field(default_factory=Counter)
     failure_types: Counter[str] = field(default_factory=Counter)
 
@@ -50,7 +62,11 @@ class RunOptions:
     cache_dir: Path | None = None
     max_in_flight: int | None = None
     retry_base_delay: float = 0.5
+    retry_failed: bool = True
+    """On --resume, run again the records that failed (False: keep them failed)."""
     on_progress: Callable[[Runner], None] | None = None
+    manifest_every_s: float = 5.0
+    """How often manifest.json is rewritten while the run goes on, so a kill -9 loses little of its figures."""
 
 
 class Runner:
@@ -70,6 +86,9 @@ class Runner:
         self.failed_writer = JsonlWriter(self.output_dir / FAILED)
         self.dropped_writer = JsonlWriter(self.output_dir / DROPPED)
         self.journal = Journal(self.output_dir, graph.loaded.hash)
+        self.lock = RunLock(self.output_dir)
+        self.output_counts: dict[str, int] = dict.fromkeys(self.writers, 0)
+        self.previous_manifest: dict[str, Any] = {}
         self.counts = Counts()
         self.max_in_flight = self.options.max_in_flight or config.run.max_in_flight or self._default_in_flight()
         self.status = "running"
@@ -79,7 +98,8 @@ class Runner:
         self._recent: deque[bool] = deque(maxlen=config.run.failure_window)
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._seen_ids: set[str] = set()
+        self._occurrences: dict[str, int] = {}
+        self._assigned: set[str] = set()
 
     def _default_in_flight(self) -> int:
         configs = self.models.configs
@@ -90,28 +110,36 @@ class Runner:
     # -- the run -------------------------------------------------------------------------------------
 
     async def run(self) -> dict[str, Any]:
-        if self.options.resume:
-            self.ctx.resume_done = self.journal.peek_done()
+        options = self.options
+        if options.resume:
+            self.ctx.resume_done = self.journal.peek_done(options.retry_failed)
         await self._prepare()
         data_files = [f"{name}.jsonl" for name in self.writers] + [FAILED, DROPPED]
         try:
-            self.journal.start(resume=self.options.resume, overwrite=self.options.overwrite,
-                               data_files=data_files)
+            self.lock.acquire()
+            if options.resume and not options.overwrite:
+                self.previous_manifest = read_previous_manifest(self.output_dir / MANIFEST)
+            kept = self.journal.start(resume=options.resume, overwrite=options.overwrite, data_files=data_files,
+                                      retry_failed=options.retry_failed, started=self.started)
         except BaseException:
+            self.lock.release()
             await self.models.close()
             raise
+        self.output_counts = {name: kept[f"{name}.jsonl"] for name in self.writers}
         self.counts.skipped = len(self.journal.done)
-        self._seen_ids = set(self.journal.done)
+        reporter = asyncio.create_task(self._write_manifest_now_and_then())
         try:
             await self._feed()
             if self.status == "running":
                 self.status = "completed"
+                self._judge_failures()
         except RunAborted as error:
             self.status, self.message = "aborted", str(error)
         except asyncio.CancelledError:
             self.status = "interrupted"
             raise
         finally:
+            reporter.cancel()
             await self._finish()
         return self.manifest
 
@@ -138,10 +166,9 @@ class Runner:
                 if isinstance(item, BadSeed):
                     self._fail_unreadable_seed(item)
                     continue
-                record_id = row_id(item, config.seed.id_field)
+                record_id = self._number(row_id(item, config.seed.id_field))
                 if record_id in self.journal.done:
                     continue
-                record_id = self._unique(record_id)
                 await slots.acquire()
                 if self._stop.is_set():
                     slots.release()
@@ -161,13 +188,16 @@ class Runner:
         if self.status == "aborting":
             raise RunAborted(self.message)
 
-    def _unique(self, record_id: str) -> str:
-        """Identical seed rows hash alike; number the repeats so each is still written once."""
-        candidate, repeat = record_id, 1
-        while candidate in self._seen_ids:
+    def _number(self, record_id: str) -> str:
+        """Identical seed rows hash alike: the n-th copy is `<id>-n`, numbered in seed order before the
+        journal is consulted, so every part of a resumed run gives each copy the same id."""
+        repeat = self._occurrences.get(record_id, 0)
+        candidate = record_id if repeat == 0 else f"{record_id}-{repeat + 1}"
+        while candidate in self._assigned:  # a seed whose own id happens to be `<id>-n`
             repeat += 1
-            candidate = f"{record_id}-{repeat}"
-        self._seen_ids.add(candidate)
+            candidate = f"{record_id}-{repeat + 1}"
+        self._occurrences[record_id] = repeat + 1
+        self._assigned.add(candidate)
         return candidate
 
     def request_stop(self, drain_seconds: float | None = None) -> None:
@@ -209,41 +239,81 @@ class Runner:
         except SynthloomError as error:
             self._record_failure(record_id, seed, "outputs", error)
             return
-        for name, lines in rows.items():
-            self.writers[name].write(lines)
-        self.journal.mark(record_id, "written")
+        try:
+            for name, lines in rows.items():
+                self.writers[name].write(lines)
+                self.output_counts[name] += len(lines)
+            self.journal.mark(record_id, WRITTEN)
+        except OutputWriteError as error:
+            self._stop_on_write_error(error)
+            return
         self.counts.written += 1
         self._settle(ok=True)
 
     # -- outcomes ------------------------------------------------------------------------------------
 
     def _record_failure(self, record_id: str, seed: dict[str, Any], node: str, error: BaseException) -> None:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError  # interrupted, not failed: never journaled, so --resume redoes it
         entry: dict[str, Any] = {"id": record_id, "node": node, "error_type": type(error).__name__,
                                  "message": str(error), "attempts": getattr(error, "attempts", 1),
                                  "seed": seed}
         if not isinstance(error, (SynthloomError, ModelCallError)):
             entry["traceback"] = traceback.format_exception(error, limit=-3)
-        self.failed_writer.write([entry])
-        self.journal.mark(record_id, "failed")
+        reason = f"{node}: {type(error).__name__}"
+        try:
+            self.failed_writer.write([entry])
+            self.journal.mark(record_id, FAILED_STATUS, reason)
+        except OutputWriteError as write_error:
+            self._stop_on_write_error(write_error)
+            return
         self.counts.failed += 1
-        self.counts.failure_types[f"{node}: {type(error).__name__}"] += 1
+        self.counts.failure_types[reason] += 1
         self._settle(ok=False)
 
     def _fail_unreadable_seed(self, bad: BadSeed) -> None:
-        self.failed_writer.write([{"id": None, "node": "seed", "error_type": "BadSeed",
-                                   "message": f"{bad.where}: {bad.message}", "attempts": 0}])
+        """Not journaled (it has no id): every part of the run reads the row again and reports it again."""
+        try:
+            self.failed_writer.write([{"id": None, "node": "seed", "error_type": "BadSeed",
+                                       "message": f"{bad.where}: {bad.message}", "attempts": 0}])
+        except OutputWriteError as error:
+            self._stop_on_write_error(error)
+            return
         self.counts.failed += 1
+        self.counts.unreadable += 1
         self.counts.failure_types["seed: BadSeed"] += 1
 
     def _record_drop(self, record_id: str, node: str, drop: Drop, state: dict[str, Any]) -> None:
         """The record's state goes with it, so one can see what a filter or dedup turned away."""
-        if self.graph.config.run.write_dropped:
-            self.dropped_writer.write([{"id": record_id, "node": node, "reason": drop.reason,
-                                        **({"detail": drop.detail} if drop.detail else {}), "state": state}])
-        self.journal.mark(record_id, "dropped")
+        reason = f"{node}: {drop.reason}"
+        try:
+            if self.graph.config.run.write_dropped:
+                self.dropped_writer.write([{"id": record_id, "node": node, "reason": drop.reason,
+                                            **({"detail": drop.detail} if drop.detail else {}), "state": state}])
+            self.journal.mark(record_id, DROPPED_STATUS, reason)
+        except OutputWriteError as error:
+            self._stop_on_write_error(error)
+            return
         self.counts.dropped += 1
-        self.counts.drop_reasons[f"{node}: {drop.reason}"] += 1
+        self.counts.drop_reasons[reason] += 1
         self._settle(ok=True)
+
+    def _stop_on_write_error(self, error: OutputWriteError) -> None:
+        """A full disk or a read-only directory: admit nothing more, send nothing more to the models. The
+        journal lists only records whose lines are whole, so --resume finishes the run exactly once."""
+        if self.status != "aborting":
+            self.status = "aborting"
+            self.message = (f"{error}; stopped sending records. Free space (or fix the permissions) and run "
+                            f"again with --resume to finish")
+        self._cancel_all_but_current()
+
+    def _cancel_all_but_current(self) -> None:
+        self._stop.set()
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current:
+                task.cancel()
 
     def _settle(self, *, ok: bool) -> None:
         self._recent.append(ok)
@@ -253,16 +323,36 @@ class Runner:
         if len(self._recent) == self._recent.maxlen and self.status == "running":
             rate = self._recent.count(False) / len(self._recent)
             if rate > run.max_failure_rate:
-                top = self.counts.failure_types.most_common(1)[0][0]
                 self.status = "aborting"
-                self.message = (f"stopped: {rate:.0%} of the last {len(self._recent)} records failed "
-                                f"(max_failure_rate {run.max_failure_rate:g}); most often at {top}. "
-                                f"See {self.output_dir / FAILED}; fix it and run again with --resume")
-                self._stop.set()
-                current = asyncio.current_task()
-                for task in list(self._tasks):
-                    if task is not current:
-                        task.cancel()
+                self.message = self._failure_message(f"{rate:.0%} of the last {len(self._recent)} records failed")
+                self._cancel_all_but_current()
+
+    def _failure_message(self, what: str) -> str:
+        types = self.totals()["failure_types"]
+        top = max(types, key=lambda key: types[key]) if types else "unknown"
+        return (f"stopped: {what} (max_failure_rate {self.graph.config.run.max_failure_rate:g}); most often "
+                f"at {top}. See {self.output_dir / FAILED}; fix it and run again with --resume")
+
+    def _judge_failures(self) -> None:
+        """At the end, the failure share over every settled record of the run (all parts) is judged too: a
+        run too small for the rolling window, or one that wrote nothing, never ends as 'completed'."""
+        totals = self.totals()
+        settled = totals["written"] + totals["dropped"] + totals["failed"]
+        failed = totals["failed"]
+        if not failed:
+            return
+        limit = self.graph.config.run.max_failure_rate
+        if failed / settled > limit or (totals["written"] == 0 and totals["dropped"] == 0):
+            self.status = "failed"
+            self.message = self._failure_message(f"{failed} of {settled} records failed")
+
+    async def _write_manifest_now_and_then(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.manifest_every_s)
+            try:
+                write_manifest(self.output_dir, self.manifest)
+            except OSError:
+                pass  # a full disk: the write error of the records themselves is what gets reported
 
     async def _finish(self) -> None:
         for node in self.graph.nodes.values():
@@ -276,7 +366,12 @@ class Runner:
             writer.close()
         self.journal.close()
         self.ctx.close_pools()
-        write_manifest(self.output_dir, self.manifest)
+        try:
+            write_manifest(self.output_dir, self.manifest)
+        except OSError as error:
+            self.message = (self.message + f"; manifest.json not written: {error.strerror or error}").strip("; ")
+        sync_directory(self.output_dir)
+        self.lock.release()
 
     # -- reporting -----------------------------------------------------------------------------------
 
@@ -284,10 +379,16 @@ class Runner:
     def manifest(self) -> dict[str, Any]:
         return build_manifest(self)
 
-    def written_per_output(self) -> dict[str, int]:
-        return {name: count_lines(writer.path) for name, writer in self.writers.items()}
+    def totals(self) -> dict[str, Any]:
+        """The whole run's outcome so far: this part plus what the journal says earlier parts settled."""
+        previous, reasons = self.journal.previous, self.journal.previous_reasons
+        return {
+            "written": self.counts.written + previous[WRITTEN],
+            "dropped": self.counts.dropped + previous[DROPPED_STATUS],
+            "failed": self.counts.failed + previous[FAILED_STATUS],
+            "drop_reasons": dict(reasons[DROPPED_STATUS] + self.counts.drop_reasons),
+            "failure_types": dict(reasons[FAILED_STATUS] + self.counts.failure_types),
+        }
 
     def tokens(self) -> int:
         return sum(usage.prompt_tokens + usage.completion_tokens for usage in self.models.usage.values())
-
-

@@ -156,7 +156,8 @@ async def test_http_4xx_fails_at_once_with_server_message(
     assert len(failed) == 3 and server.requests == 3
     assert "HTTP 400" in failed[0]["message"] and "injected fault 400" in failed[0]["message"]
     assert failed[0]["error_type"] == "ModelCallError" and failed[0]["node"] == "question"
-    assert result.manifest["status"] == "completed"
+    assert result.manifest["status"] == "failed"  # every record failed: never "completed"
+    assert "3 of 3 records failed" in result.manifest["message"]
 
 
 async def test_high_failure_rate_aborts_the_run(fake_llm: Callable[..., FakeOpenAI],
