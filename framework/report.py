@@ -12,15 +12,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .report_metrics import (
-    PAIR_SAMPLE,
-    TEXT_SAMPLE,
-    OutputSummary,
-    ReportError,
-    RunSummary,
-    StreamHistogram,
-    read_run,
-)
+from .metrics import PAIR_SAMPLE, TEXT_SAMPLE, StreamHistogram
+from .report_data import OutputSummary, ReportError, RunSummary, read_run
 
 REPORT = "report.html"
 COLORS = ("#2f6690", "#c8553d")

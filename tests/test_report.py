@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import synthloom
 from synthloom import Drop, node
-from synthloom.report_metrics import (
+from synthloom.metrics import (
     Reservoir,
     StreamHistogram,
     distinct_n,
