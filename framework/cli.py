@@ -56,6 +56,7 @@ def run(graph: str = typer.Argument(..., help="graph file, or a ready-made workf
         no_cache: bool = typer.Option(False, "--no-cache", help="do not read or write the response cache"),
         max_in_flight: int | None = typer.Option(None, help="records open at once"),
         shard: str | None = typer.Option(None, help="k/n: run only shard k of n of the seed (by id hash)"),
+        trace: bool = typer.Option(False, "--trace", help="write each node step to <output>/traces.jsonl"),
         quiet: bool = typer.Option(False, "-q", "--quiet", help="no progress bar")) -> None:
     """Run a graph and write its records to the output directory."""
     if shard:
@@ -68,7 +69,8 @@ def run(graph: str = typer.Argument(..., help="graph file, or a ready-made workf
     total = limit if limit is not None else loaded.config.seed.limit
     progress = LiveProgress(total) if not quiet else None
     options = RunOptions(limit=limit, resume=resume, overwrite=overwrite, use_cache=not no_cache,
-                         max_in_flight=max_in_flight, on_progress=progress.update if progress else None)
+                         max_in_flight=max_in_flight, on_progress=progress.update if progress else None,
+                         trace=trace)
     try:
         runner = Runner(loaded, output_dir, options)
     except SynthloomError as error:
@@ -126,6 +128,31 @@ def validate(graph: str, overrides: list[str] | None = SetOption,
 def show(graph: str, overrides: list[str] | None = SetOption) -> None:
     """Print the graph as Mermaid text."""
     print(_load(graph, overrides, None).mermaid())
+
+
+@app.command()
+def preview(graph: str = typer.Argument(..., help="graph file, or a ready-made workflow name"),
+            limit: int = typer.Option(3, "-n", "--limit", help="records to run"),
+            node: str | None = typer.Option(None, "--node", help="show only this node's steps"),
+            as_json: bool = typer.Option(False, "--json", help="the records as JSON, for tools"),
+            overrides: list[str] | None = SetOption, endpoint: str | None = EndpointOption,
+            no_cache: bool = typer.Option(False, "--no-cache", help="do not read or write the response cache"),
+            ) -> None:
+    """Run a few records without writing a run directory; show each node's prompt, reply, edges, outputs."""
+    from .preview import preview as run_preview
+    from .preview_view import render_plain, render_rich
+    loaded = _load(graph, overrides, endpoint)
+    try:
+        records = run_preview(loaded, limit, node, use_cache=not no_cache)
+    except SynthloomError as error:
+        _fail(str(error))
+        return
+    if as_json:
+        print(json.dumps(records, indent=2, ensure_ascii=False, default=str))
+    elif console.is_terminal:
+        render_rich(records, console, show_outputs=node is None)
+    else:
+        print(render_plain(records, show_outputs=node is None))
 
 
 @app.command()

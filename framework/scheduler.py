@@ -27,6 +27,7 @@ from .node import Drop
 from .outputs import OutputShaper
 from .seeds import BadSeed, read_seeds, row_id
 from .stats import NodeStats
+from .trace import TRACES, RecordTrace, record_trace
 from .walk import GraphWalk, NodeFailure
 
 
@@ -50,6 +51,7 @@ class RunOptions:
     cache_dir: Path | None = None
     max_in_flight: int | None = None
     retry_base_delay: float = 0.5
+    trace: bool = False                 # write each record's node steps to traces.jsonl
     on_progress: Callable[[Runner], None] | None = None
 
 
@@ -69,6 +71,7 @@ class Runner:
                         for shaper in self.shapers}
         self.failed_writer = JsonlWriter(self.output_dir / FAILED)
         self.dropped_writer = JsonlWriter(self.output_dir / DROPPED)
+        self.trace_writer = JsonlWriter(self.output_dir / TRACES)
         self.journal = Journal(self.output_dir, graph.loaded.hash)
         self.counts = Counts()
         self.max_in_flight = self.options.max_in_flight or config.run.max_in_flight or self._default_in_flight()
@@ -93,7 +96,7 @@ class Runner:
         if self.options.resume:
             self.ctx.resume_done = self.journal.peek_done()
         await self._prepare()
-        data_files = [f"{name}.jsonl" for name in self.writers] + [FAILED, DROPPED]
+        data_files = [f"{name}.jsonl" for name in self.writers] + [FAILED, DROPPED, TRACES]
         try:
             self.journal.start(resume=self.options.resume, overwrite=self.options.overwrite,
                                data_files=data_files)
@@ -147,7 +150,8 @@ class Runner:
                     slots.release()
                     break
                 self.counts.seeded += 1
-                task = asyncio.create_task(self._process(record_id, item))
+                task = asyncio.create_task(self._traced(record_id, item) if self.options.trace
+                                           else self._process(record_id, item))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
                 task.add_done_callback(lambda _: slots.release())
@@ -215,6 +219,14 @@ class Runner:
         self.counts.written += 1
         self._settle(ok=True)
 
+    async def _traced(self, record_id: str, seed: dict[str, Any]) -> None:
+        """`--trace`: the record's node steps go to traces.jsonl once it has settled (a cancelled record,
+        redone by --resume, writes none), so every trace line's id is a journaled record's."""
+        trace = RecordTrace(record_id)
+        record_trace.set(trace)
+        await self._process(record_id, seed)
+        self.trace_writer.write(trace.lines())
+
     # -- outcomes ------------------------------------------------------------------------------------
 
     def _record_failure(self, record_id: str, seed: dict[str, Any], node: str, error: BaseException) -> None:
@@ -272,7 +284,7 @@ class Runner:
                 self.message = (self.message + f"; teardown of a node failed: {error}").strip("; ")
         await self.models.close()
         self.ended = time.time()
-        for writer in [*self.writers.values(), self.failed_writer, self.dropped_writer]:
+        for writer in [*self.writers.values(), self.failed_writer, self.dropped_writer, self.trace_writer]:
             writer.close()
         self.journal.close()
         self.ctx.close_pools()
