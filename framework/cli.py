@@ -125,9 +125,23 @@ def validate(graph: str, overrides: list[str] | None = SetOption,
 
 
 @app.command()
-def show(graph: str, overrides: list[str] | None = SetOption) -> None:
-    """Print the graph as Mermaid text."""
-    print(_load(graph, overrides, None).mermaid())
+def show(graph: str, overrides: list[str] | None = SetOption,
+         kind: str = typer.Option("mermaid", "--format", "-f", help="mermaid (text), html (a page) or svg"),
+         output: Path | None = typer.Option(None, "-o", "--output", help="write to this file, not stdout")) -> None:
+    """Show the graph: Mermaid text, a self-contained HTML page with its diagram, or the diagram as SVG."""
+    from .diagram import render_page, render_svg
+    renderers = {"mermaid": Graph.mermaid, "html": render_page, "svg": render_svg}
+    if kind not in renderers:
+        _fail(f"--format '{kind}' is not one of {', '.join(renderers)}")
+    text = renderers[kind](_load(graph, overrides, None))
+    if output is None:
+        print(text)
+        return
+    try:
+        output.write_text(text + "\n", encoding="utf-8")
+    except OSError as error:
+        _fail(f"cannot write {output}: {error.strerror or error}")
+    console.print(f"{kind} -> {output}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
