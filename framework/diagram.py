@@ -7,6 +7,7 @@ Every edge carries its `when:` condition and `max_visits`. Every name and condit
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from html import escape
 
@@ -21,6 +22,9 @@ COL_GAP = 36
 MARGIN = 20
 LABEL_H = 18
 LOOP_SPACE = 30     # how far right of the widest box a loop's curve bends, per loop
+ARROW = 8           # arrowhead length
+
+Curve = tuple[str, tuple[float, float], tuple[float, float]]   # SVG path, its end, a point it comes from
 
 
 @dataclass
@@ -82,7 +86,7 @@ def render_svg(graph: Graph) -> str:
         pair = (edge.source, edge.target)
         repeat = siblings[pair] = siblings.get(pair, -1) + 1
         path, (x, y), leftward = _forward(boxes[edge.source], boxes[edge.target], repeat)
-        paths.append(_path(edge, path))
+        paths.append(_path(edge, *path))
         if edge_label(edge):
             width = _label_width(edge)
             labels.append((x - width - 6 if leftward else x + 6, y, width, edge_label(edge)))
@@ -91,7 +95,7 @@ def render_svg(graph: Graph) -> str:
     for number, edge in enumerate(back, start=1):
         bend = right + LOOP_SPACE * number
         path, (x, y) = _loop(boxes[edge.source], boxes[edge.target], bend)
-        paths.append(_path(edge, path))
+        paths.append(_path(edge, *path))
         if edge_label(edge):
             labels.append((x + 4, y, _label_width(edge), edge_label(edge)))
     shift = max(0.0, MARGIN - min((left for left, _, _, _ in labels), default=MARGIN))
@@ -102,8 +106,6 @@ def render_svg(graph: Graph) -> str:
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="graph" viewBox="0 0 {width:.0f} {height:.0f}" '
              f'width="{width:.0f}" height="{height:.0f}" role="img" font-family="system-ui, sans-serif">',
              f"<title>{escape(graph.name)}</title>",
-             '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
-             'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#52606d"/></marker></defs>',
              f'<g transform="translate({shift:.1f},0)">', *paths]
     for box in boxes.values():
         parts.append(f'<g class="node"><rect x="{box.x:.1f}" y="{box.y:.1f}" width="{box.width:.1f}" '
@@ -125,18 +127,27 @@ def _label_width(edge: Edge) -> float:
     return len(edge_label(edge)) * CHAR_W + 8
 
 
-def _path(edge: Edge, path: str) -> str:
-    """An edge's curve: dashed when a condition decides whether it is taken."""
+def _path(edge: Edge, curve: str, tip: tuple[float, float], towards: tuple[float, float]) -> str:
+    """An edge's curve (dashed when a condition decides whether it is taken) and its arrowhead, drawn as
+    a triangle at `tip` pointing from `towards` (no markers: the page needs no url() references)."""
     style = ' stroke-dasharray="5 3"' if edge.when else ""
-    return (f'<path class="edge" d="{path}" fill="none" stroke="#52606d" stroke-width="1.4"{style} '
-            f'marker-end="url(#arrow)"><title>{escape(edge.source)} -&gt; {escape(edge.target)}</title></path>')
+    dx, dy = tip[0] - towards[0], tip[1] - towards[1]
+    length = math.hypot(dx, dy) or 1.0
+    ux, uy = dx / length, dy / length
+    back = (tip[0] - ARROW * ux, tip[1] - ARROW * uy)
+    half = ARROW / 2
+    corners = [tip, (back[0] - half * uy, back[1] + half * ux), (back[0] + half * uy, back[1] - half * ux)]
+    head = " ".join(f"{x:.1f},{y:.1f}" for x, y in corners)
+    return (f'<path class="edge" d="{curve}" fill="none" stroke="#52606d" stroke-width="1.4"{style}>'
+            f"<title>{escape(edge.source)} -&gt; {escape(edge.target)}</title></path>"
+            f'<polygon class="arrow" points="{head}" fill="#52606d"/>')
 
 
 def _subtitle(box: Box) -> str:
     return f"{box.kind} · {box.models}" if box.models else box.kind
 
 
-def _forward(source: Box, target: Box, repeat: int) -> tuple[str, tuple[float, float], bool]:
+def _forward(source: Box, target: Box, repeat: int) -> tuple[Curve, tuple[float, float], bool]:
     """From the bottom of the source to the top of the target; a repeated pair bows out to the side.
     Gives the path, the curve's middle, and whether it runs leftward (its label then goes on its left)."""
     x1, y1 = source.centre, source.y + BOX_H
@@ -145,15 +156,16 @@ def _forward(source: Box, target: Box, repeat: int) -> tuple[str, tuple[float, f
     middle_y = (y1 + y2) / 2
     path = (f"M{x1:.1f},{y1:.1f} C{x1 + bow:.1f},{middle_y:.1f} {x2 + bow:.1f},{middle_y:.1f} "
             f"{x2:.1f},{y2 - 1:.1f}")
-    return path, ((x1 + x2) / 2 + bow * 0.75, middle_y), x2 + bow < x1 - 1
+    curve = (path, (x2, y2 - 1), (x2 + bow, middle_y))
+    return curve, ((x1 + x2) / 2 + bow * 0.75, middle_y), x2 + bow < x1 - 1
 
 
-def _loop(source: Box, target: Box, bend: float) -> tuple[str, tuple[float, float]]:
+def _loop(source: Box, target: Box, bend: float) -> tuple[Curve, tuple[float, float]]:
     """A back edge (or a node's edge to itself): out of the source's right side, round to the target's."""
     x1, y1 = source.x + source.width, source.y + BOX_H / 2 + 6
     x2, y2 = target.x + target.width, target.y + BOX_H / 2 - 6
     path = f"M{x1:.1f},{y1:.1f} C{bend:.1f},{y1:.1f} {bend:.1f},{y2:.1f} {x2 + 1:.1f},{y2:.1f}"
-    return path, (0.75 * bend + 0.125 * (x1 + x2), (y1 + y2) / 2)
+    return (path, (x2 + 1, y2), (bend, y2)), (0.75 * bend + 0.125 * (x1 + x2), (y1 + y2) / 2)
 
 
 def render_page(graph: Graph) -> str:

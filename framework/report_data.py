@@ -17,9 +17,11 @@ from typing import Any
 from .errors import SynthloomError
 from .journal import DROPPED, FAILED, MANIFEST
 from .metrics import TEXT_SAMPLE, Diversity, Reservoir, StreamHistogram, measure, words
+from .trace import TRACES
 
 EXAMPLES = 10          # example records shown per output
 MAX_FIELDS = 12        # numeric metadata fields followed per output
+MAX_TRACE_STEPS = 200  # steps shown per traced record
 FALLBACK_TEXT_KEYS = ("text", "output", "response", "answer", "completion")
 
 
@@ -95,6 +97,7 @@ class OutputSummary:
     rejected_lengths: StreamHistogram = field(default_factory=StreamHistogram)
     numbers: dict[str, StreamHistogram] = field(default_factory=dict)
     examples: list[dict[str, str]] = field(default_factory=list)
+    example_ids: list[str | None] = field(default_factory=list)   # metadata.id of each example record
     diversity: Diversity | None = None
 
 
@@ -105,6 +108,9 @@ def summarise_output(path: Path, name: str) -> OutputSummary:
         summary.records += 1
         if len(summary.examples) < EXAMPLES:
             summary.examples.append(example_row(record))
+            metadata = record.get("metadata")
+            summary.example_ids.append(str(metadata["id"]) if isinstance(metadata, dict) and "id" in metadata
+                                       else None)
         found = main_text(record)
         if found:
             summary.text_field = summary.text_field or found[0]
@@ -135,6 +141,18 @@ def _read_jsonl(path: Path, summary: OutputSummary | None = None) -> Iterator[di
                 summary.unreadable += 1
 
 
+def read_traces(path: Path, ids: set[str], max_steps: int = MAX_TRACE_STEPS) -> dict[str, list[dict[str, Any]]]:
+    """The trace lines (traces.jsonl, from `run --trace`) of the records `ids`, in step order."""
+    steps: dict[str, list[dict[str, Any]]] = {}
+    for row in _read_jsonl(path):
+        record_id = row.get("id")
+        if isinstance(record_id, str) and record_id in ids and len(steps.setdefault(record_id, [])) < max_steps:
+            steps[record_id].append(row)
+    for rows in steps.values():
+        rows.sort(key=lambda row: row["step"] if isinstance(row.get("step"), int) else 0)
+    return steps
+
+
 @dataclass
 class RunSummary:
     directory: Path
@@ -142,6 +160,7 @@ class RunSummary:
     outputs: list[OutputSummary]
     failed: list[dict[str, Any]]
     dropped: list[dict[str, Any]]
+    traces: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # example records' steps
 
     @property
     def counts(self) -> dict[str, Any]:
@@ -183,7 +202,9 @@ def read_run(directory: str | Path) -> RunSummary:
     _keep_dicts(manifest["counts"], ("outputs", "drop_reasons", "failure_types"))
     names = [str(name) for name in manifest["counts"]["outputs"] if _plain_name(str(name))]
     outputs = [summarise_output(directory / f"{name}.jsonl", name) for name in names]
-    return RunSummary(directory, manifest, outputs, _first(directory / FAILED), _first(directory / DROPPED))
+    shown = {record_id for output in outputs for record_id in output.example_ids if record_id is not None}
+    return RunSummary(directory, manifest, outputs, _first(directory / FAILED), _first(directory / DROPPED),
+                      read_traces(directory / TRACES, shown))
 
 
 def _plain_name(name: str) -> bool:
