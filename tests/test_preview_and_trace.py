@@ -98,7 +98,9 @@ def test_run_trace_writes_one_line_per_step(fake_llm: Callable[..., FakeOpenAI],
 def test_run_without_trace_writes_no_traces(fake_llm: Callable[..., FakeOpenAI],
                                             write_graph: Callable[..., Path], tmp_path: Path) -> None:
     graph = write_graph(loop_graph(scripted(fake_llm)), SEEDS[:1])
-    synthloom.run(graph, tmp_path / "out")
+    synthloom.run(graph, tmp_path / "out", trace=True)
+    assert (tmp_path / "out" / "traces.jsonl").exists()
+    synthloom.run(graph, tmp_path / "out", overwrite=True)  # a stale trace would belong to another run
     assert not (tmp_path / "out" / "traces.jsonl").exists()
 
 
