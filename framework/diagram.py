@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from html import escape
 
 import networkx as nx
+from markupsafe import Markup
 
 from .graph import Edge, Graph
+from .pages import render_page as render_template
 
 CHAR_W = 7.2        # width of a character at the 12-13px font used, for sizing boxes and labels
 BOX_H = 46
@@ -170,10 +172,6 @@ def _loop(source: Box, target: Box, bend: float) -> tuple[Curve, tuple[float, fl
 
 def render_page(graph: Graph) -> str:
     """A self-contained HTML page: the diagram, then the nodes, edges, seed and outputs as tables."""
-    from markupsafe import Markup
-
-    from .pages import render_page as render
-
     source = graph.config.seed.source
     nodes = [{"name": name, "type": str(graph.config.nodes[name]["type"]), "models": ", ".join(sorted(node.models())),
               "reads": ", ".join(sorted(node.reads())), "writes": ", ".join(sorted(node.writes()))}
@@ -184,5 +182,5 @@ def render_page(graph: Graph) -> str:
                for output in graph.config.outputs]
     seed = ", ".join(f"{key}: {value}" for key, value in source.model_dump(exclude_none=True).items()
                     if not isinstance(value, (list, dict)))
-    return render("graph.html", name=graph.name, description=graph.config.description or "",
+    return render_template("graph.html", name=graph.name, description=graph.config.description or "",
                   svg=Markup(render_svg(graph)), nodes=nodes, edges=edges, outputs=outputs, seed=seed)

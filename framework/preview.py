@@ -11,6 +11,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from .api import load
 from .context import RecordUsage, RunContext, record_usage
 from .errors import ConfigError, SynthloomError
 from .graph import Graph
@@ -33,7 +34,6 @@ async def apreview(graph: Graph | str | Path, n: int = 3, node: str | None = Non
                    use_cache: bool = True) -> list[dict[str, Any]]:
     """`preview` inside a running event loop (a notebook cell can `await` it)."""
     if not isinstance(graph, Graph):
-        from .api import load
         graph = load(graph)
     if node is not None and node not in graph.nodes:
         raise ConfigError(f"--node '{node}' is not a node of {graph.name} (nodes: {', '.join(graph.nodes)})")

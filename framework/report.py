@@ -16,6 +16,8 @@ from typing import Any
 
 from markupsafe import Markup
 
+from .api import load
+from .diagram import render_svg
 from .graph import Graph
 from .metrics import PAIR_SAMPLE, TEXT_SAMPLE, StreamHistogram
 from .pages import render_page
@@ -33,7 +35,6 @@ def build_report(output_dir: str | Path, compare: str | Path | None = None,
     picture); return its path."""
     runs = [read_run(output_dir)] + ([read_run(compare)] if compare is not None else [])
     if graph is not None and not isinstance(graph, Graph):
-        from .api import load
         graph = load(graph)
     path = Path(output_dir) / REPORT
     try:
@@ -100,7 +101,6 @@ class Histogram:
 
 
 def render(runs: Sequence[RunSummary], graph: Graph | None = None) -> str:
-    from .diagram import render_svg
     first = runs[0].manifest
     return render_page(
         "report.html", runs=runs, compare=len(runs) > 1, colors=COLORS,
