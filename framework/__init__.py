@@ -5,13 +5,14 @@ from .errors import ConfigError, ModelCallError, RecordError, RunAborted, Synthl
 from .graph import Graph
 from .models.base import Completion, LLMRequest
 from .node import ANY_KEY, Drop, Node, NodeParams, node
+from .preview import apreview, preview
 from .report import build_report
 from .scheduler import Runner, RunOptions
 
 __all__ = [
     "ANY_KEY", "Completion", "ConfigError", "Drop", "Graph", "LLMRequest", "ModelCallError", "Node",
     "NodeParams", "RecordError", "RunAborted", "RunContext", "RunOptions", "RunResult", "Runner",
-    "SynthloomError", "arun", "build_report", "load", "load_dataset", "node", "read_manifest", "read_records",
-    "run",
+    "SynthloomError", "apreview", "arun", "build_report", "load", "load_dataset", "node", "preview",
+    "read_manifest", "read_records", "run",
 ]
 __version__ = "0.1.0"

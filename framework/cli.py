@@ -60,6 +60,7 @@ def run(graph: str = typer.Argument(..., help="graph file, or a ready-made workf
         no_cache: bool = typer.Option(False, "--no-cache", help="do not read or write the response cache"),
         max_in_flight: int | None = typer.Option(None, help="records open at once"),
         shard: str | None = typer.Option(None, help="k/n: run only shard k of n of the seed (by id hash)"),
+        trace: bool = typer.Option(False, "--trace", help="write each node step to <output>/traces.jsonl"),
         quiet: bool = typer.Option(False, "-q", "--quiet", help="no progress bar")) -> None:
     """Run a graph and write its records to the output directory."""
     if shard:
@@ -73,7 +74,7 @@ def run(graph: str = typer.Argument(..., help="graph file, or a ready-made workf
     progress = LiveProgress(total) if not quiet else None
     options = RunOptions(limit=limit, resume=resume, overwrite=overwrite, use_cache=not no_cache,
                          max_in_flight=max_in_flight, retry_failed=not no_retry_failed,
-                         on_progress=progress.update if progress else None)
+                         on_progress=progress.update if progress else None, trace=trace)
     try:
         runner = Runner(loaded, output_dir, options)
     except SynthloomError as error:
@@ -176,9 +177,48 @@ def validate(graph: str, overrides: list[str] | None = SetOption,
 
 
 @app.command()
-def show(graph: str, overrides: list[str] | None = SetOption) -> None:
-    """Print the graph as Mermaid text."""
-    print(_load(graph, overrides, None).mermaid())
+def show(graph: str, overrides: list[str] | None = SetOption,
+         kind: str = typer.Option("mermaid", "--format", "-f", help="mermaid (text), html (a page) or svg"),
+         output: Path | None = typer.Option(None, "-o", "--output", help="write to this file, not stdout")) -> None:
+    """Show the graph: Mermaid text, a self-contained HTML page with its diagram, or the diagram as SVG."""
+    from .diagram import render_page, render_svg
+    renderers = {"mermaid": Graph.mermaid, "html": render_page, "svg": render_svg}
+    if kind not in renderers:
+        _fail(f"--format '{kind}' is not one of {', '.join(renderers)}")
+    text = renderers[kind](_load(graph, overrides, None))
+    if output is None:
+        print(text)
+        return
+    try:
+        output.write_text(text + "\n", encoding="utf-8")
+    except OSError as error:
+        _fail(f"cannot write {output}: {error.strerror or error}")
+    console.print(f"{kind} -> {output}", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def preview(graph: str = typer.Argument(..., help="graph file, or a ready-made workflow name"),
+            limit: int = typer.Option(3, "-n", "--limit", help="records to run"),
+            node: str | None = typer.Option(None, "--node", help="show only this node's steps"),
+            as_json: bool = typer.Option(False, "--json", help="the records as JSON, for tools"),
+            overrides: list[str] | None = SetOption, endpoint: str | None = EndpointOption,
+            no_cache: bool = typer.Option(False, "--no-cache", help="do not read or write the response cache"),
+            ) -> None:
+    """Run a few records without writing a run directory; show each node's prompt, reply, edges, outputs."""
+    from .preview import preview as run_preview
+    from .preview_view import render_plain, render_rich
+    loaded = _load(graph, overrides, endpoint)
+    try:
+        records = run_preview(loaded, limit, node, use_cache=not no_cache)
+    except SynthloomError as error:
+        _fail(str(error))
+        return
+    if as_json:
+        print(json.dumps(records, indent=2, ensure_ascii=False, default=str))
+    elif console.is_terminal:
+        render_rich(records, console, show_outputs=node is None)
+    else:
+        print(render_plain(records, show_outputs=node is None))
 
 
 @app.command()
@@ -254,11 +294,12 @@ def serve_command(port: int = typer.Option(8765, help="port (0 picks a free one)
 
 @app.command()
 def report(output_dir: Path = typer.Argument(..., help="a run's output directory"),
-           compare: Path | None = typer.Option(None, "--compare", help="another run's dir, side by side")) -> None:
-    """Write <output dir>/report.html: counts, drops, histograms, diversity, cost, examples."""
+           compare: Path | None = typer.Option(None, "--compare", help="another run's dir, side by side"),
+           graph: str | None = typer.Option(None, "--graph", help="the run's graph file, to draw it")) -> None:
+    """Write <output dir>/report.html: counts, drops, histograms, diversity, cost, examples, traces."""
     from .report import build_report
     try:
-        path = build_report(output_dir, compare)
+        path = build_report(output_dir, compare, graph)
     except SynthloomError as error:
         _fail(str(error))
         return

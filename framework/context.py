@@ -13,6 +13,7 @@ from .models.base import Completion, LLMRequest
 from .models.pool import ModelPool
 from .pool import POOL_DIR, RecordPool
 from .stats import NodeStats
+from .trace import current_step
 
 T = TypeVar("T")
 
@@ -54,7 +55,15 @@ class RunContext:
 
     async def complete(self, node: str, model: str, request: LLMRequest) -> Completion:
         stats = self.stats_for(node)
-        completion = await self.models.complete(model, request, stats.usage)
+        step = current_step.get()
+        try:
+            completion = await self.models.complete(model, request, stats.usage)
+        except Exception as error:
+            if step is not None:
+                step.add_call(model, request, None, error)
+            raise
+        if step is not None:
+            step.add_call(model, request, completion)
         usage = record_usage.get()
         if usage is not None:
             usage.calls += 1

@@ -27,6 +27,7 @@ JOURNAL = "journal.jsonl"
 FAILED = "failed.jsonl"
 DROPPED = "dropped.jsonl"
 MANIFEST = "manifest.json"
+TRACES = "traces.jsonl"
 LOCK = ".synthloom.lock"
 
 WRITTEN = "written"
@@ -189,7 +190,10 @@ def _counts_as_done(status: Any, retry_failed: bool) -> bool:
     return status in (WRITTEN, DROPPED_STATUS) or (status == FAILED_STATUS and not retry_failed)
 
 
-def _status_of_file(name: str) -> str:
+def _status_of_file(name: str) -> str | None:
+    """Which journaled outcome a data file's lines belong to; None: any (traces of every settled record)."""
+    if name == TRACES:
+        return None
     return {FAILED: FAILED_STATUS, DROPPED: DROPPED_STATUS}.get(name, WRITTEN)
 
 
@@ -201,7 +205,7 @@ def _line_id(row: Any) -> Any:
     return row.get("id")
 
 
-def _keep_lines_of(path: Path, status: str, statuses: dict[str, str]) -> int:
+def _keep_lines_of(path: Path, status: str | None, statuses: dict[str, str]) -> int:
     """Keep the lines of records whose journaled outcome is this file's; drop the rest (records that run
     again, or a failure that a retry turned into a written record). Returns how many lines stay."""
     if not path.exists():
@@ -214,7 +218,8 @@ def _keep_lines_of(path: Path, status: str, statuses: dict[str, str]) -> int:
                 record_id = _line_id(json.loads(line))
             except json.JSONDecodeError:
                 continue
-            if record_id is not None and statuses.get(str(record_id)) == status:
+            outcome = statuses.get(str(record_id)) if record_id is not None else None
+            if outcome is not None and status in (None, outcome):
                 target.write(line if line.endswith("\n") else line + "\n")
                 kept_lines += 1
     os.replace(temporary, path)

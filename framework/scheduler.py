@@ -38,6 +38,7 @@ from .outputs import OutputShaper
 from .run_lock import RunLock
 from .seeds import BadSeed, read_seeds, row_id
 from .stats import NodeStats
+from .trace import TRACES, RecordTrace, record_trace
 from .walk import GraphWalk, NodeFailure
 
 
@@ -64,6 +65,8 @@ class RunOptions:
     retry_base_delay: float = 0.5
     retry_failed: bool = True
     """On --resume, run again the records that failed (False: keep them failed)."""
+    trace: bool = False
+    """Write each record's node steps (rendered input, output, edges, tokens) to traces.jsonl."""
     on_progress: Callable[[Runner], None] | None = None
     manifest_every_s: float = 5.0
     """How often manifest.json is rewritten while the run goes on, so a kill -9 loses little of its figures."""
@@ -85,6 +88,7 @@ class Runner:
                         for shaper in self.shapers}
         self.failed_writer = JsonlWriter(self.output_dir / FAILED)
         self.dropped_writer = JsonlWriter(self.output_dir / DROPPED)
+        self.trace_writer = JsonlWriter(self.output_dir / TRACES)
         self.journal = Journal(self.output_dir, graph.loaded.hash)
         self.lock = RunLock(self.output_dir)
         self.output_counts: dict[str, int] = dict.fromkeys(self.writers, 0)
@@ -114,7 +118,7 @@ class Runner:
         if options.resume:
             self.ctx.resume_done = self.journal.peek_done(options.retry_failed)
         await self._prepare()
-        data_files = [f"{name}.jsonl" for name in self.writers] + [FAILED, DROPPED]
+        data_files = [f"{name}.jsonl" for name in self.writers] + [FAILED, DROPPED, TRACES]
         try:
             self.lock.acquire()
             if options.resume and not options.overwrite:
@@ -174,7 +178,8 @@ class Runner:
                     slots.release()
                     break
                 self.counts.seeded += 1
-                task = asyncio.create_task(self._process(record_id, item))
+                task = asyncio.create_task(self._traced(record_id, item) if self.options.trace
+                                           else self._process(record_id, item))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
                 task.add_done_callback(lambda _: slots.release())
@@ -249,6 +254,17 @@ class Runner:
             return
         self.counts.written += 1
         self._settle(ok=True)
+
+    async def _traced(self, record_id: str, seed: dict[str, Any]) -> None:
+        """`--trace`: the record's node steps go to traces.jsonl once it has settled (a cancelled record,
+        redone by --resume, writes none), so every trace line's id is a journaled record's."""
+        trace = RecordTrace(record_id)
+        record_trace.set(trace)
+        await self._process(record_id, seed)
+        try:
+            self.trace_writer.write(trace.lines())
+        except OutputWriteError as error:
+            self._stop_on_write_error(error)
 
     # -- outcomes ------------------------------------------------------------------------------------
 
@@ -362,7 +378,7 @@ class Runner:
                 self.message = (self.message + f"; teardown of a node failed: {error}").strip("; ")
         await self.models.close()
         self.ended = time.time()
-        for writer in [*self.writers.values(), self.failed_writer, self.dropped_writer]:
+        for writer in [*self.writers.values(), self.failed_writer, self.dropped_writer, self.trace_writer]:
             writer.close()
         self.journal.close()
         self.ctx.close_pools()

@@ -13,6 +13,7 @@ from .context import RunContext
 from .errors import RecordError
 from .graph import Edge, Graph
 from .node import Drop
+from .trace import current_step, record_trace
 
 
 class NodeFailure(Exception):
@@ -61,21 +62,47 @@ class GraphWalk:
 
     def _next_nodes(self, edges: list[Edge], state: dict[str, Any], traversals: Counter[int],
                     node: str) -> list[str]:
+        trace = record_trace.get()
+        step = trace.last_step(self.graph.nodes[node].name) if trace else None
         targets: list[str] = []
         for edge in edges:
             if edge.max_visits is not None and traversals[edge.index] >= edge.max_visits:
+                if step:
+                    step.add_edge(edge, None, False, f"max_visits {edge.max_visits} reached")
                 continue
+            value = None
             if edge.when is not None:
                 try:
-                    if not edge.when.holds(state):
-                        continue
+                    value = edge.when.holds(state)
                 except RecordError as error:
                     raise NodeFailure(self.graph.nodes[node].name, error) from None
+                if step:
+                    step.add_edge(edge, value, value, f"when is {value}")
+                if not value:
+                    continue
+            elif step:
+                step.add_edge(edge, None, True, "unconditional")
             traversals[edge.index] += 1
             targets.append(edge.target)
         return targets
 
     async def _step(self, name: str, state: dict[str, Any]) -> dict[str, Any] | Drop | None:
+        trace = record_trace.get()
+        if trace is None:
+            return await self._run_node(name, state)
+        step = trace.begin(self.graph.nodes[name], str(self.graph.config.nodes[name]["type"]), state)
+        token = current_step.set(step)
+        try:
+            result = await self._run_node(name, state)
+        except NodeFailure as failure:
+            step.fail(failure.error)
+            raise
+        finally:
+            current_step.reset(token)
+        step.finish(result)
+        return result
+
+    async def _run_node(self, name: str, state: dict[str, Any]) -> dict[str, Any] | Drop | None:
         node = self.graph.nodes[name]
         stats = self.ctx.stats_for(node.name)
         started = time.perf_counter()

@@ -32,14 +32,14 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any, Literal
 
-import textstat
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from synthloom.context import RunContext
 from synthloom.errors import RecordError
 from synthloom.generate import generate
+from synthloom.metrics import compression_ratio as corpus_compression_ratio
+from synthloom.metrics import distinct_n as corpus_distinct_n
+from synthloom.metrics import flesch_reading_ease, warm_up_readability
 from synthloom.node import Node, NodeParams
-from synthloom.report_metrics import compression_ratio as corpus_compression_ratio
-from synthloom.report_metrics import distinct_n as corpus_distinct_n
 from synthloom.structured import OutputSchema
 
 DEFAULT_REFUSAL_MARKERS = [
@@ -141,9 +141,7 @@ class Tagger(Node):
         return {self.p.llm.model} if self.p.llm else set()
 
     async def setup(self, ctx: RunContext) -> None:
-        # textstat reads its pronunciation dictionary (~1 s) on first use; done once here, not by every
-        # worker thread of the first concurrent records at the same time
-        await asyncio.to_thread(textstat.flesch_reading_ease, "Warm up.")
+        await asyncio.to_thread(warm_up_readability)
 
     async def run(self, state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
         text = state[self.p.field]
@@ -197,11 +195,15 @@ def text_tags(text: str, refusal_markers: list[str] = DEFAULT_REFUSAL_MARKERS) -
         "duplicate_line_ratio": duplicate_line_ratio(text),
         "top_2gram_char_share": top_ngram_char_share(words, 2, len(text)),
         "compression_ratio": compression_ratio(text),
-        "flesch_reading_ease": round(textstat.flesch_reading_ease(text), 2) if words else None,
+        "flesch_reading_ease": _rounded(flesch_reading_ease(text)),
         "language": detect_language(words),
         "refusal": is_refusal(text, refusal_markers),
         "truncated": is_truncated(text),
     }
+
+
+def _rounded(value: float | None) -> float | None:
+    return round(value, 2) if value is not None else None
 
 
 def count_sentences(text: str) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import synthloom
 from synthloom import Drop, node
-from synthloom.report_metrics import (
+from synthloom.metrics import (
     Reservoir,
     StreamHistogram,
     distinct_n,
@@ -214,3 +214,39 @@ def test_embedding_diversity_with_the_real_model() -> None:
     assert embedding_diversity(["the cat sat", "the cat sat"]) == pytest.approx(0.0, abs=1e-4)
     far = embedding_diversity(["the cat sat on the mat", "quarterly revenue rose by nine percent"])
     assert far is not None and far > 0.5
+
+
+# -- traces and the graph picture --------------------------------------------------------------------
+
+def test_report_links_each_example_to_its_trace_and_escapes_it(
+        fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    server = fake_llm(script=[(".", lambda body: RUN_A[last_user_text(body)])])
+    graph = write_graph(report_graph(server), SEEDS)
+    result = synthloom.run(graph, tmp_path / "traced", use_cache=False, trace=True)
+    page = synthloom.build_report(tmp_path / "traced", graph=graph).read_text(encoding="utf-8")
+    ids = [row["metadata"]["id"] for row in result.records("sft")]
+    links = re.findall(r'<a href="#(trace-0-\d+)">(\d+)</a>', page)
+    assert [number for _, number in links] == ["1", "2", "3"]
+    for (anchor, _), record_id in zip(links, ids, strict=True):
+        block = page[page.index(f'id="{anchor}"'):]
+        block = block[:block.index("</table>")]
+        assert f"record {record_id}" in block
+        assert "<td>answer (llm)</td>" in block and "<td>dedup (tests.test_report:exact_dedup)</td>" in block
+    assert "user: &lt;script&gt;alert(1)&lt;/script&gt;" in page  # a rendered request, escaped
+    assert "<script" not in page.lower() and "default-src 'none'" in page
+    assert set(re.findall(r'\bhref="([^"]*)"', page)) == {f"#{anchor}" for anchor, _ in links}  # in-page only
+    assert not re.search(r"\bsrc\s*=|@import|url\(|<link", page, re.I)
+    # the graph picture, drawn by `show --format svg`, with every node
+    svg = page[page.index("<svg xmlns"):]
+    svg = svg[:svg.index("</svg>")]
+    assert all(f">{name}</text>" in svg for name in ("answer", "check", "dedup"))
+
+
+def test_cli_report_draws_the_graph(make_run: Callable[[dict[str, str], str], Path], tmp_path: Path) -> None:
+    run = make_run(RUN_A, "a")
+    done = subprocess.run([sys.executable, "-m", "synthloom.cli", "report", str(run), "--graph",
+                           str(tmp_path / "a.yaml")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    page = (run / "report.html").read_text(encoding="utf-8")
+    assert "<h2>Graph</h2>" in page and 'class="graph"' in page
+    assert "Traces of the example records" not in page and "href=" not in page  # no --trace, no links
