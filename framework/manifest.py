@@ -43,7 +43,8 @@ def build_manifest(runner: Runner) -> dict[str, Any]:
         },
         "max_in_flight": runner.max_in_flight,
         "nodes": {name: stats.as_dict() for name, stats in runner.ctx.node_stats.items()},
-        "models": {name: usage.as_dict() for name, usage in runner.models.usage.items()},
+        "models": {name: {**usage.as_dict(), **runner.models.adaptations(name)}
+                   for name, usage in runner.models.usage.items()},
         "concurrency": runner.models.concurrency(),
         "cache": ({"path": str(cache.path), "hits": cache.hits, "misses": cache.misses} if cache else None),
     }
