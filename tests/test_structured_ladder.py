@@ -86,6 +86,8 @@ async def test_auto_walks_the_whole_ladder_down_to_the_prompt(
     assert result.manifest["counts"]["written"] == 4
     assert server.requests == 3 + 4 and server.statuses[400] == 3
     assert kinds(server) == ["json_schema", "json_object", "guided_json"] + ["prompt"] * 4
+    assert json.dumps(VERDICT) not in server.bodies[1]["messages"][-1]["content"]
+    assert json.dumps(VERDICT) in server.bodies[2]["messages"][-1]["content"]  # guided_json may be ignored
     last_user = server.bodies[-1]["messages"][-1]["content"]
     assert last_user.startswith("Tell me about topic ") and json.dumps(VERDICT) in last_user
     structured = result.manifest["models"]["w"]["structured"]

@@ -103,7 +103,7 @@ class OpenAIClient:
             body["messages"] = list(request.messages or ())
             path = "/chat/completions"
         if request.json_schema is not None:
-            apply_mode(self.structured.mode, body, request.json_schema)
+            apply_mode(self.structured.mode, body, request.json_schema, state_schema=self.structured.states_schema)
         return path, body
 
     async def complete(self, request: LLMRequest) -> Completion:

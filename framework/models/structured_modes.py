@@ -30,8 +30,11 @@ def schema_instruction(schema: dict[str, Any]) -> str:
     return f"Answer with only a JSON object matching this JSON Schema: {json.dumps(schema)}"
 
 
-def apply_mode(mode: StructuredMode, body: dict[str, Any], schema: dict[str, Any]) -> None:
-    """Add the schema to a request body the way `mode` says."""
+def apply_mode(mode: StructuredMode, body: dict[str, Any], schema: dict[str, Any], *,
+               state_schema: bool = False) -> None:
+    """Add the schema to a request body the way `mode` says; with `state_schema`, in the prompt too."""
+    if state_schema and mode != "prompt":
+        apply_mode("prompt", body, schema)
     if mode == "json_schema":
         body["response_format"] = {"type": "json_schema",
                                    "json_schema": {"name": "output", "schema": schema, "strict": True}}
@@ -90,6 +93,12 @@ class StructuredLadder:
             log.warning("model '%s': the server refused %s structured output; using %s for the rest of the run "
                         "(set models.%s.structured to choose)", self.model, mode, self.mode, self.model)
         return True
+
+    @property
+    def states_schema(self) -> bool:
+        """`auto`'s guided_json step also puts the schema in the prompt: many servers silently ignore a
+        field they do not know, and then nothing else would tell the model what to write."""
+        return self.auto and self.mode == "guided_json"
 
     def status(self) -> dict[str, Any] | None:
         """For the manifest: the mode in use, and what was given up and why (None if never used)."""
