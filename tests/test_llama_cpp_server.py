@@ -113,3 +113,22 @@ def test_sycophancy_through_llama_cpp_server(llama_cpp_server: str, tmp_path: Pa
     manifest = run_workflow("sycophancy", llama_cpp_server, tmp_path / "sy", "nodes.known_only.when=\"True\"")
     sft = records(tmp_path / "sy" / "sft.jsonl")
     assert len(sft) == manifest["counts"]["outputs"]["sft"] == 3
+
+
+def test_micro_batching_on_a_server_without_prompt_lists(llama_cpp_server: str, tmp_path: Path) -> None:
+    """llama-cpp-python's server answers a prompt list with a bare 500: the model goes to single prompts."""
+    graph = tmp_path / "batch.yaml"
+    graph.write_text(json.dumps({
+        "name": "batch", "seed": {"source": {"type": "none"}},
+        "models": {"default": {"backend": "local", "batch_size": 4, "batch_wait_ms": 500,
+                               "params": {"max_tokens": 8, "temperature": 0}}},
+        "nodes": {"fruit": {"type": "llm", "prompt": "Item {{ index }}: a fruit is", "output": "fruit"}}}))
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "synthloom.cli", "run", str(graph), "-n", "4", "--endpoint",
+                           llama_cpp_server, "-o", str(out), "-q", "--no-cache"], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["written"] == 4 and manifest["counts"]["failed"] == 0
+    assert manifest["models"]["default"]["batching"]["batch_size"] == 1
+    assert done.stderr.count("refused a list") == 1

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 import synthloom
+from synthloom.models.openai_http import is_retryable
+from synthloom.models.structured_modes import fields_named
 
 from tests.conftest import model_spec
 from tests.fixture_server import FakeOpenAI, example_for_schema
@@ -213,3 +215,28 @@ def test_structured_setting_is_checked(write_graph: Callable[..., Path]) -> None
     with pytest.raises(synthloom.ConfigError, match="structured"):
         synthloom.load(write_graph(spec, SEEDS[:1]))
 
+
+
+BODY = {"model": "m", "messages": [], "n": 2, "temperature": 0.7, "max_tokens": 64,
+        "response_format": {"type": "json_schema"}}
+
+
+@pytest.mark.parametrize(("message", "named"), [
+    ("1 validation error: {'loc': ('body', 'response_format', 'type'), 'msg': \"Input should be 'text'\"}",
+     {"response_format"}),
+    ("Invalid parameter: 'response_format' of type 'json_schema' is not supported with this model.",
+     {"response_format"}),
+    ("Invalid value for 'temperature': expected a number <= 2", {"temperature"}),
+    ("max_tokens is too large: 99999", {"max_tokens"}),
+    ("model overloaded, n/a, try again", set()),
+    ("injected fault 500", set()),
+])
+def test_which_fields_a_server_message_names(message: str, named: set[str]) -> None:
+    assert fields_named(message, BODY) == named
+
+
+@pytest.mark.parametrize(("status", "retried"), [(500, False), (501, False), (502, True), (503, True),
+                                                 (504, True)])
+def test_only_a_500_or_501_naming_a_field_is_final(status: int, retried: bool) -> None:
+    assert is_retryable(status, frozenset({"response_format"})) is retried
+    assert is_retryable(status)

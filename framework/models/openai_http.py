@@ -40,9 +40,10 @@ log = logging.getLogger("synthloom.models")
 
 
 def is_retryable(status: int, fields: frozenset[str] = frozenset()) -> bool:
-    """429s, timeouts-like 4xx and every 5xx, unless the 5xx names a request field: that one is a refusal
-    (llama-cpp-python answers an unsupported `response_format` with a 500) and would fail again."""
-    return status in RETRYABLE_STATUS or (500 <= status <= 599 and not fields)
+    """429s, timeout-like 4xx and every 5xx, except a 500/501 naming a request field: that is a refusal
+    (llama-cpp-python answers an unsupported `response_format` with a 500) and would fail again. 502-504
+    come from gateways and busy servers whatever they say, and stay retried."""
+    return status in RETRYABLE_STATUS or (500 <= status <= 599 and not (fields and status in (500, 501)))
 
 
 class RequestRefused(ModelCallError):

@@ -20,9 +20,6 @@ FIELD: dict[str, str] = {"json_schema": "response_format", "json_object": "respo
                          "guided_json": "guided_json"}
 """The request field each mode adds; a refusal naming it moves `auto` down the ladder."""
 
-GENERIC_FIELDS = {"model", "messages", "prompt"}
-"""Words too common in server messages ("model overloaded") to read as naming a field in free text."""
-
 log = logging.getLogger("synthloom.models")
 
 
@@ -61,11 +58,13 @@ def mode_of(body: dict[str, Any]) -> StructuredMode:
 
 
 def fields_named(message: str, body: dict[str, Any]) -> frozenset[str]:
-    """The request fields a server's error message names: any body key in a validation error's location
-    (pydantic/FastAPI `('body', 'response_format', ...)`), or a less common key as a word in free text."""
+    """The request fields a server's error message names: a body key in a validation error's location
+    (pydantic/FastAPI `('body', 'response_format', ...)`), a key in quotes or backticks, or a key with an
+    underscore as a word. A bare common word ("model overloaded", "n/a") does not count."""
     named = {match for match in re.findall(r"""['"]body['"]\s*,\s*['"](\w+)['"]""", message) if match in body}
     for key in body:
-        if key not in GENERIC_FIELDS and re.search(rf"(?<![\w-]){re.escape(key)}(?![\w-])", message):
+        quoted = re.search(rf"""['"`]{re.escape(key)}['"`]""", message)
+        if quoted or ("_" in key and re.search(rf"(?<![\w-]){re.escape(key)}(?![\w-])", message)):
             named.add(key)
     return frozenset(named)
 
