@@ -168,6 +168,23 @@ async def test_a_server_without_prompt_lists_gets_single_prompts(
     assert len(fallback_warnings(caplog)) == 1
 
 
+async def test_a_refused_schema_in_a_batch_steps_down_and_keeps_batching(
+        fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    """A list refused for its response_format is the ladder's business, not a sign lists are refused."""
+    server = fake_llm(refuse_json_schema=True)
+    spec = one_node_graph({"w": model_spec(server, endpoint="completions", batch_size=4, batch_wait_ms=300,
+                                           max_concurrency=4)},
+                          messages=None, prompt="Rate {{ topic }}:", output_schema=VERDICT, output=None)
+    spec["run"] = {"max_in_flight": 4}
+    result = await synthloom.arun(write_graph(spec, SEEDS[:12]), tmp_path / "out", retry_base_delay=0.001)
+    assert result.manifest["counts"]["written"] == 12
+    assert server.requests == 1 + 3 and server.statuses[500] == 1  # one refused list, then lists of 4
+    assert [len(body["prompt"]) for body in server.bodies] == [4, 4, 4, 4]
+    assert kinds(server) == ["json_schema"] + ["json_object"] * 3
+    assert "batching" not in result.manifest["models"]["w"]
+    assert result.manifest["models"]["w"]["structured"]["fell_back_from"] == ["json_schema"]
+
+
 async def test_a_raw_prompt_with_a_schema_is_sampled_again(fake_llm: Callable[..., FakeOpenAI],
                                                            write_graph: Callable[..., Path], tmp_path: Path) -> None:
     """/v1/completions on llama.cpp ignores response_format: a reply that does not parse is asked for again,

@@ -136,9 +136,8 @@ class OpenAIClient:
             try:
                 return await self._with_retries("/completions", body, refusal_is_final=True)
             except ModelCallError as error:
-                refused_structure = isinstance(error, RequestRefused) and FIELD.get(self.structured.mode, "") \
-                    in error.fields
-                if error.status not in LIST_REFUSAL_STATUS or refused_structure:
+                refused_structure = isinstance(error, RequestRefused) and FIELD.get(mode_of(body), "") in error.fields
+                if error.status not in LIST_REFUSAL_STATUS or refused_structure:  # the ladder's business
                     raise
                 refusal = error
         else:
