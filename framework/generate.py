@@ -1,5 +1,6 @@
 """One LLM generation as nodes need it: messages in, text (or a schema-checked object) out, with the
-model shown its mistake and asked again when a structured reply does not parse."""
+model shown its mistake and asked again when a structured reply does not parse. A raw prompt is the
+user's own text, so a bad reply to it is not answered in it: the prompt is sampled again instead."""
 from __future__ import annotations
 
 from typing import Any
@@ -8,6 +9,10 @@ from .context import RunContext
 from .errors import RecordError
 from .models.base import LLMRequest
 from .structured import OutputSchema
+
+RETRY_SAMPLE_STRIDE = 1 << 20
+"""A raw prompt's parse retry is its own sample (a new cache key, and a new seed where one is set), far
+from the sample indexes `n` and `vary_by` use."""
 
 
 async def generate(ctx: RunContext, *, node: str, model: str, messages: list[dict[str, str]] | None = None,
@@ -18,9 +23,10 @@ async def generate(ctx: RunContext, *, node: str, model: str, messages: list[dic
     conversation = list(messages) if messages is not None else None
     attempts = 0
     while True:
+        resample = RETRY_SAMPLE_STRIDE * attempts if conversation is None else 0
         request = LLMRequest(messages=tuple(conversation) if conversation is not None else None,
                              prompt=prompt, params=params,
-                             json_schema=schema.schema if schema else None, sample=sample)
+                             json_schema=schema.schema if schema else None, sample=sample + resample)
         completion = await ctx.complete(node, model, request)
         if schema is None:
             return completion.text.strip()  # leading spaces and trailing newlines are noise in training data
@@ -28,7 +34,8 @@ async def generate(ctx: RunContext, *, node: str, model: str, messages: list[dic
             return schema.parse(completion.text)
         except RecordError as error:
             attempts += 1
-            if attempts > parse_retries or conversation is None:
+            if attempts > parse_retries:
                 error.attempts = attempts  # type: ignore[attr-defined]
                 raise
-            conversation += [{"role": "assistant", "content": completion.text}, schema.retry_message(error)]
+            if conversation is not None:
+                conversation += [{"role": "assistant", "content": completion.text}, schema.retry_message(error)]

@@ -30,7 +30,8 @@ def build_manifest(runner: Runner) -> dict[str, Any]:
             "status": runner.status, "seeded": counts.seeded, "written": counts.written,
             "failed": counts.failed, "dropped": counts.dropped}
     nodes = {name: stats.as_dict() for name, stats in runner.ctx.node_stats.items()}
-    models = {name: usage.as_dict() for name, usage in runner.models.usage.items()}
+    models = {name: {**usage.as_dict(), **runner.models.adaptations(name)}
+              for name, usage in runner.models.usage.items()}
     return {
         "graph": runner.graph.name,
         "config_hash": runner.graph.loaded.hash,

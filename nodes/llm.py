@@ -31,7 +31,8 @@ class LLMParams(NodeParams):
                                 "it enters the sample index, hence the cache key and the seed")
     output_schema: dict[str, Any] | str | None = Field(
         default=None, description="JSON Schema, or package.module:PydanticModel")
-    parse_retries: int = Field(default=2, ge=0)
+    parse_retries: int = Field(default=2, ge=0, description="a reply that does not fit output_schema is asked "
+                               "again this many times: shown its error (messages), or sampled anew (prompt)")
     few_shot: FewShotConfig | None = Field(
         default=None, description="{pool: file or list, k: 3, seed: 0, as: examples}: k examples per record "
                                   "(seeded by the record id) in the template variable `as`")

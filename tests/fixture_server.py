@@ -6,6 +6,11 @@ it. It counts what it saw: requests, status codes and the peak of concurrent req
 
     with FakeOpenAI(latency=0.05, fail_every={7: 500, 11: 429}, hang_every=50) as server:
         ... point a model's base_url at server.url ...
+
+It can also refuse what some real servers refuse, with their own status and wording: `refuse_json_schema`
+(llama-cpp-python's server: HTTP 500 for `response_format: json_schema`), `prompt_only` (a server that
+takes no structured-output field at all: HTTP 400 naming it, as OpenAI does for unknown arguments) and
+`refuse_prompt_lists` (llama-cpp-python again: a bare HTTP 500 for a list `prompt`).
 """
 from __future__ import annotations
 
@@ -56,7 +61,8 @@ class FakeOpenAI:
                  retry_after: float = 0.05, model: str = "fake-model", port: int = 0,
                  fail_status: int | None = None, delays: list[tuple[str, float]] | None = None,
                  capacity: int | None = None, raw_every: dict[int, str] | None = None,
-                 echo_auth: bool = False):
+                 echo_auth: bool = False, refuse_json_schema: bool = False, prompt_only: bool = False,
+                 refuse_prompt_lists: bool = False):
         self.latency = latency
         self.script = [(re.compile(pattern, re.DOTALL), reply) for pattern, reply in script or []]
         self.fail_every = fail_every or {}
@@ -66,6 +72,9 @@ class FakeOpenAI:
         self.capacity = capacity  # more requests at once than this answer 429, like a full server
         self.raw_every = raw_every or {}  # every n-th request gets HTTP 200 with this body (HTML, cut JSON)
         self.echo_auth = echo_auth  # faults echo the Authorization header, as some proxies do
+        self.refuse_json_schema = refuse_json_schema
+        self.prompt_only = prompt_only
+        self.refuse_prompt_lists = refuse_prompt_lists
         self.delays = [(re.compile(pattern, re.DOTALL), seconds) for pattern, seconds in delays or []]
         self.headers_seen: list[dict[str, str]] = []
         self.model = model
@@ -159,6 +168,10 @@ class FakeOpenAI:
             if self.keep_bodies:
                 self.bodies.append(body)
         try:
+            refusal = self._refusal(body)
+            if refusal is not None:
+                self.statuses[refusal.status] += 1
+                return refusal
             if full:
                 self.statuses[429] += 1
                 return web.json_response({"error": {"message": "server full"}}, status=429,
@@ -193,13 +206,34 @@ class FakeOpenAI:
             with self._lock:
                 self.in_flight -= 1
 
+    def _refusal(self, body: dict[str, Any]) -> web.Response | None:
+        """What a server of a kind that does not take this request answers, word for word."""
+        response_format = body.get("response_format") or {}
+        if self.refuse_json_schema and response_format.get("type") == "json_schema":
+            detail = ("1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), "
+                      "'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema', "
+                      "'ctx': {'expected': \"'text' or 'json_object'\"}}")
+            return web.json_response({"error": {"message": detail, "type": "internal_server_error",
+                                                "param": None, "code": None}}, status=500)
+        if self.prompt_only:
+            for field in ("response_format", "guided_json"):
+                if field in body:
+                    return web.json_response({"error": {"message": f"Unrecognized request argument supplied: "
+                                                                   f"{field}", "type": "invalid_request_error",
+                                                        "param": None, "code": None}}, status=400)
+        if self.refuse_prompt_lists and isinstance(body.get("prompt"), list):
+            return web.json_response({"error": {"message": "", "type": "internal_server_error", "param": None,
+                                                "code": None}}, status=500)
+        return None
+
     def _reply_text(self, body: dict[str, Any], text: str) -> str:
         for pattern, reply in self.script:
             if pattern.search(text):
                 value = reply(body) if callable(reply) else reply
                 return value if isinstance(value, str) else json.dumps(value)
         response_format = body.get("response_format") or {}
-        schema = (response_format.get("json_schema") or {}).get("schema") or response_format.get("schema")
+        schema = ((response_format.get("json_schema") or {}).get("schema") or response_format.get("schema")
+                  or body.get("guided_json"))
         if schema:
             return json.dumps(example_for_schema(schema))
         return f"Reply to: {text[:60]}"

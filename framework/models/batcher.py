@@ -1,17 +1,18 @@
 """Micro-batching for completions-style servers: prompts from concurrent records that share the same
 parameters are coalesced into one /v1/completions request (a prompt list), waiting at most a few
-milliseconds for company, and the answers are split back by choice index."""
+milliseconds for company, and the answers are split back by choice index. `send` may answer each prompt
+on its own (a completion or an error apiece), as it does for a server that takes no prompt lists."""
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .base import Completion
 
-SendBatch = Callable[[dict[str, Any]], Awaitable[list[Completion]]]
+SendBatch = Callable[[dict[str, Any]], Awaitable[Sequence[Completion | BaseException]]]
 
 
 @dataclass
@@ -68,5 +69,9 @@ class MicroBatcher:
                 raise
             return
         for waiter, completion in zip(pending.waiters, completions, strict=False):  # extra answers: ignored
-            if not waiter.done():
+            if waiter.done():
+                continue
+            if isinstance(completion, BaseException):
+                waiter.set_exception(completion)
+            else:
                 waiter.set_result(completion)

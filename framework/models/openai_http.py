@@ -2,16 +2,20 @@
 
 One pooled session per client; calls pass, in order: the adaptive concurrency limiter, the RPM/TPM
 buckets, the replica chooser, then HTTP. Transient faults (connection errors, timeouts, 408, 429, 5xx) are
-retried with exponential backoff and jitter, honouring Retry-After; other 4xx fail at once with the
-server's own message.
+retried with exponential backoff and jitter, honouring Retry-After; other 4xx, and a 5xx that names a
+field of the request (a server refusing what it was asked, not a server in trouble), fail at once with the
+server's own message. What a server refuses is learnt once per model: structured output steps down its
+ladder (`structured_modes`), and a server that takes no prompt lists gets single prompts.
 """
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import random
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
@@ -22,16 +26,33 @@ from .base import Completion, LLMRequest
 from .batcher import MicroBatcher
 from .limits import AdaptiveLimiter, TokenBucket
 from .replicas import ReplicaSet
+from .structured_modes import FIELD, StructuredLadder, apply_mode, fields_named, mode_of
 
 RETRYABLE_STATUS = {408, 409, 425, 429}
 """Besides these, every 5xx (500-599, Cloudflare's 520-524 and 529 among them) is retried."""
 OVERLOAD_STATUS = {429}
 """With timeouts, the only signals that the server is full; they cut adaptive concurrency."""
 BACKOFF_CAP_S = 30.0
+LIST_REFUSAL_STATUS = {400, 422, 500, 501}
+"""How a server that takes no prompt lists answers one (llama-cpp-python: a bare 500)."""
+
+log = logging.getLogger("synthloom.models")
 
 
-def is_retryable(status: int) -> bool:
-    return status in RETRYABLE_STATUS or 500 <= status <= 599
+def is_retryable(status: int, fields: frozenset[str] = frozenset()) -> bool:
+    """429s, timeout-like 4xx and every 5xx, except a 500/501 naming a request field: that is a refusal
+    (llama-cpp-python answers an unsupported `response_format` with a 500) and would fail again. 502-504
+    come from gateways and busy servers whatever they say, and stay retried."""
+    return status in RETRYABLE_STATUS or (500 <= status <= 599 and not (fields and status in (500, 501)))
+
+
+class RequestRefused(ModelCallError):
+    """The server refused a request naming some of its fields (`fields`)."""
+
+    def __init__(self, message: str, *, status: int, fields: frozenset[str], body: dict[str, Any]):
+        super().__init__(message, retryable=False, status=status)
+        self.fields = fields
+        self.body = body
 
 
 class OpenAIClient:
@@ -53,8 +74,11 @@ class OpenAIClient:
             self._headers["Authorization"] = f"Bearer {key}"
             self._secret = key
         self._session: aiohttp.ClientSession | None = None
-        self.batcher = (MicroBatcher(lambda body: self._with_retries("/completions", body), config.batch_size,
-                                     config.batch_wait_ms / 1000) if config.batch_size > 1 else None)
+        self.structured = StructuredLadder(name, config.structured)
+        self.batcher = (MicroBatcher(self._send_batch, config.batch_size, config.batch_wait_ms / 1000)
+                        if config.batch_size > 1 else None)
+        self.batching: dict[str, Any] | None = None
+        """Set when the server turned out to take no prompt lists: the switch to single prompts, and why."""
 
     def _session_for_loop(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -69,43 +93,84 @@ class OpenAIClient:
             await self._session.close()
 
     def payload(self, request: LLMRequest) -> tuple[str, dict[str, Any]]:
+        """The path and body of a request, structured output asked for in the model's current mode."""
         body: dict[str, Any] = {"model": self.config.model, **self.config.params, **request.params}
         if request.sample and isinstance(body.get("seed"), int):
             body["seed"] += request.sample  # n samples with a fixed seed must still differ
         if request.prompt is not None:
             body["prompt"] = request.prompt
-            if request.json_schema is not None:
-                body["response_format"] = {"type": "json_object", "schema": request.json_schema}
-            return "/completions", body
-        body["messages"] = list(request.messages or ())
+            path = "/completions"
+        else:
+            body["messages"] = list(request.messages or ())
+            path = "/chat/completions"
         if request.json_schema is not None:
-            body["response_format"] = {"type": "json_schema", "json_schema": {
-                "name": "output", "schema": request.json_schema, "strict": True}}
-        return "/chat/completions", body
+            apply_mode(self.structured.mode, body, request.json_schema, state_schema=self.structured.states_schema)
+        return path, body
 
     async def complete(self, request: LLMRequest) -> Completion:
-        path, body = self.payload(request)
         started = time.monotonic()
-        if self.batcher is not None and request.prompt is not None:
-            completion = await self.batcher.submit(body)
-        else:
-            completion = (await self._with_retries(path, body))[0]
+        spent = 0  # attempts of requests the server refused before the model stepped down
+        self.structured.used |= request.json_schema is not None
+        while True:
+            path, body = self.payload(request)
+            try:
+                if self.batcher is not None and self.batching is None and request.prompt is not None:
+                    completion = await self.batcher.submit(body)
+                else:
+                    completion = (await self._with_retries(path, body, request=request))[0]
+                break
+            except RequestRefused as error:
+                if request.json_schema is None or \
+                        not self.structured.refused(mode_of(error.body), error.fields, str(error)):
+                    error.attempts += spent
+                    raise
+                spent += error.attempts
+        completion.attempts += spent
         completion.latency = time.monotonic() - started
         return completion
 
-    async def _with_retries(self, path: str, body: dict[str, Any]) -> list[Completion]:
-        """One request (maybe carrying a batch of prompts), retried on transient faults."""
+    async def _send_batch(self, body: dict[str, Any]) -> Sequence[Completion | BaseException]:
+        """A micro-batch. A server that refuses prompt lists answers each prompt alone instead; if one of
+        those comes back, lists are the trouble, and the model sends single prompts for the rest of the run."""
+        if self.batching is None:
+            try:
+                return await self._with_retries("/completions", body, refusal_is_final=True)
+            except ModelCallError as error:
+                refused_structure = isinstance(error, RequestRefused) and FIELD.get(mode_of(body), "") in error.fields
+                if error.status not in LIST_REFUSAL_STATUS or refused_structure:  # the ladder's business
+                    raise
+                refusal = error
+        else:
+            refusal = None
+        singles = await asyncio.gather(*(self._single(body, prompt) for prompt in body["prompt"]),
+                                       return_exceptions=True)
+        if refusal is not None and self.batching is None and \
+                any(not isinstance(single, BaseException) for single in singles):
+            self.batching = {"batch_size": 1, "configured": self.config.batch_size, "reason": str(refusal)}
+            log.warning("model '%s': the server refused a list of %d prompts (%s); sending single prompts for "
+                        "the rest of the run", self.name, len(body["prompt"]), refusal)
+        return singles
+
+    async def _single(self, body: dict[str, Any], prompt: str) -> Completion:
+        return (await self._with_retries("/completions", {**body, "prompt": prompt}))[0]
+
+    async def _with_retries(self, path: str, body: dict[str, Any], *, request: LLMRequest | None = None,
+                            refusal_is_final: bool = False) -> list[Completion]:
+        """One request (maybe carrying a batch of prompts), retried on transient faults. With `request`, the
+        body is rebuilt if the model stepped down while it waited. With `refusal_is_final`, a 400/422/500/501
+        is not retried: a prompt list may be what the server refuses."""
         estimate = _estimate_tokens(body)
         attempt = 0
         while True:
             attempt += 1
             try:
-                completions = await self._attempt(path, body, estimate)
+                completions = await self._attempt(path, body, estimate, request)
                 for completion in completions:
                     completion.attempts = attempt
                 return completions
             except ModelCallError as error:
-                if not error.retryable or attempt > self.config.max_retries:
+                final = refusal_is_final and error.status in LIST_REFUSAL_STATUS
+                if not error.retryable or final or attempt > self.config.max_retries:
                     error.attempts = attempt
                     raise self._redacted(error) from None
                 await asyncio.sleep(self._backoff(attempt, error.retry_after))
@@ -113,8 +178,11 @@ class OpenAIClient:
     def _redacted(self, error: ModelCallError) -> ModelCallError:
         """A server may echo the Authorization header in its error body; the key never reaches a file."""
         if self._secret and self._secret in str(error):
-            redacted = ModelCallError(str(error).replace(self._secret, "***"), retryable=error.retryable,
-                                      status=error.status, retry_after=error.retry_after)
+            message = str(error).replace(self._secret, "***")
+            redacted = (RequestRefused(message, status=error.status or 0, fields=error.fields, body=error.body)
+                        if isinstance(error, RequestRefused) else
+                        ModelCallError(message, retryable=error.retryable, status=error.status,
+                                       retry_after=error.retry_after))
             redacted.attempts = error.attempts
             return redacted
         return error
@@ -125,7 +193,8 @@ class OpenAIClient:
         exponential: float = self.retry_base_delay * 2.0 ** (attempt - 1)
         return min(BACKOFF_CAP_S, exponential) * random.uniform(0.5, 1.0)
 
-    async def _attempt(self, path: str, body: dict[str, Any], estimate: int) -> list[Completion]:
+    async def _attempt(self, path: str, body: dict[str, Any], estimate: int,
+                       request: LLMRequest | None = None) -> list[Completion]:
         if self.rpm:
             await self.rpm.take(1)
         reserved = await self.tpm.take(estimate) if self.tpm else 0
@@ -136,6 +205,8 @@ class OpenAIClient:
             if self.tpm:
                 self.tpm.refund(reserved)
             raise
+        if request is not None and request.json_schema is not None and mode_of(body) != self.structured.mode:
+            path, body = self.payload(request)  # queued behind the refusal that moved the model down
         replica = self.replicas.choose()
         ok = server_fault = False
         try:
@@ -161,9 +232,13 @@ class OpenAIClient:
             async with session.post(url, json=body) as response:
                 text = await response.text()
                 if response.status != 200:
+                    message = _server_message(text)
+                    fields = fields_named(message, body) if 400 <= response.status <= 599 else frozenset()
+                    described = f"{self.name}: HTTP {response.status} from {url}: {message}"
+                    if fields and not is_retryable(response.status, fields):
+                        raise RequestRefused(described, status=response.status, fields=fields, body=body)
                     raise ModelCallError(
-                        f"{self.name}: HTTP {response.status} from {url}: {_server_message(text)}",
-                        retryable=is_retryable(response.status), status=response.status,
+                        described, retryable=is_retryable(response.status, fields), status=response.status,
                         retry_after=_retry_after(response.headers.get("Retry-After")),
                         overload=response.status in OVERLOAD_STATUS)
         except TimeoutError:

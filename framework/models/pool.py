@@ -75,6 +75,20 @@ class ModelPool:
                              attempts=completion.attempts, cached=completion.cached, price=config.price)
         return completion
 
+    def adaptations(self, name: str) -> dict[str, Any]:
+        """What a model's server turned out not to take, and what the run does instead, for the manifest:
+        `structured` (the mode in use and the modes given up) and `batching` (single prompts, and why)."""
+        client = self._clients.get(name)
+        found: dict[str, Any] = {}
+        ladder = getattr(client, "structured", None)  # openai backend only: the others constrain in-process
+        status = ladder.status() if ladder is not None else None
+        if status is not None:
+            found["structured"] = status
+        batching = getattr(client, "batching", None)
+        if batching:
+            found["batching"] = batching
+        return found
+
     def concurrency(self) -> dict[str, dict[str, Any]]:
         """Current and peak concurrency per model, for the progress bar and the manifest."""
         status: dict[str, dict[str, Any]] = {}
