@@ -3,7 +3,7 @@ records (a task pool, a dedup index) guarded by a lock."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +49,8 @@ class RunContext:
     base_dir: Path = field(default_factory=Path.cwd)
     node_stats: dict[str, NodeStats] = field(default_factory=dict)
     graph_name: str = ""
-    resume_done: set[str] | None = None
+    resume_done: Container[str] | None = None
+    """On --resume, the ids earlier parts settled (kept on disk: test with `in`)."""
     _shared: dict[str, Shared] = field(default_factory=dict)
     _pools: dict[str, RecordPool] = field(default_factory=dict)
 

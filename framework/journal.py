@@ -16,11 +16,12 @@ import json
 import os
 import shutil
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from .errors import ConfigError, OutputWriteError
+from .id_ledger import IdLedger
 from .pool import POOL_DIR
 
 JOURNAL = "journal.jsonl"
@@ -36,24 +37,46 @@ FAILED_STATUS = "failed"
 
 
 class JsonlWriter:
-    """Append-only JSON lines, flushed per record so a killed process loses nothing it reported done.
+    """Append-only JSON lines.
 
-    A write that fails (a full disk, a read-only directory) raises `OutputWriteError` and breaks the writer:
-    nothing more is written through it, so half a buffer can never land after a later, luckier flush.
+    With `on_pending`, lines wait in memory until `flush_pending` (the runner flushes every writer once per
+    event-loop tick, the journal last, so a journaled id's lines always reach the OS first); without it each
+    write is flushed at once. A write that fails (a full disk, a read-only directory) raises
+    `OutputWriteError` and breaks the writer: nothing more is written through it, so half a buffer can
+    never land after a later, luckier flush.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, on_pending: Callable[[], None] | None = None):
         self.path = path
         self._handle: IO[str] | None = None
         self._broken = False
+        self._on_pending = on_pending
+        self._pending: list[str] = []
 
     def write(self, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
         text = "".join(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows)
-        self.write_text(text)
+        if self._on_pending is None:
+            self._write_now(text)
+            return
+        if self._broken:
+            raise OutputWriteError(f"cannot write to {self.path}: an earlier write failed")
+        if not self._pending:
+            self._on_pending()
+        self._pending.append(text)
 
-    def write_text(self, text: str) -> None:
+    def flush_pending(self) -> None:
+        if self._pending:
+            text = "".join(self._pending)
+            self._pending.clear()
+            self._write_now(text)
+
+    def discard_pending(self) -> None:
+        """Lines that must never land: the journal's, when the lines they vouch for did not."""
+        self._pending.clear()
+
+    def _write_now(self, text: str) -> None:
         if self._broken:
             raise OutputWriteError(f"cannot write to {self.path}: an earlier write failed")
         try:
@@ -75,28 +98,34 @@ class JsonlWriter:
                 self._broken = True
 
     def close(self) -> None:
+        """Write what is pending (whole records: the runner flushes the journal after the data), then sync."""
+        try:
+            self.flush_pending()
+        except OutputWriteError:
+            pass  # reported where the run noticed it first; closing must not hide the outcome
         if self._handle is not None:
             try:
                 if not self._broken:
                     self.sync()
                 self._handle.close()
             except OSError:
-                pass  # the error was reported when the write failed; closing must not hide the outcome
+                pass
             self._handle = None
 
 
 class Journal:
-    """journal.jsonl: a header per part of the run, then `{"id", "status", "reason"}` per settled record."""
+    """journal.jsonl: a header per part of the run, then `{"id", "status", "reason"}` per settled record.
 
-    def __init__(self, directory: Path, config_hash: str):
+    Settled ids are kept in an `IdLedger` on disk, not in memory, however long the run."""
+
+    def __init__(self, directory: Path, config_hash: str, on_pending: Callable[[], None] | None = None):
         self.directory = directory
         self.config_hash = config_hash
-        self.done: set[str] = set()
-        """Ids this part will not run again."""
+        self.ledger: IdLedger | None = None
         self.previous: Counter[str] = Counter()
         """Statuses of the done ids, from earlier parts."""
         self.previous_reasons: dict[str, Counter[str]] = {DROPPED_STATUS: Counter(), FAILED_STATUS: Counter()}
-        self._writer = JsonlWriter(directory / JOURNAL)
+        self.writer = JsonlWriter(directory / JOURNAL, on_pending)
 
     @property
     def path(self) -> Path:
@@ -105,9 +134,26 @@ class Journal:
     def holds_a_run(self) -> bool:
         return self.path.exists() and self.path.stat().st_size > 0
 
-    def start(self, *, resume: bool, overwrite: bool, data_files: list[str], retry_failed: bool = True,
+    def open_ledger(self) -> IdLedger:
+        if self.ledger is None:
+            self.ledger = IdLedger(self.directory)
+        return self.ledger
+
+    def load(self, *, retry_failed: bool) -> None:
+        """Read what earlier parts settled into the ledger: the ids this part will not run again."""
+        ledger = self.open_ledger()
+        ledger.load_done(self._settled_entries())
+        ledger.keep_only({WRITTEN, DROPPED_STATUS} if retry_failed else {WRITTEN, DROPPED_STATUS, FAILED_STATUS})
+        for status, reason, records in ledger.tally():
+            self.previous[status] += records
+            if status in self.previous_reasons:
+                self.previous_reasons[status][reason or "unknown"] += records
+        _truncate_partial_last_line(self.path)
+
+    def start(self, *, resume: bool, overwrite: bool, data_files: list[str],
               started: float | None = None) -> dict[str, int]:
-        """Open the ledger for this part; returns the lines kept per data file (for counting as we write)."""
+        """Open the ledger for this part; returns the lines kept per data file (for counting as we write).
+        On a resume, `load` has run first."""
         exists = self.holds_a_run()
         if overwrite:
             for name in [*data_files, JOURNAL, MANIFEST]:
@@ -117,17 +163,18 @@ class Journal:
         if exists and not resume:
             raise ConfigError(f"{self.directory} already holds a run; add --resume to finish it, "
                               f"--overwrite to start again, or choose another output directory")
+        ledger = self.open_ledger()
         kept = dict.fromkeys(data_files, 0)
         if exists:
-            statuses = self._load(retry_failed)
             for name in data_files:
-                kept[name] = _keep_lines_of(self.directory / name, _status_of_file(name), statuses)
+                kept[name] = _keep_lines_of(self.directory / name, _status_of_file(name), ledger)
         else:
             strays = [name for name in [*data_files, MANIFEST, POOL_DIR] if (self.directory / name).exists()]
             if strays:
                 raise ConfigError(f"{self.directory} holds {', '.join(strays)} but no run journal; move them "
                                   f"away, choose another output directory, or add --overwrite to delete them")
-        self._writer.write([{"config_hash": self.config_hash, "part_started": started}])
+        self.writer.write([{"config_hash": self.config_hash, "part_started": started}])
+        self.writer.flush_pending()
         return kept
 
     def _entries(self) -> Iterator[dict[str, Any]]:
@@ -142,8 +189,7 @@ class Journal:
                 if isinstance(entry, dict):
                     yield entry
 
-    def _final_statuses(self) -> dict[str, dict[str, Any]]:
-        last: dict[str, dict[str, Any]] = {}
+    def _settled_entries(self) -> Iterator[tuple[str, str, str | None]]:
         for entry in self._entries():
             if "id" not in entry:
                 if entry.get("config_hash", self.config_hash) != self.config_hash:
@@ -151,43 +197,27 @@ class Journal:
                                       f"prompts, nodes, edges, outputs, models or seed); finish it with the same "
                                       f"graph, or use a new output directory")
                 continue
-            last[str(entry["id"])] = entry
-        return last
+            reason = entry.get("reason")
+            yield str(entry["id"]), str(entry.get("status")), None if reason is None else str(reason)
 
-    def peek_done(self, retry_failed: bool = True) -> set[str]:
-        """The ids already done, read without changing anything (nodes restoring state need them early)."""
-        return {record_id for record_id, entry in self._final_statuses().items()
-                if _counts_as_done(entry.get("status"), retry_failed)}
+    def is_done(self, record_id: str) -> bool:
+        return self.ledger is not None and record_id in self.ledger
 
-    def _load(self, retry_failed: bool) -> dict[str, str]:
-        statuses: dict[str, str] = {}
-        for record_id, entry in self._final_statuses().items():
-            status = str(entry.get("status"))
-            if not _counts_as_done(status, retry_failed):
-                continue
-            statuses[record_id] = status
-            self.done.add(record_id)
-            self.previous[status] += 1
-            if status in self.previous_reasons:
-                self.previous_reasons[status][str(entry.get("reason", "unknown"))] += 1
-        _truncate_partial_last_line(self.path)
-        return statuses
+    @property
+    def done_count(self) -> int:
+        return 0 if self.ledger is None else self.ledger.done_count
 
     def mark(self, record_id: str, status: str, reason: str | None = None) -> None:
         entry = {"id": record_id, "status": status}
         if reason is not None:
             entry["reason"] = reason
-        self._writer.write([entry])
-
-    def sync(self) -> None:
-        self._writer.sync()
+        self.writer.write([entry])
 
     def close(self) -> None:
-        self._writer.close()
-
-
-def _counts_as_done(status: Any, retry_failed: bool) -> bool:
-    return status in (WRITTEN, DROPPED_STATUS) or (status == FAILED_STATUS and not retry_failed)
+        self.writer.close()
+        if self.ledger is not None:
+            self.ledger.close()
+            self.ledger = None
 
 
 def _status_of_file(name: str) -> str | None:
@@ -205,7 +235,7 @@ def _line_id(row: Any) -> Any:
     return row.get("id")
 
 
-def _keep_lines_of(path: Path, status: str | None, statuses: dict[str, str]) -> int:
+def _keep_lines_of(path: Path, status: str | None, ledger: IdLedger) -> int:
     """Keep the lines of records whose journaled outcome is this file's; drop the rest (records that run
     again, or a failure that a retry turned into a written record). Returns how many lines stay."""
     if not path.exists():
@@ -218,7 +248,7 @@ def _keep_lines_of(path: Path, status: str | None, statuses: dict[str, str]) -> 
                 record_id = _line_id(json.loads(line))
             except json.JSONDecodeError:
                 continue
-            outcome = statuses.get(str(record_id)) if record_id is not None else None
+            outcome = ledger.status(str(record_id)) if record_id is not None else None
             if outcome is not None and status in (None, outcome):
                 target.write(line if line.endswith("\n") else line + "\n")
                 kept_lines += 1

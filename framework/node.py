@@ -48,10 +48,13 @@ class Node:
     description: ClassVar[str] = ""
     """What `synthloom nodes` shows; by default the class docstring."""
 
+    _run_is_async: ClassVar[bool] = False
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "description" not in cls.__dict__:
             cls.description = inspect.getdoc(cls) or ""
+        cls._run_is_async = inspect.iscoroutinefunction(cls.run)  # asked once, not on every step
 
     def __init__(self, name: str, params: NodeParams):
         self.name = name
@@ -76,7 +79,7 @@ class Node:
         raise TypeError(f"node type {type(self).__name__} does not define run()")
 
     async def __call__(self, state: Mapping[str, Any], ctx: RunContext) -> Any:
-        if inspect.iscoroutinefunction(self.run):
+        if self._run_is_async:
             return await self.run(state, ctx)
         return await asyncio.to_thread(self.run, state, ctx)
 

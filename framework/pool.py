@@ -11,7 +11,7 @@ import asyncio
 import json
 import random
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from pathlib import Path
 from typing import IO, Any
 
@@ -19,7 +19,7 @@ POOL_DIR = "pools"
 
 
 class RecordPool:
-    def __init__(self, name: str, max_size: int, path: Path | None, resume_done: set[str] | None):
+    def __init__(self, name: str, max_size: int, path: Path | None, resume_done: Container[str] | None):
         self.name = name
         self.max_size = max_size
         self.items: deque[dict[str, Any]] = deque(maxlen=max_size)
@@ -31,7 +31,7 @@ class RecordPool:
         if path is not None and resume_done is not None and path.exists():
             self._load(path, resume_done)
 
-    def _load(self, path: Path, done: set[str]) -> None:
+    def _load(self, path: Path, done: Container[str]) -> None:
         with path.open(encoding="utf-8") as handle:
             for line in handle:
                 try:

@@ -84,12 +84,13 @@ class Runner:
                               node_stats={name: NodeStats() for name in graph.nodes}, graph_name=graph.name)
         self.walker = GraphWalk(graph, self.ctx)
         self.shapers = [OutputShaper(output) for output in config.outputs]
-        self.writers = {shaper.name: JsonlWriter(self.output_dir / f"{shaper.name}.jsonl")
+        self._flush_scheduled = False
+        self.writers = {shaper.name: JsonlWriter(self.output_dir / f"{shaper.name}.jsonl", self._schedule_flush)
                         for shaper in self.shapers}
-        self.failed_writer = JsonlWriter(self.output_dir / FAILED)
-        self.dropped_writer = JsonlWriter(self.output_dir / DROPPED)
-        self.trace_writer = JsonlWriter(self.output_dir / TRACES)
-        self.journal = Journal(self.output_dir, graph.loaded.hash)
+        self.failed_writer = JsonlWriter(self.output_dir / FAILED, self._schedule_flush)
+        self.dropped_writer = JsonlWriter(self.output_dir / DROPPED, self._schedule_flush)
+        self.trace_writer = JsonlWriter(self.output_dir / TRACES, self._schedule_flush)
+        self.journal = Journal(self.output_dir, graph.loaded.hash, self._schedule_flush)
         self.lock = RunLock(self.output_dir)
         self.output_counts: dict[str, int] = dict.fromkeys(self.writers, 0)
         self.previous_manifest: dict[str, Any] = {}
@@ -102,8 +103,6 @@ class Runner:
         self._recent: deque[bool] = deque(maxlen=config.run.failure_window)
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._occurrences: dict[str, int] = {}
-        self._assigned: set[str] = set()
 
     def _default_in_flight(self) -> int:
         configs = self.models.configs
@@ -115,22 +114,27 @@ class Runner:
 
     async def run(self) -> dict[str, Any]:
         options = self.options
-        if options.resume:
-            self.ctx.resume_done = self.journal.peek_done(options.retry_failed)
-        await self._prepare()
+        resuming = options.resume and not options.overwrite and self.journal.holds_a_run()
         data_files = [f"{name}.jsonl" for name in self.writers] + [FAILED, DROPPED, TRACES]
         try:
-            self.lock.acquire()
+            if resuming:  # nodes restoring their state (pools, dedup) need the settled ids in setup
+                self.lock.acquire()
+                self.journal.load(retry_failed=options.retry_failed)
+                self.ctx.resume_done = self.journal.ledger
+            await self._prepare()
+            if not resuming:
+                self.lock.acquire()
             if options.resume and not options.overwrite:
                 self.previous_manifest = read_previous_manifest(self.output_dir / MANIFEST)
             kept = self.journal.start(resume=options.resume, overwrite=options.overwrite, data_files=data_files,
-                                      retry_failed=options.retry_failed, started=self.started)
+                                      started=self.started)
         except BaseException:
+            self.journal.close()
             self.lock.release()
             await self.models.close()
             raise
         self.output_counts = {name: kept[f"{name}.jsonl"] for name in self.writers}
-        self.counts.skipped = len(self.journal.done)
+        self.counts.skipped = self.journal.done_count
         reporter = asyncio.create_task(self._write_manifest_now_and_then())
         try:
             await self._feed()
@@ -149,20 +153,19 @@ class Runner:
 
     async def _prepare(self) -> None:
         """Everything that can refuse the run (a missing API key, model file or pool file) happens before
-        the output directory is touched, so a mistake never leaves a half-started run behind."""
-        try:
-            for model in self.graph.models_used():
-                self.models.client(model)
-            for node in self.graph.nodes.values():
-                await node.setup(self.ctx)
-        except BaseException:
-            await self.models.close()
-            raise
+        the output directory is touched (but for the lock of a resumed run), so a mistake never leaves a
+        half-started run behind."""
+        for model in self.graph.models_used():
+            self.models.client(model)
+        for node in self.graph.nodes.values():
+            await node.setup(self.ctx)
 
     async def _feed(self) -> None:
         slots = asyncio.Semaphore(self.max_in_flight)
         config = self.graph.config
         seeds = read_seeds(config.seed, self.graph.base_dir, self.options.limit)
+        ledger = self.journal.open_ledger()
+        resuming = ledger.done_count > 0
         try:
             for item in seeds:
                 if self._stop.is_set():
@@ -170,8 +173,8 @@ class Runner:
                 if isinstance(item, BadSeed):
                     self._fail_unreadable_seed(item)
                     continue
-                record_id = self._number(row_id(item, config.seed.id_field))
-                if record_id in self.journal.done:
+                record_id = ledger.number(row_id(item, config.seed.id_field))
+                if resuming and ledger.status(record_id) is not None:
                     continue
                 await slots.acquire()
                 if self._stop.is_set():
@@ -192,18 +195,6 @@ class Runner:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.status == "aborting":
             raise RunAborted(self.message)
-
-    def _number(self, record_id: str) -> str:
-        """Identical seed rows hash alike: the n-th copy is `<id>-n`, numbered in seed order before the
-        journal is consulted, so every part of a resumed run gives each copy the same id."""
-        repeat = self._occurrences.get(record_id, 0)
-        candidate = record_id if repeat == 0 else f"{record_id}-{repeat + 1}"
-        while candidate in self._assigned:  # a seed whose own id happens to be `<id>-n`
-            repeat += 1
-            candidate = f"{record_id}-{repeat + 1}"
-        self._occurrences[record_id] = repeat + 1
-        self._assigned.add(candidate)
-        return candidate
 
     def request_stop(self, drain_seconds: float | None = None) -> None:
         """Ctrl-C: admit no more records; give in-flight ones `drain_seconds`, then cancel them.
@@ -370,6 +361,30 @@ class Runner:
             except OSError:
                 pass  # a full disk: the write error of the records themselves is what gets reported
 
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_tick)
+
+    def _flush_tick(self) -> None:
+        """Once per loop tick: every record settled in it reaches the OS in one write per file, the data
+        files first and the journal last, so a journaled id's lines are always there (exactly once)."""
+        self._flush_scheduled = False
+        try:
+            for writer in self._data_writers():
+                writer.flush_pending()
+        except OutputWriteError as error:
+            self.journal.writer.discard_pending()
+            self._stop_on_write_error(error)
+            return
+        try:
+            self.journal.writer.flush_pending()
+        except OutputWriteError as error:
+            self._stop_on_write_error(error)
+
+    def _data_writers(self) -> list[JsonlWriter]:
+        return [*self.writers.values(), self.failed_writer, self.dropped_writer, self.trace_writer]
+
     async def _finish(self) -> None:
         for node in self.graph.nodes.values():
             try:
@@ -378,7 +393,10 @@ class Runner:
                 self.message = (self.message + f"; teardown of a node failed: {error}").strip("; ")
         await self.models.close()
         self.ended = time.time()
-        for writer in [*self.writers.values(), self.failed_writer, self.dropped_writer, self.trace_writer]:
+        self._flush_tick()
+        if self.status == "aborting":  # the last lines could not be written
+            self.status = "aborted"
+        for writer in self._data_writers():
             writer.close()
         self.journal.close()
         self.ctx.close_pools()

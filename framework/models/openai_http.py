@@ -159,7 +159,7 @@ class OpenAIClient:
         """One request (maybe carrying a batch of prompts), retried on transient faults. With `request`, the
         body is rebuilt if the model stepped down while it waited. With `refusal_is_final`, a 400/422/500/501
         is not retried: a prompt list may be what the server refuses."""
-        estimate = _estimate_tokens(body)
+        estimate = _estimate_tokens(body) if self.tpm else 0  # stringifying the prompt costs; only TPM needs it
         attempt = 0
         while True:
             attempt += 1
