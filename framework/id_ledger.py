@@ -9,7 +9,7 @@ deleted when the part ends), with a bounded page cache.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from .errors import OutputWriteError
@@ -57,6 +57,11 @@ class IdLedger:
 
     def __contains__(self, record_id: object) -> bool:
         return isinstance(record_id, str) and self.done_count > 0 and self.status(record_id) is not None
+
+    def ids_with_status(self, status: str, batch: int = 10_000) -> Iterator[list[str]]:
+        cursor = self._db.execute("SELECT id FROM done WHERE status = ?", (status,))
+        while rows := cursor.fetchmany(batch):
+            yield [str(row[0]) for row in rows]
 
     def tally(self) -> list[tuple[str, str | None, int]]:
         """`(status, reason, records)` over the settled ids: the earlier parts' counts and reasons."""

@@ -34,6 +34,8 @@ LOCK = ".synthloom.lock"
 WRITTEN = "written"
 DROPPED_STATUS = "dropped"
 FAILED_STATUS = "failed"
+RETRYING = "retrying"
+"""Written by a part that runs failed records again: they are no longer failed, nor yet settled."""
 
 
 class JsonlWriter:
@@ -140,15 +142,23 @@ class Journal:
         return self.ledger
 
     def load(self, *, retry_failed: bool) -> None:
-        """Read what earlier parts settled into the ledger: the ids this part will not run again."""
+        """Read what earlier parts settled into the ledger: the ids this part will not run again.
+
+        Retrying failed records, the journal first says so (`retrying`) for each of them; only then may
+        `start` take their lines out of failed.jsonl. So if this part dies before it settles them, the
+        journal does not claim a failure whose line is gone (a later `--no-retry-failed` would lose it)."""
+        _truncate_partial_last_line(self.path)
         ledger = self.open_ledger()
         ledger.load_done(self._settled_entries())
+        if retry_failed:
+            for batch in ledger.ids_with_status(FAILED_STATUS):
+                self.writer.write([{"id": record_id, "status": RETRYING} for record_id in batch])
+                self.writer.flush_pending()
         ledger.keep_only({WRITTEN, DROPPED_STATUS} if retry_failed else {WRITTEN, DROPPED_STATUS, FAILED_STATUS})
         for status, reason, records in ledger.tally():
             self.previous[status] += records
             if status in self.previous_reasons:
                 self.previous_reasons[status][reason or "unknown"] += records
-        _truncate_partial_last_line(self.path)
 
     def start(self, *, resume: bool, overwrite: bool, data_files: list[str],
               started: float | None = None) -> dict[str, int]:

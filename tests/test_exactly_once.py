@@ -183,6 +183,27 @@ def test_resume_retries_failed_records_and_a_run_that_only_failed_exits_1(
     assert manifest["counts"]["failure_types"] == {}
 
 
+def test_a_retry_cut_short_never_loses_the_failures_it_was_retrying(
+        fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    """A --resume that retries failed records is killed before it settles them; a later
+    --no-retry-failed must still find every one of them in failed.jsonl."""
+    server = fake_llm(fail_status=400)
+    graph = write_graph(chain_graph(server), TOPICS[:20])
+    out = tmp_path / "out"
+    assert cli(*run_args(graph, out)).returncode == 1
+    server.latency = 30  # the retry is still waiting for the server when it dies
+    retry = start(*run_args(graph, out, "--resume"))
+    deadline = time.monotonic() + 60
+    while server.requests < 21 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    retry.send_signal(signal.SIGKILL)
+    retry.wait(30)
+    server.latency = 0
+    kept = cli(*run_args(graph, out, "--resume", "--no-retry-failed"))
+    assert kept.returncode == 1
+    assert record_ids(out, "failed") == Counter({row["id"]: 1 for row in TOPICS[:20]})
+
+
 def test_a_small_run_mostly_failing_exits_1(fake_llm: Callable[..., FakeOpenAI],
                                             write_graph: Callable[..., Path], tmp_path: Path) -> None:
     """Fewer records than the failure window: the end-of-run judgement still catches it."""
@@ -359,11 +380,16 @@ def test_resume_takes_speed_and_place_changes_but_refuses_data_changes(
 
 # -- the kill loop ---------------------------------------------------------------------------------------
 
+def journal_lines(out: Path) -> int:
+    journal = out / "journal.jsonl"
+    return journal.read_bytes().count(b"\n") if journal.exists() else 0
+
+
 def test_kill_loop_every_seed_row_lands_in_exactly_one_place(
         fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
     """10 kill -9 at random points and 2 double Ctrl-Cs over one run with repeated seed rows (no ids), a
     dedup node and injected 400s; then every row is in exactly one of the outputs, dropped or failed."""
-    server = fake_llm(latency=0.01, fail_every={41: 400})
+    server = fake_llm(latency=0.03, fail_every={41: 400})
     server.keep_bodies = False
     rows: list[dict[str, Any]] = [{"topic": f"topic {index % 400}"} for index in range(900)]
     spec = chain_graph(server, max_concurrency=16)
@@ -377,8 +403,12 @@ def test_kill_loop_every_seed_row_lands_in_exactly_one_place(
     rng.shuffle(stops)
     for index, how in enumerate(stops):
         extra = ("--resume",) if index else ()
+        before = journal_lines(out)
         process = start(*run_args(graph, out, *extra))
-        time.sleep(rng.uniform(1.0, 2.5))
+        deadline = time.monotonic() + 60  # the part has begun once it journals its header
+        while journal_lines(out) <= before and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.1, 1.2))
         if how == "kill":
             process.send_signal(signal.SIGKILL)
         else:
@@ -398,3 +428,5 @@ def test_kill_loop_every_seed_row_lands_in_exactly_one_place(
     counts = manifest["counts"]
     assert counts["written"] + counts["dropped"] + counts["failed"] == 900
     assert counts["written"] == counts["outputs"]["sft"] == len(sft)
+    headers = sum('"config_hash"' in line for line in (out / "journal.jsonl").read_text().splitlines())
+    assert headers >= 10  # the stops hit running parts, not processes still starting up
