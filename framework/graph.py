@@ -10,7 +10,7 @@ from typing import Any
 import networkx as nx
 from pydantic import ValidationError
 
-from .config import GraphConfig, MessageTemplate, OutputConfig
+from .config import GraphConfig, OutputConfig
 from .errors import ConfigError
 from .expressions import Condition
 from .loader import KeyPath, LoadedConfig, SourceMap, dotted
@@ -275,7 +275,3 @@ def output_reads(output: OutputConfig) -> set[str]:
     for expression in output.metadata.values():
         keys |= Condition(expression).names
     return keys
-
-
-def compile_messages(messages: list[MessageTemplate]) -> list[tuple[str, Template]]:
-    return [(message.role, Template(message.content)) for message in messages]
