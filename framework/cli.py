@@ -31,6 +31,10 @@ errors = Console(stderr=True)
 
 SetOption = typer.Option(None, "--set", help="override a key: dotted.path=value (repeatable)")
 EndpointOption = typer.Option(None, "--endpoint", help="point every model at this OpenAI-compatible URL")
+AllowCodeOption = typer.Option(None, "--allow-code", help="let the graph import this module and its submodules "
+                               "(repeatable); see README, Graphs from strangers")
+TrustGraphOption = typer.Option(False, "--trust-graph", help="also allow the modules the graph's own "
+                                "run.allow_code lists (only for graphs you wrote)")
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -38,12 +42,16 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _load(graph: str, overrides: list[str] | None, endpoint: str | None) -> Graph:
+def _load(graph: str, overrides: list[str] | None, endpoint: str | None, allow_code: list[str] | None = None,
+          trust_graph: bool = False) -> Graph:
     try:
-        return api.load(graph, overrides or [], endpoint)
+        return api.load(graph, overrides or [], endpoint, allow_code=allow_code, trust_graph=trust_graph)
     except ConfigError as error:
         _fail(str(error))
         raise  # unreachable: _fail exits
+    except (RecursionError, MemoryError):
+        _fail(f"{graph}: too deeply nested or too big to check")
+        raise
 
 
 @app.command()
@@ -51,6 +59,7 @@ def run(graph: str = typer.Argument(..., help="graph file, or a ready-made workf
         output: Path | None = typer.Option(None, "-o", "--output", help="output dir (default runs/<name>)"),
         limit: int | None = typer.Option(None, "-n", "--limit", help="records to run"),
         overrides: list[str] | None = SetOption, endpoint: str | None = EndpointOption,
+        allow_code: list[str] | None = AllowCodeOption, trust_graph: bool = TrustGraphOption,
         resume: bool = typer.Option(False, "--resume", help="finish an interrupted run in the same dir"),
         overwrite: bool = typer.Option(False, "--overwrite", help="start again in a dir that holds a run"),
         no_cache: bool = typer.Option(False, "--no-cache", help="do not read or write the response cache"),
@@ -63,7 +72,7 @@ def run(graph: str = typer.Argument(..., help="graph file, or a ready-made workf
         if not (index.isdigit() and count.isdigit()):
             _fail(f"--shard '{shard}' should look like 0/4 (shard k of n, 0-based)")
         overrides = [*(overrides or []), f"seed.shard=[{index}, {count}]"]
-    loaded = _load(graph, overrides, endpoint)
+    loaded = _load(graph, overrides, endpoint, allow_code, trust_graph)
     output_dir = output or Path("runs") / loaded.name
     total = limit if limit is not None else loaded.config.seed.limit
     progress = LiveProgress(total) if not quiet else None
@@ -114,18 +123,25 @@ def _summarise(manifest: dict[str, Any], output_dir: Path) -> None:
 
 
 @app.command()
-def validate(graph: str, overrides: list[str] | None = SetOption,
-             endpoint: str | None = EndpointOption) -> None:
-    """Check a graph without calling any model."""
-    loaded = _load(graph, overrides, endpoint)
+def validate(graph: str, overrides: list[str] | None = SetOption, endpoint: str | None = EndpointOption,
+             allow_code: list[str] | None = AllowCodeOption, trust_graph: bool = TrustGraphOption) -> None:
+    """Check a graph without calling any model; list the Python it would run."""
+    loaded = _load(graph, overrides, endpoint, allow_code, trust_graph)
     console.print(f"ok: {loaded.name} ({len(loaded.nodes)} nodes, {len(loaded.config.edges)} edges, "
-                  f"outputs: {', '.join(o.name for o in loaded.config.outputs)})", highlight=False)
+                  f"outputs: {', '.join(o.name for o in loaded.config.outputs)})", highlight=False, markup=False)
+    uses = loaded.code.uses
+    console.print(f"python it runs: {'none besides built-in node types' if not uses else len(uses)}",
+                  highlight=False, markup=False)
+    for use in uses:
+        console.print(f"  {use.where}: {use.target} <- {use.reason}", highlight=False, markup=False,
+                      soft_wrap=True)
 
 
 @app.command()
-def show(graph: str, overrides: list[str] | None = SetOption) -> None:
+def show(graph: str, overrides: list[str] | None = SetOption, allow_code: list[str] | None = AllowCodeOption,
+         trust_graph: bool = TrustGraphOption) -> None:
     """Print the graph as Mermaid text."""
-    print(_load(graph, overrides, None).mermaid())
+    print(_load(graph, overrides, None, allow_code, trust_graph).mermaid())
 
 
 @app.command()

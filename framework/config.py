@@ -154,6 +154,9 @@ class RunConfig(_Strict):
     failure_window: int = Field(default=50, ge=1)
     drain_seconds: float = Field(default=10.0, ge=0)
     write_dropped: bool = True
+    allow_code: list[str] = Field(default_factory=list, description="modules this graph needs that are not "
+                                  "node types or in its folder; honoured only with --trust-graph, since a "
+                                  "graph from a stranger can say it too")
 
 
 class GraphConfig(_Strict):

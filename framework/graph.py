@@ -11,11 +11,11 @@ import networkx as nx
 from pydantic import ValidationError
 
 from .config import GraphConfig, MessageTemplate, OutputConfig
-from .errors import ConfigError
+from .errors import ConfigError, one_line
 from .expressions import Condition
 from .loader import KeyPath, LoadedConfig, SourceMap, dotted
 from .node import ANY_KEY, Node
-from .registry import resolve_node_type
+from .registry import CodePolicy, resolve_node_type
 from .templates import Template
 
 RESERVED_KEYS = {"id"}
@@ -41,6 +41,8 @@ class Graph:
     starts: list[str]
     forward_ancestors: dict[str, frozenset[str]]
     seed_columns: set[str] = field(default_factory=set)
+    code: CodePolicy = field(default_factory=CodePolicy)
+    """What Python the graph may import, and (`code.uses`) what it did import."""
 
     @property
     def config(self) -> GraphConfig:
@@ -85,9 +87,14 @@ def _mermaid_escape(text: str) -> str:
     return text.replace('"', "#quot;")
 
 
-def build_graph(loaded: LoadedConfig, seed_columns: Iterable[str] = ()) -> Graph:
+def build_graph(loaded: LoadedConfig, seed_columns: Iterable[str] = (), code: CodePolicy | None = None) -> Graph:
+    """Build and check a graph; the Python it names is imported only as `code` allows (default: the
+    graph's folder, node types and the user's SYNTHLOOM_ALLOW_CODE)."""
     config, smap = loaded.config, loaded.source_map
-    nodes = {name: _instantiate(name, spec, smap) for name, spec in config.nodes.items()}
+    if code is None:
+        code = CodePolicy.for_graph(loaded.base_dir, requested=config.run.allow_code)
+    with code.active():
+        nodes = {name: _instantiate(name, spec, smap, code) for name, spec in config.nodes.items()}
     graph = nx.MultiDiGraph()
     graph.add_nodes_from(nodes)
     edges_from: dict[str, list[Edge]] = {name: [] for name in nodes}
@@ -109,15 +116,16 @@ def build_graph(loaded: LoadedConfig, seed_columns: Iterable[str] = ()) -> Graph
     _check_loops_bounded(graph, smap)
     dag = _forward_dag(graph, starts)
     ancestors = {name: frozenset(nx.ancestors(dag, name)) for name in nodes}
-    result = Graph(loaded, nodes, dag, edges_from, starts, ancestors, set(seed_columns))
+    result = Graph(loaded, nodes, dag, edges_from, starts, ancestors, set(seed_columns), code)
     _check_models(result, smap)
     _check_keys(result, graph, smap)
     return result
 
 
-def _instantiate(name: str, spec: dict[str, Any], smap: SourceMap) -> Node:
+def _instantiate(name: str, spec: dict[str, Any], smap: SourceMap, code: CodePolicy) -> Node:
     path: KeyPath = ("nodes", name)
     type_name = spec["type"]
+    code.where = f"nodes.{name}"
     try:
         node_type = resolve_node_type(type_name)
     except ConfigError as error:
@@ -135,8 +143,15 @@ def _instantiate(name: str, spec: dict[str, Any], smap: SourceMap) -> Node:
         elif first["type"] == "missing":
             message = f"a {type_name} node needs '{first['loc'][-1]}'"
         raise ConfigError(message, where=smap.where(loc), key=dotted(loc)) from None
-    except (ValueError, ConfigError) as error:
-        raise ConfigError(str(error), where=smap.where(path), key=dotted(path)) from None
+    except ConfigError as error:
+        key = error.key or dotted(path)
+        where = error.where or smap.where(tuple(int(part) if part.isdigit() else part for part in key.split(".")))
+        raise ConfigError(error.message, where=where, key=key) from None
+    except (ValueError, TypeError, OverflowError) as error:
+        raise ConfigError(one_line(error), where=smap.where(path), key=dotted(path)) from None
+    except (RecursionError, MemoryError):
+        raise ConfigError("too deeply nested or too big to check", where=smap.where(path), key=dotted(path)) \
+            from None
 
 
 def _condition(source: str | None, smap: SourceMap, path: KeyPath) -> Condition | None:
