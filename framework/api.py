@@ -17,7 +17,7 @@ from typing import Any
 from .errors import ConfigError
 from .graph import Graph, build_graph
 from .journal import MANIFEST
-from .loader import load_config
+from .loader import load_config, pinpoint
 from .registry import CodePolicy
 from .scheduler import Runner, RunOptions
 from .seeds import seed_columns
@@ -44,7 +44,10 @@ def load(path: str | Path, overrides: list[str] | None = None, endpoint: str | N
     `allow_code`; `trust_graph=True` also honours the graph's own `run.allow_code` (see README, "Graphs
     from strangers")."""
     loaded = load_config(find_graph_file(path), overrides, endpoint)
-    columns = seed_columns(loaded.config.seed, loaded.base_dir)
+    try:
+        columns = seed_columns(loaded.config.seed, loaded.base_dir)
+    except ConfigError as error:
+        raise pinpoint(error, loaded.source_map) from None
     code = CodePolicy.for_graph(loaded.base_dir, allow_code or (), loaded.config.run.allow_code, trust_graph)
     return build_graph(loaded, columns, code)
 
