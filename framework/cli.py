@@ -135,6 +135,10 @@ def validate(graph: str, overrides: list[str] | None = SetOption, endpoint: str 
     for use in uses:
         console.print(f"  {use.where}: {use.target} <- {use.reason}", highlight=False, markup=False,
                       soft_wrap=True)
+    if loaded.unchecked:
+        console.print(f"not checked: keys read after {', '.join(loaded.unchecked)} and the outputs' keys, since "
+                      f"what those nodes write is unknown (give @node(writes=[...]) or a TypedDict return)",
+                      highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()

@@ -10,6 +10,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
+MAX_NODES = 1000
+"""Nodes one graph may have: checking a graph is quadratic in them, and graphs may come from strangers."""
+
+
 class _Strict(BaseModel):
     """Unknown keys are errors: a typo in a config must not be silently ignored."""
 
@@ -165,7 +169,7 @@ class GraphConfig(_Strict):
     seed: SeedConfig = SeedConfig()
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     nodes: dict[str, dict[str, Any]]
-    edges: list[EdgeConfig] = Field(default_factory=list)
+    edges: list[EdgeConfig] = Field(default_factory=list, max_length=10 * MAX_NODES)
     outputs: list[OutputConfig] = Field(default_factory=lambda: [OutputConfig(name="records")])
     run: RunConfig = RunConfig()
 
@@ -174,6 +178,8 @@ class GraphConfig(_Strict):
     def _nodes_have_types(cls, nodes: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         if not nodes:
             raise ValueError("a graph needs at least one node")
+        if len(nodes) > MAX_NODES:
+            raise ValueError(f"a graph has at most {MAX_NODES} nodes")
         for name, spec in nodes.items():
             if not isinstance(spec, dict) or "type" not in spec:
                 raise ValueError(f"node '{name}' needs a type (see `synthloom nodes`)")

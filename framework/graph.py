@@ -41,6 +41,8 @@ class Graph:
     starts: list[str]
     forward_ancestors: dict[str, frozenset[str]]
     seed_columns: set[str] = field(default_factory=set)
+    unchecked: list[str] = field(default_factory=list)
+    """Nodes whose writes are unknown, so keys read after them (and outputs) could not be checked."""
     code: CodePolicy = field(default_factory=CodePolicy)
     """What Python the graph may import, and (`code.uses`) what it did import."""
 
@@ -119,6 +121,7 @@ def build_graph(loaded: LoadedConfig, seed_columns: Iterable[str] = (), code: Co
     result = Graph(loaded, nodes, dag, edges_from, starts, ancestors, set(seed_columns), code)
     _check_models(result, smap)
     _check_keys(result, graph, smap)
+    _check_parallel_writes(result, smap)
     return result
 
 
@@ -245,7 +248,8 @@ def _check_keys(graph: Graph, full: nx.MultiDiGraph, smap: SourceMap) -> None:
             if missing:
                 raise ConfigError(f"condition reads {', '.join(missing)}, which nothing before it writes",
                                   where=smap.where(("edges", edge.index, "when")), key=f"edges.{edge.index}.when")
-    if any(ANY_KEY in keys for keys in writes.values()):
+    graph.unchecked = [name for name, keys in writes.items() if ANY_KEY in keys]
+    if graph.unchecked:
         return
     for index, output in enumerate(graph.config.outputs):
         try:
@@ -255,6 +259,33 @@ def _check_keys(graph: Graph, full: nx.MultiDiGraph, smap: SourceMap) -> None:
         if missing:
             raise ConfigError(f"output '{output.name}' reads {', '.join(missing)}, which no node or seed "
                               f"column gives", where=smap.where(("outputs", index)), key=f"outputs.{index}")
+
+
+def _check_parallel_writes(graph: Graph, smap: SourceMap) -> None:
+    """Two nodes that can run side by side for one record must not write the same key: which update wins
+    would depend on timing. Side by side means neither runs before the other, and one node leads to both
+    through edges without conditions (branches behind exclusive `when:`s may write the same key)."""
+    unconditional = nx.DiGraph()
+    unconditional.add_nodes_from(graph.nodes)
+    unconditional.add_edges_from((edge.source, edge.target) for edges in graph.edges_from.values() for edge in edges
+                                 if edge.when is None and graph.dag.has_edge(edge.source, edge.target))
+    writers: dict[str, list[str]] = {}
+    for name, node in graph.nodes.items():
+        for key in node.writes() - {ANY_KEY}:
+            writers.setdefault(key, []).append(name)
+    for key, names in sorted(writers.items()):
+        for index, first in enumerate(names):
+            for second in names[index + 1:]:
+                if first in graph.forward_ancestors[second] or second in graph.forward_ancestors[first]:
+                    continue
+                leads_to_first = nx.ancestors(unconditional, first) | {first}
+                leads_to_second = nx.ancestors(unconditional, second) | {second}
+                both_start = first in graph.starts and second in graph.starts
+                if both_start or leads_to_first & leads_to_second:
+                    raise ConfigError(f"nodes '{first}' and '{second}' run side by side and both write '{key}', "
+                                      f"so which value stays would depend on timing; give one another output key "
+                                      f"or order them with an edge", where=smap.where(("nodes", second)),
+                                      key=f"nodes.{second}")
 
 
 def _locate(spec: Any, word: str) -> tuple[str | int, ...]:

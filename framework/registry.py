@@ -112,8 +112,8 @@ class CodePolicy:
                 continue
             found = _find_top(top)
             if found is not None and _origin(found) != _origin(here):
-                raise ConfigError(f"module '{top}' in the graph's folder has the name of an installed module "
-                                  f"({_origin(found)}); rename {_origin(here)}")
+                raise ConfigError(f"module '{top}' in the graph's folder has the name of a module imported from "
+                                  f"elsewhere ({_origin(found)}); rename {_origin(here)}")
             return f"the graph's folder ({_origin(here)})"
         raise ConfigError(f"graph files may not run '{module_name}' ({self._what(top)}): only node types "
                           f"(`synthloom nodes`), modules in the graph's folder, and modules you allow with "
