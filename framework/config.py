@@ -9,7 +9,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-
 MAX_NODES = 1000
 """Nodes one graph may have: checking a graph is quadratic in them, and graphs may come from strangers."""
 
