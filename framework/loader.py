@@ -172,8 +172,10 @@ def read_yaml_text(path: Path, where: str, key: str | None = None) -> str:
                               f"file is small", where=where, key=key)
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
-        raise ConfigError(f"{path} is not UTF-8 text (byte {error.start}); save it as UTF-8",
-                          where=where, key=key) from None
+        line = error.object[:error.start].count(b"\n") + 1
+        where = f"{path}:{line}" if where == str(path) else where
+        raise ConfigError(f"not UTF-8 text (byte {error.start}); save the file as UTF-8", where=where, key=key) \
+            from None
     except OSError as error:
         raise ConfigError(f"cannot read {path} ({error.strerror}); check the path", where=where, key=key) \
             from None
@@ -236,7 +238,10 @@ def _check_tree(root: yaml.Node, file: str, key: str | None) -> None:
 
 def apply_profiles(raw: dict[str, Any], base_dir: Path, source_map: SourceMap) -> None:
     """`profile: vllm` fills a model's keys from configs/vllm.yaml (or a YAML path); the graph's own keys win."""
-    for name, spec in (raw.get("models") or {}).items():
+    models = raw.get("models")
+    if not isinstance(models, dict):
+        return  # the schema check says what is wrong with it
+    for name, spec in models.items():
         if not isinstance(spec, dict) or not spec.get("profile"):
             continue
         where = source_map.where(("models", name, "profile"))
@@ -270,10 +275,14 @@ def _read_profile(profile: str, base_dir: Path, where: str, key: str) -> dict[st
 def point_models_at(raw: dict[str, Any], endpoint: str) -> None:
     """`--endpoint URL`: every model (and the implicit default) becomes that OpenAI-compatible server."""
     models = raw.setdefault("models", {}) or {}
+    if not isinstance(models, dict):
+        return  # the schema check says what is wrong with it
     raw["models"] = models
     if not models:
         models["default"] = {}
     for spec in models.values():
+        if not isinstance(spec, dict):
+            continue
         spec["backend"] = "openai"
         spec["base_url"] = endpoint
         spec.setdefault("model", "default")
