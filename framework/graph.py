@@ -118,7 +118,7 @@ def build_graph(loaded: LoadedConfig, seed_columns: Iterable[str] = (), code: Co
     _check_loops_bounded(graph, smap)
     dag = _forward_dag(graph, starts)
     ancestors = {name: frozenset(nx.ancestors(dag, name)) for name in nodes}
-    result = Graph(loaded, nodes, dag, edges_from, starts, ancestors, set(seed_columns), code)
+    result = Graph(loaded, nodes, dag, edges_from, starts, ancestors, set(seed_columns), code=code)
     _check_models(result, smap)
     _check_keys(result, graph, smap)
     _check_parallel_writes(result, smap)
