@@ -172,6 +172,15 @@ class GraphConfig(_Strict):
     outputs: list[OutputConfig] = Field(default_factory=lambda: [OutputConfig(name="records")])
     run: RunConfig = RunConfig()
 
+    @field_validator("name")
+    @classmethod
+    def _name_is_not_a_path(cls, name: str) -> str:
+        """The default output dir is runs/<name>: a name must not lead elsewhere (`../../home/me/.ssh`)."""
+        if not name.strip() or name.strip(".") == "" or any(ch in name for ch in "/\\") \
+                or any(ord(ch) < 32 for ch in name):
+            raise ValueError("a graph name is a plain name (no '/', '\\', control characters, or '.'/'..')")
+        return name
+
     @field_validator("nodes")
     @classmethod
     def _nodes_have_types(cls, nodes: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

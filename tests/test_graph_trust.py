@@ -154,3 +154,12 @@ def test_agent_tools_and_output_schema_models_follow_the_same_rule(tmp_path: Pat
     assert_refused(cli("validate", schema), "nodes.a", "graph files may not run 'pydantic'")
     graph = write(tmp_path / "c", {"a": {"type": "langgraph", "graph": "os:system", "inputs": {}, "outputs": {}}})
     assert_refused(cli("validate", graph), "nodes.a.graph", "the standard library")
+
+
+@pytest.mark.parametrize("name", ["../../escape", "/tmp/abs", "..", "a\\b"])
+def test_a_graph_name_cannot_lead_the_default_output_elsewhere(tmp_path: Path, name: str) -> None:
+    path = tmp_path / "graph.yaml"
+    path.write_text(yaml.safe_dump({"name": name, "seed": {"source": {"type": "none", "rows": 1}},
+                                    "nodes": {"a": {"type": "filter", "when": "True", "reason": "r"}}}))
+    assert_refused(cli("run", path, "-q", cwd=tmp_path), "graph.yaml:", "name: a graph name is a plain name")
+    assert not (tmp_path.parent / "escape").exists()
