@@ -163,3 +163,17 @@ def test_a_graph_name_cannot_lead_the_default_output_elsewhere(tmp_path: Path, n
                                     "nodes": {"a": {"type": "filter", "when": "True", "reason": "r"}}}))
     assert_refused(cli("run", path, "-q", cwd=tmp_path), "graph.yaml:", "name: a graph name is a plain name")
     assert not (tmp_path.parent / "escape").exists()
+
+
+def test_a_subgraph_file_follows_the_rules_of_the_graph_that_names_it(tmp_path: Path) -> None:
+    (tmp_path / "child.yaml").write_text(yaml.safe_dump({
+        "name": "child", "nodes": {"shell": {"type": "python", "function": "os:system", "output": "status"}}}))
+    (tmp_path / "seeds.jsonl").write_text('{"command": "touch pwned"}\n')
+    path = write(tmp_path, {"sub": {"type": "subgraph", "graph": "child.yaml", "inputs": {"command": "command"},
+                                    "outputs": {"status": "status"}}},
+                 seed={"source": {"type": "jsonl", "path": "seeds.jsonl"}})
+    listed = cli("validate", path)
+    assert listed.returncode == 0 and "nodes.sub: child.yaml <- a subgraph file" in listed.stdout, listed.stderr
+    assert_refused(cli("run", path, "-o", tmp_path / "out", "-q", cwd=tmp_path), "child.yaml",
+                   "graph files may not run 'os'")
+    assert not (tmp_path / "pwned").exists()
