@@ -164,9 +164,10 @@ def read_yaml_text(path: Path, where: str, key: str | None = None) -> str:
     """A YAML file's text: a regular file, not too big, UTF-8; `ConfigError` otherwise."""
     try:
         if not path.is_file():
-            problem = "is a folder" if path.is_dir() else "does not exist" if not path.exists() else \
-                "is not a regular file"
-            raise ConfigError(f"{path} {problem}; give a YAML file", where=where, key=key)
+            problem = "it is a folder" if path.is_dir() else "it does not exist" if not path.exists() else \
+                "it is not a regular file"
+            raise ConfigError(f"cannot read the graph file {path} ({problem}); check the path", where=where,
+                              key=key)
         if path.stat().st_size > MAX_YAML_BYTES:
             raise ConfigError(f"{path} is larger than {MAX_YAML_BYTES // 1_000_000} MB; a graph or profile "
                               f"file is small", where=where, key=key)
