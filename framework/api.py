@@ -17,7 +17,8 @@ from typing import Any
 from .errors import ConfigError
 from .graph import Graph, build_graph
 from .journal import MANIFEST
-from .loader import load_config
+from .loader import load_config, pinpoint
+from .registry import CodePolicy
 from .scheduler import Runner, RunOptions
 from .seeds import seed_columns
 
@@ -35,11 +36,20 @@ def find_graph_file(name_or_path: str | Path) -> Path:
                       f"see `synthloom list`)")
 
 
-def load(path: str | Path, overrides: list[str] | None = None, endpoint: str | None = None) -> Graph:
-    """Read and validate a graph file (or ready-made workflow name). Raises `ConfigError`."""
+def load(path: str | Path, overrides: list[str] | None = None, endpoint: str | None = None, *,
+         allow_code: list[str] | None = None, trust_graph: bool = False) -> Graph:
+    """Read and validate a graph file (or ready-made workflow name). Raises `ConfigError`.
+
+    The Python the graph names may come only from node types, the graph's folder, and the modules in
+    `allow_code`; `trust_graph=True` also honours the graph's own `run.allow_code` (see README, "Graphs
+    from strangers")."""
     loaded = load_config(find_graph_file(path), overrides, endpoint)
-    columns = seed_columns(loaded.config.seed, loaded.base_dir)
-    return build_graph(loaded, columns)
+    try:
+        columns = seed_columns(loaded.config.seed, loaded.base_dir)
+    except ConfigError as error:
+        raise pinpoint(error, loaded.source_map) from None
+    code = CodePolicy.for_graph(loaded.base_dir, allow_code or (), loaded.config.run.allow_code, trust_graph)
+    return build_graph(loaded, columns, code)
 
 
 @dataclass
@@ -82,10 +92,10 @@ def read_manifest(output_dir: str | Path) -> dict[str, Any]:
 
 
 async def arun(graph: Graph | str | Path, output_dir: str | Path, *, options: RunOptions | None = None,
-               **option_values: Any) -> RunResult:
-    """Run a graph inside a running event loop (a notebook cell can `await` it)."""
+               allow_code: list[str] | None = None, **option_values: Any) -> RunResult:
+    """Run a graph inside a running event loop (a notebook cell can `await` it). `allow_code`: see `load`."""
     if not isinstance(graph, Graph):
-        graph = load(graph)
+        graph = load(graph, allow_code=allow_code)
     options = options or RunOptions(**option_values)
     runner = Runner(graph, Path(output_dir), options)
     manifest = await runner.run()

@@ -33,6 +33,10 @@ errors = Console(stderr=True)
 
 SetOption = typer.Option(None, "--set", help="override a key: dotted.path=value (repeatable)")
 EndpointOption = typer.Option(None, "--endpoint", help="point every model at this OpenAI-compatible URL")
+AllowCodeOption = typer.Option(None, "--allow-code", help="let the graph import this module and its submodules "
+                               "(repeatable); see README, Graphs from strangers")
+TrustGraphOption = typer.Option(False, "--trust-graph", help="also allow the modules the graph's own "
+                                "run.allow_code lists (only for graphs you wrote)")
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -40,12 +44,16 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _load(graph: str, overrides: list[str] | None, endpoint: str | None) -> Graph:
+def _load(graph: str, overrides: list[str] | None, endpoint: str | None, allow_code: list[str] | None = None,
+          trust_graph: bool = False) -> Graph:
     try:
-        return api.load(graph, overrides or [], endpoint)
+        return api.load(graph, overrides or [], endpoint, allow_code=allow_code, trust_graph=trust_graph)
     except ConfigError as error:
         _fail(str(error))
         raise  # unreachable: _fail exits
+    except (RecursionError, MemoryError):
+        _fail(f"{graph}: too deeply nested or too big to check")
+        raise
 
 
 @app.command()
@@ -53,6 +61,7 @@ def run(graph: str = typer.Argument(..., help="graph file, or a ready-made workf
         output: Path | None = typer.Option(None, "-o", "--output", help="output dir (default runs/<name>)"),
         limit: int | None = typer.Option(None, "-n", "--limit", help="records to run"),
         overrides: list[str] | None = SetOption, endpoint: str | None = EndpointOption,
+        allow_code: list[str] | None = AllowCodeOption, trust_graph: bool = TrustGraphOption,
         resume: bool = typer.Option(False, "--resume", help="finish an interrupted run in the same dir"),
         overwrite: bool = typer.Option(False, "--overwrite", help="start again in a dir that holds a run"),
         no_retry_failed: bool = typer.Option(False, "--no-retry-failed",
@@ -68,7 +77,7 @@ def run(graph: str = typer.Argument(..., help="graph file, or a ready-made workf
         if not (index.isdigit() and count.isdigit()):
             _fail(f"--shard '{shard}' should look like 0/4 (shard k of n, 0-based)")
         overrides = [*(overrides or []), f"seed.shard=[{index}, {count}]"]
-    loaded = _load(graph, overrides, endpoint)
+    loaded = _load(graph, overrides, endpoint, allow_code, trust_graph)
     output_dir = output or Path("runs") / loaded.name
     total = limit if limit is not None else loaded.config.seed.limit
     progress = LiveProgress(total) if not quiet else None
@@ -168,16 +177,27 @@ def _summarise(manifest: dict[str, Any], output_dir: Path) -> None:
 
 
 @app.command()
-def validate(graph: str, overrides: list[str] | None = SetOption,
-             endpoint: str | None = EndpointOption) -> None:
-    """Check a graph without calling any model."""
-    loaded = _load(graph, overrides, endpoint)
+def validate(graph: str, overrides: list[str] | None = SetOption, endpoint: str | None = EndpointOption,
+             allow_code: list[str] | None = AllowCodeOption, trust_graph: bool = TrustGraphOption) -> None:
+    """Check a graph without calling any model; list the Python it would run."""
+    loaded = _load(graph, overrides, endpoint, allow_code, trust_graph)
     console.print(f"ok: {loaded.name} ({len(loaded.nodes)} nodes, {len(loaded.config.edges)} edges, "
-                  f"outputs: {', '.join(o.name for o in loaded.config.outputs)})", highlight=False)
+                  f"outputs: {', '.join(o.name for o in loaded.config.outputs)})", highlight=False, markup=False)
+    uses = loaded.code.uses
+    console.print(f"python it runs: {'none besides built-in node types' if not uses else len(uses)}",
+                  highlight=False, markup=False)
+    for use in uses:
+        console.print(f"  {use.where}: {use.target} <- {use.reason}", highlight=False, markup=False,
+                      soft_wrap=True)
+    if loaded.unchecked:
+        console.print(f"not checked: keys read after {', '.join(loaded.unchecked)} and the outputs' keys, since "
+                      f"what those nodes write is unknown (give @node(writes=[...]) or a TypedDict return)",
+                      highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()
-def show(graph: str, overrides: list[str] | None = SetOption,
+def show(graph: str, overrides: list[str] | None = SetOption, allow_code: list[str] | None = AllowCodeOption,
+         trust_graph: bool = TrustGraphOption,
          kind: str = typer.Option("mermaid", "--format", "-f", help="mermaid (text), html (a page) or svg"),
          output: Path | None = typer.Option(None, "-o", "--output", help="write to this file, not stdout")) -> None:
     """Show the graph: Mermaid text, a self-contained HTML page with its diagram, or the diagram as SVG."""
@@ -185,7 +205,7 @@ def show(graph: str, overrides: list[str] | None = SetOption,
     renderers = {"mermaid": Graph.mermaid, "html": render_page, "svg": render_svg}
     if kind not in renderers:
         _fail(f"--format '{kind}' is not one of {', '.join(renderers)}")
-    text = renderers[kind](_load(graph, overrides, None))
+    text = renderers[kind](_load(graph, overrides, None, allow_code, trust_graph))
     if output is None:
         print(text)
         return
@@ -203,11 +223,11 @@ def preview(graph: str = typer.Argument(..., help="graph file, or a ready-made w
             as_json: bool = typer.Option(False, "--json", help="the records as JSON, for tools"),
             overrides: list[str] | None = SetOption, endpoint: str | None = EndpointOption,
             no_cache: bool = typer.Option(False, "--no-cache", help="do not read or write the response cache"),
-            ) -> None:
+            allow_code: list[str] | None = AllowCodeOption, trust_graph: bool = TrustGraphOption) -> None:
     """Run a few records without writing a run directory; show each node's prompt, reply, edges, outputs."""
     from .preview import preview as run_preview
     from .preview_view import render_plain, render_rich
-    loaded = _load(graph, overrides, endpoint)
+    loaded = _load(graph, overrides, endpoint, allow_code, trust_graph)
     try:
         records = run_preview(loaded, limit, node, use_cache=not no_cache)
     except SynthloomError as error:

@@ -10,6 +10,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+MAX_NODES = 1000
+"""Nodes one graph may have: checking a graph is quadratic in them, and graphs may come from strangers."""
+
 
 class _Strict(BaseModel):
     """Unknown keys are errors: a typo in a config must not be silently ignored."""
@@ -175,6 +178,9 @@ class RunConfig(_Strict):
     failure_window: int = Field(default=50, ge=1)
     drain_seconds: float = Field(default=10.0, ge=0)
     write_dropped: bool = True
+    allow_code: list[str] = Field(default_factory=list, description="modules this graph needs that are not "
+                                  "node types or in its folder; honoured only with --trust-graph, since a "
+                                  "graph from a stranger can say it too")
 
 
 class GraphConfig(_Strict):
@@ -183,7 +189,7 @@ class GraphConfig(_Strict):
     seed: SeedConfig = SeedConfig()
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     nodes: dict[str, dict[str, Any]]
-    edges: list[EdgeConfig] = Field(default_factory=list)
+    edges: list[EdgeConfig] = Field(default_factory=list, max_length=10 * MAX_NODES)
     outputs: list[OutputConfig] = Field(default_factory=lambda: [OutputConfig(name="records")])
     run: RunConfig = RunConfig()
 
@@ -196,12 +202,22 @@ class GraphConfig(_Strict):
                 raise ValueError(f"two outputs are named '{output.name}'; each output needs its own name")
             seen.add(output.name.lower())
         return outputs
+    @field_validator("name")
+    @classmethod
+    def _name_is_not_a_path(cls, name: str) -> str:
+        """The default output dir is runs/<name>: a name must not lead elsewhere (`../../home/me/.ssh`)."""
+        if not name.strip() or name.strip(".") == "" or any(ch in name for ch in "/\\") \
+                or any(ord(ch) < 32 for ch in name):
+            raise ValueError("a graph name is a plain name (no '/', '\\', control characters, or '.'/'..')")
+        return name
 
     @field_validator("nodes")
     @classmethod
     def _nodes_have_types(cls, nodes: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         if not nodes:
             raise ValueError("a graph needs at least one node")
+        if len(nodes) > MAX_NODES:
+            raise ValueError(f"a graph has at most {MAX_NODES} nodes")
         for name, spec in nodes.items():
             if not isinstance(spec, dict) or "type" not in spec:
                 raise ValueError(f"node '{name}' needs a type (see `synthloom nodes`)")

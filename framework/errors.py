@@ -5,6 +5,14 @@ never a traceback. Errors raised while a record runs fail that record only (see 
 """
 from __future__ import annotations
 
+MESSAGE_LIMIT = 400
+
+
+def one_line(value: object, limit: int = MESSAGE_LIMIT) -> str:
+    """A message for one terminal line: user values may hold newlines or be megabytes long."""
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
 
 class SynthloomError(Exception):
     """Base of every error synthloom raises on purpose."""
@@ -17,6 +25,7 @@ class ConfigError(SynthloomError):
     """
 
     def __init__(self, message: str, *, where: str | None = None, key: str | None = None):
+        message, where, key = one_line(message), where and one_line(where), key and one_line(key, 120)
         self.message, self.where, self.key = message, where, key
         prefix = ": ".join(part for part in (where, key) if part)
         super().__init__(f"{prefix}: {message}" if prefix else message)

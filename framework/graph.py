@@ -11,11 +11,11 @@ import networkx as nx
 from pydantic import ValidationError
 
 from .config import GraphConfig, OutputConfig
-from .errors import ConfigError
+from .errors import ConfigError, one_line
 from .expressions import Condition
 from .loader import KeyPath, LoadedConfig, SourceMap, dotted
 from .node import ANY_KEY, Node
-from .registry import resolve_node_type
+from .registry import CodePolicy, resolve_node_type
 from .templates import Template
 
 RESERVED_KEYS = {"id"}
@@ -41,6 +41,10 @@ class Graph:
     starts: list[str]
     forward_ancestors: dict[str, frozenset[str]]
     seed_columns: set[str] = field(default_factory=set)
+    unchecked: list[str] = field(default_factory=list)
+    """Nodes whose writes are unknown, so keys read after them (and outputs) could not be checked."""
+    code: CodePolicy = field(default_factory=CodePolicy)
+    """What Python the graph may import, and (`code.uses`) what it did import."""
 
     @property
     def config(self) -> GraphConfig:
@@ -85,9 +89,14 @@ def _mermaid_escape(text: str) -> str:
     return text.replace('"', "#quot;")
 
 
-def build_graph(loaded: LoadedConfig, seed_columns: Iterable[str] = ()) -> Graph:
+def build_graph(loaded: LoadedConfig, seed_columns: Iterable[str] = (), code: CodePolicy | None = None) -> Graph:
+    """Build and check a graph; the Python it names is imported only as `code` allows (default: the
+    graph's folder, node types and the user's SYNTHLOOM_ALLOW_CODE)."""
     config, smap = loaded.config, loaded.source_map
-    nodes = {name: _instantiate(name, spec, smap) for name, spec in config.nodes.items()}
+    if code is None:
+        code = CodePolicy.for_graph(loaded.base_dir, requested=config.run.allow_code)
+    with code.active():
+        nodes = {name: _instantiate(name, spec, smap, code) for name, spec in config.nodes.items()}
     graph = nx.MultiDiGraph()
     graph.add_nodes_from(nodes)
     edges_from: dict[str, list[Edge]] = {name: [] for name in nodes}
@@ -109,15 +118,17 @@ def build_graph(loaded: LoadedConfig, seed_columns: Iterable[str] = ()) -> Graph
     _check_loops_bounded(graph, smap)
     dag = _forward_dag(graph, starts)
     ancestors = {name: frozenset(nx.ancestors(dag, name)) for name in nodes}
-    result = Graph(loaded, nodes, dag, edges_from, starts, ancestors, set(seed_columns))
+    result = Graph(loaded, nodes, dag, edges_from, starts, ancestors, set(seed_columns), code=code)
     _check_models(result, smap)
     _check_keys(result, graph, smap)
+    _check_parallel_writes(result, smap)
     return result
 
 
-def _instantiate(name: str, spec: dict[str, Any], smap: SourceMap) -> Node:
+def _instantiate(name: str, spec: dict[str, Any], smap: SourceMap, code: CodePolicy) -> Node:
     path: KeyPath = ("nodes", name)
     type_name = spec["type"]
+    code.where = f"nodes.{name}"
     try:
         node_type = resolve_node_type(type_name)
     except ConfigError as error:
@@ -135,8 +146,15 @@ def _instantiate(name: str, spec: dict[str, Any], smap: SourceMap) -> Node:
         elif first["type"] == "missing":
             message = f"a {type_name} node needs '{first['loc'][-1]}'"
         raise ConfigError(message, where=smap.where(loc), key=dotted(loc)) from None
-    except (ValueError, ConfigError) as error:
-        raise ConfigError(str(error), where=smap.where(path), key=dotted(path)) from None
+    except ConfigError as error:
+        key = error.key or dotted(path)
+        where = error.where or smap.where(tuple(int(part) if part.isdigit() else part for part in key.split(".")))
+        raise ConfigError(error.message, where=where, key=key) from None
+    except (ValueError, TypeError, OverflowError) as error:
+        raise ConfigError(one_line(error), where=smap.where(path), key=dotted(path)) from None
+    except (RecursionError, MemoryError):
+        raise ConfigError("too deeply nested or too big to check", where=smap.where(path), key=dotted(path)) \
+            from None
 
 
 def _condition(source: str | None, smap: SourceMap, path: KeyPath) -> Condition | None:
@@ -230,7 +248,8 @@ def _check_keys(graph: Graph, full: nx.MultiDiGraph, smap: SourceMap) -> None:
             if missing:
                 raise ConfigError(f"condition reads {', '.join(missing)}, which nothing before it writes",
                                   where=smap.where(("edges", edge.index, "when")), key=f"edges.{edge.index}.when")
-    if any(ANY_KEY in keys for keys in writes.values()):
+    graph.unchecked = [name for name, keys in writes.items() if ANY_KEY in keys]
+    if graph.unchecked:
         return
     for index, output in enumerate(graph.config.outputs):
         try:
@@ -240,6 +259,33 @@ def _check_keys(graph: Graph, full: nx.MultiDiGraph, smap: SourceMap) -> None:
         if missing:
             raise ConfigError(f"output '{output.name}' reads {', '.join(missing)}, which no node or seed "
                               f"column gives", where=smap.where(("outputs", index)), key=f"outputs.{index}")
+
+
+def _check_parallel_writes(graph: Graph, smap: SourceMap) -> None:
+    """Two nodes that can run side by side for one record must not write the same key: which update wins
+    would depend on timing. Side by side means neither runs before the other, and one node leads to both
+    through edges without conditions (branches behind exclusive `when:`s may write the same key)."""
+    unconditional = nx.DiGraph()
+    unconditional.add_nodes_from(graph.nodes)
+    unconditional.add_edges_from((edge.source, edge.target) for edges in graph.edges_from.values() for edge in edges
+                                 if edge.when is None and graph.dag.has_edge(edge.source, edge.target))
+    writers: dict[str, list[str]] = {}
+    for name, node in graph.nodes.items():
+        for key in node.writes() - {ANY_KEY}:
+            writers.setdefault(key, []).append(name)
+    for key, names in sorted(writers.items()):
+        for index, first in enumerate(names):
+            for second in names[index + 1:]:
+                if first in graph.forward_ancestors[second] or second in graph.forward_ancestors[first]:
+                    continue
+                leads_to_first = nx.ancestors(unconditional, first) | {first}
+                leads_to_second = nx.ancestors(unconditional, second) | {second}
+                both_start = first in graph.starts and second in graph.starts
+                if both_start or leads_to_first & leads_to_second:
+                    raise ConfigError(f"nodes '{first}' and '{second}' run side by side and both write '{key}', "
+                                      f"so which value stays would depend on timing; give one another output key "
+                                      f"or order them with an edge", where=smap.where(("nodes", second)),
+                                      key=f"nodes.{second}")
 
 
 def _locate(spec: Any, word: str) -> tuple[str | int, ...]:

@@ -43,16 +43,37 @@ def _collect_lines(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int]) ->
             _collect_lines(item, (*path, index), lines)
 
 
+def pinpoint(error: ConfigError, source_map: SourceMap) -> ConfigError:
+    """The same error, pointing at the file and line of its key when it did not say where."""
+    if error.where or not error.key:
+        return error
+    path = tuple(int(part) if part.isdigit() else part for part in error.key.split("."))
+    return ConfigError(error.message, where=source_map.where(path), key=error.key)
+
+
 def dotted(path: KeyPath) -> str:
     return ".".join(str(part) for part in path)
 
 
+REQUEST_PARAMS = frozenset({
+    "temperature", "top_p", "top_k", "min_p", "max_tokens", "max_completion_tokens", "stop", "seed", "n",
+    "presence_penalty", "frequency_penalty", "repetition_penalty", "repeat_penalty", "logit_bias", "logprobs",
+    "top_logprobs", "response_format", "tool_choice", "tools", "user", "reasoning_effort", "extra_body",
+    "chat_template_kwargs", "guided_json", "guided_regex", "guided_choice", "grammar", "typical_p", "mirostat",
+    "mirostat_tau", "mirostat_eta", "tfs_z", "ignore_eos", "min_tokens", "best_of", "echo", "suffix"})
+"""Request parameters a `--set ...params.<name>=` may add; any other new name there is taken for a typo."""
+
+
 def apply_override(raw: dict[str, Any], assignment: str) -> None:
-    """`models.writer.base_url=http://h:9/v1`: set a key (YAML-typed value), creating dicts on the way."""
+    """`models.writer.base_url=http://h:9/v1`: set a key (YAML-typed value), creating dicts on the way.
+
+    A model or node the file does not have, or a request parameter nobody knows, is an error naming it: a
+    misspelt `--set` must not be silently accepted. Keys of typed sections are checked by the schema."""
     key, sep, text = assignment.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set '{assignment}' should look like dotted.key=value")
     parts = key.strip().split(".")
+    _check_override_names(raw, parts, key.strip())
     target: Any = raw
     for index, part in enumerate(parts[:-1]):
         if isinstance(target, list):
@@ -64,7 +85,11 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
             target = target.setdefault(part, {})
         if not isinstance(target, (dict, list)):
             raise ConfigError(f"--set {key}: '{'.'.join(parts[:index + 1])}' is a value, not a mapping")
-    value = yaml.safe_load(text) if text.strip() else ""
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except (yaml.YAMLError, ValueError) as error:
+        raise ConfigError(f"--set {key}: the value is not valid YAML ({getattr(error, 'problem', error)})") \
+            from None
     last = parts[-1]
     if isinstance(target, list):
         if not last.isdigit() or int(last) >= len(target):
@@ -72,6 +97,26 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
         target[int(last)] = value
     else:
         target[last] = value
+
+
+def _check_override_names(raw: dict[str, Any], parts: list[str], key: str) -> None:
+    section = parts[0]
+    if section not in ("models", "nodes") or len(parts) < 2:
+        return
+    existing = raw.get(section) if isinstance(raw.get(section), dict) else {}
+    assert isinstance(existing, dict)
+    name = parts[1]
+    implicit = {"default"} if section == "models" else set()
+    if name not in existing and name not in implicit:
+        known = ", ".join(sorted({str(item) for item in existing} | implicit)) or "none"
+        raise ConfigError(f"--set {key}: the graph has no {section[:-1]} '{name}' ({section}: {known})")
+    spec = existing.get(name)
+    if len(parts) == 4 and parts[2] == "params":
+        given = spec.get("params") if isinstance(spec, dict) else None
+        is_function = isinstance(spec, dict) and spec.get("type") == "python"
+        if parts[3] not in REQUEST_PARAMS and not is_function and not (isinstance(given, dict) and parts[3] in given):
+            raise ConfigError(f"--set {key}: '{parts[3]}' is not a request parameter synthloom knows "
+                              f"(e.g. temperature, max_tokens, top_p, stop, seed); check the spelling")
 
 
 RUNTIME_MODEL_KEYS = frozenset({"profile", "base_url", "max_concurrency", "timeout", "max_retries", "rpm", "tpm",
@@ -121,19 +166,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None,
                 endpoint: str | None = None) -> LoadedConfig:
     """Parse, override and type-check a graph file. Raises `ConfigError` naming file, line and key."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigError(f"cannot read the graph file ({error.strerror}); check the path",
-                          where=str(path)) from None
-    try:
-        tree = yaml.compose(text)
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        problem = getattr(error, "problem", None) or str(error)
-        raise ConfigError(f"not valid YAML ({problem})", where=where) from None
+    text = read_yaml_text(path, str(path))
+    tree, raw = parse_yaml(text, str(path))
     if not isinstance(raw, dict):
         raise ConfigError("a graph file is a mapping with name, nodes, edges, ...", where=str(path))
     source_map = SourceMap(str(path))
@@ -148,9 +182,95 @@ def load_config(path: str | Path, overrides: list[str] | None = None,
     return LoadedConfig(validate_raw(raw, source_map), raw, source_map, base_dir, config_hash(raw, base_dir))
 
 
+MAX_YAML_BYTES = 5_000_000
+MAX_YAML_VALUES = 200_000
+"""Values a YAML file may stand for once its aliases are expanded (a 'billion laughs' file stands for 10**9)."""
+MAX_YAML_DEPTH = 64
+
+
+def read_yaml_text(path: Path, where: str, key: str | None = None) -> str:
+    """A YAML file's text: a regular file, not too big, UTF-8; `ConfigError` otherwise."""
+    try:
+        if not path.is_file():
+            problem = "it is a folder" if path.is_dir() else "it does not exist" if not path.exists() else \
+                "it is not a regular file"
+            raise ConfigError(f"cannot read the graph file {path} ({problem}); check the path", where=where,
+                              key=key)
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise ConfigError(f"{path} is larger than {MAX_YAML_BYTES // 1_000_000} MB; a graph or profile "
+                              f"file is small", where=where, key=key)
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        line = error.object[:error.start].count(b"\n") + 1
+        where = f"{path}:{line}" if where == str(path) else where
+        raise ConfigError(f"not UTF-8 text (byte {error.start}); save the file as UTF-8", where=where, key=key) \
+            from None
+    except OSError as error:
+        raise ConfigError(f"cannot read {path} ({error.strerror}); check the path", where=where, key=key) \
+            from None
+
+
+def parse_yaml(text: str, file: str, key: str | None = None) -> tuple[yaml.Node | None, Any]:
+    """Compose, check bounds and duplicate keys, then construct. Every failure is one `ConfigError` line."""
+    try:
+        tree = yaml.compose(text, Loader=yaml.SafeLoader)
+        if tree is not None:
+            _check_tree(tree, file, key)
+        return tree, yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{file}:{mark.line + 1}" if mark else file
+        problem = getattr(error, "problem", None) or str(error)
+        raise ConfigError(f"not valid YAML ({problem})", where=where, key=key) from None
+    except RecursionError:
+        raise ConfigError(f"nested more than {MAX_YAML_DEPTH} levels deep", where=file, key=key) from None
+    except ValueError as error:  # e.g. an integer of more digits than Python converts
+        raise ConfigError(f"a value cannot be read ({error})", where=file, key=key) from None
+
+
+def _check_tree(root: yaml.Node, file: str, key: str | None) -> None:
+    """Refuse duplicate keys, nesting past MAX_YAML_DEPTH, and aliases that expand past MAX_YAML_VALUES.
+
+    Sizes are memoised per node, so a file whose aliases stand for 10**9 values is measured in a few steps.
+    """
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node, depth: int) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        where = f"{file}:{node.start_mark.line + 1}"
+        if depth > MAX_YAML_DEPTH:
+            raise ConfigError(f"nested more than {MAX_YAML_DEPTH} levels deep", where=where, key=key)
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key_node, value_node in node.value:
+                if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                    if key_node.value in seen:
+                        raise ConfigError(f"key '{key_node.value}' appears twice in one mapping; YAML would "
+                                          f"silently keep the last", where=f"{file}:{key_node.start_mark.line + 1}",
+                                          key=key)
+                    seen.add(key_node.value)
+                total += size(key_node, depth + 1) + size(value_node, depth + 1)
+        elif isinstance(node, yaml.SequenceNode):
+            total += sum(size(item, depth + 1) for item in node.value)
+        elif node.tag == "tag:yaml.org,2002:int" and len(node.value) > 1000:
+            raise ConfigError("an integer of more than 1000 digits", where=where, key=key)
+        if total > MAX_YAML_VALUES:
+            raise ConfigError(f"the file stands for more than {MAX_YAML_VALUES} values once its aliases are "
+                              f"expanded; use fewer or smaller aliases", where=where, key=key)
+        sizes[id(node)] = total
+        return total
+
+    size(root, 0)
+
+
 def apply_profiles(raw: dict[str, Any], base_dir: Path, source_map: SourceMap) -> None:
     """`profile: vllm` fills a model's keys from configs/vllm.yaml (or a YAML path); the graph's own keys win."""
-    for name, spec in (raw.get("models") or {}).items():
+    models = raw.get("models")
+    if not isinstance(models, dict):
+        return  # the schema check says what is wrong with it
+    for name, spec in models.items():
         if not isinstance(spec, dict) or not spec.get("profile"):
             continue
         where = source_map.where(("models", name, "profile"))
@@ -161,8 +281,9 @@ def apply_profiles(raw: dict[str, Any], base_dir: Path, source_map: SourceMap) -
 def _read_profile(profile: str, base_dir: Path, where: str, key: str) -> dict[str, Any]:
     from importlib import resources
     candidate = base_dir / profile
-    if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
-        text = candidate.read_text(encoding="utf-8")
+    if candidate.suffix in (".yaml", ".yml") and candidate.exists():
+        text = read_yaml_text(candidate, where, key)
+        file = str(candidate)
     else:
         packaged = resources.files("synthloom_configs") / f"{profile}.yaml"
         if not packaged.is_file():
@@ -170,8 +291,11 @@ def _read_profile(profile: str, base_dir: Path, where: str, key: str) -> dict[st
                            if item.name.endswith(".yaml"))
             raise ConfigError(f"no profile '{profile}' (known: {', '.join(known)}; or a .yaml path)",
                               where=where, key=key)
-        text = packaged.read_text(encoding="utf-8")
-    data = yaml.safe_load(text)
+        text, file = packaged.read_text(encoding="utf-8"), str(packaged)
+    try:
+        _, data = parse_yaml(text, file, key)
+    except ConfigError as error:
+        raise ConfigError(f"profile '{profile}': {error.message} ({error.where})", where=where, key=key) from None
     if not isinstance(data, dict):
         raise ConfigError(f"profile '{profile}' is not a mapping of model keys", where=where, key=key)
     return data
@@ -180,10 +304,14 @@ def _read_profile(profile: str, base_dir: Path, where: str, key: str) -> dict[st
 def point_models_at(raw: dict[str, Any], endpoint: str) -> None:
     """`--endpoint URL`: every model (and the implicit default) becomes that OpenAI-compatible server."""
     models = raw.setdefault("models", {}) or {}
+    if not isinstance(models, dict):
+        return  # the schema check says what is wrong with it
     raw["models"] = models
     if not models:
         models["default"] = {}
     for spec in models.values():
+        if not isinstance(spec, dict):
+            continue
         spec["backend"] = "openai"
         spec["base_url"] = endpoint
         spec.setdefault("model", "default")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -93,7 +94,9 @@ def node(func: Callable[..., Any] | None = None, *, writes: list[str] | None = N
 
     Positional parameters are state keys the node reads; keyword-only parameters become YAML params;
     `state` and `ctx` receive the whole state and the run context. Return a dict (merged into the state)
-    or any value with `output: key` in the YAML. `writes` names the keys a returned dict sets.
+    or any value with `output: key` in the YAML. `writes` names the keys a returned dict sets; without it
+    they are read from a TypedDict return annotation (`-> Counted`), else they are unknown and the graph
+    check cannot vouch for keys read after this node.
     """
 
     def wrap(fn: Callable[..., Any]) -> type[Node]:
@@ -108,7 +111,7 @@ def node(func: Callable[..., Any] | None = None, *, writes: list[str] | None = N
         params_model = create_model(f"{fn.__name__}_params", __base__=NodeParams, **option_fields)
         wants = {special for special in _SPECIAL_ARGS if special in signature.parameters}
         is_async = inspect.iscoroutinefunction(fn)
-        declared_writes = set(writes or [])
+        declared_writes = set(writes) if writes is not None else _typed_dict_keys(fn)
 
         def _arguments(self: Node, state: Mapping[str, Any], ctx: Any) -> dict[str, Any]:
             kwargs = {key: state[key] for key in state_keys}
@@ -140,7 +143,7 @@ def node(func: Callable[..., Any] | None = None, *, writes: list[str] | None = N
             output = _output(self)
             if output is not None:
                 return {output}
-            return set(declared_writes) or {ANY_KEY}
+            return set(declared_writes) if declared_writes is not None else {ANY_KEY}
 
         attributes = {
             "Params": params_model, "description": (inspect.getdoc(fn) or "").split("\n\n")[0],
@@ -150,3 +153,14 @@ def node(func: Callable[..., Any] | None = None, *, writes: list[str] | None = N
         return type(name or fn.__name__, (Node,), attributes)
 
     return wrap(func) if func is not None else wrap
+
+
+def _typed_dict_keys(fn: Callable[..., Any]) -> set[str] | None:
+    """The keys of a `-> SomeTypedDict` return annotation; None when the function does not say."""
+    try:
+        returned = typing.get_type_hints(fn).get("return")
+    except Exception:  # an annotation naming something not importable: treat as unsaid
+        return None
+    if returned is not None and typing.is_typeddict(returned):
+        return set(typing.get_type_hints(returned))
+    return None

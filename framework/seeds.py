@@ -8,12 +8,16 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import random
+import re
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import count, islice
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from .config import SeedConfig
 from .errors import ConfigError
@@ -37,15 +41,31 @@ def row_id(row: dict[str, Any], id_field: str) -> str:
     return hashlib.sha1(canonical.encode()).hexdigest()[:16]
 
 
+MAX_SEED_LINE = 10_000_000
+"""Bytes one jsonl row may take: a file without newlines (or /dev/zero) must not be read whole into memory."""
+
+
 def _jsonl(path: Path) -> Iterator[SeedItem]:
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
+    with path.open("rb") as handle:
+        for number in count(1):
+            raw = handle.readline(MAX_SEED_LINE + 1)
+            if not raw:
+                return
+            if len(raw) > MAX_SEED_LINE and not raw.endswith(b"\n"):
+                yield BadSeed(f"{path}:{number}", f"a row longer than {MAX_SEED_LINE} bytes; the rest of the "
+                                                  f"file is not read")
+                return
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                yield BadSeed(f"{path}:{number}", f"not UTF-8 text (byte {error.start} of the line)")
+                continue
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError as error:
-                yield BadSeed(f"{path}:{number}", f"not valid JSON ({error.msg})")
+            except (json.JSONDecodeError, RecursionError, ValueError) as error:
+                yield BadSeed(f"{path}:{number}", f"not valid JSON ({getattr(error, 'msg', 'nested too deeply')})")
                 continue
             yield row if isinstance(row, dict) else {"value": row}
 
@@ -56,20 +76,32 @@ def _json(path: Path) -> Iterator[SeedItem]:
     except json.JSONDecodeError as error:
         raise ConfigError(f"not valid JSON ({error.msg}, line {error.lineno}); use jsonl for big files",
                           where=str(path)) from None
+    except (UnicodeDecodeError, RecursionError, ValueError):
+        raise ConfigError("not UTF-8 JSON text, or nested too deeply", where=str(path)) from None
     if isinstance(data, dict):
         data = data.get("data") or data.get("rows") or [data]
+    if not isinstance(data, list):
+        raise ConfigError(f"holds a single {type(data).__name__}; a json seed file is a list of objects (or "
+                          f"{{\"data\": [...]}})", where=str(path))
     for row in data:
         yield row if isinstance(row, dict) else {"value": row}
 
 
 def _csv(path: Path) -> Iterator[SeedItem]:
     with path.open(encoding="utf-8", newline="") as handle:
-        yield from csv.DictReader(handle)
+        try:
+            yield from csv.DictReader(handle)
+        except (UnicodeDecodeError, csv.Error) as error:
+            raise ConfigError(f"cannot read it as UTF-8 CSV ({error})", where=str(path)) from None
 
 
 def _parquet(path: Path) -> Iterator[SeedItem]:
     import pyarrow.parquet as pq
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+    try:
+        batches = pq.ParquetFile(path).iter_batches(batch_size=1024)
+    except Exception as error:  # pyarrow raises its own ArrowInvalid / OSError family
+        raise ConfigError(f"not a parquet file ({error})", where=str(path)) from None
+    for batch in batches:
         yield from batch.to_pylist()
 
 
@@ -88,7 +120,36 @@ def _hf(path: str, config: SeedConfig, base_dir: Path) -> Iterator[SeedItem]:
         files = str(local) if local.is_file() else str(local / "*")
         yield from datasets.load_dataset(builder, data_files=files, split=config.source.split, streaming=True)
         return
-    yield from datasets.load_dataset(path, config.source.name, split=config.source.split, streaming=True)
+    if not HUB_ID.fullmatch(path):
+        raise ConfigError(f"{local} does not exist (and '{path}' is not a hub dataset id like owner/name)",
+                          key="seed.source.path")
+    problem = _hub_unreachable()
+    if problem:
+        raise ConfigError(f"'{path}' is no local folder or file, and the Hugging Face hub cannot be reached "
+                          f"({problem}); download the dataset or fix the path", key="seed.source.path")
+    try:
+        rows = datasets.load_dataset(path, config.source.name, split=config.source.split, streaming=True)
+    except Exception as error:  # datasets raises many types (not found, gated, bad config name, network)
+        raise ConfigError(f"cannot load '{path}' from the hub ({type(error).__name__}: {error})",
+                          key="seed.source.path") from None
+    yield from rows
+
+
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
+def _hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the hub cannot be used right now, found in a few seconds instead of datasets' 30 s of retries."""
+    if any(os.environ.get(name, "").lower() in ("1", "true", "yes", "on")
+           for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
+        return "HF_HUB_OFFLINE is set"
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host, port = endpoint.hostname or "huggingface.co", endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as error:
+        return f"{host}: {error.strerror or error}"
+    return None
 
 
 def _raw_rows(config: SeedConfig, base_dir: Path) -> Iterator[SeedItem]:
@@ -103,6 +164,9 @@ def _raw_rows(config: SeedConfig, base_dir: Path) -> Iterator[SeedItem]:
     if not path.exists():
         raise ConfigError(f"seed file {path} does not exist; fix seed.source.path (relative to the graph "
                           f"file)", key="seed.source.path")
+    if not path.is_file():
+        kind = "a folder" if path.is_dir() else "not a regular file (a device or a pipe)"
+        raise ConfigError(f"seed file {path} is {kind}; give a {source.type} file", key="seed.source.path")
     readers = {"jsonl": _jsonl, "json": _json, "csv": _csv, "parquet": _parquet}
     return readers[source.type](path)
 

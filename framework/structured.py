@@ -22,7 +22,11 @@ class OutputSchema:
             self.model = found
             self.schema = found.model_json_schema()
         else:
-            jsonschema.Draft202012Validator.check_schema(spec)
+            try:
+                jsonschema.Draft202012Validator.check_schema(spec)
+            except jsonschema.exceptions.SchemaError as error:
+                path = ".".join(str(part) for part in error.absolute_path) or "the top"
+                raise ValueError(f"output_schema is not a valid JSON Schema at {path}: {error.message}") from None
             self.schema = spec
         self._validator = jsonschema.Draft202012Validator(self.schema)
 

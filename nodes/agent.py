@@ -44,7 +44,7 @@ class Agent(Node):
     def __init__(self, name: str, params: AgentParams):
         super().__init__(name, params)
         self.p = params
-        self.tools = [_tool(path, index) for index, path in enumerate(params.tools)]
+        self.tools = [_tool(path, f"nodes.{name}.tools.{index}") for index, path in enumerate(params.tools)]
         names = [tool.name for tool in self.tools]
         if len(set(names)) < len(names):
             raise ValueError(f"tools: two tools are named alike ({', '.join(names)})")
@@ -87,15 +87,15 @@ class Agent(Node):
         return updates
 
 
-def _tool(path: str, index: int) -> BaseTool:
+def _tool(path: str, key: str) -> BaseTool:
     try:
         found = import_object(path)
     except ConfigError as error:
-        raise ValueError(f"tools.{index}: {error.message}") from None
+        raise ConfigError(error.message, key=key) from None
     if isinstance(found, BaseTool):
         return found
     if not callable(found):
-        raise ValueError(f"tools.{index}: '{path}' is not a function")
+        raise ConfigError(f"'{path}' is not a function", key=key)
     description = inspect.getdoc(found) or found.__name__.replace("_", " ")
     if inspect.iscoroutinefunction(found):
         return StructuredTool.from_function(coroutine=found, description=description)

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from synthloom.context import RunContext
 from synthloom.generate import generate
 from synthloom.node import Node, NodeParams
 from synthloom.structured import OutputSchema
 from synthloom.templates import Template
+
+MAX_SCALE_STEPS = 100
 
 
 class CriticParams(NodeParams):
@@ -28,6 +30,14 @@ class CriticParams(NodeParams):
     params: dict[str, Any] = Field(default_factory=lambda: {"temperature": 0.0, "max_tokens": 200},
                                    description="overrides of the model's params")
     parse_retries: int = Field(default=2, ge=0, description="retries of a verdict that does not parse")
+
+    @field_validator("scale")
+    @classmethod
+    def _scale_small(cls, scale: tuple[int, int]) -> tuple[int, int]:
+        if scale[1] - scale[0] > MAX_SCALE_STEPS:
+            raise ValueError(f"spans at most {MAX_SCALE_STEPS} steps (each score is listed for the judge's "
+                             f"grammar), e.g. [1, 10] or [0, 100]")
+        return scale
 
     @model_validator(mode="after")
     def _scale_ordered(self) -> CriticParams:

@@ -35,7 +35,7 @@ class LangGraphNode(Node):
         try:
             app = import_object(params.graph)
         except ConfigError as error:
-            raise ValueError(f"graph: {error.message}") from None
+            raise ConfigError(error.message, key=f"nodes.{name}.graph") from None
         if hasattr(app, "compile") and not hasattr(app, "ainvoke"):
             app = app.compile()
         if not hasattr(app, "ainvoke"):

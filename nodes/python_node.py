@@ -33,7 +33,7 @@ class PythonNode(Node):
         try:
             target = import_object(params.function)
         except ConfigError as error:
-            raise ValueError(f"function: {error.message}") from None
+            raise ConfigError(error.message, key=f"nodes.{name}.function") from None
         if isinstance(target, type) and issubclass(target, Node):
             node_type = target  # already a node type (@node or a Node subclass)
         elif callable(target):

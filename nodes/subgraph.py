@@ -4,6 +4,7 @@ the top-level graph (`synthloom.walk`), on a state holding only its `inputs`; it
 
 The child file is read in `setup`, not at construction: its path is relative to the parent graph file, and
 only the run context knows where that is. Validation of the parent therefore sees the mapped keys only.
+The child may name Python only as the parent graph may (the parent's folder and allow-list, not its own).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from synthloom.errors import ConfigError
 from synthloom.graph import Graph, build_graph
 from synthloom.loader import load_config
 from synthloom.node import ANY_KEY, Drop, Node, NodeParams
+from synthloom.registry import CodeUse, current_policy
 from synthloom.walk import GraphWalk
 
 from .state_map import KeyMap, pick
@@ -45,6 +47,9 @@ class Subgraph(Node):
         self.child: Graph | None = None
         self.walk: GraphWalk | None = None
         self.child_ctx: RunContext | None = None
+        self.code = current_policy()
+        self.code.uses.append(CodeUse(f"nodes.{name}", params.graph, "a subgraph file: the Python it names "
+                                      "is checked by the same rules when the run starts"))
         if not params.outputs:
             raise ValueError("outputs: name at least one {our key: child key} to bring back")
 
@@ -75,7 +80,7 @@ class Subgraph(Node):
 
     def _load(self, path: Path) -> Graph:
         try:
-            child = build_graph(load_config(path), seed_columns=set(self.p.inputs))
+            child = build_graph(load_config(path), seed_columns=set(self.p.inputs), code=self.code)
         except ConfigError as error:
             raise ConfigError(f"in subgraph '{self.name}': {error.message}", where=error.where or str(path),
                               key=error.key) from None

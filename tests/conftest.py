@@ -19,6 +19,13 @@ def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return cache
 
 
+@pytest.fixture(autouse=True)
+def tests_may_run_their_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Graphs written by tests name nodes in `tests.plugins_for_tests`: the user (the test suite) allows them,
+    as SYNTHLOOM_ALLOW_CODE lets a user allow their own installed modules."""
+    monkeypatch.setenv("SYNTHLOOM_ALLOW_CODE", "tests")
+
+
 @pytest.fixture
 def fake_llm() -> Iterator[Callable[..., FakeOpenAI]]:
     """Start fixture servers with given options; all are stopped after the test."""

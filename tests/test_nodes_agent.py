@@ -102,7 +102,7 @@ async def test_agent_that_never_answers_fails_at_max_steps(
 def test_agent_tool_mistakes_are_config_errors(fake_llm: Callable[..., FakeOpenAI],
                                                write_graph: Callable[..., Path]) -> None:
     server = fake_llm()
-    with pytest.raises(synthloom.ConfigError, match=r"nodes\.solve: tools\.1: module 'tests.test_nodes_agent' "
+    with pytest.raises(synthloom.ConfigError, match=r"nodes\.solve\.tools\.1: module 'tests.test_nodes_agent' "
                                                     r"has no 'nope'"):
         synthloom.load(write_graph(agent_graph(server, tools=["tests.test_nodes_agent:shout",
                                                               "tests.test_nodes_agent:nope"]), [{"word": "w"}]))

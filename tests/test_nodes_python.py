@@ -71,8 +71,8 @@ async def test_async_function_returns_updates_declared_for_validation(
 
 
 @pytest.mark.parametrize("node,words", [
-    ({"function": "tests.test_nodes_python:no_such"}, "function: module 'tests.test_nodes_python' has no"),
-    ({"function": "no_such_module:f"}, "function: cannot import 'no_such_module'"),
+    ({"function": "tests.test_nodes_python:no_such"}, r"\.function: module 'tests.test_nodes_python' has no"),
+    ({"function": "no_such_module:f"}, r"\.function: graph files may not run 'no_such_module'"),
     ({"function": "tests.test_nodes_python:tag_answer"}, "params.tag: Field required"),
     ({"function": "tests.test_nodes_python:tag_answer", "params": {"tag": "x", "colour": 1}},
      "params.colour: Extra inputs are not permitted .*parameters are: tag"),
@@ -80,5 +80,5 @@ async def test_async_function_returns_updates_declared_for_validation(
 def test_mistakes_name_the_key(fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path],
                                node: dict[str, Any], words: str) -> None:
     spec = graph(fake_llm(), check={"type": "python", **node})
-    with pytest.raises(synthloom.ConfigError, match=rf"nodes\.check: {words}"):
+    with pytest.raises(synthloom.ConfigError, match=rf"nodes\.check(: )?{words}"):
         synthloom.load(write_graph(spec, [{"topic": "tides"}]))
