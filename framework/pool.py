@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 from collections import deque
 from collections.abc import Container, Iterable
@@ -61,11 +62,14 @@ class RecordPool:
         self.items.append(entry)
 
     def _rewrite(self) -> None:
-        """On resume, keep only what was loaded (done records' items), so forgotten items stay forgotten."""
+        """On resume, keep only what was loaded (done records' items), so forgotten items stay forgotten.
+        Written aside and renamed into place: a kill mid-rewrite must not cost the done records' items."""
         assert self.path is not None
-        self.path.write_text("".join(json.dumps(item, ensure_ascii=False) + "\n"
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        temporary.write_text("".join(json.dumps(item, ensure_ascii=False) + "\n"
                                      for item in self.items if item.get("record") is not None),
                              encoding="utf-8")
+        os.replace(temporary, self.path)
 
     def sample(self, k: int, rng: random.Random, *, generated: bool | None = None) -> list[dict[str, Any]]:
         """Up to k items; `generated` True/False picks only items added by records / preloaded ones."""
