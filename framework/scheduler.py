@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .card import write_card
 from .context import RecordUsage, RunContext, record_usage
 from .errors import ModelCallError, OutputWriteError, RunAborted, SynthloomError
 from .graph import Graph
@@ -382,6 +383,10 @@ class Runner:
             writer.close()
         self.journal.close()
         self.ctx.close_pools()
+        try:
+            write_card(self)  # README.md, the dataset card; a card that fails must not hide the run's outcome
+        except Exception as error:
+            self.message = (self.message + f"; README.md (dataset card) not written: {error}").strip("; ")
         try:
             write_manifest(self.output_dir, self.manifest)
         except OSError as error:
