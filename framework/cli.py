@@ -164,7 +164,7 @@ def _summarise(manifest: dict[str, Any], output_dir: Path) -> None:
     outputs = ", ".join(f"{name}: {count}" for name, count in counts["outputs"].items())
     console.print(f"[bold]{escape(manifest['graph'])}[/bold] {manifest['status']} in {manifest['elapsed_s']:.1f}s: "
                   f"{counts['written']} records written ({outputs}), {counts['failed']} failed, "
-                  f"{counts['dropped']} dropped -> {output_dir}", highlight=False)
+                  f"{counts['dropped']} dropped -> {output_dir}", highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -384,13 +384,13 @@ class Runner:
         self.journal.close()
         self.ctx.close_pools()
         try:
-            write_card(self)  # README.md, the dataset card; a card that fails must not hide the run's outcome
-        except Exception as error:
-            self.message = (self.message + f"; README.md (dataset card) not written: {error}").strip("; ")
-        try:
             write_manifest(self.output_dir, self.manifest)
         except OSError as error:
             self.message = (self.message + f"; manifest.json not written: {error.strerror or error}").strip("; ")
+        try:  # README.md, the dataset card: after the manifest, so a slow or failing card never costs it
+            write_card(self)
+        except Exception as error:
+            self.message = (self.message + f"; README.md (dataset card) not written: {error}").strip("; ")
         sync_directory(self.output_dir)
         self.lock.release()
 
