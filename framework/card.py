@@ -55,7 +55,7 @@ def build_card(output_dir: str | Path) -> Path:
                         ) from None
     if not isinstance(manifest, dict):
         raise CardError(f"{directory / MANIFEST} does not hold a manifest object")
-    return _write(directory, card_text(directory, manifest, _graph_of(manifest)))
+    return _write(directory, card_text(directory, manifest, run_graph(manifest)))
 
 
 def _write(directory: Path, text: str) -> Path:
@@ -66,7 +66,7 @@ def _write(directory: Path, text: str) -> Path:
     return path
 
 
-def _graph_of(manifest: dict[str, Any]) -> Graph | None:
+def run_graph(manifest: dict[str, Any]) -> Graph | None:
     """The run's graph, for its picture, when its file is still where the run read it."""
     from .api import load  # the API imports the scheduler, which calls this module
     graph_file = manifest.get("graph_file")

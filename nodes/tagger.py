@@ -6,8 +6,10 @@ Gopher-style repetition, compressibility, readability, language, refusals and tr
 
 Definitions, so the numbers can be checked by hand:
 
-- `words`: whitespace-separated pieces. `tokens`: a whitespace-and-punctuation tokenizer (runs of word
-  characters, and each punctuation mark alone) — not a model's tokenizer. `chars`: characters.
+- `words`: words as the report counts them (`synthloom.metrics.words`: runs of word characters, an
+  apostrophe inside a word kept), so a record's `words` and the report's length histogram agree.
+  `tokens`: a whitespace-and-punctuation tokenizer (runs of word characters, and each punctuation mark
+  alone) — not a model's tokenizer. `chars`: characters.
 - `sentences`: pieces ending in . ! ? or … (plus a final unterminated piece).
 - `distinct_1`, `distinct_2`: unique n-grams / n-grams over the lowercased words without punctuation,
   per text (0 when the text has no n-gram).
@@ -45,6 +47,7 @@ from synthloom.generate import generate
 from synthloom.metrics import compression_ratio as corpus_compression_ratio
 from synthloom.metrics import distinct_n as corpus_distinct_n
 from synthloom.metrics import flesch_reading_ease, warm_up_readability
+from synthloom.metrics import words as corpus_words
 from synthloom.node import Node, NodeParams
 from synthloom.structured import OutputSchema
 
@@ -212,7 +215,7 @@ def text_tags(text: str, refusal_markers: list[str] = DEFAULT_REFUSAL_MARKERS,
     """All the local tags of one text (see the module docstring for each definition)."""
     words = WORD.findall(text.lower())
     return {
-        "words": len(text.split()),
+        "words": len(corpus_words(text)),
         "tokens": len(TOKEN.findall(text)),
         "chars": len(text),
         "sentences": count_sentences(text),
