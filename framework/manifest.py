@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 from .config import ModelConfig
 from .journal import MANIFEST
+from .models.local import DEFAULT_GGUF_NAME
 
 
 def _utc(stamp: float | None) -> str | None:
@@ -73,7 +74,10 @@ def public_settings(model: ModelConfig) -> dict[str, Any]:
     no parameter whose name says it is a secret."""
     urls = model.base_url if isinstance(model.base_url, list) else [model.base_url] if model.base_url else []
     shown = [_without_userinfo(url) for url in urls]
-    return {"backend": model.backend, "model": model.model or (Path(model.path).name if model.path else None),
+    name = model.model or (Path(model.path).name if model.path else None)
+    if name is None and model.backend == "local":
+        name = DEFAULT_GGUF_NAME  # the embedded default
+    return {"backend": model.backend, "model": name,
             "base_url": shown if isinstance(model.base_url, list) else (shown[0] if shown else None),
             "params": {key: ("<hidden>" if SECRET_PARAM.search(key) else value)
                        for key, value in model.params.items()},
