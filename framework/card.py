@@ -25,8 +25,9 @@ if TYPE_CHECKING:
     from .scheduler import Runner
 
 FORMAT_TAGS = {"sft": "sft", "dpo": "dpo", "raw": "raw"}
-SIZE_CATEGORIES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
-                   (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B")]
+SIZE_CATEGORIES = [(10 ** 3, "n<1K"), (10 ** 4, "1K<n<10K"), (10 ** 5, "10K<n<100K"), (10 ** 6, "100K<n<1M"),
+                   (10 ** 7, "1M<n<10M"), (10 ** 8, "10M<n<100M"), (10 ** 9, "100M<n<1B"), (10 ** 10, "1B<n<10B"),
+                   (10 ** 11, "10B<n<100B"), (10 ** 12, "100B<n<1T")]  # the Hub's size_categories
 LICENSE_NOTE = ("# licence: set it before you share the data (an SPDX id such as cc-by-4.0, or `other` with "
                 "license_name); outputs inherit the terms of the models and seed data used")
 
@@ -81,10 +82,8 @@ def run_graph(manifest: dict[str, Any]) -> Graph | None:
 # -- the card's text --------------------------------------------------------------------------------
 
 def card_text(directory: Path, manifest: dict[str, Any], graph: Graph | None) -> str:
-    counts = manifest.get("counts") if isinstance(manifest.get("counts"), dict) else {}
-    assert isinstance(counts, dict)
-    written = counts.get("outputs") if isinstance(counts.get("outputs"), dict) else {}
-    assert isinstance(written, dict)
+    counts = _dict(manifest.get("counts"))
+    written = _dict(counts.get("outputs"))
     formats = _formats(manifest, graph)
     summaries = [summarise_output(directory / f"{name}.jsonl", name, embeddings=False)
                  for name in written if _plain(name)]
@@ -109,7 +108,8 @@ def card_header(summaries: list[OutputSummary], formats: dict[str, str], name: s
     configs = [{"config_name": summary.name, "data_files": [{"split": "train", "path": f"{summary.name}.jsonl"}],
                 **({"default": True} if index == 0 else {})} for index, summary in enumerate(kept)]
     largest = max((summary.records for summary in kept), default=0)
-    tags = ["synthetic", "synthloom", *sorted({FORMAT_TAGS[formats[s.name]] for s in kept if s.name in formats})]
+    tags = ["synthetic", "synthloom", *sorted({FORMAT_TAGS[formats[s.name]] for s in kept
+                                               if formats.get(s.name) in FORMAT_TAGS})]
     data: dict[str, Any] = {
         "pretty_name": name,
         "configs": configs,
@@ -125,7 +125,7 @@ def size_category(records: int) -> str:
     for limit, label in SIZE_CATEGORIES:
         if records < limit:
             return label
-    return "n>1T" if records >= 1_000_000_000_000 else "1B<n<10B"
+    return "n>1T"
 
 
 def _formats(manifest: dict[str, Any], graph: Graph | None) -> dict[str, str]:
@@ -190,8 +190,7 @@ def _graph_section(graph: Graph | None) -> list[str]:
 
 def _models_section(manifest: dict[str, Any]) -> list[str]:
     settings = manifest.get("model_settings")
-    usage = manifest.get("models") if isinstance(manifest.get("models"), dict) else {}
-    assert isinstance(usage, dict)
+    usage = _dict(manifest.get("models"))
     if not isinstance(settings, dict) or not settings:
         return []
     rows = ["", "## Models", "", "| name | backend | model | base URL | params | API key from | calls | tokens |",
@@ -199,8 +198,7 @@ def _models_section(manifest: dict[str, Any]) -> list[str]:
     for name, setting in settings.items():
         if not isinstance(setting, dict):
             continue
-        used = usage.get(name) if isinstance(usage.get(name), dict) else {}
-        assert isinstance(used, dict)
+        used = _dict(usage.get(name))
         tokens = int(used.get("prompt_tokens") or 0) + int(used.get("completion_tokens") or 0)
         key_env = setting.get("api_key_env")
         rows.append(f"| {name} | {setting.get('backend', '')} | {_cell(setting.get('model') or '')} | "
@@ -241,6 +239,11 @@ def _graph_file_section(manifest: dict[str, Any]) -> list[str]:
     fence = "````" if "```" in text else "```"
     return ["", "## Graph file", "", f"`{Path(str(graph_file)).name}`, as run (settings changed with `--set` or "
             "`--endpoint` show in Models above):", "", f"{fence}yaml", text.rstrip("\n"), fence]
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    """A manifest section, or empty when a hand-edited manifest holds something else there."""
+    return value if isinstance(value, dict) else {}
 
 
 def _plain(name: Any) -> bool:

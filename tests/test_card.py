@@ -208,3 +208,10 @@ def test_push_without_a_run_is_one_line_exit_2(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "synthloom.cli", "push", str(tmp_path), "me/x"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "manifest.json" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("records, category", [(0, "n<1K"), (999, "n<1K"), (1000, "1K<n<10K"),
+                                               (250_000, "100K<n<1M"), (10 ** 12, "n>1T")])
+def test_size_categories_are_the_hubs(records: int, category: str) -> None:
+    from synthloom.card import size_category
+    assert size_category(records) == category
