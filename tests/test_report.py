@@ -274,3 +274,11 @@ def test_record_word_counts_agree_with_the_report_lengths() -> None:
 def test_report_draws_the_graph_the_manifest_names(make_run: Callable[[dict[str, str], str], Path]) -> None:
     page = synthloom.build_report(make_run(RUN_A, "a")).read_text(encoding="utf-8")
     assert "<h2>Graph</h2>" in page and 'class="graph"' in page
+
+
+def test_example_numbers_never_wrap(make_run: Callable[[dict[str, str], str], Path]) -> None:
+    """Example tables let long text wrap anywhere; their "#" column must not, or "10" reads "1 / 0"."""
+    page = synthloom.build_report(make_run(RUN_A, "a")).read_text(encoding="utf-8")
+    rule = re.search(r"table\.numbered td:first-child \{([^}]*)\}", page)
+    assert rule and "white-space: nowrap" in rule.group(1) and "overflow-wrap: normal" in rule.group(1)
+    assert 'class="long numbered"' in page
