@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -16,7 +17,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .graph import Graph, build_graph
-from .journal import MANIFEST
+from .journal import DROPPED, FAILED, JOURNAL, MANIFEST, TRACES
 from .loader import load_config, pinpoint
 from .registry import CodePolicy
 from .scheduler import Runner, RunOptions
@@ -68,22 +69,53 @@ class RunResult:
 
 
 def read_records(output_dir: str | Path, output: str) -> Iterator[dict[str, Any]]:
-    path = Path(output_dir) / f"{output}.jsonl"
+    """The records of one output (or failed, dropped), streamed. Raises `ConfigError` naming the outputs
+    there are when the run has no output of that name."""
+    path = _output_path(output_dir, output)
     if not path.exists():
-        return
+        return iter(())
+    return _lines(path)
+
+
+def _lines(path: Path) -> Iterator[dict[str, Any]]:
     with path.open(encoding="utf-8") as handle:
         for line in handle:
             yield json.loads(line)
 
 
 def load_dataset(output_dir: str | Path, output: str) -> Any:
-    """An output file as a `datasets.Dataset` (empty if the run wrote none)."""
+    """An output file as a `datasets.Dataset` (empty if the run wrote no record to it). Raises `ConfigError`
+    naming the outputs there are when the run has no output of that name."""
+    path = _output_path(output_dir, output)
     import datasets
     datasets.disable_progress_bars()
-    path = Path(output_dir) / f"{output}.jsonl"
     if not path.exists() or path.stat().st_size == 0:
         return datasets.Dataset.from_list([])
     return datasets.Dataset.from_json(str(path))
+
+
+BOOKKEEPING = {JOURNAL, TRACES}
+RUN_FILES = {FAILED, DROPPED, TRACES}  # every run may have these (empty when nothing failed, dropped, traced)
+
+
+def _output_path(output_dir: str | Path, output: str) -> Path:
+    """`<dir>/<output>.jsonl` for an output the run declares (its file may be absent: no record written),
+    for failed, dropped or traces, or for a file that is there; any other name is a mistake worth naming."""
+    directory = Path(output_dir)
+    path = directory / f"{output}.jsonl"
+    if Path(output).name != output:
+        raise ConfigError(f"'{output}' is not an output name; give a plain name such as 'sft'")
+    try:
+        declared = list((read_manifest(directory).get("counts") or {}).get("outputs") or {})
+    except (OSError, ValueError):
+        declared = []
+    if path.is_file() or output in declared or path.name in RUN_FILES:
+        return path
+    present = sorted(item.stem for item in directory.glob("*.jsonl") if item.name not in BOOKKEEPING)
+    known = [*declared, *(name for name in present if name not in declared)]
+    raise ConfigError(f"no output '{output}' in {directory}; "
+                      + (f"it has {', '.join(known)}" if known else "it holds no run outputs"))
+
 
 
 def read_manifest(output_dir: str | Path) -> dict[str, Any]:
@@ -93,15 +125,31 @@ def read_manifest(output_dir: str | Path) -> dict[str, Any]:
 
 async def arun(graph: Graph | str | Path, output_dir: str | Path, *, options: RunOptions | None = None,
                allow_code: list[str] | None = None, **option_values: Any) -> RunResult:
-    """Run a graph inside a running event loop (a notebook cell can `await` it). `allow_code`: see `load`."""
+    """Run a graph inside a running event loop (a notebook cell can `await` it). `allow_code`: see `load`.
+    Messages that name the CLI's flags (`--resume`) name this function's options (`resume=True`) instead."""
     if not isinstance(graph, Graph):
         graph = load(graph, allow_code=allow_code)
     options = options or RunOptions(**option_values)
-    runner = Runner(graph, Path(output_dir), options)
-    manifest = await runner.run()
+    try:
+        runner = Runner(graph, Path(output_dir), options)
+        manifest = await runner.run()
+    except ConfigError as error:
+        raise ConfigError(python_words(error.message), where=error.where, key=error.key) from None
+    if isinstance(manifest.get("message"), str):
+        manifest = {**manifest, "message": python_words(manifest["message"])}
     return RunResult(Path(output_dir), manifest)
 
 
 def run(graph: Graph | str | Path, output_dir: str | Path, **option_values: Any) -> RunResult:
     """Run a graph to completion and return where its records are. Options: see `RunOptions`."""
     return asyncio.run(arun(graph, output_dir, **option_values))
+
+
+FLAG_OPTIONS = {"--resume": "resume=True", "--overwrite": "overwrite=True", "--no-retry-failed": "retry_failed=False",
+                "--no-cache": "use_cache=False", "--trace": "trace=True", "--max-in-flight": "max_in_flight="}
+_FLAG = re.compile("|".join(re.escape(flag) + r"(?![\w-])" for flag in sorted(FLAG_OPTIONS, key=len, reverse=True)))
+
+
+def python_words(message: str) -> str:
+    """A message written for the command line, in the words of a Python caller."""
+    return _FLAG.sub(lambda match: FLAG_OPTIONS[match.group(0)], message)

@@ -173,7 +173,7 @@ def _summarise(manifest: dict[str, Any], output_dir: Path) -> None:
     outputs = ", ".join(f"{name}: {count}" for name, count in counts["outputs"].items())
     console.print(f"[bold]{escape(manifest['graph'])}[/bold] {manifest['status']} in {manifest['elapsed_s']:.1f}s: "
                   f"{counts['written']} records written ({outputs}), {counts['failed']} failed, "
-                  f"{counts['dropped']} dropped -> {output_dir}", highlight=False)
+                  f"{counts['dropped']} dropped -> {output_dir}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -324,6 +324,37 @@ def report(output_dir: Path = typer.Argument(..., help="a run's output directory
         _fail(str(error))
         return
     console.print(f"report -> {path}", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def card(output_dir: Path = typer.Argument(..., help="a run's output directory")) -> None:
+    """Write <output dir>/README.md, the Hugging Face dataset card (every run also writes it at its end)."""
+    from .card import build_card
+    try:
+        path = build_card(output_dir)
+    except (SynthloomError, OSError) as error:
+        _fail(str(error))
+        return
+    console.print(f"dataset card -> {path}", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def push(output_dir: Path = typer.Argument(..., help="a run's output directory"),
+         repo_id: str = typer.Argument(..., help="the dataset repository, user/name"),
+         private: bool = typer.Option(False, "--private", help="create the repository private"),
+         all_files: bool = typer.Option(False, "--all", help="also upload failed.jsonl and dropped.jsonl")) -> None:
+    """Upload a run to the Hugging Face Hub as a dataset: outputs, README.md, manifest.json (extra `hub`)."""
+    from .hub import push as push_run
+    try:
+        info = push_run(output_dir, repo_id, private=private, all_files=all_files)
+    except SynthloomError as error:
+        _fail(str(error))
+        return
+    except Exception as error:  # the Hub's own errors (no token, no permission, no network) in one line
+        _fail(f"push to {repo_id} failed: {type(error).__name__}: {error}".splitlines()[0], code=1)
+        return
+    console.print(f"pushed {output_dir} -> {getattr(info, 'commit_url', None) or repo_id}", markup=False,
+                  highlight=False, soft_wrap=True)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -19,6 +19,17 @@ async def generate(ctx: RunContext, *, node: str, model: str, messages: list[dic
                    prompt: str | None = None, params: dict[str, Any] | None = None,
                    schema: OutputSchema | None = None, parse_retries: int = 2, sample: int = 0) -> Any:
     """The reply text, or with `schema` the parsed object. Raises `RecordError` when retries run out."""
+    value, _ = await generate_with_finish(ctx, node=node, model=model, messages=messages, prompt=prompt,
+                                          params=params, schema=schema, parse_retries=parse_retries, sample=sample)
+    return value
+
+
+async def generate_with_finish(ctx: RunContext, *, node: str, model: str,
+                               messages: list[dict[str, str]] | None = None, prompt: str | None = None,
+                               params: dict[str, Any] | None = None, schema: OutputSchema | None = None,
+                               parse_retries: int = 2, sample: int = 0) -> tuple[Any, str | None]:
+    """`generate`, with the server's finish reason ("stop", "length", ...; None when it gave none): a reply
+    cut by max_tokens reads like a finished one, and only the finish reason tells them apart."""
     params = params or {}
     conversation = list(messages) if messages is not None else None
     attempts = 0
@@ -29,9 +40,10 @@ async def generate(ctx: RunContext, *, node: str, model: str, messages: list[dic
                              json_schema=schema.schema if schema else None, sample=sample + resample)
         completion = await ctx.complete(node, model, request)
         if schema is None:
-            return completion.text.strip()  # leading spaces and trailing newlines are noise in training data
+            # leading spaces and trailing newlines are noise in training data
+            return completion.text.strip(), completion.finish_reason
         try:
-            return schema.parse(completion.text)
+            return schema.parse(completion.text), completion.finish_reason
         except RecordError as error:
             attempts += 1
             if attempts > parse_retries:

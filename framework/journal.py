@@ -29,6 +29,7 @@ FAILED = "failed.jsonl"
 DROPPED = "dropped.jsonl"
 MANIFEST = "manifest.json"
 TRACES = "traces.jsonl"
+CARD = "README.md"
 LOCK = ".synthloom.lock"
 
 WRITTEN = "written"
@@ -166,7 +167,7 @@ class Journal:
         On a resume, `load` has run first."""
         exists = self.holds_a_run()
         if overwrite:
-            for name in [*data_files, JOURNAL, MANIFEST]:
+            for name in [*data_files, JOURNAL, MANIFEST, CARD]:
                 (self.directory / name).unlink(missing_ok=True)
             shutil.rmtree(self.directory / POOL_DIR, ignore_errors=True)
             exists = False
@@ -179,7 +180,7 @@ class Journal:
             for name in data_files:
                 kept[name] = _keep_lines_of(self.directory / name, _status_of_file(name), ledger)
         else:
-            strays = [name for name in [*data_files, MANIFEST, POOL_DIR] if (self.directory / name).exists()]
+            strays = [name for name in [*data_files, MANIFEST, CARD, POOL_DIR] if (self.directory / name).exists()]
             if strays:
                 raise ConfigError(f"{self.directory} holds {', '.join(strays)} but no run journal; move them "
                                   f"away, choose another output directory, or add --overwrite to delete them")

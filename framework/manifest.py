@@ -3,15 +3,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 if TYPE_CHECKING:
     from .scheduler import Runner
 
+from .config import ModelConfig
 from .journal import MANIFEST
+from .models.local import DEFAULT_GGUF_NAME
 
 
 def _utc(stamp: float | None) -> str | None:
@@ -56,7 +60,37 @@ def build_manifest(runner: Runner) -> dict[str, Any]:
         "models": _accumulate(previous.get("models") or {}, models),
         "concurrency": runner.models.concurrency(),
         "cache": ({"path": str(cache.path), "hits": cache.hits, "misses": cache.misses} if cache else None),
+        # what the dataset card (README.md) says about how the data was made
+        "graph_file": str(Path(runner.graph.loaded.source_map.file).resolve()),
+        "output_formats": {output.name: output.format for output in runner.graph.config.outputs},
+        "model_settings": {name: public_settings(model) for name, model in runner.graph.config.models.items()},
     }
+
+
+SECRET_PARAM = re.compile(r"key|secret|password|passwd|auth|bearer|credential", re.IGNORECASE)
+
+
+def public_settings(model: ModelConfig) -> dict[str, Any]:
+    """A model's settings fit to publish: no API key (only the name of its variable), no password in a URL,
+    no parameter whose name says it is a secret."""
+    urls = model.base_url if isinstance(model.base_url, list) else [model.base_url] if model.base_url else []
+    shown = [_without_userinfo(url) for url in urls]
+    name = model.model or (Path(model.path).name if model.path else None)
+    if name is None and model.backend == "local":
+        name = DEFAULT_GGUF_NAME  # the embedded default
+    return {"backend": model.backend, "model": name,
+            "base_url": shown if isinstance(model.base_url, list) else (shown[0] if shown else None),
+            "params": {key: ("<hidden>" if SECRET_PARAM.search(key) else value)
+                       for key, value in model.params.items()},
+            "api_key_env": model.api_key_env}
+
+
+def _without_userinfo(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    return urlunsplit(parts._replace(netloc=host + (f":{parts.port}" if parts.port else "")))
 
 
 _PERCENTILES = {"latency_s", "step_seconds"}

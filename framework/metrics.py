@@ -229,11 +229,13 @@ class Diversity:
     embedding_installed: bool
 
 
-def measure(reservoir: Reservoir) -> Diversity:
+def measure(reservoir: Reservoir, embeddings: bool = True) -> Diversity:
+    """The corpus figures of a sample; `embeddings=False` skips loading an embedding model (the dataset card
+    written at the end of every run does without it)."""
     texts = reservoir.items
     token_lists = [words(text) for text in texts]
     pair_indices = sorted(random.Random(SAMPLE_SEED).sample(range(len(texts)), min(PAIR_SAMPLE, len(texts))))
-    installed = embeddings_available()
+    installed = embeddings and embeddings_available()
     return Diversity(
         texts=reservoir.seen, sampled=len(texts), paired=len(pair_indices),
         distinct={n: distinct_n(token_lists, n) for n in (1, 2, 3)},

@@ -17,6 +17,7 @@ from typing import Any
 from markupsafe import Markup
 
 from .api import load
+from .card import run_graph
 from .diagram import render_svg
 from .graph import Graph
 from .metrics import PAIR_SAMPLE, TEXT_SAMPLE, StreamHistogram
@@ -31,10 +32,12 @@ BINS = 20
 
 def build_report(output_dir: str | Path, compare: str | Path | None = None,
                  graph: Graph | str | Path | None = None) -> Path:
-    """Write `<output_dir>/report.html` (with `compare`, both runs side by side; with `graph`, its
-    picture); return its path."""
+    """Write `<output_dir>/report.html` (with `compare`, both runs side by side) with the picture of `graph`,
+    or of the graph file the run's manifest names; return its path."""
     runs = [read_run(output_dir)] + ([read_run(compare)] if compare is not None else [])
-    if graph is not None and not isinstance(graph, Graph):
+    if graph is None:  # the graph file the manifest names, while it is still there and loads
+        graph = run_graph(runs[0].manifest)
+    elif not isinstance(graph, Graph):
         graph = load(graph)
     path = Path(output_dir) / REPORT
     try:
@@ -336,12 +339,9 @@ def _bin_edges(hists: list[StreamHistogram]) -> tuple[list[float], bool]:
     low, high = min(h.low for h in hists), max(h.high for h in hists)
     integral = all(h.integral for h in hists)
     if integral and high - low < 40:
-        slots = int(high - low) + 1
-        if slots < 10:  # a lone bar would fill the plot: show it among its neighbours
-            low -= (10 - slots) // 2
-            if min(h.low for h in hists) >= 0 and low < 0:
-                low = 0
-            high = low + 9
+        if high == low:  # a lone bar would fill the plot: show it between its neighbours
+            low, high = (low - 1 if low >= 1 or low < 0 else low), high + 1
+        # exactly the integers seen: llm_calls 3-5 is an axis of 3, 4, 5 (not 0-9)
         return [low - 0.5 + step for step in range(int(high - low) + 2)], True
     if high == low:
         return [low - 0.5, high + 0.5], False

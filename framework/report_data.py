@@ -101,7 +101,7 @@ class OutputSummary:
     diversity: Diversity | None = None
 
 
-def summarise_output(path: Path, name: str) -> OutputSummary:
+def summarise_output(path: Path, name: str, embeddings: bool = True) -> OutputSummary:
     summary = OutputSummary(name)
     reservoir = Reservoir(TEXT_SAMPLE)
     for record in _read_jsonl(path, summary):
@@ -122,7 +122,7 @@ def summarise_output(path: Path, name: str) -> OutputSummary:
         for key, value in numeric_fields(record.get("metadata")):
             if key in summary.numbers or len(summary.numbers) < MAX_FIELDS:
                 summary.numbers.setdefault(key, StreamHistogram()).add(value)
-    summary.diversity = measure(reservoir)
+    summary.diversity = measure(reservoir, embeddings)
     return summary
 
 

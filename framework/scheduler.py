@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .card import write_card
 from .context import RecordUsage, RunContext, record_usage
 from .errors import ModelCallError, OutputWriteError, RunAborted, SynthloomError
 from .graph import Graph
@@ -404,6 +405,10 @@ class Runner:
             write_manifest(self.output_dir, self.manifest)
         except OSError as error:
             self.message = (self.message + f"; manifest.json not written: {error.strerror or error}").strip("; ")
+        try:  # README.md, the dataset card: after the manifest, so a slow or failing card never costs it
+            write_card(self)
+        except Exception as error:
+            self.message = (self.message + f"; README.md (dataset card) not written: {error}").strip("; ")
         sync_directory(self.output_dir)
         self.lock.release()
 

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import Field, model_validator
 from synthloom.config import MessageTemplate
 from synthloom.context import RunContext
-from synthloom.generate import generate
+from synthloom.generate import generate_with_finish
 from synthloom.node import Node, NodeParams
 from synthloom.structured import OutputSchema
 from synthloom.templates import Template, render_messages
@@ -33,6 +33,9 @@ class LLMParams(NodeParams):
         default=None, description="JSON Schema, or package.module:PydanticModel")
     parse_retries: int = Field(default=2, ge=0, description="a reply that does not fit output_schema is asked "
                                "again this many times: shown its error (messages), or sampled anew (prompt)")
+    finish_reason_key: str | None = Field(
+        default=None, description="also write the model's finish reason (stop, length, ...) to this state key "
+                                  "(a list with n > 1), so a tagger or filter can drop replies cut by max_tokens")
     few_shot: FewShotConfig | None = Field(
         default=None, description="{pool: file or list, k: 3, seed: 0, as: examples}: k examples per record "
                                   "(seeded by the record id) in the template variable `as`")
@@ -79,10 +82,11 @@ class LLMNode(Node):
         return variables
 
     def writes(self) -> set[str]:
+        finish = {self.p.finish_reason_key} if self.p.finish_reason_key else set()
         if self.p.output is not None:
-            return {self.p.output}
+            return {self.p.output} | finish
         assert self.schema is not None
-        return self.schema.fields
+        return self.schema.fields | finish
 
     def models(self) -> set[str]:
         return {self.p.model}
@@ -100,14 +104,15 @@ class LLMNode(Node):
         base = record_sample(state[self.p.vary_by]) * self.p.n if self.p.vary_by else 0
 
         def one(sample: int) -> Any:
-            return generate(ctx, node=self.name, model=self.p.model, messages=messages, prompt=prompt,
+            return generate_with_finish(ctx, node=self.name, model=self.p.model, messages=messages, prompt=prompt,
                             params=self.p.params, schema=self.schema, parse_retries=self.p.parse_retries,
                             sample=base + sample)
 
+        finish = self.p.finish_reason_key
         if self.p.n == 1:
-            reply = await one(0)
-            if self.p.output is None:
-                return dict(reply)
-            return {self.p.output: reply}
-        replies = await asyncio.gather(*(one(sample) for sample in range(self.p.n)))
-        return {self.p.output: list(replies)}
+            reply, reason = await one(0)
+            updates = dict(reply) if self.p.output is None else {self.p.output: reply}
+            return {**updates, finish: reason} if finish else updates
+        results = await asyncio.gather(*(one(sample) for sample in range(self.p.n)))
+        updates = {self.p.output: [reply for reply, _ in results]}
+        return {**updates, finish: [reason for _, reason in results]} if finish else updates

@@ -6,8 +6,10 @@ Gopher-style repetition, compressibility, readability, language, refusals and tr
 
 Definitions, so the numbers can be checked by hand:
 
-- `words`: whitespace-separated pieces. `tokens`: a whitespace-and-punctuation tokenizer (runs of word
-  characters, and each punctuation mark alone) — not a model's tokenizer. `chars`: characters.
+- `words`: words as the report counts them (`synthloom.metrics.words`: runs of word characters, an
+  apostrophe inside a word kept), so a record's `words` and the report's length histogram agree.
+  `tokens`: a whitespace-and-punctuation tokenizer (runs of word characters, and each punctuation mark
+  alone) — not a model's tokenizer. `chars`: characters.
 - `sentences`: pieces ending in . ! ? or … (plus a final unterminated piece).
 - `distinct_1`, `distinct_2`: unique n-grams / n-grams over the lowercased words without punctuation,
   per text (0 when the text has no n-gram).
@@ -22,7 +24,13 @@ Definitions, so the numbers can be checked by hand:
   "unknown" with too little evidence or a tie.
 - `refusal`: the text contains one of `refusal_markers` (case-insensitive).
 - `truncated`: the text is empty, ends with : , ; or -, leaves a ``` code fence open, or its last
-  character (after closing quotes and brackets) is not terminal punctuation.
+  character (after closing quotes and brackets) is not terminal punctuation; with `finish_reason:` also
+  when the model stopped for any reason but "stop" (a reply cut by max_tokens can end on a full stop).
+- `ends_with_question`: the text's last character (after closing quotes and brackets) is "?".
+- `leaked_scaffolding`: the text contains one of `scaffolding_markers` (case-insensitive): prompt labels
+  and JSON fragments a weak model copies from its instructions ("Feedback:", "Score:", '{"').
+- `echoes` (with `echo_of:`): the other field's text, normalised (case, spacing, punctuation), makes up the
+  text or is contained in it: an answer that repeats its question.
 """
 from __future__ import annotations
 
@@ -39,6 +47,7 @@ from synthloom.generate import generate
 from synthloom.metrics import compression_ratio as corpus_compression_ratio
 from synthloom.metrics import distinct_n as corpus_distinct_n
 from synthloom.metrics import flesch_reading_ease, warm_up_readability
+from synthloom.metrics import words as corpus_words
 from synthloom.node import Node, NodeParams
 from synthloom.structured import OutputSchema
 
@@ -46,6 +55,10 @@ DEFAULT_REFUSAL_MARKERS = [
     "i'm sorry", "i am sorry", "as an ai", "as a language model", "i cannot", "i can't", "i can not",
     "i'm unable to", "i am unable to", "i'm not able to", "i am not able to", "i won't be able to",
     "i apologize", "i must decline",
+]
+DEFAULT_SCAFFOLDING_MARKERS = [
+    "feedback:", "score:", "scores:", "question:", "answer:", "improved answer:", "text to review",
+    '{"', '"}', '":',
 ]
 DIFFICULTY = ["very easy", "easy", "medium", "hard", "very hard"]
 
@@ -115,6 +128,14 @@ class TaggerParams(NodeParams):
                                                           "tags: difficulty, category and/or quality}")
     refusal_markers: list[str] = Field(default_factory=lambda: list(DEFAULT_REFUSAL_MARKERS),
                                        description="phrases that mark a refusal (case-insensitive)")
+    scaffolding_markers: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SCAFFOLDING_MARKERS),
+        description="phrases that mark leaked prompt scaffolding or JSON (case-insensitive): "
+                    "`leaked_scaffolding`")
+    echo_of: str | None = Field(default=None, description="a state key (e.g. question): `echoes` is true "
+                                                          "when the text repeats that field's text")
+    finish_reason: str | None = Field(default=None, description="a state key holding the model's finish "
+                                      "reason (llm finish_reason_key): not \"stop\" counts as truncated")
 
 
 class Tagger(Node):
@@ -129,10 +150,11 @@ class Tagger(Node):
         super().__init__(name, params)
         self.p = params
         self.markers = [_fold_quotes(marker.lower()) for marker in params.refusal_markers]
+        self.scaffolding = [_fold_quotes(marker.lower()) for marker in params.scaffolding_markers]
         self.schema = OutputSchema(_llm_schema(params.llm)) if params.llm else None
 
     def reads(self) -> set[str]:
-        return {self.p.field}
+        return {self.p.field} | {key for key in (self.p.echo_of, self.p.finish_reason) if key}
 
     def writes(self) -> set[str]:
         return {self.p.output}
@@ -147,7 +169,13 @@ class Tagger(Node):
         text = state[self.p.field]
         if not isinstance(text, str):
             raise RecordError(f"tagger reads text but '{self.p.field}' holds {type(text).__name__}")
-        tags = await asyncio.to_thread(text_tags, text, self.markers)
+        tags = await asyncio.to_thread(text_tags, text, self.markers, self.scaffolding)
+        if self.p.echo_of is not None:
+            tags["echoes"] = echoes(text, str(state[self.p.echo_of]))
+        if self.p.finish_reason is not None:
+            reason = state.get(self.p.finish_reason)
+            tags["finish_reason"] = reason
+            tags["truncated"] = tags["truncated"] or reason != "stop"
         if self.p.llm is not None:
             tags.update(await self._llm_tags(text, ctx))
         return {self.p.output: tags}
@@ -182,11 +210,12 @@ def _llm_schema(llm: LLMTags) -> dict[str, Any]:
             "required": list(llm.tags)}
 
 
-def text_tags(text: str, refusal_markers: list[str] = DEFAULT_REFUSAL_MARKERS) -> dict[str, Any]:
+def text_tags(text: str, refusal_markers: list[str] = DEFAULT_REFUSAL_MARKERS,
+              scaffolding_markers: list[str] = DEFAULT_SCAFFOLDING_MARKERS) -> dict[str, Any]:
     """All the local tags of one text (see the module docstring for each definition)."""
     words = WORD.findall(text.lower())
     return {
-        "words": len(text.split()),
+        "words": len(corpus_words(text)),
         "tokens": len(TOKEN.findall(text)),
         "chars": len(text),
         "sentences": count_sentences(text),
@@ -199,6 +228,8 @@ def text_tags(text: str, refusal_markers: list[str] = DEFAULT_REFUSAL_MARKERS) -
         "language": detect_language(words),
         "refusal": is_refusal(text, refusal_markers),
         "truncated": is_truncated(text),
+        "ends_with_question": ends_with_question(text),
+        "leaked_scaffolding": contains_marker(text, scaffolding_markers),
     }
 
 
@@ -242,6 +273,11 @@ def detect_language(words: list[str]) -> str:
 
 
 def is_refusal(text: str, markers: list[str]) -> bool:
+    return contains_marker(text, markers)
+
+
+def contains_marker(text: str, markers: list[str]) -> bool:
+    """One of the (lower-cased) markers in the text, case-insensitively, curly apostrophes folded."""
     folded = _fold_quotes(text.lower())
     return any(marker in folded for marker in markers)
 
@@ -253,6 +289,20 @@ def is_truncated(text: str) -> bool:
     if stripped.endswith("```"):
         return False
     return stripped.rstrip(CLOSERS)[-1:] not in TERMINAL
+
+
+def ends_with_question(text: str) -> bool:
+    return text.rstrip().rstrip(CLOSERS).endswith(("?", "？"))
+
+
+def echoes(text: str, other: str) -> bool:
+    """The other text (at least three words) repeated inside this one, after normalising both."""
+    mine, theirs = _normalised(text), _normalised(other)
+    return len(theirs.split()) >= 3 and theirs in mine
+
+
+def _normalised(text: str) -> str:
+    return " ".join(WORD.findall(_fold_quotes(text.lower())))
 
 
 def _fold_quotes(text: str) -> str:

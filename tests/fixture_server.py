@@ -62,7 +62,7 @@ class FakeOpenAI:
                  fail_status: int | None = None, delays: list[tuple[str, float]] | None = None,
                  capacity: int | None = None, raw_every: dict[int, str] | None = None,
                  echo_auth: bool = False, refuse_json_schema: bool = False, prompt_only: bool = False,
-                 refuse_prompt_lists: bool = False):
+                 refuse_prompt_lists: bool = False, cut_off: list[str] | None = None):
         self.latency = latency
         self.script = [(re.compile(pattern, re.DOTALL), reply) for pattern, reply in script or []]
         self.fail_every = fail_every or {}
@@ -75,6 +75,9 @@ class FakeOpenAI:
         self.refuse_json_schema = refuse_json_schema
         self.prompt_only = prompt_only
         self.refuse_prompt_lists = refuse_prompt_lists
+        # replies to prompts matching one of these come back with finish_reason "length", like a reply
+        # cut by max_tokens
+        self.cut_off = [re.compile(pattern, re.DOTALL) for pattern in cut_off or []]
         self.delays = [(re.compile(pattern, re.DOTALL), seconds) for pattern, seconds in delays or []]
         self.headers_seen: list[dict[str, str]] = []
         self.model = model
@@ -238,6 +241,9 @@ class FakeOpenAI:
             return json.dumps(example_for_schema(schema))
         return f"Reply to: {text[:60]}"
 
+    def _finish_reason(self, text: str) -> str:
+        return "length" if any(pattern.search(text) for pattern in self.cut_off) else "stop"
+
     async def _chat(self, request: web.Request) -> web.Response:
         body = await request.json()
         if self.keep_bodies:
@@ -249,12 +255,13 @@ class FakeOpenAI:
             return web.json_response({"error": {"message": f"model '{body.get('model')}' not found"}},
                                      status=404)
         text = self._reply_text(body, last_user_text(body))
+        finish = self._finish_reason(last_user_text(body))
         prompt_words = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
         return web.json_response({
             "id": f"chatcmpl-{self.requests}", "object": "chat.completion", "created": int(time.time()),
             "model": self.model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": "stop"}],
+                         "finish_reason": finish}],
             "usage": {"prompt_tokens": prompt_words, "completion_tokens": len(text.split()),
                       "total_tokens": prompt_words + len(text.split())}})
 
@@ -268,7 +275,7 @@ class FakeOpenAI:
         for index, prompt in enumerate(prompts):
             text = self._reply_text({**body, "prompt": prompt}, prompt)
             completion_words += len(text.split())
-            choices.append({"index": index, "text": text, "finish_reason": "stop"})
+            choices.append({"index": index, "text": text, "finish_reason": self._finish_reason(prompt)})
         prompt_words = sum(len(p.split()) for p in prompts)
         return web.json_response({
             "id": f"cmpl-{self.requests}", "object": "text_completion", "created": int(time.time()),

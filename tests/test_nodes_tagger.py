@@ -155,3 +155,46 @@ async def test_input_quality_tag_uses_magpies_scale(fake_llm: Callable[..., Fake
     assert record["tags"]["input_quality"] == "excellent"
     schema = server.bodies[0]["response_format"]["json_schema"]["schema"]
     assert schema["properties"]["input_quality"]["enum"] == ["very poor", "poor", "average", "good", "excellent"]
+
+
+@pytest.mark.parametrize("text, question", [
+    ("What makes clouds form?", True),
+    ('Why is the sky blue?"', True),
+    ("A simple question about clouds.", False),
+    ("Is it? It is.", False),
+])
+def test_ends_with_question(text: str, question: bool) -> None:
+    assert text_tags(text)["ends_with_question"] is question
+
+
+@pytest.mark.parametrize("text, leaked", [
+    ("Clouds form when vapour cools. Feedback: 10.5}", True),
+    ('{"feedback": "good", "scores": {"accuracy": 9}}', True),
+    ("Score: 8/10. Water evaporates.", True),
+    ("Clouds form when water vapour cools and condenses into droplets.", False),
+])
+def test_leaked_scaffolding(text: str, leaked: bool) -> None:
+    assert text_tags(text)["leaked_scaffolding"] is leaked
+
+
+async def test_echo_and_finish_reason_flags_in_a_real_run(fake_llm: Callable[..., FakeOpenAI],
+                                                          write_graph: Callable[..., Path],
+                                                          tmp_path: Path) -> None:
+    """The llm node writes the server's finish reason; the tagger reads it (a reply cut by max_tokens is
+    truncated even when it ends on a full stop) and compares the answer with its question."""
+    server = fake_llm(script=[("How do clouds form", "How do clouds form? They form when vapour cools."),
+                              ("Why is the sky blue", "Sunlight scatters off air molecules.")],
+                      cut_off=["Why is the sky blue"])
+    spec = {"name": "flags", "models": {"default": model_spec(server)},
+            "nodes": {"answer": {"type": "llm", "messages": [{"role": "user", "content": "{{ question }}"}],
+                                 "output": "answer", "finish_reason_key": "answer_finish"},
+                      "tags": {"type": "tagger", "field": "answer", "echo_of": "question",
+                               "finish_reason": "answer_finish"}},
+            "edges": [["answer", "tags"]], "outputs": [{"name": "raw", "format": "raw"}]}
+    seeds = [{"id": "echo", "question": "How do clouds form?"}, {"id": "cut", "question": "Why is the sky blue?"}]
+    result = await synthloom.arun(write_graph(spec, seeds), tmp_path / "out")
+    raw = {record["id"]: record for record in result.records("raw")}
+    assert raw["echo"]["answer_finish"] == "stop" and raw["cut"]["answer_finish"] == "length"
+    assert raw["echo"]["tags"]["echoes"] and not raw["echo"]["tags"]["truncated"]
+    assert not raw["cut"]["tags"]["echoes"] and raw["cut"]["tags"]["truncated"]
+    assert raw["cut"]["tags"]["finish_reason"] == "length"

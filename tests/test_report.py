@@ -250,3 +250,35 @@ def test_cli_report_draws_the_graph(make_run: Callable[[dict[str, str], str], Pa
     page = (run / "report.html").read_text(encoding="utf-8")
     assert "<h2>Graph</h2>" in page and 'class="graph"' in page
     assert "Traces of the example records" not in page and "href=" not in page  # no --trace, no links
+
+
+def _axis_after(page: str, caption: str) -> list[str]:
+    """The x-axis labels of the first plot after a caption."""
+    svg = page[page.index(caption):]
+    svg = svg[:svg.index("</svg>")]
+    return re.findall(r'class="xtick">([^<]*)<', svg)
+
+
+def test_small_integer_histograms_use_the_integers_seen(make_run: Callable[[dict[str, str], str], Path]) -> None:
+    page = synthloom.build_report(make_run(RUN_A, "a")).read_text(encoding="utf-8")
+    assert _axis_after(page, "metadata.score") == ["2", "3", "4"]    # scores 2, 4, 4: not a 0-9 axis
+    assert _axis_after(page, "length of assistant messages") == ["2", "3", "4"]  # all 3: between neighbours
+
+
+def test_record_word_counts_agree_with_the_report_lengths() -> None:
+    from synthloom_nodes.tagger import text_tags
+    text = "A well-known fact: it's true."   # 5 whitespace pieces; 6 words: a well known fact it's true
+    assert text_tags(text)["words"] == len(words(text)) == 6
+
+
+def test_report_draws_the_graph_the_manifest_names(make_run: Callable[[dict[str, str], str], Path]) -> None:
+    page = synthloom.build_report(make_run(RUN_A, "a")).read_text(encoding="utf-8")
+    assert "<h2>Graph</h2>" in page and 'class="graph"' in page
+
+
+def test_example_numbers_never_wrap(make_run: Callable[[dict[str, str], str], Path]) -> None:
+    """Example tables let long text wrap anywhere; their "#" column must not, or "10" reads "1 / 0"."""
+    page = synthloom.build_report(make_run(RUN_A, "a")).read_text(encoding="utf-8")
+    rule = re.search(r"table\.numbered td:first-child \{([^}]*)\}", page)
+    assert rule and "white-space: nowrap" in rule.group(1) and "overflow-wrap: normal" in rule.group(1)
+    assert 'class="long numbered"' in page

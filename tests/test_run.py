@@ -252,7 +252,7 @@ async def test_rerun_into_same_dir_needs_resume_or_overwrite(
     server = fake_llm()
     graph = write_graph(chain_graph(server), TOPICS[:3])
     await synthloom.arun(graph, tmp_path / "out")
-    with pytest.raises(synthloom.ConfigError, match="already holds a run; add --resume"):
+    with pytest.raises(synthloom.ConfigError, match="already holds a run; add resume=True"):
         await synthloom.arun(graph, tmp_path / "out")
     again = await synthloom.arun(graph, tmp_path / "out", overwrite=True)
     assert again.manifest["counts"]["written"] == 3 and len(lines(again.path("sft"))) == 3
@@ -267,3 +267,49 @@ def test_sync_run_api_returns_dataset(fake_llm: Callable[..., FakeOpenAI], write
     result = synthloom.run(graph, tmp_path / "out", options=RunOptions(limit=2))
     assert result.dataset("sft").num_rows == 2
     assert [r["metadata"]["id"] for r in synthloom.read_records(tmp_path / "out", "sft")]
+
+
+def test_load_dataset_of_an_unknown_output_names_the_outputs(fake_llm: Callable[..., FakeOpenAI],
+                                                              write_graph: Callable[..., Path],
+                                                              tmp_path: Path) -> None:
+    server = fake_llm()
+    spec = {"name": "named", "models": {"default": model_spec(server)},
+            "nodes": {"a": {"type": "llm", "messages": [{"role": "user", "content": "{{ q }}"}], "output": "a"}},
+            "outputs": [{"name": "sft", "format": "sft", "messages": [{"role": "user", "content": "{{ q }}"}]},
+                        {"name": "never", "format": "raw", "when": "q == 'none'"}]}
+    synthloom.run(write_graph(spec, [{"q": "hi"}]), tmp_path / "out")
+    with pytest.raises(synthloom.ConfigError, match="no output 'nonexistent' in .*; it has sft, never"):
+        synthloom.load_dataset(tmp_path / "out", "nonexistent")
+    with pytest.raises(synthloom.ConfigError, match="it has sft, never"):
+        list(synthloom.read_records(tmp_path / "out", "nonexistent"))
+    assert len(synthloom.load_dataset(tmp_path / "out", "never")) == 0   # declared, wrote nothing
+    assert list(synthloom.read_records(tmp_path / "out", "failed")) == []
+
+
+def test_api_errors_name_python_options_not_cli_flags(fake_llm: Callable[..., FakeOpenAI],
+                                                      write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    server = fake_llm()
+    spec = {"name": "twice", "models": {"default": model_spec(server)},
+            "nodes": {"a": {"type": "llm", "messages": [{"role": "user", "content": "{{ q }}"}], "output": "a"}}}
+    graph = write_graph(spec, [{"q": "hi"}])
+    synthloom.run(graph, tmp_path / "out")
+    with pytest.raises(synthloom.ConfigError) as raised:
+        synthloom.run(graph, tmp_path / "out")
+    assert "resume=True" in str(raised.value) and "overwrite=True" in str(raised.value)
+    assert "--resume" not in str(raised.value) and "--overwrite" not in str(raised.value)
+    assert synthloom.run(graph, tmp_path / "out", overwrite=True).manifest["status"] == "completed"
+
+
+def test_end_of_run_summary_is_one_line_in_a_pipe(fake_llm: Callable[..., FakeOpenAI],
+                                                  write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    server = fake_llm()
+    graph = write_graph(chain_graph(server), TOPICS[:3])
+    out = tmp_path / ("a-long-output-directory-name-" * 3)
+    done = subprocess.run([sys.executable, "-m", "synthloom.cli", "run", str(graph), "-o", str(out), "-q"],
+                          capture_output=True, text=True, timeout=120, env={**__import__("os").environ,
+                                                                            "COLUMNS": "80"})
+    assert done.returncode == 0, done.stderr
+    [summary] = [line for line in done.stdout.splitlines() if "records written" in line]
+    assert summary.endswith(f"-> {out}") and "3 records written" in summary  # not wrapped at 80 columns

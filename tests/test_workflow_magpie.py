@@ -73,3 +73,22 @@ async def test_magpie_pre_query_tags_filter_and_dedup(fake_llm: Callable[..., Fa
     duplicate = next(row for row in lines(tmp_path / "out" / "dropped.jsonl") if row["reason"] == "duplicate")
     assert duplicate["detail"]["similarity"] == 1.0
     assert result.manifest["nodes"]["respond"]["steps"] == 6  # the empty instruction was never answered
+
+
+async def test_magpie_drops_cut_off_and_echoing_responses(fake_llm: Callable[..., FakeOpenAI],
+                                                          tmp_path: Path) -> None:
+    """The hygiene flags: a response the server stopped for length ends on a full stop but is cut off; a
+    response that repeats its instruction teaches nothing. Both are dropped and counted by reason."""
+    long_one, echoed = "Describe the water cycle in detail.", "What is the capital of France?"
+    instructions = [AIRPLANE, long_one, echoed]
+    replies = {AIRPLANE: RESPONSES[AIRPLANE], long_one: "Water evaporates, forms clouds and falls as rain.",
+               echoed: "What is the capital of France? The capital of France is Paris."}
+    server = fake_llm(model="default", cut_off=[f"^{long_one}$"], script=[
+        (r"<\|im_start\|>user\n$", lambda body: instructions[body["seed"]]),
+        ("^Text to label:\n", {"input_quality": "good", "difficulty": "easy", "category": "information seeking"}),
+        (".", lambda body: replies[body["messages"][-1]["content"]])])
+    graph = synthloom.load(GRAPH, endpoint=server.url)
+    result = await synthloom.arun(graph, tmp_path / "out", limit=len(instructions), max_in_flight=1)
+    assert [record["messages"][0]["content"] for record in lines(result.path("sft"))] == [AIRPLANE]
+    assert result.manifest["counts"]["drop_reasons"] == {"filter: response cut off": 1,
+                                                        "filter: response repeats the instruction": 1}

@@ -1,0 +1,264 @@
+"""The dataset card: `<run dir>/README.md` in the Hugging Face dataset card format, so a run directory can
+be uploaded as a dataset as it is (`synthloom push`).
+
+The YAML header lists each output's jsonl as a config (`datasets.load_dataset(repo, "sft")` works on the
+Hub), the task and size categories, tags, and a `license` left for the user to set. The body says how the
+data was made: the graph as a Mermaid diagram, the models and their parameters (API keys never: only the
+name of the variable that held one), counts and drop reasons, corpus measures, and the graph file itself.
+Every figure comes from the run's manifest and output files, so `synthloom card DIR` rebuilds the same card.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from .journal import CARD, MANIFEST
+from .report_data import OutputSummary, ReportError, summarise_output
+
+if TYPE_CHECKING:
+    from .graph import Graph
+    from .scheduler import Runner
+
+FORMAT_TAGS = {"sft": "sft", "dpo": "dpo", "raw": "raw"}
+SIZE_CATEGORIES = [(10 ** 3, "n<1K"), (10 ** 4, "1K<n<10K"), (10 ** 5, "10K<n<100K"), (10 ** 6, "100K<n<1M"),
+                   (10 ** 7, "1M<n<10M"), (10 ** 8, "10M<n<100M"), (10 ** 9, "100M<n<1B"), (10 ** 10, "1B<n<10B"),
+                   (10 ** 11, "10B<n<100B"), (10 ** 12, "100B<n<1T")]  # the Hub's size_categories
+LICENSE_NOTE = ("# licence: set it before you share the data (an SPDX id such as cc-by-4.0, or `other` with "
+                "license_name); outputs inherit the terms of the models and seed data used")
+
+
+class CardError(ReportError):
+    """The directory holds no run to describe (no readable manifest)."""
+
+
+def write_card(runner: Runner) -> Path | None:
+    """Write the card of a run that has just ended (the scheduler calls this once, at the end). A run the
+    user interrupted gets none: it is leaving quickly, and `--resume` writes the card when it finishes."""
+    if runner.status == "interrupted":
+        return None
+    text = card_text(runner.output_dir, runner.manifest, runner.graph)
+    return _write(runner.output_dir, text)
+
+
+def build_card(output_dir: str | Path) -> Path:
+    """Write `<output_dir>/README.md` from the run's manifest and files; return its path. Raises `CardError`
+    when the directory holds no readable manifest."""
+    directory = Path(output_dir)
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CardError(f"{directory} has no readable {MANIFEST} ({error}); is it a run's output directory?"
+                        ) from None
+    if not isinstance(manifest, dict):
+        raise CardError(f"{directory / MANIFEST} does not hold a manifest object")
+    return _write(directory, card_text(directory, manifest, run_graph(manifest)))
+
+
+def _write(directory: Path, text: str) -> Path:
+    path = directory / CARD
+    temporary = directory / (CARD + ".tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+    return path
+
+
+def run_graph(manifest: dict[str, Any]) -> Graph | None:
+    """The run's graph, for its picture, when its file is still where the run read it."""
+    from .api import load  # the API imports the scheduler, which calls this module
+    graph_file = manifest.get("graph_file")
+    if not isinstance(graph_file, str) or not Path(graph_file).is_file():
+        return None
+    try:
+        return load(graph_file)
+    except Exception:  # a graph that no longer loads (a moved seed, a missing plugin) just has no picture
+        return None
+
+
+# -- the card's text --------------------------------------------------------------------------------
+
+def card_text(directory: Path, manifest: dict[str, Any], graph: Graph | None) -> str:
+    counts = _dict(manifest.get("counts"))
+    written = _dict(counts.get("outputs"))
+    formats = _formats(manifest, graph)
+    summaries = [summarise_output(directory / f"{name}.jsonl", name, embeddings=False)
+                 for name in written if _plain(name)]
+    header = card_header(summaries, formats, str(manifest.get("graph") or directory.name))
+    body = "\n".join([
+        f"# {manifest.get('graph') or directory.name}", "",
+        _description(manifest, graph),
+        *_loading(summaries),
+        *_outputs_section(summaries, formats),
+        *_counts_section(manifest, counts),
+        *_graph_section(graph),
+        *_models_section(manifest),
+        *_metrics_section(summaries),
+        *_graph_file_section(manifest),
+    ])
+    return f"---\n{header}---\n\n{body}\n"
+
+
+def card_header(summaries: list[OutputSummary], formats: dict[str, str], name: str) -> str:
+    """The YAML front matter: configs (one per non-empty output), categories, tags, a licence to set."""
+    kept = [summary for summary in summaries if summary.records > 0]
+    configs = [{"config_name": summary.name, "data_files": [{"split": "train", "path": f"{summary.name}.jsonl"}],
+                **({"default": True} if index == 0 else {})} for index, summary in enumerate(kept)]
+    largest = max((summary.records for summary in kept), default=0)
+    tags = ["synthetic", "synthloom", *sorted({FORMAT_TAGS[formats[s.name]] for s in kept
+                                               if formats.get(s.name) in FORMAT_TAGS})]
+    data: dict[str, Any] = {
+        "pretty_name": name,
+        "configs": configs,
+        "task_categories": ["text-generation"],
+        "size_categories": [size_category(largest)],
+        "tags": tags,
+    }
+    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=120)
+    return f"{LICENSE_NOTE}\nlicense: unknown\n{text}"
+
+
+def size_category(records: int) -> str:
+    for limit, label in SIZE_CATEGORIES:
+        if records < limit:
+            return label
+    return "n>1T"
+
+
+def _formats(manifest: dict[str, Any], graph: Graph | None) -> dict[str, str]:
+    if graph is not None:
+        return {output.name: output.format for output in graph.config.outputs}
+    found = manifest.get("output_formats")
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
+
+
+def _description(manifest: dict[str, Any], graph: Graph | None) -> str:
+    said = graph.config.description if graph is not None and graph.config.description else None
+    lines = [said + "\n" if said else "",
+             f"Synthetic data made by synthloom from the graph `{manifest.get('graph')}` "
+             f"(config hash `{manifest.get('config_hash')}`): run status **{manifest.get('status')}**, "
+             f"{_seconds(manifest.get('elapsed_s'))}, ended {manifest.get('ended') or 'n/a'}."]
+    if manifest.get("message"):
+        lines.append(f"\nRun message: {manifest['message']}")
+    return "\n".join(line for line in lines if line)
+
+
+def _loading(summaries: list[OutputSummary]) -> list[str]:
+    kept = [summary.name for summary in summaries if summary.records > 0]
+    if not kept:
+        return []
+    return ["", "## Loading", "", "```python", "import datasets",
+            f'data = datasets.load_dataset("<user>/<repo>", "{kept[0]}", split="train")   # from the Hub',
+            f'data = datasets.load_dataset("json", data_files="{kept[0]}.jsonl", split="train")   # this folder',
+            "```"]
+
+
+def _outputs_section(summaries: list[OutputSummary], formats: dict[str, str]) -> list[str]:
+    rows = ["", "## Outputs", "", "| output | format | records | file |", "|---|---|---|---|"]
+    for summary in summaries:
+        rows.append(f"| {summary.name} | {formats.get(summary.name, '?')} | {summary.records} | "
+                    f"`{summary.name}.jsonl` |")
+    rows.append("")
+    rows.append("Records follow TRL's conversational formats: `sft` has `messages`; `dpo` has `prompt`, "
+                "`chosen`, `rejected`; each record's `metadata` holds its stable `id`, the graph, the config "
+                "hash and its calls and tokens.")
+    return rows
+
+
+def _counts_section(manifest: dict[str, Any], counts: dict[str, Any]) -> list[str]:
+    rows = ["", "## Counts", "", "| seeded | written | dropped | failed |", "|---|---|---|---|",
+            f"| {counts.get('seeded', 0)} | {counts.get('written', 0)} | {counts.get('dropped', 0)} | "
+            f"{counts.get('failed', 0)} |"]
+    for key, title in (("drop_reasons", "Drop reasons"), ("failure_types", "Failures")):
+        reasons = counts.get(key)
+        if isinstance(reasons, dict) and reasons:
+            rows += ["", f"{title} (node: reason):", "", "| reason | records |", "|---|---|"]
+            for reason, count in sorted(reasons.items(), key=lambda item: -int(item[1] or 0)):
+                rows.append(f"| {_cell(reason)} | {count} |")
+    return rows
+
+
+def _graph_section(graph: Graph | None) -> list[str]:
+    if graph is None:
+        return ["", "## Graph", "", "(the graph file could not be loaded again, so no diagram; its text is below "
+                "when it could be read)"]
+    return ["", "## Graph", "", "```mermaid", graph.mermaid(), "```"]
+
+
+def _models_section(manifest: dict[str, Any]) -> list[str]:
+    settings = manifest.get("model_settings")
+    usage = _dict(manifest.get("models"))
+    if not isinstance(settings, dict) or not settings:
+        return []
+    rows = ["", "## Models", "", "| name | backend | model | base URL | params | API key from | calls | tokens |",
+            "|---|---|---|---|---|---|---|---|"]
+    for name, setting in settings.items():
+        if not isinstance(setting, dict):
+            continue
+        used = _dict(usage.get(name))
+        tokens = int(used.get("prompt_tokens") or 0) + int(used.get("completion_tokens") or 0)
+        key_env = setting.get("api_key_env")
+        rows.append(f"| {name} | {setting.get('backend', '')} | {_cell(setting.get('model') or '')} | "
+                    f"{_cell(setting.get('base_url') or '')} | `{_cell(json.dumps(setting.get('params') or {}))}` | "
+                    f"{'$' + str(key_env) if key_env else ''} | {used.get('calls', 0)} | {tokens} |")
+    return rows
+
+
+def _metrics_section(summaries: list[OutputSummary]) -> list[str]:
+    measured = [s for s in summaries if s.records > 0 and s.diversity is not None and s.text_field]
+    if not measured:
+        return []
+    rows = ["", "## Corpus measures", "",
+            "On a seeded sample of each output's main text (assistant turns, or the chosen reply): distinct-n "
+            "is unique n-grams over all n-grams; self-BLEU compares each text with the others (lower is more "
+            "varied); compression is UTF-8 bytes over gzip bytes (higher is more repetitive).", "",
+            "| output | text | words (median) | distinct-1 | distinct-2 | distinct-3 | self-BLEU | compression |",
+            "|---|---|---|---|---|---|---|---|"]
+    for summary in measured:
+        d = summary.diversity
+        assert d is not None
+        median = summary.lengths.quantile(0.5)
+        rows.append(f"| {summary.name} | {summary.text_field} | {_number(median)} | {_number(d.distinct[1])} | "
+                    f"{_number(d.distinct[2])} | {_number(d.distinct[3])} | {_number(d.self_bleu)} | "
+                    f"{_number(d.compression)} |")
+    return rows
+
+
+def _graph_file_section(manifest: dict[str, Any]) -> list[str]:
+    graph_file = manifest.get("graph_file")
+    try:
+        text = Path(str(graph_file)).read_text(encoding="utf-8") if graph_file else None
+    except (OSError, UnicodeDecodeError):
+        text = None
+    if text is None:
+        return ["", "## Graph file", "", f"Not found at `{graph_file}`; the manifest names the graph "
+                f"`{manifest.get('graph')}`."]
+    fence = "````" if "```" in text else "```"
+    return ["", "## Graph file", "", f"`{Path(str(graph_file)).name}`, as run (settings changed with `--set` or "
+            "`--endpoint` show in Models above):", "", f"{fence}yaml", text.rstrip("\n"), fence]
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    """A manifest section, or empty when a hand-edited manifest holds something else there."""
+    return value if isinstance(value, dict) else {}
+
+
+def _plain(name: Any) -> bool:
+    return isinstance(name, str) and bool(name) and Path(name).name == name and not name.startswith(".")
+
+
+def _cell(value: Any) -> str:
+    return re.sub(r"\s+", " ", str(value)).replace("|", "\\|")
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return str(int(value)) if float(value).is_integer() else f"{value:.3f}"
+
+
+def _seconds(value: Any) -> str:
+    return f"{float(value):.1f} s" if isinstance(value, (int, float)) else "time n/a"

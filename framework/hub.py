@@ -1,0 +1,51 @@
+"""`synthloom push`: upload a finished run directory to the Hugging Face Hub as a dataset repository.
+
+What goes up is what a dataset user needs: each output's jsonl, the card (README.md) and manifest.json.
+The journal, the lock file, pools/ and traces stay home (bookkeeping for `--resume`); failed.jsonl and
+dropped.jsonl go up only with `all_files` (they hold seed rows and raw states a user may not mean to share).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .card import build_card
+from .errors import ConfigError
+from .journal import CARD, DROPPED, FAILED, MANIFEST
+
+
+def files_to_push(output_dir: str | Path, all_files: bool = False) -> list[str]:
+    """The file names (relative to the run directory) a push uploads, sorted. Raises `ConfigError` when the
+    directory holds no finished run to share."""
+    directory = Path(output_dir)
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise ConfigError(f"{directory} has no readable {MANIFEST}; push a run's output directory") from None
+    outputs = (manifest.get("counts") or {}).get("outputs") or {} if isinstance(manifest, dict) else {}
+    names = [f"{name}.jsonl" for name in outputs
+             if isinstance(name, str) and Path(name).name == name and (directory / f"{name}.jsonl").is_file()]
+    extras = [FAILED, DROPPED] if all_files else []
+    names += [name for name in extras if (directory / name).is_file()]
+    return sorted({*names, CARD, MANIFEST})
+
+
+def push(output_dir: str | Path, repo_id: str, *, private: bool = False, all_files: bool = False,
+         token: str | None = None) -> Any:
+    """Write the card if the run has none, create the dataset repo if needed, and upload exactly
+    `files_to_push` in one commit. The token comes from `token`, `HF_TOKEN` or `hf auth login`; the Hub
+    from `HF_ENDPOINT` (default huggingface.co). Returns the Hub's commit info."""
+    try:
+        from huggingface_hub import CommitOperationAdd, HfApi
+    except ImportError:
+        raise ConfigError("push needs huggingface_hub: pip install 'synthloom[hub]'") from None
+    directory = Path(output_dir)
+    files = files_to_push(directory, all_files)
+    if not (directory / CARD).is_file():
+        build_card(directory)
+    hub = HfApi(token=token)
+    hub.create_repo(repo_id, repo_type="dataset", private=private or None, exist_ok=True)  # None: the default
+    operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(directory / name)) for name in files]
+    return hub.create_commit(repo_id, operations, repo_type="dataset",
+                             commit_message=f"synthloom run {directory.resolve().name}")
