@@ -178,14 +178,19 @@ async def test_embedding_drops_a_paraphrase_and_persists(write_graph: Callable[.
     assert again == set()
 
 
+@pytest.mark.parametrize("log_format", ["signatures", "texts"])
 async def test_resume_after_a_kill_still_knows_what_the_run_kept(write_graph: Callable[..., Path],
-                                                                 tmp_path: Path) -> None:
-    """kill -9 leaves no index folder; the kept texts journaled beside the output rebuild it on --resume."""
+                                                                 tmp_path: Path, log_format: str) -> None:
+    """kill -9 leaves no index folder; the kept signatures journaled beside the output rebuild it on
+    --resume (and the kept texts an older synthloom journaled there)."""
     rows = [{"id": "a", "text": "the cat sat on the mat today"}, {"id": "b", "text": "a different sentence"}]
     spec = {"name": "d", "nodes": {"unique": {"type": "dedup", "field": "text", "method": "exact"}},
             "outputs": [{"name": "raw", "format": "raw"}]}
     graph = write_graph(spec, rows)
     await synthloom.arun(graph, tmp_path / "out")
+    if log_format == "texts":
+        log = tmp_path / "out" / "pools" / "dedup-unique.jsonl"
+        log.write_text("".join(json.dumps({"text": row["text"], "record": row["id"]}) + "\n" for row in rows))
     journal = tmp_path / "out" / "journal.jsonl"
     journal.write_text("".join(line + "\n" for line in journal.read_text().splitlines() if '"b"' not in line))
     more = rows + [{"id": "c", "text": "The cat sat on the mat, today!"}]
