@@ -8,6 +8,7 @@ of pooled ones (0 to half their words edited), so a share of them are refused.
 
     python bench/novelty.py                    # pools 1k/10k/100k, exhaustive at 5k, agreement on 2,000
     python bench/novelty.py --agreement 500 --queries 100
+    python bench/novelty.py --sizes --exhaustive-size 0 --agreement 0     # only the dedup figures
 """
 from __future__ import annotations
 
@@ -114,7 +115,7 @@ def dedup_footprint(size: int) -> list[tuple[str, float, float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[1_000, 10_000, 100_000])
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--exhaustive-size", type=int, default=5_000)
     parser.add_argument("--exhaustive-queries", type=int, default=20)
@@ -122,21 +123,24 @@ def main() -> None:
     parser.add_argument("--dedup-size", type=int, default=20_000)
     args = parser.parse_args()
 
-    print("novelty: ms per check (indexed, exact ROUGE-L maximum), target < 10 ms at 100k")
-    print(f"{'pool':>8} {'mean':>7} {'p50':>7} {'p95':>7} {'refused':>8}")
-    for size in args.sizes:
-        mean, median, p95, refused = time_index(size, args.queries)
-        print(f"{size:>8} {mean:>7.2f} {median:>7.2f} {p95:>7.2f} {refused:>8.0%}")
-    slow, fast = speed_up_at(args.exhaustive_size, args.exhaustive_queries)
-    print(f"\nat {args.exhaustive_size} pooled: exhaustive {slow:.1f} ms, indexed {fast:.2f} ms per check, "
-          f"speed-up x{slow / fast:.0f} (same scores and closest texts)")
-    agreed, checks, refused = agreement(args.agreement)
-    print(f"\nagreement with the exhaustive check on a stream of {checks} texts ({refused} refused): "
-          f"{agreed}/{checks} = {agreed / checks:.2%} (decision, score and closest text)")
-    print(f"\ndedup at {args.dedup_size} kept texts: bytes of index per kept text, ms per look-up-and-add")
-    for name, per_text, per_check in dedup_footprint(args.dedup_size):
-        print(f"{name:>8} {per_text:>8.0f} B {per_check:>7.3f} ms")
-
+    if args.sizes:
+        print("novelty: ms per check (indexed, exact ROUGE-L maximum), target < 10 ms at 100k")
+        print(f"{'pool':>8} {'mean':>7} {'p50':>7} {'p95':>7} {'refused':>8}")
+        for size in args.sizes:
+            mean, median, p95, refused = time_index(size, args.queries)
+            print(f"{size:>8} {mean:>7.2f} {median:>7.2f} {p95:>7.2f} {refused:>8.0%}")
+    if args.exhaustive_size:
+        slow, fast = speed_up_at(args.exhaustive_size, args.exhaustive_queries)
+        print(f"\nat {args.exhaustive_size} pooled: exhaustive {slow:.1f} ms, indexed {fast:.2f} ms per check, "
+              f"speed-up x{slow / fast:.0f} (same scores and closest texts)")
+    if args.agreement:
+        agreed, checks, refused = agreement(args.agreement)
+        print(f"\nagreement with the exhaustive check on a stream of {checks} texts ({refused} refused): "
+              f"{agreed}/{checks} = {agreed / checks:.2%} (decision, score and closest text)")
+    if args.dedup_size:
+        print(f"\ndedup at {args.dedup_size} kept texts: bytes of index per kept text, ms per look-up-and-add")
+        for name, per_text, per_check in dedup_footprint(args.dedup_size):
+            print(f"{name:>8} {per_text:>8.0f} B {per_check:>7.3f} ms")
 
 if __name__ == "__main__":
     main()

@@ -16,7 +16,6 @@ live one, so memory follows the pool, not the run.
 from __future__ import annotations
 
 from array import array
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -27,6 +26,7 @@ from synthloom.pool import RecordPool
 
 BLOCK = 256  # texts scored at once; small enough that the first block usually settles the search
 MASK_BITS = 64  # a query of up to 64 tokens fits one uint64 per text; longer ones are scored one by one
+OCCURRENCES = 1 << 20  # a feature is token id * OCCURRENCES + occurrence (texts have fewer repeats)
 TOLERANCE = 1e-9  # the bound and the score are both floats of one integer ratio; never prune on a rounding
 
 
@@ -74,7 +74,7 @@ class RougeIndex:
         """Empty arrays whose first text will have slot number `slot`."""
         self.first_slot = slot
         self._evicted = 0  # how many texts at the start of the arrays the pool has dropped
-        self.postings: dict[tuple[int, int], array[int]] = {}  # (token id, occurrence) -> local positions
+        self.postings: dict[int, array[int]] = {}  # feature (token id, occurrence) -> local positions
         self.token_ids = array("i")  # every text's token ids, one after another
         self.starts = array("q", [0])  # text k's tokens are token_ids[starts[k]:starts[k+1]]
         self.texts: list[str] = []
@@ -207,16 +207,17 @@ class RougeIndex:
         return size - np.bitwise_count(rows).astype(np.int64)
 
 
-def _features(ids: Iterable[int]) -> list[tuple[int, int]]:
+def _features(ids: Iterable[int]) -> list[int]:
     """A multiset as a set: the k-th occurrence of a token is its own feature, so shared features count
-    the multiset overlap."""
-    seen: Counter[int] = Counter()
+    the multiset overlap. A feature is one int (token id and occurrence), not a tuple: ints are not tracked
+    by the garbage collector, whose full passes would otherwise grow with the index and pause every thread."""
+    seen: dict[int, int] = {}
     features = []
     for token in ids:
         if token < 0:
             continue  # a query token no pooled text has
-        seen[token] += 1
-        features.append((token, seen[token]))
+        occurrence = seen[token] = seen.get(token, 0) + 1
+        features.append(token * OCCURRENCES + occurrence)
     return features
 
 
