@@ -8,6 +8,7 @@ done are forgotten: those records run again and add them again, and must not mee
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -24,6 +25,7 @@ class RecordPool:
         self.name = name
         self.max_size = max_size
         self.items: deque[dict[str, Any]] = deque(maxlen=max_size)
+        self.appended = 0  # items ever appended: the last len(items) of them are still in the pool
         self.lock = asyncio.Lock()
         self.path = path
         self._resume = resume_done is not None
@@ -40,13 +42,13 @@ class RecordPool:
                 except json.JSONDecodeError:
                     continue  # cut by a kill mid-write
                 if item.get("record") is None or item["record"] in done:
-                    self.items.append(item)
+                    self._append(item)
 
     def preload(self, items: Iterable[dict[str, Any]]) -> None:
         """Items every run starts with (human seed tasks); not written to the pool file."""
         self.preloaded = True
         for item in items:
-            self.items.append({**item, "record": None})
+            self._append({**item, "record": None})
 
     def add(self, record_id: str, item: dict[str, Any]) -> None:
         """Call with `lock` held when the add depends on what was read (check-then-add)."""
@@ -59,7 +61,15 @@ class RecordPool:
                 self._handle = self.path.open("a" if self._resume else "w", encoding="utf-8")
             self._handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
             self._handle.flush()
+        self._append(entry)
+
+    def _append(self, entry: dict[str, Any]) -> None:
         self.items.append(entry)
+        self.appended += 1
+
+    def newest(self, count: int) -> list[dict[str, Any]]:
+        """The last `count` items appended (fewer if the pool has dropped some), oldest first."""
+        return list(itertools.islice(reversed(self.items), count))[::-1]
 
     def _rewrite(self) -> None:
         """On resume, keep only what was loaded (done records' items), so forgotten items stay forgotten.

@@ -1,18 +1,25 @@
 """Cross-record nodes over a run-wide pool (`ctx.pool`): `novelty` admits an item only if it differs
 enough from everything admitted so far (Self-Instruct's ROUGE-L < 0.7 rule), and `pool_sample` draws
-examples from the pool into a record's prompt (Self-Instruct shows 6 human + 2 generated tasks)."""
+examples from the pool into a record's prompt (Self-Instruct shows 6 human + 2 generated tasks).
+
+`novelty` finds the most similar pooled text through a `RougeIndex` (rouge_index.py: exact, without
+scoring the whole pool) in a worker thread, holding the pool's lock across the check and the add, so the
+event loop keeps serving other records' HTTP calls while it runs and two similar texts cannot both pass."""
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from collections.abc import Mapping
-from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import Field
 from synthloom.context import RunContext
 from synthloom.errors import ConfigError
 from synthloom.node import Drop, Node, NodeParams
+from synthloom.pool import RecordPool
+
+from .rouge_index import Closest, RougeIndex, tokenize
 
 
 class PreloadSpec(NodeParams):
@@ -30,16 +37,6 @@ def _preload(ctx: RunContext, pool_name: str, preload: PreloadSpec | None, max_s
         raise ConfigError(f"pool preload file {path} does not exist")
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     pool.preload({"text": row[preload.field], **row} for row in rows if row.get(preload.field))
-
-
-@lru_cache(maxsize=1)
-def _rouge_scorer() -> Any:
-    from rouge_score import rouge_scorer
-    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
-
-
-def rouge_l(candidate: str, reference: str) -> float:
-    return float(_rouge_scorer().score(reference, candidate)["rougeL"].fmeasure)
 
 
 class NoveltyParams(NodeParams):
@@ -67,28 +64,29 @@ class Novelty(Node):
         return {self.params.output} if self.params.output else set()
 
     async def setup(self, ctx: RunContext) -> None:
-        _preload(ctx, self.params.pool, self.params.preload, self.params.max_size)
+        await asyncio.to_thread(_preload, ctx, self.params.pool, self.params.preload, self.params.max_size)
+        await asyncio.to_thread(tokenize, "")  # imports rouge-score (and nltk) now, before records are in flight
 
     async def run(self, state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any] | Drop:
         p = self.params
         text = str(state[p.field])
         pool = ctx.pool(p.pool, p.max_size)
+        index: RougeIndex = ctx.shared(f"novelty-index:{p.pool}", RougeIndex).value
         async with pool.lock:
-            best, closest = 0.0, None
-            for item in pool.items:
-                if item.get("record") == state["id"]:
-                    continue  # the record meeting itself again (a loop through this node)
-                score = rouge_l(text, str(item["text"]))
-                if score > best:
-                    best, closest = score, item
-            if best >= p.threshold:
-                return Drop("not novel", {"similarity": round(best, 3), "similar_to": str(closest["text"])[:200]
-                                          if closest else None})
+            # the record's own earlier entry is not a rival: it is the record meeting itself again (a loop)
+            closest = await asyncio.to_thread(_closest, index, pool, text, state["id"])
+            if closest.score >= p.threshold:
+                return Drop("not novel", {"similarity": round(closest.score, 3),
+                                          "similar_to": closest.text[:200] if closest.text else None})
             pool.add(state["id"], {"text": text, **{key: state.get(key) for key in p.keep}})
         if p.output:
-            return {p.output: {"max_similarity": round(best, 3),
-                               "most_similar": str(closest["text"]) if closest else None}}
+            return {p.output: {"max_similarity": round(closest.score, 3), "most_similar": closest.text}}
         return {}
+
+
+def _closest(index: RougeIndex, pool: RecordPool, text: str, record_id: str) -> Closest:
+    index.follow(pool)
+    return index.closest(text, exclude_record=record_id)
 
 
 class PoolSampleParams(NodeParams):
@@ -110,7 +108,7 @@ class PoolSample(Node):
         return {self.params.output}
 
     async def setup(self, ctx: RunContext) -> None:
-        _preload(ctx, self.params.pool, self.params.preload, self.params.max_size)
+        await asyncio.to_thread(_preload, ctx, self.params.pool, self.params.preload, self.params.max_size)
 
     async def run(self, state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
         p = self.params

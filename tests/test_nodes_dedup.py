@@ -3,9 +3,14 @@
 persisted index keeps a second run from emitting the first run's texts again."""
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 import random
+import signal
+import subprocess
+import sys
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +18,10 @@ from typing import Any
 import numpy as np
 import pytest
 import synthloom
+
+from tests.conftest import model_spec
+from tests.fixture_server import FakeOpenAI
+from tests.test_resume import start_run, wait_for_journal
 
 VOCABULARY = [f"{stem}{suffix}" for stem in ("river", "bread", "star", "train", "cloud", "stone", "field",
                                              "glass", "music", "paper") for suffix in ("", "s", "ed", "ing")]
@@ -169,14 +178,19 @@ async def test_embedding_drops_a_paraphrase_and_persists(write_graph: Callable[.
     assert again == set()
 
 
+@pytest.mark.parametrize("log_format", ["signatures", "texts"])
 async def test_resume_after_a_kill_still_knows_what_the_run_kept(write_graph: Callable[..., Path],
-                                                                 tmp_path: Path) -> None:
-    """kill -9 leaves no index folder; the kept texts journaled beside the output rebuild it on --resume."""
+                                                                 tmp_path: Path, log_format: str) -> None:
+    """kill -9 leaves no index folder; the kept signatures journaled beside the output rebuild it on
+    --resume (and the kept texts an older synthloom journaled there)."""
     rows = [{"id": "a", "text": "the cat sat on the mat today"}, {"id": "b", "text": "a different sentence"}]
     spec = {"name": "d", "nodes": {"unique": {"type": "dedup", "field": "text", "method": "exact"}},
             "outputs": [{"name": "raw", "format": "raw"}]}
     graph = write_graph(spec, rows)
     await synthloom.arun(graph, tmp_path / "out")
+    if log_format == "texts":
+        log = tmp_path / "out" / "pools" / "dedup-unique.jsonl"
+        log.write_text("".join(json.dumps({"text": row["text"], "record": row["id"]}) + "\n" for row in rows))
     journal = tmp_path / "out" / "journal.jsonl"
     journal.write_text("".join(line + "\n" for line in journal.read_text().splitlines() if '"b"' not in line))
     more = rows + [{"id": "c", "text": "The cat sat on the mat, today!"}]
@@ -186,3 +200,53 @@ async def test_resume_after_a_kill_still_knows_what_the_run_kept(write_graph: Ca
     assert [{k: v for k, v in row.items() if k != "state"} for row in dropped] == [
         {"id": "c", "node": "unique", "reason": "duplicate", "detail": {"duplicate_of": "a", "similarity": 1.0}}]
     assert dropped[0]["state"]["text"] == "The cat sat on the mat, today!"
+
+
+@pytest.mark.parametrize("method", ["exact", "minhash"])
+async def test_the_resume_log_holds_signatures_not_texts(write_graph: Callable[..., Path], tmp_path: Path,
+                                                         method: str) -> None:
+    """What a run journals for --resume is one signature per kept record: no text is kept in memory or on
+    disk beyond the index itself."""
+    kept, _ = await run(write_graph(dedup_graph(method=method), SEEDS), tmp_path / "out")
+    log = tmp_path / "out" / "pools" / "dedup-unique.jsonl"
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    assert {entry["record"] for entry in entries} == kept and len(entries) == len(kept)
+    assert all(set(entry) == {"record", "signature"} for entry in entries)
+    content = log.read_text().lower()
+    assert not any(word in content for word in VOCABULARY)  # not a word of any text
+    sizes = {len(entry["signature"]) for entry in entries}
+    assert sizes == ({40} if method == "exact" else {len(base64.b64encode(bytes(4 * 128)))})
+
+
+def test_a_kill_9_and_resume_emit_each_text_once(fake_llm: Callable[..., FakeOpenAI],
+                                                 write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    """300 records, 100 distinct texts, killed mid-run: after --resume every text is written exactly once,
+    every other record is dropped as a duplicate of a written one, and the resume log lists only records
+    that finished."""
+    server = fake_llm(latency=0.02)
+    server.keep_bodies = False
+    seeds = [{"id": f"rec-{n:04d}", "question": passage(n % 100)} for n in range(300)]
+    spec = dedup_graph(method="minhash")
+    spec["models"] = {"w": model_spec(server, max_concurrency=16)}
+    spec["nodes"]["answer"] = {"type": "llm", "model": "w", "output": "answer",
+                               "messages": [{"role": "user", "content": "{{ question }}"}]}
+    spec["edges"] = [["unique", "answer"]]
+    graph = write_graph(spec, seeds)
+    out = tmp_path / "out"
+    process = start_run(graph, out)
+    wait_for_journal(out, 40)
+    process.send_signal(signal.SIGKILL)
+    process.wait(30)
+    assert (out / "pools" / "dedup-unique.jsonl").exists() and not (out / "manifest.json").exists()
+    done = subprocess.run([sys.executable, "-m", "synthloom.cli", "run", str(graph), "-o", str(out), "-q",
+                           "--resume"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    written = [json.loads(line) for line in (out / "raw.jsonl").read_text().splitlines()]
+    texts = Counter(record["question"] for record in written)
+    assert len(texts) == 100 and max(texts.values()) == 1
+    dropped = [json.loads(line) for line in (out / "dropped.jsonl").read_text().splitlines()]
+    assert len(dropped) == 200 and {row["reason"] for row in dropped} == {"duplicate"}
+    written_ids = {record["id"] for record in written}
+    assert {row["detail"]["duplicate_of"] for row in dropped} <= written_ids
+    logged = [json.loads(line)["record"] for line in (out / "pools" / "dedup-unique.jsonl").read_text().splitlines()]
+    assert sorted(logged) == sorted(written_ids)  # the records of the killed run that never finished are gone
