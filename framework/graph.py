@@ -35,7 +35,7 @@ class Graph:
     """The runnable form of a graph file."""
 
     loaded: LoadedConfig
-    nodes: dict[str, Node]
+    nodes: dict[str, Node[Any]]
     dag: nx.DiGraph
     edges_from: dict[str, list[Edge]]
     starts: list[str]
@@ -125,7 +125,7 @@ def build_graph(loaded: LoadedConfig, seed_columns: Iterable[str] = (), code: Co
     return result
 
 
-def _instantiate(name: str, spec: dict[str, Any], smap: SourceMap, code: CodePolicy) -> Node:
+def _instantiate(name: str, spec: dict[str, Any], smap: SourceMap, code: CodePolicy) -> Node[Any]:
     path: KeyPath = ("nodes", name)
     type_name = spec["type"]
     code.where = f"nodes.{name}"

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import Field, ValidationError
 from synthloom.context import RunContext
 from synthloom.errors import ConfigError
-from synthloom.node import Node, NodeParams, node
+from synthloom.node import Node, NodeFunction, NodeParams, node_type_of
 from synthloom.registry import import_object
 
 
@@ -23,10 +23,8 @@ class PythonParams(NodeParams):
                                      "sets, so the graph can be checked")
 
 
-class PythonNode(Node):
+class PythonNode(Node[PythonParams]):
     """Run a Python function (sync or async) on the record; its parameters name the state keys it reads."""
-
-    Params = PythonParams
 
     def __init__(self, name: str, params: PythonParams):
         super().__init__(name, params)
@@ -34,10 +32,13 @@ class PythonNode(Node):
             target = import_object(params.function)
         except ConfigError as error:
             raise ConfigError(error.message, key=f"nodes.{name}.function") from None
-        if isinstance(target, type) and issubclass(target, Node):
-            node_type = target  # already a node type (@node or a Node subclass)
+        node_type: type[Node[Any]]
+        if isinstance(target, NodeFunction):
+            node_type = target.node_type  # already a node type (@node)
+        elif isinstance(target, type) and issubclass(target, Node):
+            node_type = target  # a Node subclass
         elif callable(target):
-            node_type = node(target, writes=params.writes)
+            node_type = node_type_of(target, writes=params.writes)
         else:
             raise ValueError(f"function: '{params.function}' is not a function")
         options = {**params.params, **({"output": params.output} if params.output else {})}
