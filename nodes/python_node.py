@@ -1,6 +1,6 @@
 """`python`: any function as a node, named in the YAML (`function: package.module:func`) instead of written as
 a node type. The function is wrapped by `synthloom.node` exactly as `@node` would, so the two never drift:
-positional parameters are the state keys it reads, keyword-only ones come from `params:`."""
+positional parameters are the state keys it reads, keyword-only ones come from `args:`."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -18,7 +18,7 @@ class PythonParams(NodeParams):
                           "are the state keys it reads")
     output: str | None = Field(default=None, description="state key for the return value; without it the "
                                "function returns a dict of state updates (or None, or Drop)")
-    params: dict[str, Any] = Field(default_factory=dict, description="values of its keyword-only parameters")
+    args: dict[str, Any] = Field(default_factory=dict, description="values of its keyword-only parameters")
     writes: list[str] | None = Field(default=None, description="without output: the keys its returned dict "
                                      "sets, so the graph can be checked")
 
@@ -41,13 +41,13 @@ class PythonNode(Node[PythonParams]):
             node_type = node_type_of(target, writes=params.writes)
         else:
             raise ValueError(f"function: '{params.function}' is not a function")
-        options = {**params.params, **({"output": params.output} if params.output else {})}
+        options = {**params.args, **({"output": params.output} if params.output else {})}
         try:
             self.inner = node_type(name, node_type.Params.model_validate(options))
         except ValidationError as error:
             first = error.errors()[0]
             key = ".".join(str(part) for part in first["loc"])
-            raise ValueError(f"params.{key}: {first['msg']} (the function's keyword-only parameters are: "
+            raise ValueError(f"args.{key}: {first['msg']} (the function's keyword-only parameters are: "
                              f"{', '.join(k for k in node_type.Params.model_fields if k != 'output') or 'none'})") \
                 from None
 
