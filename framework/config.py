@@ -40,7 +40,7 @@ class SeedConfig(_Strict):
     source: SourceConfig = SourceConfig(type="none")
     limit: int | None = Field(default=None, ge=0)
     shuffle: bool = False
-    seed: int = 0
+    shuffle_seed: int = Field(default=0, description="the seed of the streaming shuffle")
     shuffle_buffer: int = Field(default=10_000, ge=1)
     id_field: str = "id"
     shard: tuple[int, int] | None = Field(
@@ -128,21 +128,29 @@ class MessageTemplate(_Strict):
     content: str
 
 
+MESSAGE_PARTS = ("messages", "prompt", "chosen", "rejected")
+"""An output's message parts: each is templates (`prompt:`) or a state key (`prompt_from:`)."""
 OUTPUT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,99}")
 RUN_FILE_NAMES = frozenset({"journal", "failed", "dropped", "manifest", "traces", "report", "readme"})
 """Files a run writes besides its outputs: an output of the same name would overwrite or corrupt them."""
 
 
 class OutputConfig(_Strict):
-    """One output file. `sft`: messages; `dpo`: prompt/chosen/rejected; `raw`: the record state."""
+    """One output file. `sft`: messages; `dpo`: prompt/chosen/rejected; `raw`: the record state.
+
+    Each message part is either templates (`messages:`) or a state key holding text or a messages list
+    (`messages_from:`), never both."""
 
     name: str = Field(description="a plain name: letters, digits, _ and - (the file is <name>.jsonl)")
     format: Literal["sft", "dpo", "raw"] = "raw"
-    messages: list[MessageTemplate] | str | None = Field(
-        default=None, description="sft: message templates, or a state key holding a messages list")
-    prompt: list[MessageTemplate] | str | None = None
-    chosen: list[MessageTemplate] | str | None = None
-    rejected: list[MessageTemplate] | str | None = None
+    messages: list[MessageTemplate] | None = Field(default=None, description="sft: message templates")
+    messages_from: str | None = Field(default=None, description="sft: a state key holding a messages list")
+    prompt: list[MessageTemplate] | None = Field(default=None, description="dpo: prompt message templates")
+    prompt_from: str | None = Field(default=None, description="dpo: a state key holding the prompt")
+    chosen: list[MessageTemplate] | None = Field(default=None, description="dpo: chosen message templates")
+    chosen_from: str | None = Field(default=None, description="dpo: a state key holding the chosen reply")
+    rejected: list[MessageTemplate] | None = Field(default=None, description="dpo: rejected message templates")
+    rejected_from: str | None = Field(default=None, description="dpo: a state key holding the rejected reply")
     pairs: str | None = Field(default=None, description="dpo: a state key holding a list of "
                               "{prompt, chosen, rejected} pairs; one record per pair")
     when: str | None = Field(default=None, description="write only records where this holds")
@@ -161,12 +169,27 @@ class OutputConfig(_Strict):
                              f"({', '.join(sorted(RUN_FILE_NAMES))}); choose another")
         return name
 
+    def templates(self, part: str) -> list[MessageTemplate] | None:
+        """The message templates of `part` (messages, prompt, chosen or rejected), if it has templates."""
+        templates: list[MessageTemplate] | None = getattr(self, part)
+        return templates
+
+    def source_key(self, part: str) -> str | None:
+        """The state key `part` is taken from (`<part>_from`), if it is taken from the state."""
+        key: str | None = getattr(self, f"{part}_from")
+        return key
+
     @model_validator(mode="after")
     def _format_fields(self) -> OutputConfig:
-        if self.format == "sft" and self.messages is None:
-            raise ValueError("an sft output needs messages")
-        if self.format == "dpo" and self.pairs is None and None in (self.prompt, self.chosen, self.rejected):
-            raise ValueError("a dpo output needs prompt, chosen and rejected (or pairs: <state key>)")
+        for part in MESSAGE_PARTS:
+            if self.templates(part) is not None and self.source_key(part) is not None:
+                raise ValueError(f"give {part} (templates) or {part}_from (a state key), not both")
+        given = {part for part in MESSAGE_PARTS if self.templates(part) is not None or self.source_key(part)}
+        if self.format == "sft" and "messages" not in given:
+            raise ValueError("an sft output needs messages (templates) or messages_from (a state key)")
+        if self.format == "dpo" and self.pairs is None and not {"prompt", "chosen", "rejected"} <= given:
+            raise ValueError("a dpo output needs prompt, chosen and rejected (each as templates or as "
+                             "<part>_from: <state key>), or pairs: <state key>")
         return self
 
 

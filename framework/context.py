@@ -3,6 +3,7 @@ records (a task pool, a dedup index) guarded by a lock."""
 from __future__ import annotations
 
 import asyncio
+import warnings
 from collections.abc import Callable, Container
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from typing import Any, TypeVar
 
 from .models.base import Completion, LLMRequest
 from .models.pool import ModelPool
-from .pool import POOL_DIR, RecordPool
+from .record_pool import POOL_DIR, RecordPool
 from .stats import NodeStats
 from .trace import current_step
 
@@ -85,12 +86,17 @@ class RunContext:
             self._shared[key] = Shared(factory())
         return self._shared[key]
 
-    def pool(self, name: str, max_size: int = 100_000) -> RecordPool:
-        """The run-wide pool `name`, persisted under <output dir>/pools/ and restored on --resume."""
+    def record_pool(self, name: str, max_size: int = 100_000) -> RecordPool:
+        """The run-wide record pool `name`, persisted under <output dir>/pools/ and restored on --resume."""
         if name not in self._pools:
             path = self.output_dir / POOL_DIR / f"{name}.jsonl" if self.output_dir else None
             self._pools[name] = RecordPool(name, max_size, path, self.resume_done)
         return self._pools[name]
+
+    def pool(self, name: str, max_size: int = 100_000) -> RecordPool:
+        """Deprecated name of `record_pool` (it read like `models`, the model pool); kept for one release."""
+        warnings.warn("ctx.pool() is now ctx.record_pool()", DeprecationWarning, stacklevel=2)
+        return self.record_pool(name, max_size)
 
     def close_pools(self) -> None:
         for pool in self._pools.values():

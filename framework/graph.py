@@ -10,7 +10,7 @@ from typing import Any
 import networkx as nx
 from pydantic import ValidationError
 
-from .config import GraphConfig, OutputConfig
+from .config import MESSAGE_PARTS, GraphConfig, OutputConfig
 from .errors import ConfigError, one_line
 from .expressions import Condition
 from .loader import KeyPath, LoadedConfig, SourceMap, dotted
@@ -35,7 +35,7 @@ class Graph:
     """The runnable form of a graph file."""
 
     loaded: LoadedConfig
-    nodes: dict[str, Node]
+    nodes: dict[str, Node[Any]]
     dag: nx.DiGraph
     edges_from: dict[str, list[Edge]]
     starts: list[str]
@@ -125,7 +125,7 @@ def build_graph(loaded: LoadedConfig, seed_columns: Iterable[str] = (), code: Co
     return result
 
 
-def _instantiate(name: str, spec: dict[str, Any], smap: SourceMap, code: CodePolicy) -> Node:
+def _instantiate(name: str, spec: dict[str, Any], smap: SourceMap, code: CodePolicy) -> Node[Any]:
     path: KeyPath = ("nodes", name)
     type_name = spec["type"]
     code.where = f"nodes.{name}"
@@ -307,12 +307,12 @@ def _missing_message(missing: list[str], name: str, graph: Graph) -> str:
 
 def output_reads(output: OutputConfig) -> set[str]:
     keys: set[str] = set()
-    for part in (output.messages, output.prompt, output.chosen, output.rejected):
-        if isinstance(part, str):
-            keys.add(part)
-        elif isinstance(part, list):
-            for message in part:
-                keys |= Template(message.content).variables
+    for part in MESSAGE_PARTS:
+        key = output.source_key(part)
+        if key is not None:
+            keys.add(key)
+        for message in output.templates(part) or ():
+            keys |= Template(message.content).variables
     if output.pairs:
         keys.add(output.pairs)
     keys.update(output.fields or ())

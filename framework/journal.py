@@ -22,7 +22,7 @@ from typing import IO, Any
 
 from .errors import ConfigError, OutputWriteError
 from .id_ledger import IdLedger
-from .pool import POOL_DIR
+from .record_pool import POOL_DIR
 
 JOURNAL = "journal.jsonl"
 FAILED = "failed.jsonl"

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from .config import GraphConfig
 from .errors import ConfigError
+from .spellings import modernize
 
 KeyPath = tuple[str | int, ...]
 
@@ -178,6 +179,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None,
     apply_profiles(raw, path.resolve().parent, source_map)
     if endpoint:
         point_models_at(raw, endpoint)
+    modernize(raw, source_map)
     base_dir = path.resolve().parent
     return LoadedConfig(validate_raw(raw, source_map), raw, source_map, base_dir, config_hash(raw, base_dir))
 

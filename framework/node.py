@@ -7,18 +7,19 @@ run in a worker thread so they never block the event loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, create_model
 
 if TYPE_CHECKING:
     from .context import RunContext
 
-__all__ = ["ANY_KEY", "Drop", "Node", "NodeParams", "node"]
+__all__ = ["ANY_KEY", "Drop", "Node", "NodeFunction", "NodeParams", "node"]
 
 ANY_KEY = "*"
 """Put in `writes()` when a node's output keys are not known before it runs."""
@@ -38,11 +39,16 @@ class Drop:
     detail: dict[str, Any] | None = None
 
 
-class Node:
-    """Base class of every node type. Subclass it, give a `Params` model, write `run`.
+P = TypeVar("P", bound=NodeParams)
+"""A node type's parameters model: `class Shout(Node[ShoutParams])` types `self.params` as `ShoutParams`."""
+
+
+class Node(Generic[P]):
+    """Base class of every node type. Subclass `Node[MyParams]`, write `run`.
 
     `reads`/`writes`/`models` let the graph be checked before any call: a template variable that no
-    upstream node writes is an error at validation time, not record 1,000.
+    upstream node writes is an error at validation time, not record 1,000. `Params` (the model the YAML is
+    validated with) is taken from the generic base; a class may still set it itself.
     """
 
     Params: ClassVar[type[NodeParams]] = NodeParams
@@ -56,10 +62,18 @@ class Node:
         if "description" not in cls.__dict__:
             cls.description = inspect.getdoc(cls) or ""
         cls._run_is_async = inspect.iscoroutinefunction(cls.run)  # asked once, not on every step
+        declared = _declared_params(cls)
+        if declared is None:
+            return
+        if "Params" not in cls.__dict__:
+            cls.Params = declared
+        elif not issubclass(cls.Params, declared):
+            raise TypeError(f"{cls.__name__}.Params ({cls.Params.__name__}) is not the {declared.__name__} "
+                            f"its base Node[{declared.__name__}] says")
 
-    def __init__(self, name: str, params: NodeParams):
+    def __init__(self, name: str, params: P):
         self.name = name
-        self.params = params
+        self.params: P = params
 
     def reads(self) -> set[str]:
         return set()
@@ -85,7 +99,47 @@ class Node:
         return await asyncio.to_thread(self.run, state, ctx)
 
 
+def _declared_params(cls: type) -> type[NodeParams] | None:
+    """The params model named in a class's own generic base (`Node[ShoutParams]`); None when it names none."""
+    for base in cls.__dict__.get("__orig_bases__", ()):
+        origin = typing.get_origin(base)
+        if not (isinstance(origin, type) and issubclass(origin, Node)):
+            continue
+        for arg in typing.get_args(base):
+            if isinstance(arg, type) and issubclass(arg, NodeParams):
+                return arg
+    return None
+
+
 _SPECIAL_ARGS = {"state", "ctx"}
+_Args = ParamSpec("_Args")
+_Result = TypeVar("_Result")
+
+
+class NodeFunction(Generic[_Args, _Result]):
+    """A function made a node by `@node`: still callable exactly as written (so it keeps its signature for
+    type checkers and tests), and carrying the node type made from it in `node_type`."""
+
+    def __init__(self, function: Callable[_Args, _Result], node_type: type[Node[Any]]) -> None:
+        self.function = function
+        self.node_type = node_type
+        functools.update_wrapper(self, function)
+
+    def __call__(self, *args: _Args.args, **kwargs: _Args.kwargs) -> _Result:
+        return self.function(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<node {self.node_type.__module__}:{self.node_type.__name__}>"
+
+
+@overload
+def node(func: Callable[_Args, _Result], *, writes: list[str] | None = None,
+         name: str | None = None) -> NodeFunction[_Args, _Result]: ...
+
+
+@overload
+def node(func: None = None, *, writes: list[str] | None = None,
+         name: str | None = None) -> Callable[[Callable[_Args, _Result]], NodeFunction[_Args, _Result]]: ...
 
 
 def node(func: Callable[..., Any] | None = None, *, writes: list[str] | None = None,
@@ -96,63 +150,74 @@ def node(func: Callable[..., Any] | None = None, *, writes: list[str] | None = N
     `state` and `ctx` receive the whole state and the run context. Return a dict (merged into the state)
     or any value with `output: key` in the YAML. `writes` names the keys a returned dict sets; without it
     they are read from a TypedDict return annotation (`-> Counted`), else they are unknown and the graph
-    check cannot vouch for keys read after this node.
+    check cannot vouch for keys read after this node. The decorated function stays a plain function to
+    call; graphs name it like any node type.
     """
 
-    def wrap(fn: Callable[..., Any]) -> type[Node]:
-        signature = inspect.signature(fn)
-        state_keys = [p.name for p in signature.parameters.values()
-                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in _SPECIAL_ARGS]
-        option_fields: dict[str, Any] = {
-            p.name: (p.annotation if p.annotation is not p.empty else Any,
-                     ... if p.default is p.empty else p.default)
-            for p in signature.parameters.values() if p.kind is p.KEYWORD_ONLY and p.name not in _SPECIAL_ARGS}
-        option_fields["output"] = (str | None, None)
-        params_model = create_model(f"{fn.__name__}_params", __base__=NodeParams, **option_fields)
-        wants = {special for special in _SPECIAL_ARGS if special in signature.parameters}
-        is_async = inspect.iscoroutinefunction(fn)
-        declared_writes = set(writes) if writes is not None else _typed_dict_keys(fn)
-
-        def _arguments(self: Node, state: Mapping[str, Any], ctx: Any) -> dict[str, Any]:
-            kwargs = {key: state[key] for key in state_keys}
-            kwargs.update({key: getattr(self.params, key) for key in option_fields if key != "output"})
-            if "state" in wants:
-                kwargs["state"] = state
-            if "ctx" in wants:
-                kwargs["ctx"] = ctx
-            return kwargs
-
-        def _output(self: Node) -> str | None:
-            output: str | None = getattr(self.params, "output", None)
-            return output
-
-        def _shape(self: Node, result: Any) -> Any:
-            output = _output(self)
-            if output is not None and not isinstance(result, Drop):
-                return {output: result}
-            return result
-
-        if is_async:
-            async def run(self: Node, state: Mapping[str, Any], ctx: Any) -> Any:
-                return _shape(self, await fn(**_arguments(self, state, ctx)))
-        else:
-            def run(self: Node, state: Mapping[str, Any], ctx: Any) -> Any:  # type: ignore[misc]
-                return _shape(self, fn(**_arguments(self, state, ctx)))
-
-        def node_writes(self: Node) -> set[str]:
-            output = _output(self)
-            if output is not None:
-                return {output}
-            return set(declared_writes) if declared_writes is not None else {ANY_KEY}
-
-        attributes = {
-            "Params": params_model, "description": (inspect.getdoc(fn) or "").split("\n\n")[0],
-            "run": run, "reads": lambda self: set(state_keys), "writes": node_writes,
-            "__module__": fn.__module__, "__doc__": fn.__doc__, "function": staticmethod(fn),
-        }
-        return type(name or fn.__name__, (Node,), attributes)
+    def wrap(fn: Callable[_Args, _Result]) -> NodeFunction[_Args, _Result]:
+        return NodeFunction(fn, node_type_of(fn, writes=writes, name=name))
 
     return wrap(func) if func is not None else wrap
+
+
+def node_type_of(fn: Callable[..., Any], *, writes: list[str] | None = None,
+                 name: str | None = None) -> type[Node[Any]]:
+    """The node type `@node` makes from `fn` (see `node`)."""
+    signature = inspect.signature(fn)
+    state_keys = [p.name for p in signature.parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in _SPECIAL_ARGS]
+    option_fields: dict[str, Any] = {
+        p.name: (p.annotation if p.annotation is not p.empty else Any,
+                 ... if p.default is p.empty else p.default)
+        for p in signature.parameters.values() if p.kind is p.KEYWORD_ONLY and p.name not in _SPECIAL_ARGS}
+    option_fields["output"] = (str | None, None)
+    params_model = create_model(f"{fn.__name__}_params", __base__=NodeParams, __module__=fn.__module__,
+                                **option_fields)
+    params_model.__qualname__ = f"{fn.__qualname__}.node_type.Params"  # found by pickle, as the class below
+    wants = {special for special in _SPECIAL_ARGS if special in signature.parameters}
+    is_async = inspect.iscoroutinefunction(fn)
+    declared_writes = set(writes) if writes is not None else _typed_dict_keys(fn)
+
+    def _arguments(self: Node[Any], state: Mapping[str, Any], ctx: Any) -> dict[str, Any]:
+        kwargs = {key: state[key] for key in state_keys}
+        kwargs.update({key: getattr(self.params, key) for key in option_fields if key != "output"})
+        if "state" in wants:
+            kwargs["state"] = state
+        if "ctx" in wants:
+            kwargs["ctx"] = ctx
+        return kwargs
+
+    def _output(self: Node[Any]) -> str | None:
+        output: str | None = getattr(self.params, "output", None)
+        return output
+
+    def _shape(self: Node[Any], result: Any) -> Any:
+        output = _output(self)
+        if output is not None and not isinstance(result, Drop):
+            return {output: result}
+        return result
+
+    if is_async:
+        async def run(self: Node[Any], state: Mapping[str, Any], ctx: Any) -> Any:
+            return _shape(self, await fn(**_arguments(self, state, ctx)))
+    else:
+        def run(self: Node[Any], state: Mapping[str, Any], ctx: Any) -> Any:  # type: ignore[misc]
+            return _shape(self, fn(**_arguments(self, state, ctx)))
+
+    def node_writes(self: Node[Any]) -> set[str]:
+        output = _output(self)
+        if output is not None:
+            return {output}
+        return set(declared_writes) if declared_writes is not None else {ANY_KEY}
+
+    attributes = {
+        "Params": params_model, "description": (inspect.getdoc(fn) or "").split("\n\n")[0],
+        "run": run, "reads": lambda self: set(state_keys), "writes": node_writes,
+        "__module__": fn.__module__, "__doc__": fn.__doc__, "function": staticmethod(fn),
+        # where pickle finds the class by name: `@node` leaves a NodeFunction at the function's name
+        "__qualname__": f"{fn.__qualname__}.node_type",
+    }
+    return type(name or fn.__name__, (Node,), attributes)
 
 
 def _typed_dict_keys(fn: Callable[..., Any]) -> set[str] | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .config import MessageTemplate, OutputConfig
+from .config import MESSAGE_PARTS, OutputConfig
 from .errors import RecordError
 from .expressions import Condition
 from .templates import Template, render_messages
@@ -20,8 +20,7 @@ class OutputShaper:
         self.config = config
         self.name = config.name
         self.when = Condition(config.when) if config.when else None
-        self._parts = {part: _compile(getattr(config, part))
-                       for part in ("messages", "prompt", "chosen", "rejected")}
+        self._parts = {part: _compile(config, part) for part in MESSAGE_PARTS}
         self._metadata = {key: Condition(value) for key, value in config.metadata.items()}
 
     def shape(self, state: Mapping[str, Any], metadata: dict[str, Any]) -> list[dict[str, Any]]:
@@ -51,10 +50,12 @@ class OutputShaper:
         return render_messages(compiled, state)
 
 
-def _compile(part: list[MessageTemplate] | str | None) -> list[tuple[str, Template]] | str | None:
-    if isinstance(part, list):
-        return [(message.role, Template(message.content)) for message in part]
-    return part
+def _compile(config: OutputConfig, part: str) -> list[tuple[str, Template]] | str | None:
+    """The compiled templates of a message part, or the state key it is taken from."""
+    templates = config.templates(part)
+    if templates is not None:
+        return [(message.role, Template(message.content)) for message in templates]
+    return config.source_key(part)
 
 
 def _listed(state: Mapping[str, Any], key: str) -> list[Any]:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, one_line
-from .node import Node
+from .node import Node, NodeFunction
 
 ENTRY_POINT_GROUP = "synthloom.nodes"
 TRUSTED_PACKAGES = ("synthloom_nodes", "synthloom_graphs")
@@ -193,7 +193,7 @@ def import_object(path: str) -> Any:
     return target
 
 
-def resolve_node_type(type_name: Any) -> type[Node]:
+def resolve_node_type(type_name: Any) -> type[Node[Any]]:
     if not isinstance(type_name, str):
         raise ConfigError(f"a node type is a name (see `synthloom nodes`), not {type(type_name).__name__}")
     if ":" in type_name:
@@ -211,6 +211,8 @@ def resolve_node_type(type_name: Any) -> type[Node]:
                 from None
         if not _within(point.value.partition(":")[0], "synthloom_nodes"):
             current_policy().uses.append(CodeUse(current_policy().where, point.value, "a registered node plugin"))
+    if isinstance(found, NodeFunction):  # a function made a node with @node
+        found = found.node_type
     if not (isinstance(found, type) and issubclass(found, Node)):
         raise ConfigError(f"'{one_line(type_name)}' is not a node type (make it with @node or subclass "
                           f"synthloom.Node)")

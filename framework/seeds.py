@@ -200,7 +200,7 @@ def read_seeds(config: SeedConfig, base_dir: Path, limit: int | None = None) -> 
     if config.shard is not None:
         rows = (item for item in rows if in_shard(item, config))
     if config.shuffle:
-        rows = _shuffled(rows, config.shuffle_buffer, config.seed)
+        rows = _shuffled(rows, config.shuffle_buffer, config.shuffle_seed)
     cap = limit if limit is not None else config.limit
     if cap is None and config.source.type == "none" and config.source.rows is None:
         raise ConfigError("a graph with no seed file needs seed.limit or seed.source.rows (or -n N)",

@@ -85,7 +85,7 @@ class RecordTrace:
     record_id: str
     steps: list[StepTrace] = field(default_factory=list)
 
-    def begin(self, node: Node, node_type: str, state: Mapping[str, Any]) -> StepTrace:
+    def begin(self, node: Node[Any], node_type: str, state: Mapping[str, Any]) -> StepTrace:
         reads = {key: state[key] for key in sorted(node.reads()) if key in state}
         step = StepTrace(node.name, node_type, reads)
         self.steps.append(step)

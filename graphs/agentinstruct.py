@@ -17,7 +17,7 @@ LABEL = re.compile(r"^\W*(?:(?:rewritten|refined|new|revised|edited|final)\s+)?q
 
 
 @node(writes=["document", "title"])
-def read_document(path: str, ctx: RunContext) -> dict[str, Any]:
+def read_document(path: str, ctx: RunContext) -> dict[str, Any] | Drop:
     """The document's text (the seed row holds only its path, relative to the graph file) and its title line."""
     file = ctx.resolve_path(path)
     try:

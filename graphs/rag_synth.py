@@ -177,34 +177,31 @@ class RetrieveParams(NodeParams):
         return self
 
 
-class Retrieve(Node):
+class Retrieve(Node[RetrieveParams]):
     """Retrieve the documents of a folder whose similarity to the seed lies in a band (SynthesizRR);
     drop the record when none does."""
 
-    Params = RetrieveParams
-
     def __init__(self, name: str, params: RetrieveParams):
         super().__init__(name, params)
-        self.p = params
         self.index: DocumentIndex | None = None
 
     def reads(self) -> set[str]:
-        return {self.p.query}
+        return {self.params.query}
 
     def writes(self) -> set[str]:
-        return {self.p.output, "retrieved", "retrieval"}
+        return {self.params.output, "retrieved", "retrieval"}
 
     async def setup(self, ctx: RunContext) -> None:
-        self.index = await run_index(ctx, ctx.resolve_path(self.p.documents), self.p.method)
+        self.index = await run_index(ctx, ctx.resolve_path(self.params.documents), self.params.method)
 
     async def run(self, state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any] | Drop:
         index = self.index
         assert index is not None, "setup() builds the index"
-        query = state[self.p.query]
+        query = state[self.params.query]
         if not isinstance(query, str) or not query.strip():
-            raise RecordError(f"'{self.p.query}' should be a non-empty text to retrieve with")
+            raise RecordError(f"'{self.params.query}' should be a non-empty text to retrieve with")
         similarities = await asyncio.to_thread(index.similarities, query)
-        low, high = self.p.embedding_band if index.method == "embedding" else self.p.tfidf_band
+        low, high = self.params.embedding_band if index.method == "embedding" else self.params.tfidf_band
         ranked = sorted(zip(similarities, index.documents, strict=True), key=lambda pair: -pair[0])
         in_band = [(score, doc) for score, doc in ranked if low <= score <= high]
         retrieval = {"method": index.method, "band": [low, high]}
@@ -214,9 +211,9 @@ class Retrieve(Node):
             return Drop(f"no document in the similarity band ({why})",
                         {**retrieval, "nearest": nearest.name, "similarity": nearest_score})
         best_score, best = in_band[0]
-        return {self.p.output: {"name": best.name, "title": best.title, "text": best.text,
+        return {self.params.output: {"name": best.name, "title": best.title, "text": best.text,
                                 "similarity": best_score},
-                "retrieved": [{"name": doc.name, "similarity": score} for score, doc in in_band[:self.p.top_k]],
+                "retrieved": [{"name": doc.name, "similarity": score} for score, doc in in_band[:self.params.top_k]],
                 "retrieval": retrieval}
 
 
@@ -247,31 +244,25 @@ class CopyCheckParams(NodeParams):
     output: str = Field(default="copy_check", description="state key for {source, example} similarities")
 
 
-class CopyCheck(Node):
+class CopyCheck(Node[CopyCheckParams]):
     """Drop a rewrite that is a near-copy of its source document or of its in-context example."""
 
-    Params = CopyCheckParams
-
-    def __init__(self, name: str, params: CopyCheckParams):
-        super().__init__(name, params)
-        self.p = params
-
     def reads(self) -> set[str]:
-        return {self.p.field, self.p.source, self.p.example}
+        return {self.params.field, self.params.source, self.params.example}
 
     def writes(self) -> set[str]:
-        return {self.p.output}
+        return {self.params.output}
 
     async def run(self, state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any] | Drop:
         index = await run_index(ctx)
-        text, source = state[self.p.field], state[self.p.source]
+        text, source = state[self.params.field], state[self.params.source]
         if not isinstance(source, Mapping) or "text" not in source:
-            raise RecordError(f"'{self.p.source}' should be a retrieved document with a text")
+            raise RecordError(f"'{self.params.source}' should be a retrieved document with a text")
         scores = {"source": await asyncio.to_thread(index.similarity, text, source["text"]),
-                  "example": await asyncio.to_thread(index.similarity, text, state[self.p.example])}
-        limit = self.p.max_similarity if self.p.max_similarity is not None else BANDS[index.method][1]
+                  "example": await asyncio.to_thread(index.similarity, text, state[self.params.example])}
+        limit = self.params.max_similarity if self.params.max_similarity is not None else BANDS[index.method][1]
         for what, score in scores.items():
             if score >= limit:
                 return Drop(f"copies its {'source document' if what == 'source' else 'in-context example'}",
                             {"method": index.method, "similarity": score, "limit": limit})
-        return {self.p.output: scores}
+        return {self.params.output: scores}

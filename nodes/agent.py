@@ -36,14 +36,11 @@ class AgentParams(NodeParams):
     parse_retries: int = Field(default=2, ge=0, description="retries of a reply that is not valid JSON")
 
 
-class Agent(Node):
+class Agent(Node[AgentParams]):
     """A LangGraph ReAct agent with Python tools; its model calls are cached and counted like any node's."""
-
-    Params = AgentParams
 
     def __init__(self, name: str, params: AgentParams):
         super().__init__(name, params)
-        self.p = params
         self.tools = [_tool(path, f"nodes.{name}.tools.{index}") for index, path in enumerate(params.tools)]
         names = [tool.name for tool in self.tools]
         if len(set(names)) < len(names):
@@ -56,15 +53,15 @@ class Agent(Node):
         return set(self.input.variables) | (set(self.system.variables) if self.system else set())
 
     def writes(self) -> set[str]:
-        return {self.p.output} | ({self.p.trace} if self.p.trace else set())
+        return {self.params.output} | ({self.params.trace} if self.params.trace else set())
 
     def models(self) -> set[str]:
-        return {self.p.model}
+        return {self.params.model}
 
     async def setup(self, ctx: RunContext) -> None:
         """Build the agent once per run; records share it (it keeps no state between invocations)."""
-        chat = ContextChatModel(ctx=ctx, node=self.name, model_name=self.p.model, call_params=self.p.params,
-                                parse_retries=self.p.parse_retries)
+        chat = ContextChatModel(ctx=ctx, node=self.name, model_name=self.params.model, call_params=self.params.params,
+                                parse_retries=self.params.parse_retries)
         with warnings.catch_warnings():  # moved to langchain.agents, which we do not depend on
             warnings.simplefilter("ignore", DeprecationWarning)
             self.agent = create_react_agent(chat, self.tools)
@@ -74,16 +71,16 @@ class Agent(Node):
             raise RuntimeError("agent node run before its setup")
         messages: list[BaseMessage] = [SystemMessage(self.system.render(state))] if self.system else []
         messages.append(HumanMessage(self.input.render(state)))
-        limit = 2 * self.p.max_steps + 2  # a model call and a tool call per step, and the answer
+        limit = 2 * self.params.max_steps + 2  # a model call and a tool call per step, and the answer
         try:
             final = await self.agent.ainvoke({"messages": messages}, {"recursion_limit": limit})
         except GraphRecursionError:
             final = None
         if final is None or not is_final_answer(final["messages"][-1]):
-            raise RecordError(f"the agent did not answer within max_steps ({self.p.max_steps} tool calls)")
-        updates: dict[str, Any] = {self.p.output: final["messages"][-1].text}
-        if self.p.trace:
-            updates[self.p.trace] = trl_messages(final["messages"])
+            raise RecordError(f"the agent did not answer within max_steps ({self.params.max_steps} tool calls)")
+        updates: dict[str, Any] = {self.params.output: final["messages"][-1].text}
+        if self.params.trace:
+            updates[self.params.trace] = trl_messages(final["messages"])
         return updates
 
 

@@ -57,14 +57,11 @@ class ConversationParams(NodeParams):
         return self
 
 
-class Conversation(Node):
+class Conversation(Node[ConversationParams]):
     """Roles with their own models and system prompts take turns until max_turns, stop_when or a stop phrase."""
-
-    Params = ConversationParams
 
     def __init__(self, name: str, params: ConversationParams):
         super().__init__(name, params)
-        self.p = params
         self.opening = Template(params.opening)
         self.systems = {role.name: Template(role.system) for role in params.roles if role.system}
         self.stop_when = Condition(params.stop_when) if params.stop_when else None
@@ -75,18 +72,18 @@ class Conversation(Node):
         return keys | (set(self.stop_when.names - TURN_NAMES) if self.stop_when else set())
 
     def writes(self) -> set[str]:
-        return {self.p.output, self.transcript_key}
+        return {self.params.output, self.transcript_key}
 
     def models(self) -> set[str]:
-        return {role.model for role in self.p.roles}
+        return {role.model for role in self.params.roles}
 
     async def run(self, state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
-        roles = self.p.roles
+        roles = self.params.roles
         systems = {name: template.render(state) for name, template in self.systems.items()}
         transcript = [{"speaker": roles[0].name, "content": self.opening.render(state)}]
-        while len(transcript) < self.p.max_turns:
+        while len(transcript) < self.params.max_turns:
             role = roles[len(transcript) % len(roles)]
-            reply = await generate(ctx, node=self.name, model=role.model, params={**self.p.params, **role.params},
+            reply = await generate(ctx, node=self.name, model=role.model, params={**self.params.params, **role.params},
                                    messages=self._seen_by(role, systems.get(role.name), transcript))
             text, stop = self._cut_stop_phrase(reply)
             if text:
@@ -95,12 +92,12 @@ class Conversation(Node):
                 break
         as_role = {role.name: role.as_ for role in roles}
         messages = [{"role": as_role[entry["speaker"]], "content": entry["content"]} for entry in transcript]
-        return {self.p.output: messages, self.transcript_key: transcript}
+        return {self.params.output: messages, self.transcript_key: transcript}
 
     def _seen_by(self, role: Role, system: str | None, transcript: list[dict[str, str]]) -> list[dict[str, str]]:
         """The dialogue from `role`'s seat. With three or more roles the others are told apart by name, and
         consecutive turns of others are joined, since chat templates expect user and assistant to alternate."""
-        named = len(self.p.roles) > 2
+        named = len(self.params.roles) > 2
         seen: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
         for entry in transcript:
             mine = entry["speaker"] == role.name
@@ -113,7 +110,7 @@ class Conversation(Node):
         return seen
 
     def _cut_stop_phrase(self, reply: str) -> tuple[str, bool]:
-        for phrase in self.p.stop_phrases:
+        for phrase in self.params.stop_phrases:
             if phrase in reply:
                 return reply.replace(phrase, "").strip(), True
         return reply.strip(), False

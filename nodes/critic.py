@@ -48,14 +48,11 @@ class CriticParams(NodeParams):
         return self
 
 
-class Critic(Node):
+class Critic(Node[CriticParams]):
     """Judge a text against criteria on a scale; structured {score, feedback}; history kept for loops."""
-
-    Params = CriticParams
 
     def __init__(self, name: str, params: CriticParams):
         super().__init__(name, params)
-        self.p = params
         low, high = params.scale
         self.pass_score = params.pass_score if params.pass_score is not None else low + 0.7 * (high - low)
         self.context = Template(params.context) if params.context else None
@@ -69,33 +66,33 @@ class Critic(Node):
         self.history_key = f"{params.output}_history"
 
     def reads(self) -> set[str]:
-        return {self.p.field} | (self.context.variables if self.context else set())
+        return {self.params.field} | (self.context.variables if self.context else set())
 
     def writes(self) -> set[str]:
-        return {self.p.output, self.history_key}
+        return {self.params.output, self.history_key}
 
     def models(self) -> set[str]:
-        return {self.p.model}
+        return {self.params.model}
 
     def _messages(self, state: Mapping[str, Any]) -> list[dict[str, str]]:
-        low, high = self.p.scale
-        criteria = ", ".join(self.p.criteria)
+        low, high = self.params.scale
+        criteria = ", ".join(self.params.criteria)
         system = (f"You are a strict reviewer. Score the text on each criterion ({criteria}) from {low} "
                   f"(worst) to {high} (best). First write one or two sentences of feedback saying what to "
                   f"improve, then the scores. Reply with JSON only.")
-        if self.p.rubric:
-            system += f"\nRubric: {self.p.rubric}"
+        if self.params.rubric:
+            system += f"\nRubric: {self.params.rubric}"
         context = f"Context:\n{self.context.render(state)}\n\n" if self.context else ""
         return [{"role": "system", "content": system},
-                {"role": "user", "content": f"{context}Text to review:\n{state[self.p.field]}"}]
+                {"role": "user", "content": f"{context}Text to review:\n{state[self.params.field]}"}]
 
     async def run(self, state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
-        verdict = await generate(ctx, node=self.name, model=self.p.model, messages=self._messages(state),
-                                 params=self.p.params, schema=self.schema, parse_retries=self.p.parse_retries)
-        scores = {criterion: verdict["scores"][criterion] for criterion in self.p.criteria}
+        verdict = await generate(ctx, node=self.name, model=self.params.model, messages=self._messages(state),
+                                 params=self.params.params, schema=self.schema, parse_retries=self.params.parse_retries)
+        scores = {criterion: verdict["scores"][criterion] for criterion in self.params.criteria}
         score = round(sum(scores.values()) / len(scores), 2)
         review = {"score": score, "feedback": verdict["feedback"], "scores": scores,
                   "passed": score >= self.pass_score}
         history = [*state.get(self.history_key, []),
-                   {"draft": state[self.p.field], "score": score, "feedback": verdict["feedback"]}]
-        return {self.p.output: review, self.history_key: history}
+                   {"draft": state[self.params.field], "score": score, "feedback": verdict["feedback"]}]
+        return {self.params.output: review, self.history_key: history}

@@ -53,13 +53,11 @@ class FilterParams(NodeParams):
         return [KeepRule(when=self.when, reason=self.reason)]
 
 
-class Filter(Node):
+class Filter(Node[FilterParams]):
     """Keep records where safe expressions hold; drop the rest with a reason the manifest counts.
 
     `when:` is one condition; `rules:` are checked in order and the first that fails names the reason.
     """
-
-    Params = FilterParams
 
     def __init__(self, name: str, params: FilterParams):
         super().__init__(name, params)

@@ -24,14 +24,11 @@ class LangGraphParams(NodeParams):
     recursion_limit: int | None = Field(default=None, ge=1, description="LangGraph's step limit per record")
 
 
-class LangGraphNode(Node):
+class LangGraphNode(Node[LangGraphParams]):
     """Run a compiled LangGraph app on the record (ainvoke), with its state mapped in and out."""
-
-    Params = LangGraphParams
 
     def __init__(self, name: str, params: LangGraphParams):
         super().__init__(name, params)
-        self.p = params
         try:
             app = import_object(params.graph)
         except ConfigError as error:
@@ -44,15 +41,15 @@ class LangGraphNode(Node):
         self.app = app
 
     def reads(self) -> set[str]:
-        return set(self.p.inputs.values())
+        return set(self.params.inputs.values())
 
     def writes(self) -> set[str]:
-        return set(self.p.outputs)
+        return set(self.params.outputs)
 
     async def run(self, state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
-        config = {"recursion_limit": self.p.recursion_limit} if self.p.recursion_limit else None
-        final = await self.app.ainvoke(pick(state, self.p.inputs, f"langgraph '{self.name}' inputs"), config)
-        values = pick(final, self.p.outputs, f"langgraph '{self.name}' outputs")
+        config = {"recursion_limit": self.params.recursion_limit} if self.params.recursion_limit else None
+        final = await self.app.ainvoke(pick(state, self.params.inputs, f"langgraph '{self.name}' inputs"), config)
+        values = pick(final, self.params.outputs, f"langgraph '{self.name}' outputs")
         return {key: _plain(value) for key, value in values.items()}
 
 

@@ -58,14 +58,11 @@ def record_sample(value: Any) -> int:
     return int(hashlib.sha1(str(value).encode()).hexdigest()[:8], 16)
 
 
-class LLMNode(Node):
+class LLMNode(Node[LLMParams]):
     """Call an LLM with templated messages; write the reply, n samples, or a structured object."""
-
-    Params = LLMParams
 
     def __init__(self, name: str, params: LLMParams):
         super().__init__(name, params)
-        self.p = params
         self.messages = [(m.role, Template(m.content)) for m in params.messages or []]
         self.prompt = Template(params.prompt) if params.prompt is not None else None
         self.schema = OutputSchema(params.output_schema) if params.output_schema is not None else None
@@ -77,19 +74,19 @@ class LLMNode(Node):
             variables |= template.variables
         if self.few_shot:
             variables.discard(self.few_shot.variable)
-        if self.p.vary_by:
-            variables.add(self.p.vary_by)
+        if self.params.vary_by:
+            variables.add(self.params.vary_by)
         return variables
 
     def writes(self) -> set[str]:
-        finish = {self.p.finish_reason_key} if self.p.finish_reason_key else set()
-        if self.p.output is not None:
-            return {self.p.output} | finish
+        finish = {self.params.finish_reason_key} if self.params.finish_reason_key else set()
+        if self.params.output is not None:
+            return {self.params.output} | finish
         assert self.schema is not None
         return self.schema.fields | finish
 
     def models(self) -> set[str]:
-        return {self.p.model}
+        return {self.params.model}
 
     async def setup(self, ctx: RunContext) -> None:
         if self.few_shot:
@@ -101,18 +98,18 @@ class LLMNode(Node):
         messages = render_messages(self.messages, state) if self.messages else None
         prompt = self.prompt.render(state) if self.prompt else None
 
-        base = record_sample(state[self.p.vary_by]) * self.p.n if self.p.vary_by else 0
+        base = record_sample(state[self.params.vary_by]) * self.params.n if self.params.vary_by else 0
 
         def one(sample: int) -> Any:
-            return generate_with_finish(ctx, node=self.name, model=self.p.model, messages=messages, prompt=prompt,
-                            params=self.p.params, schema=self.schema, parse_retries=self.p.parse_retries,
+            return generate_with_finish(ctx, node=self.name, model=self.params.model, messages=messages, prompt=prompt,
+                            params=self.params.params, schema=self.schema, parse_retries=self.params.parse_retries,
                             sample=base + sample)
 
-        finish = self.p.finish_reason_key
-        if self.p.n == 1:
+        finish = self.params.finish_reason_key
+        if self.params.n == 1:
             reply, reason = await one(0)
-            updates = dict(reply) if self.p.output is None else {self.p.output: reply}
+            updates = dict(reply) if self.params.output is None else {self.params.output: reply}
             return {**updates, finish: reason} if finish else updates
-        results = await asyncio.gather(*(one(sample) for sample in range(self.p.n)))
-        updates = {self.p.output: [reply for reply, _ in results]}
+        results = await asyncio.gather(*(one(sample) for sample in range(self.params.n)))
+        updates = {self.params.output: [reply for reply, _ in results]}
         return {**updates, finish: [reason for _, reason in results]} if finish else updates

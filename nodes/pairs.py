@@ -57,14 +57,11 @@ class PairsParams(NodeParams):
 Scored = tuple[float, str]
 
 
-class Pairs(Node):
+class Pairs(Node[PairsParams]):
     """DPO pairs from scored candidates or a critic history; chosen never equals rejected."""
-
-    Params = PairsParams
 
     def __init__(self, name: str, params: PairsParams):
         super().__init__(name, params)
-        self.p = params
         self.prompt = Template(params.prompt)
         self.score = Condition(params.score) if params.score else None
         self.text = Condition(params.text)
@@ -75,7 +72,7 @@ class Pairs(Node):
                 raise ValueError(f"verifier: '{params.verifier}' is not a function")
 
     def reads(self) -> set[str]:
-        source = self.p.candidates if self.p.candidates is not None else self.p.from_history
+        source = self.params.candidates if self.params.candidates is not None else self.params.from_history
         keys = set(self.prompt.variables) | ({source} if source else set())
         for expression in (self.score, self.text):
             if expression is not None:
@@ -83,22 +80,22 @@ class Pairs(Node):
         return keys
 
     def writes(self) -> set[str]:
-        return {self.p.output}
+        return {self.params.output}
 
     async def run(self, state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any] | Drop:
         prompt = self.prompt.render(state)
-        if self.p.from_history:
+        if self.params.from_history:
             scored = self._history(state)
             found = self._clearing([_pair(scored[-1], scored[0], prompt)] if len(scored) > 1 else [])
         else:
             scored = await self._scored(state, prompt)
             found = self._choose(scored, prompt)
-        if not found and self.p.drop_if_none:
+        if not found and self.params.drop_if_none:
             return Drop("no preference pair", {"candidates": len(scored)})
-        return {self.p.output: found}
+        return {self.params.output: found}
 
     def _history(self, state: Mapping[str, Any]) -> list[Scored]:
-        key = self.p.from_history or ""
+        key = self.params.from_history or ""
         history = state.get(key) or []
         if not isinstance(history, list) or not all(isinstance(h, dict) and {"draft", "score"} <= h.keys()
                                                     for h in history):
@@ -106,20 +103,20 @@ class Pairs(Node):
         return [(_number(entry["score"], key), str(entry["draft"])) for entry in history]
 
     async def _scored(self, state: Mapping[str, Any], prompt: str) -> list[Scored]:
-        key = self.p.candidates or ""
+        key = self.params.candidates or ""
         items = state.get(key)
         if not isinstance(items, list):
             raise RecordError(f"'{key}' should be a list of candidates, not {type(items).__name__}")
         texts = [self.text.evaluate(state, {"item": item}) for item in items]
         if not all(isinstance(text, str) for text in texts):
-            raise RecordError(f"text '{self.p.text}' should give a string for each candidate of '{key}'")
+            raise RecordError(f"text '{self.params.text}' should give a string for each candidate of '{key}'")
         # an empty answer teaches nothing
         kept = [(item, text) for item, text in zip(items, texts, strict=True) if text.strip()]
         if self.score is not None:
             scores = [self.score.evaluate(state, {"item": item}) for item, _ in kept]
         else:
             scores = await asyncio.gather(*(self._verify(prompt, text, state) for _, text in kept))
-        where = self.p.score or self.p.verifier or ""
+        where = self.params.score or self.params.verifier or ""
         return [(_number(score, where), text) for score, (_, text) in zip(scores, kept, strict=True)]
 
     async def _verify(self, prompt: str, text: str, state: Mapping[str, Any]) -> Any:
@@ -130,14 +127,14 @@ class Pairs(Node):
 
     def _choose(self, scored: list[Scored], prompt: str) -> list[dict[str, Any]]:
         ranked = _distinct(scored)
-        if self.p.strategy == "best_worst":
+        if self.params.strategy == "best_worst":
             return self._clearing([_pair(ranked[0], ranked[-1], prompt)] if len(ranked) > 1 else [])
         pairs = [_pair(better, worse, prompt) for index, better in enumerate(ranked) for worse in ranked[index + 1:]]
         kept = sorted(self._clearing(pairs), key=lambda pair: -pair["margin"])
-        return kept[:self.p.max_pairs] if self.p.max_pairs else kept
+        return kept[:self.params.max_pairs] if self.params.max_pairs else kept
 
     def _clearing(self, pairs: list[dict[str, Any] | None]) -> list[dict[str, Any]]:
-        return [pair for pair in pairs if pair is not None and pair["margin"] >= self.p.min_margin]
+        return [pair for pair in pairs if pair is not None and pair["margin"] >= self.params.min_margin]
 
 
 def _distinct(scored: list[Scored]) -> list[Scored]:

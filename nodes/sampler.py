@@ -113,7 +113,7 @@ class Slot:
     weights: list[float] | None = None
 
 
-class Sampler(Node):
+class Sampler(Node[SamplerParams]):
     """Draw attribute slots (persona, topic, tone) in code, seeded: per record, or every combination once.
 
     Values are loaded in `setup`; cover mode's counter (when records have no index) is in `ctx.shared`.

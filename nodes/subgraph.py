@@ -36,14 +36,11 @@ class SubgraphParams(NodeParams):
     outputs: KeyMap = Field(description="{our key: child key}: what comes back into this record")
 
 
-class Subgraph(Node):
+class Subgraph(Node[SubgraphParams]):
     """Run another graph file as one node: map keys in, walk its nodes for the record, map keys out."""
-
-    Params = SubgraphParams
 
     def __init__(self, name: str, params: SubgraphParams):
         super().__init__(name, params)
-        self.p = params
         self.child: Graph | None = None
         self.walk: GraphWalk | None = None
         self.child_ctx: RunContext | None = None
@@ -54,13 +51,13 @@ class Subgraph(Node):
             raise ValueError("outputs: name at least one {our key: child key} to bring back")
 
     def reads(self) -> set[str]:
-        return set(self.p.inputs.values())
+        return set(self.params.inputs.values())
 
     def writes(self) -> set[str]:
-        return set(self.p.outputs)
+        return set(self.params.outputs)
 
     async def setup(self, ctx: RunContext) -> None:
-        path = ctx.resolve_path(self.p.graph).resolve()
+        path = ctx.resolve_path(self.params.graph).resolve()
         chain = _loading.get()
         if path in chain:
             loop = " -> ".join(str(part) for part in (*chain, path))
@@ -80,12 +77,12 @@ class Subgraph(Node):
 
     def _load(self, path: Path) -> Graph:
         try:
-            child = build_graph(load_config(path), seed_columns=set(self.p.inputs), code=self.code)
+            child = build_graph(load_config(path), seed_columns=set(self.params.inputs), code=self.code)
         except ConfigError as error:
             raise ConfigError(f"in subgraph '{self.name}': {error.message}", where=error.where or str(path),
                               key=error.key) from None
-        written = set(self.p.inputs).union(*(node.writes() for node in child.nodes.values()))
-        missing = sorted(set(self.p.outputs.values()) - written)
+        written = set(self.params.inputs).union(*(node.writes() for node in child.nodes.values()))
+        missing = sorted(set(self.params.outputs.values()) - written)
         if missing and ANY_KEY not in written:
             raise ConfigError(f"outputs: the subgraph {path.name} writes no '{missing[0]}' (it writes: "
                               f"{', '.join(sorted(written))})", key=f"nodes.{self.name}.outputs")
@@ -101,12 +98,12 @@ class Subgraph(Node):
     async def run(self, state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any] | Drop:
         if self.walk is None:
             raise RuntimeError("subgraph node run before its setup")
-        child_state = {"id": state["id"], **pick(state, self.p.inputs, f"subgraph '{self.name}' inputs")}
+        child_state = {"id": state["id"], **pick(state, self.params.inputs, f"subgraph '{self.name}' inputs")}
         outcome = await self.walk.walk(child_state)
         if outcome is not None:
             node, drop = outcome
             return Drop(drop.reason, {"node": node, **(drop.detail or {})})
-        return pick(child_state, self.p.outputs, f"subgraph '{self.name}' outputs")
+        return pick(child_state, self.params.outputs, f"subgraph '{self.name}' outputs")
 
 
 def _merge_models(ctx: RunContext, child_models: dict[str, ModelConfig]) -> None:

@@ -138,51 +138,48 @@ class TaggerParams(NodeParams):
                                       "reason (llm finish_reason_key): not \"stop\" counts as truncated")
 
 
-class Tagger(Node):
+class Tagger(Node[TaggerParams]):
     """Tag a text with local quality figures (length, distinct-n, repetition, language...) and LLM tags.
 
     Local figures: see the module docstring. LLM tags (difficulty, category, quality) take one call.
     """
 
-    Params = TaggerParams
-
     def __init__(self, name: str, params: TaggerParams):
         super().__init__(name, params)
-        self.p = params
         self.markers = [_fold_quotes(marker.lower()) for marker in params.refusal_markers]
         self.scaffolding = [_fold_quotes(marker.lower()) for marker in params.scaffolding_markers]
         self.schema = OutputSchema(_llm_schema(params.llm)) if params.llm else None
 
     def reads(self) -> set[str]:
-        return {self.p.field} | {key for key in (self.p.echo_of, self.p.finish_reason) if key}
+        return {self.params.field} | {key for key in (self.params.echo_of, self.params.finish_reason) if key}
 
     def writes(self) -> set[str]:
-        return {self.p.output}
+        return {self.params.output}
 
     def models(self) -> set[str]:
-        return {self.p.llm.model} if self.p.llm else set()
+        return {self.params.llm.model} if self.params.llm else set()
 
     async def setup(self, ctx: RunContext) -> None:
         await asyncio.to_thread(warm_up_readability)
 
     async def run(self, state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
-        text = state[self.p.field]
+        text = state[self.params.field]
         if not isinstance(text, str):
-            raise RecordError(f"tagger reads text but '{self.p.field}' holds {type(text).__name__}")
+            raise RecordError(f"tagger reads text but '{self.params.field}' holds {type(text).__name__}")
         tags = await asyncio.to_thread(text_tags, text, self.markers, self.scaffolding)
-        if self.p.echo_of is not None:
-            tags["echoes"] = echoes(text, str(state[self.p.echo_of]))
-        if self.p.finish_reason is not None:
-            reason = state.get(self.p.finish_reason)
+        if self.params.echo_of is not None:
+            tags["echoes"] = echoes(text, str(state[self.params.echo_of]))
+        if self.params.finish_reason is not None:
+            reason = state.get(self.params.finish_reason)
             tags["finish_reason"] = reason
             tags["truncated"] = tags["truncated"] or reason != "stop"
-        if self.p.llm is not None:
+        if self.params.llm is not None:
             tags.update(await self._llm_tags(text, ctx))
-        return {self.p.output: tags}
+        return {self.params.output: tags}
 
     async def _llm_tags(self, text: str, ctx: RunContext) -> dict[str, Any]:
-        assert self.p.llm is not None and self.schema is not None
-        llm = self.p.llm
+        assert self.params.llm is not None and self.schema is not None
+        llm = self.params.llm
         asks = {"difficulty": f"difficulty: how hard the task is, one of {', '.join(DIFFICULTY)}",
                 "quality": "quality: 1 (unusable) to 5 (excellent) as training data",
                 "input_quality": f"input_quality: how clear, specific and well-formed the request is, one of "

@@ -17,7 +17,7 @@ from pydantic import Field
 from synthloom.context import RunContext
 from synthloom.errors import ConfigError
 from synthloom.node import Drop, Node, NodeParams
-from synthloom.pool import RecordPool
+from synthloom.record_pool import RecordPool
 
 from .rouge_index import Closest, RougeIndex, tokenize
 
@@ -29,7 +29,7 @@ class PreloadSpec(NodeParams):
 
 def _preload(ctx: RunContext, pool_name: str, preload: PreloadSpec | None, max_size: int) -> None:
     """Fill a pool from its seed file once per run, whichever node sets it up first."""
-    pool = ctx.pool(pool_name, max_size)
+    pool = ctx.record_pool(pool_name, max_size)
     if preload is None or pool.preloaded:
         return
     path = ctx.resolve_path(preload.file)
@@ -51,7 +51,7 @@ class NoveltyParams(NodeParams):
     output: str | None = Field(default=None, description="state key for {max_similarity, most_similar}")
 
 
-class Novelty(Node):
+class Novelty(Node[NoveltyParams]):
     """Admit the record's text to a pool only if no pooled text is as similar as `threshold`; else drop.
     Check-and-add happens under the pool's lock, so two similar texts arriving together cannot both pass."""
 
@@ -70,7 +70,7 @@ class Novelty(Node):
     async def run(self, state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any] | Drop:
         p = self.params
         text = str(state[p.field])
-        pool = ctx.pool(p.pool, p.max_size)
+        pool = ctx.record_pool(p.pool, p.max_size)
         index: RougeIndex = ctx.shared(f"novelty-index:{p.pool}", RougeIndex).value
         async with pool.lock:
             # the record's own earlier entry is not a rival: it is the record meeting itself again (a loop)
@@ -99,7 +99,7 @@ class PoolSampleParams(NodeParams):
     preload: PreloadSpec | None = None
 
 
-class PoolSample(Node):
+class PoolSample(Node[PoolSampleParams]):
     """Draw examples from a pool into the record (seeded by record id), e.g. for an instruction prompt."""
 
     Params = PoolSampleParams
@@ -112,7 +112,7 @@ class PoolSample(Node):
 
     async def run(self, state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
         p = self.params
-        pool = ctx.pool(p.pool, p.max_size)
+        pool = ctx.record_pool(p.pool, p.max_size)
         rng = random.Random(f"{p.seed}:{state['id']}")
         async with pool.lock:
             drawn = pool.sample(p.k_seed, rng, generated=False) + pool.sample(p.k_generated, rng, generated=True)

@@ -28,8 +28,8 @@ def qa_graph(server: FakeOpenAI) -> dict[str, Any]:
         "edges": [["answer", "keep"]],
         "outputs": [{"name": "sft", "format": "sft", "messages": [{"role": "user", "content": "{{ question }}"},
                                                                    {"role": "assistant", "content": "{{ answer }}"}]},
-                    {"name": "dpo", "format": "dpo", "when": "question == 'none'", "prompt": "question",
-                     "chosen": "answer", "rejected": "question"}],
+                    {"name": "dpo", "format": "dpo", "when": "question == 'none'", "prompt_from": "question",
+                     "chosen_from": "answer", "rejected_from": "question"}],
     }
 
 

@@ -33,7 +33,7 @@ def dialogue_graph(sim: FakeOpenAI, bot: FakeOpenAI, **conversation: Any) -> dic
                            "roles": [{"name": "student", "model": "sim", "system": SIM_SYSTEM, "as": "user"},
                                      {"name": "tutor", "model": "bot", "system": BOT_SYSTEM, "as": "assistant"}],
                            **conversation}},
-        "outputs": [{"name": "sft", "format": "sft", "messages": "messages"}, {"name": "raw", "format": "raw"}],
+        "outputs": [{"name": "sft", "format": "sft", "messages_from": "messages"}, {"name": "raw", "format": "raw"}],
     }
 
 

@@ -45,7 +45,7 @@ async def test_sync_function_reads_state_keys_and_params(
         fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
     server = fake_llm(script=[("tides", "the moon pulls the sea"), ("stars", "hot")])
     spec = graph(server, stats={"type": "python", "function": "tests.test_nodes_python:word_stats",
-                                "output": "stats", "params": {"min_words": 2, "unit": "w"}})
+                                "output": "stats", "args": {"min_words": 2, "unit": "w"}})
     result = await synthloom.arun(write_graph(spec, [{"topic": "tides"}, {"topic": "stars"}]), tmp_path / "out")
     records = lines(result.path("raw"))
     assert [record["stats"] for record in records] == ["5 w about tides (thread False)"]  # run off the loop
@@ -57,7 +57,7 @@ async def test_async_function_returns_updates_declared_for_validation(
         fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
     server = fake_llm()
     spec = graph(server, tag={"type": "python", "function": "tests.test_nodes_python:tag_answer",
-                              "params": {"tag": "ok"}, "writes": ["tagged", "tag_length"]})
+                              "args": {"tag": "ok"}, "writes": ["tagged", "tag_length"]})
     spec["nodes"]["use"] = {"type": "llm", "model": "w", "output": "echo",
                             "messages": [{"role": "user", "content": "{{ tagged }}"}]}
     spec["edges"].append(["tag", "use"])
@@ -73,9 +73,9 @@ async def test_async_function_returns_updates_declared_for_validation(
 @pytest.mark.parametrize("node,words", [
     ({"function": "tests.test_nodes_python:no_such"}, r"\.function: module 'tests.test_nodes_python' has no"),
     ({"function": "no_such_module:f"}, r"\.function: graph files may not run 'no_such_module'"),
-    ({"function": "tests.test_nodes_python:tag_answer"}, "params.tag: Field required"),
-    ({"function": "tests.test_nodes_python:tag_answer", "params": {"tag": "x", "colour": 1}},
-     "params.colour: Extra inputs are not permitted .*parameters are: tag"),
+    ({"function": "tests.test_nodes_python:tag_answer"}, "args.tag: Field required"),
+    ({"function": "tests.test_nodes_python:tag_answer", "args": {"tag": "x", "colour": 1}},
+     "args.colour: Extra inputs are not permitted .*parameters are: tag"),
 ])
 def test_mistakes_name_the_key(fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path],
                                node: dict[str, Any], words: str) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from rouge_score import rouge_scorer
 from synthloom.context import RunContext
 from synthloom.models.pool import ModelPool
-from synthloom.pool import RecordPool
+from synthloom.record_pool import RecordPool
 from synthloom_nodes.rouge_index import Closest, RougeIndex, _lcs_length, rouge_l, tokenize
 from synthloom_nodes.task_pool import Novelty, NoveltyParams, PreloadSpec
 
@@ -149,5 +149,5 @@ async def test_the_event_loop_keeps_beating_during_checks_on_a_large_pool(tmp_pa
         return await asyncio.gather(*(check(n, text) for n, text in enumerate(texts[20_000:])))
 
     gaps = await heartbeat_gaps(checks())
-    assert len(ctx.pool("tasks").items) > 20_000  # some were admitted, so the index grew while checked
+    assert len(ctx.record_pool("tasks").items) > 20_000  # some were admitted, so the index grew while checked
     assert len(gaps) > 20 and sum(gap > 0.5 for gap in gaps) == 0, [round(gap, 3) for gap in gaps if gap > 0.05]

@@ -238,7 +238,7 @@ async def test_dpo_output_from_pairs_and_from_templates(fake_llm: Callable[..., 
     server = fake_llm()
     spec = chain_graph(server)
     spec["outputs"] = [{"name": "dpo", "format": "dpo", "prompt": [{"role": "user", "content": "{{ question }}"}],
-                        "chosen": "answer", "rejected": [{"role": "assistant", "content": "I don't know."}],
+                        "chosen_from": "answer", "rejected": [{"role": "assistant", "content": "I don't know."}],
                         "when": "len(answer) > 3", "metadata": {"length": "len(answer)"}}]
     result = await synthloom.arun(write_graph(spec, TOPICS[:3]), tmp_path / "out")
     dpo = lines(result.path("dpo"))

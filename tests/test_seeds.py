@@ -42,7 +42,7 @@ def test_every_source_gives_the_same_rows(tmp_path: Path, kind: str, path: str) 
 def test_limit_and_shuffle_are_reproducible(tmp_path: Path) -> None:
     write_all_formats(tmp_path)
     config = SeedConfig.model_validate({"source": {"type": "jsonl", "path": "s.jsonl"}, "limit": 10,
-                                        "shuffle": True, "seed": 7, "shuffle_buffer": 8})
+                                        "shuffle": True, "shuffle_seed": 7, "shuffle_buffer": 8})
     first = [row["id"] for row in read_seeds(config, tmp_path)]
     assert first == [row["id"] for row in read_seeds(config, tmp_path)]
     assert len(first) == 10 and len(set(first)) == 10 and first != [f"r{i}" for i in range(10)]

@@ -29,7 +29,6 @@ class MicroBatcher:
         self.max_wait_s = max_wait_s
         self._pending: dict[str, tuple[dict[str, Any], _Pending]] = {}
         self._in_flight: set[asyncio.Task[None]] = set()
-        self.batches_sent = 0
 
     async def submit(self, body: dict[str, Any]) -> Completion:
         """`body` is a completions request with a single prompt; it may travel with others."""
@@ -58,7 +57,6 @@ class MicroBatcher:
         task.add_done_callback(self._in_flight.discard)
 
     async def _send(self, shared: dict[str, Any], pending: _Pending) -> None:
-        self.batches_sent += 1
         try:
             completions = await self.send({**shared, "prompt": pending.prompts})
         except BaseException as error:  # every waiter learns of the failure; none is left hanging

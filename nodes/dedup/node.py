@@ -13,7 +13,7 @@ from pydantic import Field, model_validator
 from synthloom.context import RunContext
 from synthloom.errors import ConfigError
 from synthloom.node import Drop, Node, NodeParams
-from synthloom.pool import POOL_DIR
+from synthloom.record_pool import POOL_DIR
 
 from .base import Index, Match, Origin
 from .embedding import EMBED_MISSING, EmbeddingIndex, sentence_encoder
@@ -50,7 +50,7 @@ class DedupParams(NodeParams):
         return self.threshold if self.threshold is not None else DEFAULT_THRESHOLDS.get(self.method, 1.0)
 
 
-class Dedup(Node):
+class Dedup(Node[DedupParams]):
     """Drop records whose text repeats an earlier one (exact, MinHash or embedding), across runs too.
 
     Keep-first and streaming; the index lives in `ctx.shared` and, with `index:`, in a folder.
