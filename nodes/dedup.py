@@ -123,20 +123,19 @@ class Dedup(Node):
 
     async def setup(self, ctx: RunContext) -> None:
         index = await asyncio.to_thread(self._open_index, ctx)
+        store = await ctx.shared_index(self.shared_key, index)  # this process, or one Ray actor for all shards
         kept = self._kept(ctx)
         if kept.items:  # --resume: what this run kept before it stopped, finished records only
-            await asyncio.to_thread(self._replay, index, kept.items, ctx)
-        ctx.shared(self.shared_key, lambda: index)
+            await store.check_and_add_many(await asyncio.to_thread(self._replay, index, kept.items, ctx))
 
     def _kept(self, ctx: RunContext) -> RecordPool:
         """Texts this run kept, journaled beside the output (pools/), so a resume after kill -9 still
         knows them even though the `index:` folder is only written at the end of a run."""
         return ctx.pool(f"dedup-{self.name}", max_size=2**62)
 
-    def _replay(self, index: Index, items: Iterable[dict[str, Any]], ctx: RunContext) -> None:
+    def _replay(self, index: Index, items: Iterable[dict[str, Any]], ctx: RunContext) -> list[tuple[Any, Origin]]:
         run = self._run_name(ctx)
-        for item in items:
-            index.check_and_add(index.signature(item["text"]), Origin(run, item["record"]))
+        return [(index.signature(item["text"]), Origin(run, item["record"])) for item in items]
 
     @staticmethod
     def _run_name(ctx: RunContext) -> str:
@@ -163,29 +162,22 @@ class Dedup(Node):
         return ctx.resolve_path(self.p.index) if self.p.index else None
 
     async def run(self, state: Mapping[str, Any], ctx: RunContext) -> Drop | None:
-        shared = ctx.shared(self.shared_key, _not_set_up)
+        store = await ctx.shared_index(self.shared_key)
         value = state[self.p.field]
         text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, ensure_ascii=False)
-        signature = await asyncio.to_thread(shared.value.signature, text)
+        signature = await asyncio.to_thread(store.local.signature, text)
         origin = Origin(self._run_name(ctx), state["id"])
-        async with shared.lock:
-            match = shared.value.check_and_add(signature, origin)
-            if match is None:
-                self._kept(ctx).add(state["id"], {"text": text})
+        match = await store.check_and_add(signature, origin)  # atomic, run-wide (every shard under --ray)
+        if match is None:
+            self._kept(ctx).add(state["id"], {"text": text})
         if match is None:
             return None
         return Drop("duplicate", {"duplicate_of": match.duplicate_of, "similarity": match.similarity})
 
     async def teardown(self, ctx: RunContext) -> None:
         folder = self._folder(ctx)
-        shared = ctx.shared(self.shared_key, lambda: None)  # None: the run stopped before this setup()
-        if folder is not None and shared.value is not None:
-            async with shared.lock:
-                await asyncio.to_thread(shared.value.save, folder)
-
-
-def _not_set_up() -> Index:
-    raise RuntimeError("the dedup index is made in setup(), which has not run")
+        if folder is not None and ctx.has_shared_index(self.shared_key):  # absent: the run stopped before setup()
+            await (await ctx.shared_index(self.shared_key)).save(folder)
 
 
 def normalise(text: str) -> str:
