@@ -48,8 +48,6 @@ from .shard_merge import (
     shard_dir,
 )
 
-NOT_SHARED_ACROSS_SHARDS = {"novelty"}
-"""Node types whose run-wide state is not yet shared across shards: --ray refuses them unless --shards 1."""
 REPORT_EVERY_S = 0.3
 
 
@@ -228,28 +226,15 @@ def _plan(root: Path, loaded: Graph, shards: int | None, *, resume: bool, overwr
         if shards is not None and shards != plan["shards"]:
             raise ConfigError(f"{root} was started with --shards {plan['shards']}; resume it with the same "
                               f"number, or leave --shards out")
-        _refuse_unshared(loaded, int(plan["shards"]))
         return int(plan["shards"])
-    if shards is not None:
-        _refuse_unshared(loaded, shards)  # before anything is written
     strays = [name for name in [*files, MANIFEST, SHARDS_DIR] if (root / name).exists()]
     if strays:
         raise ConfigError(f"{root} holds {', '.join(strays)} but no run plan ({PLAN}); move them away, choose "
                           f"another output directory, or add --overwrite to delete them")
     count = shards if shards is not None else cluster()
-    _refuse_unshared(loaded, count)
     plan_path.write_text(json.dumps({"graph": loaded.name, "config_hash": loaded.loaded.hash, "shards": count}),
                          encoding="utf-8")
     return count
-
-
-def _refuse_unshared(loaded: Graph, count: int) -> None:
-    if count == 1:
-        return
-    for name, spec in loaded.config.nodes.items():
-        if spec.get("type") in NOT_SHARED_ACROSS_SHARDS:
-            raise ConfigError(f"a {spec['type']} pool is not yet shared across --ray shards; run with --shards 1 "
-                              f"or without --ray", key=f"nodes.{name}.type")
 
 
 def _budgets(loaded: Graph) -> dict[str, dict[str, float | None]]:

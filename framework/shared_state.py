@@ -67,3 +67,18 @@ class LocalSharedState:
         if key not in self._indexes:
             self._indexes[key] = LocalIndex(local)
         return self._indexes[key]
+
+
+class Numbering:
+    """Numbers handed out once each, run-wide (a sampler's position in `mode: cover`): as a shared index,
+    `check_and_add` gives the next number, so shards under `--ray` never draw the same one."""
+
+    def __init__(self) -> None:
+        self.next = 0
+
+    def check_and_add(self, signature: Any = None, origin: Any = None) -> int:
+        number, self.next = self.next, self.next + 1
+        return number
+
+    def save(self, folder: Path) -> None:
+        """Nothing to keep between runs."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -73,22 +74,58 @@ class Novelty(Node):
         p = self.params
         text = str(state[p.field])
         pool = ctx.pool(p.pool, p.max_size)
-        async with pool.lock:
-            best, closest = 0.0, None
-            for item in pool.items:
-                if item.get("record") == state["id"]:
-                    continue  # the record meeting itself again (a loop through this node)
-                score = rouge_l(text, str(item["text"]))
-                if score > best:
-                    best, closest = score, item
-            if best >= p.threshold:
-                return Drop("not novel", {"similarity": round(best, 3), "similar_to": str(closest["text"])[:200]
-                                          if closest else None})
-            pool.add(state["id"], {"text": text, **{key: state.get(key) for key in p.keep}})
+        store = await _novelty_index(ctx, p.pool, pool)  # run-wide: every shard's pool under --ray
+        best, closest, novel = await store.check_and_add((text, p.threshold), state["id"])
+        if not novel:
+            return Drop("not novel", {"similarity": round(best, 3), "similar_to": closest[:200] if closest else None})
+        pool.add(state["id"], {"text": text, **{key: state.get(key) for key in p.keep}})
         if p.output:
-            return {p.output: {"max_similarity": round(best, 3),
-                               "most_similar": str(closest["text"]) if closest else None}}
+            return {p.output: {"max_similarity": round(best, 3), "most_similar": closest}}
         return {}
+
+
+class RougeNoveltyIndex:
+    """The pool's texts as one shared index (`ctx.shared_index`): compare with every text and add if novel,
+    in one step, so two similar texts arriving together (in any shard) cannot both pass."""
+
+    def __init__(self, items: Iterable[dict[str, Any]], max_size: int):
+        self.items: deque[tuple[str, Any]] = deque(maxlen=max_size)
+        self.seen: set[tuple[str, Any]] = set()
+        self.check_and_add_many([((str(item["text"]), None), item.get("record")) for item in items])
+
+    def check_and_add(self, signature: tuple[str, float | None], record: Any) -> tuple[float, str | None, bool]:
+        """(best similarity, closest text, admitted); a threshold of None restores an item unchecked."""
+        text, threshold = signature
+        best, closest = 0.0, None
+        for pooled, origin in self.items if threshold is not None else ():
+            if origin == record and record is not None:
+                continue  # the record meeting itself again (a loop through this node)
+            score = rouge_l(text, pooled)
+            if score > best:
+                best, closest = score, pooled
+        novel = threshold is None or best < threshold
+        if novel and (text, record) not in self.seen:
+            self.items.append((text, record))
+            self.seen.add((text, record))
+        return best, closest, novel
+
+    def check_and_add_many(self, items: list[tuple[tuple[str, float | None], Any]]) -> None:
+        for signature, record in items:
+            self.check_and_add(signature, record)
+
+    def save(self, folder: Any) -> None:
+        """Persisted by the pool file (pools/), not here."""
+
+
+async def _novelty_index(ctx: RunContext, name: str, pool: Any) -> Any:
+    """Made on first use (after every node's setup has preloaded the pool); a shard joining a run-wide index
+    adds the items its resumed pool holds."""
+    key = f"novelty:{name}"
+    if ctx.has_shared_index(key):
+        return await ctx.shared_index(key)
+    store = await ctx.shared_index(key, RougeNoveltyIndex(pool.items, pool.max_size))
+    await store.check_and_add_many([((str(item["text"]), None), item.get("record")) for item in pool.items])
+    return store
 
 
 class PoolSampleParams(NodeParams):

@@ -184,11 +184,33 @@ def test_a_workflow_name_runs_on_ray(fake_llm: Callable[..., FakeOpenAI], tmp_pa
     assert len(lines(tmp_path / "out" / "sft.jsonl")) == manifest["counts"]["outputs"]["sft"] > 0
 
 
-def test_ray_refuses_what_it_cannot_share(tmp_path: Path) -> None:
-    done = cli("run", "self_instruct", "-o", str(tmp_path / "si"), "--ray", "--address", "auto", "--shards", "2")
-    assert done.returncode == 2 and "not yet shared across --ray shards" in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "si" / "ray.json").exists()
-    assert cli("run", "quickstart", "--shards", "2").returncode == 2
+def test_novelty_pool_and_cover_sampler_are_run_wide(
+        fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    """Copies of a text in both shards pass a per-shard novelty pool; a per-shard cover sampler draws the
+    same combinations in both shards. Run-wide, neither happens."""
+    server = fake_llm()
+    seeds = [{"id": f"r{index:03d}", "topic": f"alpha{index % 12} beta{index % 12} gamma{index % 12}"}
+             for index in range(36)]
+    spec = {
+        "name": "novel",
+        "models": {"w": model_spec(server)},
+        "nodes": {
+            "novel": {"type": "novelty", "field": "topic", "pool": "tasks", "threshold": 0.7},
+            "draw": {"type": "sampler", "mode": "cover", "seed": 1,
+                     "slots": {"persona": [f"p{n}" for n in range(4)], "tone": ["formal", "casual", "terse"]}},
+            "answer": {"type": "llm", "model": "w", "output": "answer",
+                       "messages": [{"role": "user", "content": "{{ persona }} {{ tone }}: {{ topic }}"}]},
+        },
+        "edges": [["novel", "draw"], ["draw", "answer"]],
+        "outputs": [{"name": "raw", "format": "raw", "fields": ["topic", "persona", "tone"]}],
+    }
+    out = tmp_path / "out"
+    manifest = run_on_ray(write_graph(spec, seeds), out, shards=2, num_cpus_per_shard=0.5)
+    assert manifest["status"] == "completed", manifest["message"]
+    records = lines(out / "raw.jsonl")
+    assert sorted(record["topic"] for record in records) == sorted({seed["topic"] for seed in seeds})
+    assert manifest["counts"]["drop_reasons"] == {"novel: not novel": 24}
+    assert len({(record["persona"], record["tone"]) for record in records}) == 12  # each combination once
 
 
 def test_merge_outputs_keeps_each_journaled_record_once(tmp_path: Path) -> None:
