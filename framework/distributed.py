@@ -74,7 +74,6 @@ class GraphSource:
 
     def load(self, shard: tuple[int, int] | None = None) -> Graph:
         from . import api
-        from .loader import LoadedConfig, SourceMap, config_hash, validate_raw
         if self.reference is not None:
             extra = [f"seed.shard=[{shard[0]}, {shard[1]}]"] if shard else []
             return api.load(self.reference, [*self.overrides, *extra], self.endpoint)
@@ -82,10 +81,43 @@ class GraphSource:
         raw = copy.deepcopy(self.raw)
         if shard:
             raw.setdefault("seed", {})["shard"] = list(shard)
-        base = Path(self.base_dir)
-        source_map = SourceMap("<graph>")
-        loaded = LoadedConfig(validate_raw(raw, source_map), raw, source_map, base, config_hash(raw, base))
-        return build_graph(loaded, seed_columns(loaded.config.seed, base))
+        return _build(raw, Path(self.base_dir))
+
+    def load_shard(self, index: int, count: int) -> Graph:
+        """Shard `index`'s graph: its part of the seed, and its part of each model's replicas (see
+        `split_replicas`)."""
+        graph = self.load((index, count))
+        raw = split_replicas(graph, index, count)
+        return graph if raw is None else _build(raw, graph.base_dir)
+
+
+def _build(raw: dict[str, Any], base: Path) -> Graph:
+    from .loader import LoadedConfig, SourceMap, config_hash, validate_raw
+    source_map = SourceMap("<graph>")
+    loaded = LoadedConfig(validate_raw(raw, source_map), raw, source_map, base, config_hash(raw, base))
+    return build_graph(loaded, seed_columns(loaded.config.seed, base))
+
+
+def split_replicas(graph: Graph, index: int, count: int) -> dict[str, Any] | None:
+    """A model with at least as many replicas as there are shards: shard k talks to replicas k, k+n, ...
+    with the matching share of `max_concurrency`. Each replica then hears from one shard, whose replica
+    chooser and adaptive limit see all of that server's load (shards choosing independently among shared
+    replicas overrun one now and then). Fewer replicas than shards: every shard uses all of them. The
+    run-wide budget (the permit bank) holds either way. None: nothing to split."""
+    raw = copy.deepcopy(graph.loaded.raw)
+    changed = False
+    for name in graph.models_used():
+        config = graph.config.models.get(name)
+        if config is None or config.backend != "openai" or count < 2:
+            continue
+        urls = config.urls()
+        if len(urls) < count:
+            continue
+        mine = urls[index::count]
+        raw["models"][name]["base_url"] = mine
+        raw["models"][name]["max_concurrency"] = max(1, config.max_concurrency * len(mine) // len(urls))
+        changed = True
+    return raw if changed else None
 
 
 def _import_ray() -> Any:
@@ -108,11 +140,13 @@ def _shard_figures(runner: Runner) -> dict[str, int]:
             "failed": counts.failed, "dropped": counts.dropped, "tokens": runner.tokens()}
 
 
-async def _report(runner: Runner, board: Any, index: int) -> None:
-    """Send this shard's figures to the board now and then; a stop asked by the driver drains the shard."""
+async def _report(runner: Runner, board: Any, permits: RayPermits, index: int) -> None:
+    """Now and then: send this shard's figures to the board, trade budget leases with the bank; a stop
+    asked by the driver drains the shard."""
     stopping = False
     while True:
         await asyncio.sleep(REPORT_EVERY_S)
+        await permits.sync()
         stop = await board.report.remote(index, _shard_figures(runner))
         if stop and not stopping:
             stopping = True
@@ -121,22 +155,23 @@ async def _report(runner: Runner, board: Any, index: int) -> None:
 
 async def _shard_main(runner: Runner, permits: RayPermits, board: Any, index: int) -> dict[str, Any]:
     await permits.start()
-    reporter = asyncio.create_task(_report(runner, board, index))
+    reporter = asyncio.create_task(_report(runner, board, permits, index))
     try:
         return await runner.run()
     finally:
         reporter.cancel()
+        await permits.finish()
         await board.report.remote(index, _shard_figures(runner))
 
 
 def run_shard(source: GraphSource, root: str, index: int, count: int, options: dict[str, Any],
-              board: Any, bank: Any, budgeted: set[str]) -> dict[str, Any]:
+              board: Any, bank: Any, budgets: dict[str, dict[str, float | None]]) -> dict[str, Any]:
     """One shard as a Ray task. A retry after its worker died finds the journal the dead attempt left and
     resumes it (a fresh run starts with no shard directories, so a journal here is always this run's)."""
-    graph = source.load((index, count))
+    graph = source.load_shard(index, count)
     directory = shard_dir(Path(root), index)
     resume = bool(options.get("resume")) or Journal(directory, graph.loaded.hash).holds_a_run()
-    permits = RayPermits(bank, index, budgeted)
+    permits = RayPermits(bank, index, budgets)
     run_options = RunOptions(**{**options, "resume": resume, "overwrite": False}, permits=permits,
                              shared_state=RaySharedState(board), manifest_every_s=2.0)
     return asyncio.run(_shard_main(Runner(graph, directory, run_options), permits, board, index))
@@ -258,10 +293,9 @@ class _Driver:
         self.errors: dict[int, str] = {}
         self.merged: dict[str, int] = {}
         self.interrupted = False
-        budgets = _budgets(loaded)
-        self.budgeted = set(budgets)
+        self.budgets = _budgets(loaded)
         self.board = ray.remote(RunBoard).options(num_cpus=0).remote()
-        self.bank = ray.remote(PermitBank).options(num_cpus=0, max_concurrency=10_000).remote(budgets)
+        self.bank = ray.remote(PermitBank).options(num_cpus=0).remote(self.budgets)
 
     def run(self) -> dict[str, Any]:
         ray = self.ray
@@ -274,7 +308,7 @@ class _Driver:
                          for index in range(self.count)])
             task = ray.remote(num_cpus=self.num_cpus, max_retries=3)(run_shard)
             pending = {task.remote(self.source, str(self.root), index, self.count, self.options, self.board,
-                                   self.bank, self.budgeted): index for index in range(self.count)}
+                                   self.bank, self.budgets): index for index in range(self.count)}
             try:
                 self._wait(pending)
             except KeyboardInterrupt:

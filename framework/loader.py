@@ -178,14 +178,15 @@ def _read_profile(profile: str, base_dir: Path, where: str, key: str) -> dict[st
 
 
 def point_models_at(raw: dict[str, Any], endpoint: str) -> None:
-    """`--endpoint URL`: every model (and the implicit default) becomes that OpenAI-compatible server."""
+    """`--endpoint URL`: every model (and the implicit default) becomes that OpenAI-compatible server;
+    `--endpoint URL1,URL2` makes them replicas of one model."""
     models = raw.setdefault("models", {}) or {}
     raw["models"] = models
     if not models:
         models["default"] = {}
     for spec in models.values():
         spec["backend"] = "openai"
-        spec["base_url"] = endpoint
+        spec["base_url"] = endpoint.split(",") if "," in endpoint else endpoint
         spec.setdefault("model", "default")
         spec.pop("path", None)
 

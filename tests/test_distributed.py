@@ -76,14 +76,14 @@ def test_two_shards_write_every_record_once_into_one_directory(
 
 def test_the_server_never_sees_more_than_max_concurrency(
         fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
-    """Each shard alone would send 3 at once, so 2 shards would send 6: the permit bank keeps it at 3."""
+    """Each shard alone would send 3 at once, so 2 shards would send 6: the leases keep it at 3."""
     server = fake_llm(latency=0.05)
     graph = write_graph(chain_graph(server, max_concurrency=3), seeds_of(40))
     manifest = synthloom.run(graph, tmp_path / "out", ray=True, shards=2, num_cpus_per_shard=0.5,
                              use_cache=False).manifest
     assert manifest["status"] == "completed" and manifest["counts"]["written"] == 40
-    assert server.peak_in_flight == 3
-    assert manifest["concurrency"]["w"] == {"ceiling": 3, "peak": 3, "in_use": 0}
+    assert 2 <= server.peak_in_flight <= 3
+    assert manifest["concurrency"]["w"] == {"ceiling": 3, "peak": 3}
 
 
 def test_a_killed_worker_resumes_its_shard_and_the_run_finishes_once(
@@ -110,7 +110,7 @@ def test_a_killed_worker_resumes_its_shard_and_the_run_finishes_once(
     assert result["counts"]["written"] == 120
     parts = [entry for entry in lines(journal) if "id" not in entry]
     assert len(parts) == 2  # the retried task resumed the shard the dead worker left
-    assert result["shards"][0]["counts"]["resumed_from_journal"] > 10
+    assert result["shards"][0]["counts"]["resumed_from_journal"] >= 10
 
 
 def test_duplicates_planted_across_shards_are_removed(
