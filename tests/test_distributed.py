@@ -222,3 +222,17 @@ def test_merge_outputs_keeps_each_journaled_record_once(tmp_path: Path) -> None:
         (shard / "journal.jsonl").write_text("".join(json.dumps({"id": i, "status": "written"}) + "\n" for i in ids))
     assert merge_outputs(tmp_path, ["sft"]) == {"sft": 3}
     assert ids_in(tmp_path / "sft.jsonl") == ["a", "b", "c"]
+
+
+def test_an_endpoint_list_becomes_replicas_split_across_shards(
+        fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path]) -> None:
+    from synthloom.distributed import GraphSource
+    server = fake_llm()
+    graph = write_graph(chain_graph(server, max_concurrency=8), seeds_of(4))
+    urls = [f"http://127.0.0.1:{9000 + n}/v1" for n in range(4)]
+    source = GraphSource.of(graph, ["models.w.max_concurrency=8"], ",".join(urls))
+    assert source.load().config.models["w"].urls() == urls
+    shard = source.load_shard(1, 2).config.models["w"]
+    assert shard.urls() == [urls[1], urls[3]] and shard.max_concurrency == 4
+    three = source.load_shard(0, 5).config.models["w"]  # fewer replicas than shards: all of them, full budget
+    assert three.urls() == urls and three.max_concurrency == 8
