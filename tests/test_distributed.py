@@ -79,7 +79,8 @@ def test_the_server_never_sees_more_than_max_concurrency(
     """Each shard alone would send 3 at once, so 2 shards would send 6: the leases keep it at 3."""
     server = fake_llm(latency=0.05)
     graph = write_graph(chain_graph(server, max_concurrency=3), seeds_of(40))
-    manifest = synthloom.run(graph, tmp_path / "out", ray=True, shards=2, num_cpus_per_shard=0.5,
+    loaded = synthloom.load(graph)  # a Graph object, not a path: its config travels to the tasks
+    manifest = synthloom.run(loaded, tmp_path / "out", ray=True, shards=2, num_cpus_per_shard=0.5,
                              use_cache=False).manifest
     assert manifest["status"] == "completed" and manifest["counts"]["written"] == 40
     assert 2 <= server.peak_in_flight <= 3
