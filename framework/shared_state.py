@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
+@runtime_checkable  # RunContext is a dataclass that pydantic may build a validator for (agent tools)
 class SharedIndex(Protocol):
     """One run-wide index, local or remote. `local` is this process's copy, for making signatures."""
 
@@ -32,6 +33,7 @@ class SharedIndex(Protocol):
         ...
 
 
+@runtime_checkable
 class SharedStateProvider(Protocol):
     async def index(self, key: str, local: Any) -> SharedIndex:
         """The run-wide index under `key`; `local` is the object it starts from if none exists yet."""
