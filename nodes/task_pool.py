@@ -21,7 +21,7 @@ class PreloadSpec(NodeParams):
     field: str = Field(description="the key of each line holding the text")
 
 
-def _preload(ctx: RunContext, pool_name: str, preload: PreloadSpec | None, max_size: int) -> None:
+async def _preload(ctx: RunContext, pool_name: str, preload: PreloadSpec | None, max_size: int) -> None:
     """Fill a pool from its seed file once per run, whichever node sets it up first."""
     pool = ctx.pool(pool_name, max_size)
     if preload is None or pool.preloaded:
@@ -31,6 +31,9 @@ def _preload(ctx: RunContext, pool_name: str, preload: PreloadSpec | None, max_s
         raise ConfigError(f"pool preload file {path} does not exist")
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     pool.preload({"text": row[preload.field], **row} for row in rows if row.get(preload.field))
+    if ctx.has_shared_index(f"novelty:{pool_name}"):  # a novelty node was set up first: it learns them too
+        await (await ctx.shared_index(f"novelty:{pool_name}")).check_and_add_many(
+            [((str(item["text"]), None), None) for item in pool.items if item.get("record") is None])
 
 
 @lru_cache(maxsize=1)
@@ -68,7 +71,8 @@ class Novelty(Node):
         return {self.params.output} if self.params.output else set()
 
     async def setup(self, ctx: RunContext) -> None:
-        _preload(ctx, self.params.pool, self.params.preload, self.params.max_size)
+        await _preload(ctx, self.params.pool, self.params.preload, self.params.max_size)
+        await _novelty_index(ctx, self.params.pool, ctx.pool(self.params.pool, self.params.max_size))
 
     async def run(self, state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any] | Drop:
         p = self.params
@@ -118,8 +122,8 @@ class RougeNoveltyIndex:
 
 
 async def _novelty_index(ctx: RunContext, name: str, pool: Any) -> Any:
-    """Made on first use (after every node's setup has preloaded the pool); a shard joining a run-wide index
-    adds the items its resumed pool holds."""
+    """Made in the node's setup from the pool's items (preloaded, and on --resume those of finished
+    records); a shard joining a run-wide index adds the items its own pool holds."""
     key = f"novelty:{name}"
     if ctx.has_shared_index(key):
         return await ctx.shared_index(key)
@@ -147,7 +151,7 @@ class PoolSample(Node):
         return {self.params.output}
 
     async def setup(self, ctx: RunContext) -> None:
-        _preload(ctx, self.params.pool, self.params.preload, self.params.max_size)
+        await _preload(ctx, self.params.pool, self.params.preload, self.params.max_size)
 
     async def run(self, state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
         p = self.params

@@ -145,6 +145,39 @@ def test_duplicates_planted_across_shards_are_removed(
     assert manifest["counts"]["drop_reasons"] == {"unique: duplicate": 30}
 
 
+
+def test_a_resumed_run_rebuilds_the_shared_index_before_any_shard_goes_on(
+        fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    """Part 1 runs only shard 2's rows; part 2 (--resume, no limit) brings copies of them in shards 0 and
+    1, which Ray starts first (2 CPUs, 3 shards). The new run's index must already hold shard 2's texts."""
+    server = fake_llm()
+
+    def shard_of(record_id: str) -> int:
+        return next(k for k in range(3) if in_shard({"id": record_id}, SeedConfig(shard=(k, 3))))
+
+    ids = [f"r{index:03d}" for index in range(200)]
+    firsts = [record_id for record_id in ids if shard_of(record_id) == 2][:10]
+    copies = [record_id for record_id in ids if shard_of(record_id) != 2][:10]
+    seeds = [{"id": record_id, "topic": f"topic {n}"} for n, record_id in enumerate(firsts)]
+    seeds += [{"id": record_id, "topic": f"topic {n}"} for n, record_id in enumerate(copies)]
+    spec = {
+        "name": "dedup", "models": {"w": model_spec(server)},
+        "nodes": {"unique": {"type": "dedup", "field": "topic", "method": "exact"},
+                  "answer": {"type": "llm", "model": "w", "output": "answer",
+                             "messages": [{"role": "user", "content": "About {{ topic }}"}]}},
+        "edges": [["unique", "answer"]],
+        "outputs": [{"name": "raw", "format": "raw", "fields": ["topic"]}],
+    }
+    graph = write_graph(spec, seeds)
+    out = tmp_path / "out"
+    first = run_on_ray(graph, out, shards=3, limit=10)
+    assert first["counts"]["written"] == 10 and [s["counts"]["written"] for s in first["shards"]] == [0, 0, 10]
+    resumed = run_on_ray(graph, out, shards=3, resume=True)
+    assert resumed["status"] == "completed", resumed["message"]
+    assert resumed["counts"]["written"] == 10 and resumed["counts"]["dropped"] == 10
+    assert sorted(record["topic"] for record in lines(out / "raw.jsonl")) == sorted(f"topic {n}" for n in range(10))
+
+
 def test_resume_of_an_interrupted_ray_run_through_the_cli(
         fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
     server = fake_llm(latency=0.05)
