@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import logging
 import os
 import shutil
 import time
@@ -226,7 +227,8 @@ def _start_ray(ray: Any, address: str | None) -> int:
     if not ray.is_initialized():
         target = None if address in (None, "", "local") else address
         try:
-            ray.init(address=target, ignore_reinit_error=True, log_to_driver=False, include_dashboard=False)
+            ray.init(address=target, ignore_reinit_error=True, log_to_driver=False, include_dashboard=False,
+                     logging_level=logging.ERROR)  # our one-line errors and progress bar, not Ray's INFO lines
         except ConnectionError as error:
             raise ConfigError(f"cannot reach the Ray cluster at --address {address}: {error}") from None
     return max(1, int(ray.cluster_resources().get("CPU", 1)))

@@ -24,6 +24,7 @@ class LiveProgress:
         self._started = time.monotonic()
 
     def __enter__(self) -> LiveProgress:
+        self._started = time.monotonic()  # the rate counts from when the bar appears (after Ray started)
         self.progress.start()
         return self
 
