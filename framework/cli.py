@@ -105,7 +105,7 @@ def _run_on_ray(graph: str, output: Path | None, limit: int | None, overrides: l
                 endpoint: str | None, address: str | None, shards: int | None, quiet: bool,
                 options: dict[str, Any]) -> None:
     """`run --ray`: one progress bar for every shard; Ctrl-C drains every shard (a second stops at once)."""
-    from .distributed import run_on_ray
+    from .distributed import StopRequests, run_on_ray
     loaded = _load(graph, overrides, endpoint)
     output_dir = output or Path("runs") / loaded.name
     total = limit if limit is not None else loaded.config.seed.limit
@@ -120,13 +120,21 @@ def _run_on_ray(graph: str, output: Path | None, limit: int | None, overrides: l
                 shown = True
             progress.update_totals(totals)
 
+    stops = StopRequests()
+
+    def on_signal(signum: int, frame: object) -> None:  # the driver loop sees it within 0.3 s
+        stops.count += 1
+
+    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         manifest = run_on_ray(graph, output_dir, shards, overrides=overrides, endpoint=endpoint, address=address,
-                              limit=limit, on_progress=show, **options)
+                              limit=limit, on_progress=show, stops=stops, **options)
     except SynthloomError as error:
         _fail(str(error), code=1 if isinstance(error, OutputWriteError) else 2)
         return
     finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         if progress is not None and shown:
             progress.__exit__(None, None, None)
     _summarise(manifest, output_dir)

@@ -193,10 +193,18 @@ def replay_shard(source: GraphSource, root: str, index: int, count: int, options
 
 # -- the driver ---------------------------------------------------------------------------------------
 
+class StopRequests:
+    """How many times the user asked the run to stop (signals the CLI catches, so that no
+    KeyboardInterrupt lands inside a Ray call): 1 drains every shard, 2 ends them at once."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
 def run_on_ray(graph: Graph | str | Path, output_dir: str | Path, shards: int | None = None, *,
                overrides: list[str] | None = None, endpoint: str | None = None, address: str | None = None,
                num_cpus_per_shard: float = 1, on_progress: Callable[[dict[str, int]], None] | None = None,
-               **options: Any) -> dict[str, Any]:
+               stops: StopRequests | None = None, **options: Any) -> dict[str, Any]:
     """Run the graph as `shards` Ray tasks into one run directory; returns its manifest.
 
     `address`: None or "local" starts a Ray on this machine (or joins the one `RAY_ADDRESS` names),
@@ -217,7 +225,8 @@ def run_on_ray(graph: Graph | str | Path, output_dir: str | Path, shards: int | 
         count = _plan(root, loaded, shards, resume=bool(options.get("resume")),
                       overwrite=bool(options.pop("overwrite", False)), cluster=lambda: _start_ray(ray, address))
         _start_ray(ray, address)
-        return _Driver(ray, source, loaded, root, count, num_cpus_per_shard, on_progress, options).run()
+        return _Driver(ray, source, loaded, root, count, num_cpus_per_shard, on_progress, options,
+                       stops or StopRequests()).run()
     finally:
         lock.release()
 
@@ -285,10 +294,11 @@ def _budgets(loaded: Graph) -> dict[str, dict[str, float | None]]:
 class _Driver:
     def __init__(self, ray: Any, source: GraphSource, loaded: Graph, root: Path, count: int,
                  num_cpus_per_shard: float, on_progress: Callable[[dict[str, int]], None] | None,
-                 options: dict[str, Any]):
+                 options: dict[str, Any], stops: StopRequests):
         self.ray, self.source, self.loaded, self.root, self.count = ray, source, loaded, root, count
         self.num_cpus, self.on_progress = num_cpus_per_shard, on_progress
         self.options = options
+        self.stops = stops
         self.shard_dirs = [shard_dir(root, index) for index in range(count)]
         self.previous = read_previous_manifest(root / MANIFEST) if options.get("resume") else {}
         self.started = time.time()
@@ -324,6 +334,9 @@ class _Driver:
 
     def _wait(self, pending: dict[Any, int]) -> None:
         while pending:
+            if self.stops.count and not self.interrupted:
+                self._drain(pending)  # a signal the CLI caught (SIGINT, SIGTERM): drain like Ctrl-C
+                return
             ready, _ = self.ray.wait(list(pending), num_returns=1, timeout=REPORT_EVERY_S)
             for ref in ready:
                 self._settle(pending.pop(ref), ref)
@@ -342,10 +355,11 @@ class _Driver:
         """Ctrl-C: every shard stops admitting records and drains; a second Ctrl-C (or the drain period
         running out) ends the tasks at once, which their journals make safe."""
         self.interrupted = True
-        self.ray.get(self.board.stop.remote())
+        self.stops.count = max(self.stops.count, 1)
+        self._ask(self.board.stop.remote())
         deadline = time.monotonic() + self.loaded.config.run.drain_seconds + 5
         try:
-            while pending and time.monotonic() < deadline:
+            while pending and time.monotonic() < deadline and self.stops.count < 2:
                 ready, _ = self.ray.wait(list(pending), num_returns=1, timeout=REPORT_EVERY_S)
                 for ref in ready:
                     self._settle(pending.pop(ref), ref)
@@ -355,10 +369,17 @@ class _Driver:
         for ref in pending:
             self.ray.cancel(ref, force=True)
 
+    def _ask(self, ref: Any, default: Any = None) -> Any:
+        """An actor's answer; `default` if the actor is gone (the run still ends with its shards' files)."""
+        try:
+            return self.ray.get(ref, timeout=30)
+        except Exception:
+            return default
+
     def _progress(self) -> None:
         if self.on_progress is None:
             return
-        figures = self.ray.get(self.board.progress_of.remote())
+        figures = self._ask(self.board.progress_of.remote(), {})
         totals: dict[str, int] = {}
         for shard in figures.values():
             for key, value in shard.items():
@@ -406,7 +427,7 @@ class _Driver:
                        for index, shard in enumerate(shards)],
             "nodes": reduce(add_figures, [shard.get("nodes") or {} for shard in shards], empty),
             "models": reduce(add_figures, [shard.get("models") or {} for shard in shards], empty),
-            "concurrency": self.ray.get(self.bank.figures.remote()),
+            "concurrency": self._ask(self.bank.figures.remote(), {}),
         }
 
 
