@@ -140,8 +140,13 @@ async def arun(graph: Graph | str | Path, output_dir: str | Path, *, options: Ru
     return RunResult(Path(output_dir), manifest)
 
 
-def run(graph: Graph | str | Path, output_dir: str | Path, **option_values: Any) -> RunResult:
-    """Run a graph to completion and return where its records are. Options: see `RunOptions`."""
+def run(graph: Graph | str | Path, output_dir: str | Path, *, ray: bool = False, shards: int | None = None,
+        address: str | None = None, **option_values: Any) -> RunResult:
+    """Run a graph to completion and return where its records are. Options: see `RunOptions`.
+    `ray=True` runs `shards` shards as Ray tasks into the one directory (see `synthloom.distributed`)."""
+    if ray:
+        from .distributed import run_on_ray
+        return RunResult(Path(output_dir), run_on_ray(graph, output_dir, shards, address=address, **option_values))
     return asyncio.run(arun(graph, output_dir, **option_values))
 
 

@@ -70,8 +70,20 @@ def run(graph: str = typer.Argument(..., help="graph file, or a ready-made workf
         max_in_flight: int | None = typer.Option(None, help="records open at once"),
         shard: str | None = typer.Option(None, help="k/n: run only shard k of n of the seed (by id hash)"),
         trace: bool = typer.Option(False, "--trace", help="write each node step to <output>/traces.jsonl"),
+        on_ray: bool = typer.Option(False, "--ray", help="run shards as Ray tasks into the one output dir"),
+        address: str | None = typer.Option(None, "--address", help="with --ray: auto, ray://host:10001 or local"),
+        shards: int | None = typer.Option(None, "--shards", help="with --ray: shards (default: the cluster's CPUs)"),
         quiet: bool = typer.Option(False, "-q", "--quiet", help="no progress bar")) -> None:
     """Run a graph and write its records to the output directory."""
+    if on_ray:
+        if shard:
+            _fail("--shard k/n splits a run by hand; with --ray use --shards N")
+        _run_on_ray(graph, output, limit, overrides, endpoint, address, shards, quiet,
+                    dict(resume=resume, overwrite=overwrite, use_cache=not no_cache, max_in_flight=max_in_flight,
+                         retry_failed=not no_retry_failed, trace=trace))
+        return
+    if address or shards is not None:
+        _fail("--address and --shards go with --ray")
     if shard:
         index, _, count = shard.partition("/")
         if not (index.isdigit() and count.isdigit()):
@@ -90,6 +102,50 @@ def run(graph: str = typer.Argument(..., help="graph file, or a ready-made workf
         _fail(str(error))
         return
     manifest = _run_with_signals(runner, progress)
+    _summarise(manifest, output_dir)
+    if manifest["status"] in ("aborted", "failed"):
+        _fail(manifest["message"], code=1)
+    if manifest["status"] == "interrupted":
+        errors.print(escape(manifest["message"]), highlight=False, soft_wrap=True)
+        _exit_now(130)
+
+
+def _run_on_ray(graph: str, output: Path | None, limit: int | None, overrides: list[str] | None,
+                endpoint: str | None, address: str | None, shards: int | None, quiet: bool,
+                options: dict[str, Any]) -> None:
+    """`run --ray`: one progress bar for every shard; Ctrl-C drains every shard (a second stops at once)."""
+    from .distributed import StopRequests, run_on_ray
+    loaded = _load(graph, overrides, endpoint)
+    output_dir = output or Path("runs") / loaded.name
+    total = limit if limit is not None else loaded.config.seed.limit
+    progress = LiveProgress(total) if not quiet else None
+    shown = False
+
+    def show(totals: dict[str, int]) -> None:  # the bar appears once the run has started, not before a refusal
+        nonlocal shown
+        if progress is not None:
+            if not shown:
+                progress.__enter__()
+                shown = True
+            progress.update_totals(totals)
+
+    stops = StopRequests()
+
+    def on_signal(signum: int, frame: object) -> None:  # the driver loop sees it within 0.3 s
+        stops.count += 1
+
+    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        manifest = run_on_ray(graph, output_dir, shards, overrides=overrides, endpoint=endpoint, address=address,
+                              limit=limit, on_progress=show, stops=stops, **options)
+    except SynthloomError as error:
+        _fail(str(error), code=1 if isinstance(error, OutputWriteError) else 2)
+        return
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if progress is not None and shown:
+            progress.__exit__(None, None, None)
     _summarise(manifest, output_dir)
     if manifest["status"] in ("aborted", "failed"):
         _fail(manifest["message"], code=1)

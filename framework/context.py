@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from .models.base import Completion, LLMRequest
 from .models.pool import ModelPool
 from .record_pool import POOL_DIR, RecordPool
+from .shared_state import LocalSharedState, SharedIndex, SharedStateProvider
 from .stats import NodeStats
 from .trace import current_step
 
@@ -52,8 +53,11 @@ class RunContext:
     graph_name: str = ""
     resume_done: Container[str] | None = None
     """On --resume, the ids earlier parts settled (kept on disk: test with `in`)."""
+    shared_state: SharedStateProvider = field(default_factory=LocalSharedState)
+    """Where `shared_index` objects live: this process, or a Ray actor under `run --ray`."""
     _shared: dict[str, Shared] = field(default_factory=dict)
     _pools: dict[str, RecordPool] = field(default_factory=dict)
+    _indexes: dict[str, SharedIndex] = field(default_factory=dict)
 
     async def complete(self, node: str, model: str, request: LLMRequest) -> Completion:
         stats = self.stats_for(node)
@@ -85,6 +89,18 @@ class RunContext:
         if key not in self._shared:
             self._shared[key] = Shared(factory())
         return self._shared[key]
+
+    async def shared_index(self, key: str, local: Any = None) -> SharedIndex:
+        """The run-wide index under `key` (a dedup index): made from `local` the first time (in a node's
+        setup), seen by every record of the run, in every shard under `--ray`."""
+        if local is None and key not in self._indexes:
+            raise RuntimeError(f"the shared index '{key}' is made in setup(), which has not run")
+        if key not in self._indexes:
+            self._indexes[key] = await self.shared_state.index(key, local)
+        return self._indexes[key]
+
+    def has_shared_index(self, key: str) -> bool:
+        return key in self._indexes
 
     def record_pool(self, name: str, max_size: int = 100_000) -> RecordPool:
         """The run-wide record pool `name`, persisted under <output dir>/pools/ and restored on --resume."""

@@ -1,61 +1,440 @@
-"""Past one machine: run a graph's seed shards as Ray tasks (an existing distributed engine, not ours).
+"""Past one machine: `synthloom run G -o DIR --ray` runs the graph's seed shards as Ray tasks.
 
-Each task runs the ordinary single-process engine on shard k of n (records whose id hashes to k), into
-<output dir>/shard-k, against the graph's model servers (typically shared `vllm serve` replicas). Shards
-are independent runs, so each is resumable on its own, and `merge_outputs` concatenates their outputs.
+Each task is the ordinary streaming engine on shard k of n (records whose id hashes to k) writing into
+`DIR/shards/k/`, an ordinary resumable run with its own journal and lock. The driver holds `DIR`'s lock
+for the whole run and rebuilds `DIR/<output>.jsonl`, `failed.jsonl`, `dropped.jsonl` and `manifest.json`
+(totals and per-shard figures) from the shards as each one finishes (`shard_merge`), so DIR reads like a
+one-process run. Model budgets and dedup indexes are run-wide through two Ray actors (`ray_actors`).
 
-    manifests = run_on_ray("graphs/quickstart.yaml", "runs/big", shards=8, address="auto",
-                           endpoint="http://vllm-host:8000/v1")
+Faults: a task whose worker dies is retried by Ray and resumes its shard (its journal is there; the dead
+worker's flock went with it); `--resume` of the whole run resumes every shard; Ctrl-C asks every shard to
+drain as a one-process run does. DIR must be on a filesystem every Ray node sees (one machine, NFS, ...).
+
+    manifest = run_on_ray("quickstart", "runs/big", shards=8, address="auto",
+                          endpoint="http://vllm-host:8000/v1")
 """
 from __future__ import annotations
 
+import asyncio
+import copy
+import json
+import logging
+import os
 import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import reduce
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .graph import Graph, build_graph
+from .journal import DROPPED, FAILED, JOURNAL, MANIFEST, TRACES, Journal
+from .manifest import read_previous_manifest, write_manifest
+from .ray_actors import PermitBank, RayPermits, RaySharedState, RunBoard
+from .record_pool import POOL_DIR
+from .run_lock import RunLock
+from .scheduler import Runner, RunOptions
+from .seeds import seed_columns
+from .shard_merge import (
+    PLAN,
+    SHARDS_DIR,
+    add_figures,
+    combine_counts,
+    merge_shards,
+    read_shard_manifest,
+    run_status,
+    shard_dir,
+)
+
+REPORT_EVERY_S = 0.3
 
 
-def _run_shard(graph: str, output_dir: str, index: int, shards: int, overrides: list[str],
-               endpoint: str | None, options: dict[str, Any]) -> dict[str, Any]:
-    from . import api
-    loaded = api.load(graph, [*overrides, f"seed.shard=[{index}, {shards}]"], endpoint)
-    return api.run(loaded, Path(output_dir) / f"shard-{index:03d}", **options).manifest
+@dataclass(frozen=True)
+class GraphSource:
+    """How a shard finds the graph: a workflow name or a file path, loaded in the worker (so a packaged
+    workflow resolves in the worker's own install), or the config of a `Graph` built in Python."""
+
+    reference: str | None = None
+    overrides: tuple[str, ...] = ()
+    endpoint: str | None = None
+    raw: dict[str, Any] | None = None
+    base_dir: str | None = None
+
+    @classmethod
+    def of(cls, graph: Graph | str | Path, overrides: list[str] | None, endpoint: str | None) -> GraphSource:
+        if isinstance(graph, Graph):
+            if overrides or endpoint:
+                raise ConfigError("pass overrides and endpoint to synthloom.load, not with a loaded graph")
+            return cls(raw=copy.deepcopy(graph.loaded.raw), base_dir=str(graph.base_dir))
+        path = Path(graph)
+        reference = str(path.resolve()) if path.exists() else str(graph)  # a name stays a name
+        return cls(reference=reference, overrides=tuple(overrides or ()), endpoint=endpoint)
+
+    def load(self, shard: tuple[int, int] | None = None) -> Graph:
+        from . import api
+        if self.reference is not None:
+            extra = [f"seed.shard=[{shard[0]}, {shard[1]}]"] if shard else []
+            return api.load(self.reference, [*self.overrides, *extra], self.endpoint)
+        assert self.raw is not None and self.base_dir is not None
+        raw = copy.deepcopy(self.raw)
+        if shard:
+            raw.setdefault("seed", {})["shard"] = list(shard)
+        return _build(raw, Path(self.base_dir))
+
+    def load_shard(self, index: int, count: int) -> Graph:
+        """Shard `index`'s graph: its part of the seed, and its part of each model's replicas (see
+        `split_replicas`)."""
+        graph = self.load((index, count))
+        raw = split_replicas(graph, index, count)
+        return graph if raw is None else _build(raw, graph.base_dir)
 
 
-def run_on_ray(graph: str | Path, output_dir: str | Path, shards: int, *, overrides: list[str] | None = None,
-               endpoint: str | None = None, address: str | None = None, num_cpus_per_shard: float = 1,
-               **options: Any) -> list[dict[str, Any]]:
-    """Run `shards` shards as Ray tasks; returns their manifests. `address=None` starts a local Ray;
-    `overrides` and `endpoint` are those of `synthloom run`, applied in every task."""
+def _build(raw: dict[str, Any], base: Path) -> Graph:
+    from .loader import LoadedConfig, SourceMap, config_hash, validate_raw
+    source_map = SourceMap("<graph>")
+    loaded = LoadedConfig(validate_raw(raw, source_map), raw, source_map, base, config_hash(raw, base))
+    return build_graph(loaded, seed_columns(loaded.config.seed, base))
+
+
+def split_replicas(graph: Graph, index: int, count: int) -> dict[str, Any] | None:
+    """A model with at least as many replicas as there are shards: shard k talks to replicas k, k+n, ...
+    with the matching share of `max_concurrency`. Each replica then hears from one shard, whose replica
+    chooser and adaptive limit see all of that server's load (shards choosing independently among shared
+    replicas overrun one now and then). Fewer replicas than shards: every shard uses all of them. The
+    run-wide budget (the permit bank) holds either way. None: nothing to split."""
+    raw = copy.deepcopy(graph.loaded.raw)
+    changed = False
+    for name in graph.models_used():
+        config = graph.config.models.get(name)
+        if config is None or config.backend != "openai" or count < 2:
+            continue
+        urls = config.urls()
+        if len(urls) < count:
+            continue
+        mine = urls[index::count]
+        raw["models"][name]["base_url"] = mine
+        raw["models"][name]["max_concurrency"] = max(1, config.max_concurrency * len(mine) // len(urls))
+        changed = True
+    return raw if changed else None
+
+
+def _import_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise ConfigError("running on Ray needs the ray extra: pip install -e '.[ray]'") from None
-    if shards < 1:
-        raise ConfigError("shards must be at least 1")
-    from . import api
-    api.load(graph, overrides, endpoint)  # refuse a bad graph here, once, not in every task
+        raise ConfigError("--ray needs the ray extra: pip install 'synthloom[ray]'") from None
+    return ray
+
+
+def _utc(stamp: float | None) -> str | None:
+    return datetime.fromtimestamp(stamp, tz=UTC).isoformat(timespec="seconds") if stamp else None
+
+
+# -- the shard's side (runs in a Ray worker) ------------------------------------------------------------
+
+def _shard_figures(runner: Runner) -> dict[str, int]:
+    counts = runner.counts
+    return {"done": counts.written + counts.failed + counts.dropped, "skipped": counts.skipped,
+            "failed": counts.failed, "dropped": counts.dropped, "tokens": runner.tokens()}
+
+
+async def _report(runner: Runner, board: Any, permits: RayPermits, index: int) -> None:
+    """Now and then: send this shard's figures to the board, trade budget leases with the bank; a stop
+    asked by the driver drains the shard."""
+    stopping = False
+    while True:
+        await asyncio.sleep(REPORT_EVERY_S)
+        await permits.sync()
+        stop = await board.report.remote(index, _shard_figures(runner))
+        if stop and not stopping:
+            stopping = True
+            runner.request_stop()
+
+
+async def _shard_main(runner: Runner, permits: RayPermits, board: Any, index: int) -> dict[str, Any]:
+    await permits.start()
+    reporter = asyncio.create_task(_report(runner, board, permits, index))
+    try:
+        return await runner.run()
+    finally:
+        reporter.cancel()
+        await permits.finish()
+        await board.report.remote(index, _shard_figures(runner))
+
+
+def run_shard(source: GraphSource, root: str, index: int, count: int, options: dict[str, Any],
+              board: Any, bank: Any, budgets: dict[str, dict[str, float | None]]) -> dict[str, Any]:
+    """One shard as a Ray task. A retry after its worker died finds the journal the dead attempt left and
+    resumes it (a fresh run starts with no shard directories, so a journal here is always this run's)."""
+    graph = source.load_shard(index, count)
+    directory = shard_dir(Path(root), index)
+    resume = bool(options.get("resume")) or Journal(directory, graph.loaded.hash).holds_a_run()
+    permits = RayPermits(bank, index, budgets)
+    run_options = RunOptions(**{**options, "resume": resume, "overwrite": False}, permits=permits,
+                             shared_state=RaySharedState(board), manifest_every_s=2.0)
+    return asyncio.run(_shard_main(Runner(graph, directory, run_options), permits, board, index))
+
+
+def replay_shard(source: GraphSource, root: str, index: int, count: int, options: dict[str, Any],
+                 board: Any) -> None:
+    """Before a resumed run goes on, each shard's kept dedup entries go back into the shared index, so a
+    shard that resumes early already sees what shards that finished earlier had kept."""
+    directory = shard_dir(Path(root), index)
+    if not (directory / POOL_DIR).exists():
+        return
+    graph = source.load((index, count))
+    run_options = RunOptions(resume=True, use_cache=False, retry_failed=options.get("retry_failed", True),
+                             shared_state=RaySharedState(board))
+    asyncio.run(Runner(graph, directory, run_options).replay_only())
+
+
+# -- the driver ---------------------------------------------------------------------------------------
+
+class StopRequests:
+    """How many times the user asked the run to stop (signals the CLI catches, so that no
+    KeyboardInterrupt lands inside a Ray call): 1 drains every shard, 2 ends them at once."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+def run_on_ray(graph: Graph | str | Path, output_dir: str | Path, shards: int | None = None, *,
+               overrides: list[str] | None = None, endpoint: str | None = None, address: str | None = None,
+               num_cpus_per_shard: float = 1, on_progress: Callable[[dict[str, int]], None] | None = None,
+               stops: StopRequests | None = None, **options: Any) -> dict[str, Any]:
+    """Run the graph as `shards` Ray tasks into one run directory; returns its manifest.
+
+    `address`: None or "local" starts a Ray on this machine (or joins the one `RAY_ADDRESS` names),
+    "auto" joins the running cluster, "ray://host:10001" goes through Ray Client. `options` are those of
+    `synthloom.run` (limit, resume, overwrite, use_cache, retry_failed, trace, max_in_flight, ...);
+    `on_progress` gets the run's summed figures (done, skipped, failed, dropped, tokens) every ~0.3 s."""
+    ray = _import_ray()
+    source = GraphSource.of(graph, overrides, endpoint)
+    loaded = source.load()  # a bad graph is refused here, once, not in every task
+    if shards is not None and shards < 1:
+        raise ConfigError("--shards must be at least 1")
+    if "cache_dir" not in options and os.environ.get("SYNTHLOOM_CACHE_DIR"):
+        options["cache_dir"] = Path(os.environ["SYNTHLOOM_CACHE_DIR"])  # workers use the driver's cache
+    root = Path(output_dir).resolve()
+    lock = RunLock(root)
+    lock.acquire()
+    try:
+        count = _plan(root, loaded, shards, resume=bool(options.get("resume")),
+                      overwrite=bool(options.pop("overwrite", False)), cluster=lambda: _start_ray(ray, address))
+        _start_ray(ray, address)
+        return _Driver(ray, source, loaded, root, count, num_cpus_per_shard, on_progress, options,
+                       stops or StopRequests()).run()
+    finally:
+        lock.release()
+
+
+def _start_ray(ray: Any, address: str | None) -> int:
+    """Join or start Ray; returns the cluster's CPUs (the default number of shards)."""
     if not ray.is_initialized():
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
-    task = ray.remote(num_cpus=num_cpus_per_shard)(_run_shard)
-    futures = [task.remote(str(Path(graph).resolve()), str(Path(output_dir).resolve()), index, shards,
-                           list(overrides or []), endpoint, options) for index in range(shards)]
-    return list(ray.get(futures))
+        target = None if address in (None, "", "local") else address
+        try:
+            ray.init(address=target, ignore_reinit_error=True, log_to_driver=False, include_dashboard=False,
+                     logging_level=logging.ERROR)  # our one-line errors and progress bar, not Ray's INFO lines
+        except ConnectionError as error:
+            raise ConfigError(f"cannot reach the Ray cluster at --address {address}: {error}") from None
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def _data_files(loaded: Graph) -> list[str]:
+    return [f"{output.name}.jsonl" for output in loaded.config.outputs] + [FAILED, DROPPED, TRACES]
+
+
+def _plan(root: Path, loaded: Graph, shards: int | None, *, resume: bool, overwrite: bool,
+          cluster: Callable[[], int]) -> int:
+    """How many shards the run has: the number it started with (kept in DIR/ray.json), or a new run's."""
+    plan_path = root / PLAN
+    files = _data_files(loaded)
+    if overwrite:
+        shutil.rmtree(root / SHARDS_DIR, ignore_errors=True)
+        shutil.rmtree(root / POOL_DIR, ignore_errors=True)
+        for name in [PLAN, MANIFEST, JOURNAL, *files]:
+            (root / name).unlink(missing_ok=True)
+    if (root / JOURNAL).exists():
+        raise ConfigError(f"{root} holds a run made without --ray; finish it without --ray, or choose another "
+                          f"output directory")
+    if plan_path.exists():
+        if not resume:
+            raise ConfigError(f"{root} already holds a run; add --resume to finish it, --overwrite to start "
+                              f"again, or choose another output directory")
+        plan = json.loads(plan_path.read_text(encoding="utf-8"))
+        if plan.get("config_hash") != loaded.loaded.hash:
+            raise ConfigError(f"the graph changed since the run in {root} started (its prompts, nodes, edges, "
+                              f"outputs, models or seed); finish it with the same graph, or use a new output "
+                              f"directory")
+        if shards is not None and shards != plan["shards"]:
+            raise ConfigError(f"{root} was started with --shards {plan['shards']}; resume it with the same "
+                              f"number, or leave --shards out")
+        return int(plan["shards"])
+    strays = [name for name in [*files, MANIFEST, SHARDS_DIR] if (root / name).exists()]
+    if strays:
+        raise ConfigError(f"{root} holds {', '.join(strays)} but no run plan ({PLAN}); move them away, choose "
+                          f"another output directory, or add --overwrite to delete them")
+    count = shards if shards is not None else cluster()
+    plan_path.write_text(json.dumps({"graph": loaded.name, "config_hash": loaded.loaded.hash, "shards": count}),
+                         encoding="utf-8")
+    return count
+
+
+def _budgets(loaded: Graph) -> dict[str, dict[str, float | None]]:
+    """Run-wide budgets for the models that call a server (an embedded model lives in each worker)."""
+    models = loaded.config.models
+    return {name: {"max_concurrency": models[name].max_concurrency, "rpm": models[name].rpm,
+                   "tpm": models[name].tpm}
+            for name in loaded.models_used() if name in models and models[name].backend == "openai"}
+
+
+class _Driver:
+    def __init__(self, ray: Any, source: GraphSource, loaded: Graph, root: Path, count: int,
+                 num_cpus_per_shard: float, on_progress: Callable[[dict[str, int]], None] | None,
+                 options: dict[str, Any], stops: StopRequests):
+        self.ray, self.source, self.loaded, self.root, self.count = ray, source, loaded, root, count
+        self.num_cpus, self.on_progress = num_cpus_per_shard, on_progress
+        self.options = options
+        self.stops = stops
+        self.shard_dirs = [shard_dir(root, index) for index in range(count)]
+        self.previous = read_previous_manifest(root / MANIFEST) if options.get("resume") else {}
+        self.started = time.time()
+        self.errors: dict[int, str] = {}
+        self.merged: dict[str, int] = {}
+        self.interrupted = False
+        self.budgets = _budgets(loaded)
+        self.board = ray.remote(RunBoard).options(num_cpus=0).remote()
+        self.bank = ray.remote(PermitBank).options(num_cpus=0).remote(self.budgets)
+
+    def run(self) -> dict[str, Any]:
+        ray = self.ray
+        for directory in self.shard_dirs:
+            directory.mkdir(parents=True, exist_ok=True)
+        try:
+            if self.options.get("resume"):
+                replay = ray.remote(num_cpus=self.num_cpus)(replay_shard)
+                ray.get([replay.remote(self.source, str(self.root), index, self.count, self.options, self.board)
+                         for index in range(self.count)])
+            task = ray.remote(num_cpus=self.num_cpus, max_retries=3)(run_shard)
+            pending = {task.remote(self.source, str(self.root), index, self.count, self.options, self.board,
+                                   self.bank, self.budgets): index for index in range(self.count)}
+            try:
+                self._wait(pending)
+            except KeyboardInterrupt:
+                self._drain(pending)
+            self._progress()
+        finally:
+            manifest = self._write("finished")
+            for actor in (self.board, self.bank):
+                ray.kill(actor)
+        return manifest
+
+    def _wait(self, pending: dict[Any, int]) -> None:
+        while pending:
+            if self.stops.count and not self.interrupted:
+                self._drain(pending)  # a signal the CLI caught (SIGINT, SIGTERM): drain like Ctrl-C
+                return
+            ready, _ = self.ray.wait(list(pending), num_returns=1, timeout=REPORT_EVERY_S)
+            for ref in ready:
+                self._settle(pending.pop(ref), ref)
+            if ready:
+                self._write("running")
+            self._progress()
+
+    def _settle(self, index: int, ref: Any) -> None:
+        try:
+            self.ray.get(ref)
+        except Exception as error:  # the task's own error (a shard refused, or its retries ran out)
+            cause = getattr(error, "cause", None) or error
+            self.errors[index] = f"shard {index}: {type(cause).__name__}: {str(cause).strip().splitlines()[-1]}"
+
+    def _drain(self, pending: dict[Any, int]) -> None:
+        """Ctrl-C: every shard stops admitting records and drains; a second Ctrl-C (or the drain period
+        running out) ends the tasks at once, which their journals make safe."""
+        self.interrupted = True
+        self.stops.count = max(self.stops.count, 1)
+        self._ask(self.board.stop.remote())
+        deadline = time.monotonic() + self.loaded.config.run.drain_seconds + 5
+        try:
+            while pending and time.monotonic() < deadline and self.stops.count < 2:
+                ready, _ = self.ray.wait(list(pending), num_returns=1, timeout=REPORT_EVERY_S)
+                for ref in ready:
+                    self._settle(pending.pop(ref), ref)
+                self._progress()
+        except KeyboardInterrupt:
+            pass
+        for ref in pending:
+            self.ray.cancel(ref, force=True)
+
+    def _ask(self, ref: Any, default: Any = None) -> Any:
+        """An actor's answer; `default` if the actor is gone (the run still ends with its shards' files)."""
+        try:
+            return self.ray.get(ref, timeout=30)
+        except Exception:
+            return default
+
+    def _progress(self) -> None:
+        if self.on_progress is None:
+            return
+        figures = self._ask(self.board.progress_of.remote(), {})
+        totals: dict[str, int] = {}
+        for shard in figures.values():
+            for key, value in shard.items():
+                totals[key] = totals.get(key, 0) + value
+        self.on_progress(totals)
+
+    def _write(self, phase: str) -> dict[str, Any]:
+        self.merged = merge_shards(self.root, self.shard_dirs, _data_files(self.loaded))
+        manifest = self._manifest(phase)
+        write_manifest(self.root, manifest)
+        return manifest
+
+    def _manifest(self, phase: str) -> dict[str, Any]:
+        shards = [read_shard_manifest(self.root, index) or {} for index in range(self.count)]
+        statuses = [shard.get("status", "not started") for shard in shards]
+        if phase == "running":
+            status, message = "running", ""
+        elif self.interrupted:
+            status, message = "interrupted", "stopped by the user; run again with --resume to finish"
+        elif self.errors:
+            status, message = "failed", "; ".join(self.errors.values()) + "; fix it and run again with --resume"
+        else:
+            status = run_status(statuses)
+            message = "; ".join(f"shard {index}: {shard['message']}" for index, shard in enumerate(shards)
+                                if shard.get("message") and shard.get("status") != "completed")
+        ended = time.time() if phase != "running" else None
+        elapsed = (ended or time.time()) - self.started
+        part = {"started": _utc(self.started), "ended": _utc(ended), "elapsed_s": round(elapsed, 3),
+                "status": status, "shards": self.count}
+        empty: dict[str, Any] = {}
+        outputs = {output.name: self.merged.get(f"{output.name}.jsonl", 0) for output in self.loaded.config.outputs}
+        return {
+            "graph": self.loaded.name,
+            "config_hash": self.loaded.loaded.hash,
+            "status": status,
+            "message": message,
+            "started": self.previous.get("started") or _utc(self.started),
+            "ended": _utc(ended),
+            "elapsed_s": round(float(self.previous.get("elapsed_s") or 0.0) + elapsed, 3),
+            "counts": combine_counts([shard for shard in shards if shard], outputs),
+            "parts": [*self.previous.get("parts", []), part],
+            "ray": {"shards": self.count},
+            "shards": [{"index": index, "dir": f"{SHARDS_DIR}/{index}", "status": statuses[index],
+                        "elapsed_s": shard.get("elapsed_s"), "counts": shard.get("counts")}
+                       for index, shard in enumerate(shards)],
+            "nodes": reduce(add_figures, [shard.get("nodes") or {} for shard in shards], empty),
+            "models": reduce(add_figures, [shard.get("models") or {} for shard in shards], empty),
+            "concurrency": self._ask(self.bank.figures.remote(), {}),
+        }
 
 
 def merge_outputs(output_dir: str | Path, names: list[str]) -> dict[str, int]:
-    """Concatenate each shard's `<name>.jsonl` into `<output dir>/<name>.jsonl`; returns line counts."""
+    """For shards run by hand (`synthloom run G --shard k/n -o DIR/shard-k`): rebuild `DIR/<name>.jsonl`
+    from every `DIR/shard-*` (and `DIR/shards/*`), each record's lines once; returns line counts."""
     root = Path(output_dir)
-    counts: dict[str, int] = {}
-    for name in names:
-        target = root / f"{name}.jsonl"
-        counts[name] = 0
-        with target.open("w", encoding="utf-8") as merged:
-            for shard in sorted(root.glob("shard-*")):
-                part = shard / f"{name}.jsonl"
-                if part.exists():
-                    with part.open(encoding="utf-8") as source:
-                        shutil.copyfileobj(source, merged)
-                    counts[name] += sum(1 for _ in part.open(encoding="utf-8"))
-    return counts
+    directories = sorted([*root.glob("shard-*"), *(root / SHARDS_DIR).glob("*")])
+    counts = merge_shards(root, [path for path in directories if path.is_dir()], [f"{name}.jsonl" for name in names])
+    return {name: counts[f"{name}.jsonl"] for name in names}

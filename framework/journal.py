@@ -142,7 +142,7 @@ class Journal:
             self.ledger = IdLedger(self.directory)
         return self.ledger
 
-    def load(self, *, retry_failed: bool) -> None:
+    def load(self, *, retry_failed: bool, announce_retries: bool = True) -> None:
         """Read what earlier parts settled into the ledger: the ids this part will not run again.
 
         Retrying failed records, the journal first says so (`retrying`) for each of them; only then may
@@ -151,7 +151,7 @@ class Journal:
         _truncate_partial_last_line(self.path)
         ledger = self.open_ledger()
         ledger.load_done(self._settled_entries())
-        if retry_failed:
+        if retry_failed and announce_retries:  # (not when only reading, as `run --ray` does before shards go on)
             for batch in ledger.ids_with_status(FAILED_STATUS):
                 self.writer.write([{"id": record_id, "status": RETRYING} for record_id in batch])
                 self.writer.flush_pending()

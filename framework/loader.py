@@ -304,7 +304,8 @@ def _read_profile(profile: str, base_dir: Path, where: str, key: str) -> dict[st
 
 
 def point_models_at(raw: dict[str, Any], endpoint: str) -> None:
-    """`--endpoint URL`: every model (and the implicit default) becomes that OpenAI-compatible server."""
+    """`--endpoint URL`: every model (and the implicit default) becomes that OpenAI-compatible server;
+    `--endpoint URL1,URL2` makes them replicas of one model."""
     models = raw.setdefault("models", {}) or {}
     if not isinstance(models, dict):
         return  # the schema check says what is wrong with it
@@ -315,7 +316,7 @@ def point_models_at(raw: dict[str, Any], endpoint: str) -> None:
         if not isinstance(spec, dict):
             continue
         spec["backend"] = "openai"
-        spec["base_url"] = endpoint
+        spec["base_url"] = endpoint.split(",") if "," in endpoint else endpoint
         spec.setdefault("model", "default")
         spec.pop("path", None)
 

@@ -24,6 +24,7 @@ class LiveProgress:
         self._started = time.monotonic()
 
     def __enter__(self) -> LiveProgress:
+        self._started = time.monotonic()  # the rate counts from when the bar appears (after Ray started)
         self.progress.start()
         return self
 
@@ -43,3 +44,13 @@ class LiveProgress:
         detail = (f"failed {counts.failed} · dropped {counts.dropped} · tokens {runner.tokens():,}"
                   + (f" · conc {concurrency}" if concurrency else ""))
         self.progress.update(self.task, completed=done + counts.skipped, rate=f"{rate:.1f}/s", detail=detail)
+
+    def update_totals(self, totals: dict[str, int]) -> None:
+        """A `run --ray`: the figures every shard reported, summed (one bar for the whole run)."""
+        now = time.monotonic()
+        done = totals.get("done", 0)
+        rate = done / max(1e-9, now - self._started)
+        detail = (f"failed {totals.get('failed', 0)} · dropped {totals.get('dropped', 0)} · "
+                  f"tokens {totals.get('tokens', 0):,}")
+        self.progress.update(self.task, completed=done + totals.get("skipped", 0), rate=f"{rate:.1f}/s",
+                             detail=detail)

@@ -36,8 +36,10 @@ from .models.cache import ResponseCache
 from .models.pool import ModelPool
 from .node import Drop
 from .outputs import OutputShaper
+from .permits import PermitProvider
 from .run_lock import RunLock
 from .seeds import BadSeed, read_seeds, row_id
+from .shared_state import LocalSharedState, SharedStateProvider
 from .stats import NodeStats
 from .trace import TRACES, RecordTrace, record_trace
 from .walk import GraphWalk, NodeFailure
@@ -71,6 +73,10 @@ class RunOptions:
     on_progress: Callable[[Runner], None] | None = None
     manifest_every_s: float = 5.0
     """How often manifest.json is rewritten while the run goes on, so a kill -9 loses little of its figures."""
+    permits: PermitProvider | None = None
+    """Model budgets shared with other processes (`run --ray`); None: this process's own."""
+    shared_state: SharedStateProvider | None = None
+    """Where run-wide indexes live (`run --ray`: one Ray actor for every shard); None: this process."""
 
 
 class Runner:
@@ -80,9 +86,11 @@ class Runner:
         self.options = options or RunOptions()
         config = graph.config
         cache = ResponseCache(self.options.cache_dir) if self.options.use_cache else None
-        self.models = ModelPool(config.models, cache, retry_base_delay=self.options.retry_base_delay)
+        self.models = ModelPool(config.models, cache, retry_base_delay=self.options.retry_base_delay,
+                                permits=self.options.permits)
         self.ctx = RunContext(models=self.models, output_dir=self.output_dir, base_dir=graph.base_dir,
-                              node_stats={name: NodeStats() for name in graph.nodes}, graph_name=graph.name)
+                              node_stats={name: NodeStats() for name in graph.nodes}, graph_name=graph.name,
+                              shared_state=self.options.shared_state or LocalSharedState())
         self.walker = GraphWalk(graph, self.ctx)
         self.shapers = [OutputShaper(output) for output in config.outputs]
         self._flush_scheduled = False
@@ -151,6 +159,21 @@ class Runner:
             reporter.cancel()
             await self._finish()
         return self.manifest
+
+    async def replay_only(self) -> None:
+        """Set the nodes up as `--resume` would (restoring run-wide indexes from this directory's pools),
+        then stop without touching a record: under `--ray`, every shard's shared state is rebuilt before
+        any shard goes on."""
+        self.lock.acquire()
+        try:
+            self.journal.load(retry_failed=self.options.retry_failed, announce_retries=False)
+            self.ctx.resume_done = self.journal.ledger
+            await self._prepare()
+        finally:
+            self.ctx.close_pools()
+            await self.models.close()
+            self.journal.close()
+            self.lock.release()
 
     async def _prepare(self) -> None:
         """Everything that can refuse the run (a missing API key, model file or pool file) happens before

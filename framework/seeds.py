@@ -196,16 +196,20 @@ def in_shard(item: SeedItem, config: SeedConfig) -> bool:
 
 
 def read_seeds(config: SeedConfig, base_dir: Path, limit: int | None = None) -> Iterator[SeedItem]:
+    """The seed rows, shuffled and capped first, then this shard's share: the shards of a run together
+    hold exactly the records one process would run (`-n 100 --shard 0/4` is shard 0's part of 100 rows)."""
     rows = _raw_rows(config, base_dir)
-    if config.shard is not None:
-        rows = (item for item in rows if in_shard(item, config))
     if config.shuffle:
         rows = _shuffled(rows, config.shuffle_buffer, config.shuffle_seed)
     cap = limit if limit is not None else config.limit
     if cap is None and config.source.type == "none" and config.source.rows is None:
         raise ConfigError("a graph with no seed file needs seed.limit or seed.source.rows (or -n N)",
                           key="seed.limit")
-    return islice(rows, cap) if cap is not None else rows
+    if cap is not None:
+        rows = islice(rows, cap)
+    if config.shard is not None:
+        rows = (item for item in rows if in_shard(item, config))
+    return rows
 
 
 def seed_columns(config: SeedConfig, base_dir: Path) -> set[str]:

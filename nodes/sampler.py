@@ -17,7 +17,6 @@ persona pairs); in cover mode the walk goes over unordered pairs, so 6 personas 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import math
 import random
@@ -31,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from synthloom.context import RunContext
 from synthloom.errors import ConfigError
 from synthloom.node import Node, NodeParams
+from synthloom.shared_state import Numbering
 
 
 class FileSlot(BaseModel):
@@ -152,9 +152,8 @@ class Sampler(Node[SamplerParams]):
         index = state.get(self.p.index_field) if self.p.index_field else None
         if isinstance(index, int) and not isinstance(index, bool) and index >= 0:
             return index
-        counter = ctx.shared(f"sampler:{self.name}:position", itertools.count)
-        async with counter.lock:
-            position: int = next(counter.value)
+        counter = await ctx.shared_index(f"sampler:{self.name}:position", Numbering())  # run-wide, every shard
+        position: int = await counter.check_and_add(None, state["id"])
         return position
 
     def _random_draws(self, rng: random.Random) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from pydantic import Field
@@ -18,6 +18,7 @@ from synthloom.context import RunContext
 from synthloom.errors import ConfigError
 from synthloom.node import Drop, Node, NodeParams
 from synthloom.record_pool import RecordPool
+from synthloom.shared_state import LocalSharedState
 
 from .rouge_index import Closest, RougeIndex, tokenize
 
@@ -27,7 +28,7 @@ class PreloadSpec(NodeParams):
     field: str = Field(description="the key of each line holding the text")
 
 
-def _preload(ctx: RunContext, pool_name: str, preload: PreloadSpec | None, max_size: int) -> None:
+async def _preload(ctx: RunContext, pool_name: str, preload: PreloadSpec | None, max_size: int) -> None:
     """Fill a pool from its seed file once per run, whichever node sets it up first."""
     pool = ctx.record_pool(pool_name, max_size)
     if preload is None or pool.preloaded:
@@ -37,6 +38,9 @@ def _preload(ctx: RunContext, pool_name: str, preload: PreloadSpec | None, max_s
         raise ConfigError(f"pool preload file {path} does not exist")
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     pool.preload({"text": row[preload.field], **row} for row in rows if row.get(preload.field))
+    if ctx.has_shared_index(f"novelty:{pool_name}"):  # a novelty node was set up first: it learns them too
+        await (await ctx.shared_index(f"novelty:{pool_name}")).check_and_add_many(
+            [((str(item["text"]), None), None) for item in pool.items if item.get("record") is None])
 
 
 class NoveltyParams(NodeParams):
@@ -64,13 +68,17 @@ class Novelty(Node[NoveltyParams]):
         return {self.params.output} if self.params.output else set()
 
     async def setup(self, ctx: RunContext) -> None:
-        await asyncio.to_thread(_preload, ctx, self.params.pool, self.params.preload, self.params.max_size)
+        await _preload(ctx, self.params.pool, self.params.preload, self.params.max_size)
+        if _run_wide(ctx):
+            await _novelty_index(ctx, self.params.pool, ctx.record_pool(self.params.pool, self.params.max_size))
         await asyncio.to_thread(tokenize, "")  # imports rouge-score (and nltk) now, before records are in flight
 
     async def run(self, state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any] | Drop:
         p = self.params
         text = str(state[p.field])
         pool = ctx.record_pool(p.pool, p.max_size)
+        if _run_wide(ctx):
+            return await self._run_wide_check(ctx, pool, text, state)
         index: RougeIndex = ctx.shared(f"novelty-index:{p.pool}", RougeIndex).value
         async with pool.lock:
             # the record's own earlier entry is not a rival: it is the record meeting itself again (a loop)
@@ -83,10 +91,68 @@ class Novelty(Node[NoveltyParams]):
             return {p.output: {"max_similarity": round(closest.score, 3), "most_similar": closest.text}}
         return {}
 
+    async def _run_wide_check(self, ctx: RunContext, pool: RecordPool, text: str,
+                              state: Mapping[str, Any]) -> dict[str, Any] | Drop:
+        """Under `run --ray`: one index for every shard (a Ray actor), so two similar texts in two shards
+        cannot both pass."""
+        p = self.params
+        store = await _novelty_index(ctx, p.pool, pool)
+        best, closest, novel = await store.check_and_add((text, p.threshold), state["id"])
+        if not novel:
+            return Drop("not novel", {"similarity": round(best, 3), "similar_to": closest[:200] if closest else None})
+        pool.add(state["id"], {"text": text, **{key: state.get(key) for key in p.keep}})
+        if p.output:
+            return {p.output: {"max_similarity": round(best, 3), "most_similar": closest}}
+        return {}
+
 
 def _closest(index: RougeIndex, pool: RecordPool, text: str, record_id: str) -> Closest:
     index.follow(pool)
     return index.closest(text, exclude_record=record_id)
+
+
+class RougeNoveltyIndex:
+    """The pool's texts as one shared index (`ctx.shared_index`, a Ray actor under `run --ray`): find the
+    closest text through a `RougeIndex` and add if novel, in one step."""
+
+    def __init__(self, items: Iterable[dict[str, Any]], max_size: int):
+        self.index = RougeIndex()
+        self.seen: set[tuple[str, Any]] = set()
+        self.check_and_add_many([((str(item["text"]), None), item.get("record")) for item in items])
+
+    def check_and_add(self, signature: tuple[str, float | None], record: Any) -> tuple[float, str | None, bool]:
+        """(best similarity, closest text, admitted); a threshold of None restores an item unchecked."""
+        text, threshold = signature
+        closest = self.index.closest(text, exclude_record=record) if threshold is not None else None
+        best = closest.score if closest is not None else 0.0
+        novel = threshold is None or best < threshold
+        if novel and (text, record) not in self.seen:
+            self.index.add(text, record)
+            self.seen.add((text, record))
+        return best, closest.text if closest is not None else None, novel
+
+    def check_and_add_many(self, items: list[tuple[tuple[str, float | None], Any]]) -> None:
+        for signature, record in items:
+            self.check_and_add(signature, record)
+
+    def save(self, folder: Any) -> None:
+        """Persisted by the pool file (pools/), not here."""
+
+
+async def _novelty_index(ctx: RunContext, name: str, pool: Any) -> Any:
+    """Made in the node's setup from the pool's items (preloaded, and on --resume those of finished
+    records); a shard joining a run-wide index adds the items its own pool holds."""
+    key = f"novelty:{name}"
+    if ctx.has_shared_index(key):
+        return await ctx.shared_index(key)
+    store = await ctx.shared_index(key, RougeNoveltyIndex(pool.items, pool.max_size))
+    await store.check_and_add_many([((str(item["text"]), None), item.get("record")) for item in pool.items])
+    return store
+
+
+def _run_wide(ctx: RunContext) -> bool:
+    """True under `run --ray`, where the pool's index must be one for every shard."""
+    return not isinstance(ctx.shared_state, LocalSharedState)
 
 
 class PoolSampleParams(NodeParams):
@@ -108,7 +174,7 @@ class PoolSample(Node[PoolSampleParams]):
         return {self.params.output}
 
     async def setup(self, ctx: RunContext) -> None:
-        await asyncio.to_thread(_preload, ctx, self.params.pool, self.params.preload, self.params.max_size)
+        await _preload(ctx, self.params.pool, self.params.preload, self.params.max_size)
 
     async def run(self, state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
         p = self.params

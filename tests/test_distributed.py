@@ -1,30 +1,272 @@
-"""Seed shards run as Ray tasks (local Ray here) write every record exactly once across shards."""
+"""`run --ray`: shards as Ray tasks (a local Ray, 2 CPUs) into one run directory, exactly once, with
+run-wide budgets and dedup, surviving a killed worker and an interrupted run."""
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import synthloom
+from synthloom.config import SeedConfig
 from synthloom.distributed import merge_outputs, run_on_ray
+from synthloom.seeds import in_shard
 
+from tests.conftest import model_spec
 from tests.fixture_server import FakeOpenAI
 from tests.test_run import chain_graph, lines
 
-ray = pytest.importorskip("ray", reason="needs the ray extra")
+ray = pytest.importorskip("ray", reason="run --ray needs the ray extra (pip install -e '.[ray]')")
 
 
-def test_shards_on_ray_cover_the_seed_once(fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path],
-                                           tmp_path: Path) -> None:
+@pytest.fixture(scope="module", autouse=True)
+def local_ray() -> Iterator[None]:
+    """One local Ray for the module; the CLI tests join it with --address auto."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def seeds_of(count: int) -> list[dict[str, Any]]:
+    return [{"id": f"r{index:03d}", "topic": f"topic {index}"} for index in range(count)]
+
+
+def ids_in(path: Path) -> list[str]:
+    return sorted(record["metadata"]["id"] for record in lines(path))
+
+
+def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "synthloom.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_two_shards_write_every_record_once_into_one_directory(
+        fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
     server = fake_llm(latency=0.005)
-    seeds = [{"id": f"r{index:03d}", "topic": f"topic {index}"} for index in range(60)]
+    seeds = seeds_of(40)
     graph = write_graph(chain_graph(server), seeds)
-    try:
-        manifests = run_on_ray(graph, tmp_path / "out", shards=3, num_cpus_per_shard=0.5, use_cache=False)
-    finally:
-        ray.shutdown()
-    assert [m["status"] for m in manifests] == ["completed"] * 3
-    assert all(m["counts"]["written"] > 0 for m in manifests)
-    assert merge_outputs(tmp_path / "out", ["sft"]) == {"sft": 60}
-    ids = [record["metadata"]["id"] for record in lines(tmp_path / "out" / "sft.jsonl")]
-    assert sorted(ids) == [seed["id"] for seed in seeds]
-    assert server.successes == 120
+    out = tmp_path / "out"
+    manifest = run_on_ray(graph, out, shards=2, num_cpus_per_shard=0.5)
+    assert manifest["status"] == "completed", manifest["message"]
+    assert ids_in(out / "sft.jsonl") == [seed["id"] for seed in seeds]
+    assert len(lines(out / "raw.jsonl")) == 40
+    assert manifest["counts"]["written"] == 40 and manifest["counts"]["outputs"] == {"sft": 40, "raw": 40}
+    assert [shard["status"] for shard in manifest["shards"]] == ["completed", "completed"]
+    assert sum(shard["counts"]["written"] for shard in manifest["shards"]) == 40
+    assert all(shard["counts"]["written"] > 0 for shard in manifest["shards"])
+    assert manifest["models"]["w"]["calls"] == 80 == server.successes
+    assert json.loads((out / "manifest.json").read_text())["counts"]["written"] == 40
+
+    again = run_on_ray(graph, out, shards=2, num_cpus_per_shard=0.5, resume=True)  # nothing left to do
+    assert again["status"] == "completed" and ids_in(out / "sft.jsonl") == [seed["id"] for seed in seeds]
+    assert len(again["parts"]) == 2 and server.successes == 80
+    with pytest.raises(synthloom.ConfigError, match="already holds a run"):
+        run_on_ray(graph, out, shards=2)
+    with pytest.raises(synthloom.ConfigError, match="started with --shards 2"):
+        run_on_ray(graph, out, shards=3, resume=True)
+
+
+def test_the_server_never_sees_more_than_max_concurrency(
+        fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    """Each shard alone would send 3 at once, so 2 shards would send 6: the leases keep it at 3."""
+    server = fake_llm(latency=0.05)
+    graph = write_graph(chain_graph(server, max_concurrency=3), seeds_of(40))
+    loaded = synthloom.load(graph)  # a Graph object, not a path: its config travels to the tasks
+    manifest = synthloom.run(loaded, tmp_path / "out", ray=True, shards=2, num_cpus_per_shard=0.5,
+                             use_cache=False).manifest
+    assert manifest["status"] == "completed" and manifest["counts"]["written"] == 40
+    assert 2 <= server.peak_in_flight <= 3
+    assert manifest["concurrency"]["w"] == {"ceiling": 3, "peak": 3}
+
+
+def test_a_killed_worker_resumes_its_shard_and_the_run_finishes_once(
+        fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    server = fake_llm(latency=0.03)
+    seeds = seeds_of(120)
+    graph = write_graph(chain_graph(server, max_concurrency=4), seeds)
+    out = tmp_path / "out"
+    result: dict[str, Any] = {}
+    driver = threading.Thread(target=lambda: result.update(
+        run_on_ray(graph, out, shards=2, num_cpus_per_shard=0.5, use_cache=False)))
+    driver.start()
+    lock, journal = out / "shards" / "0" / ".synthloom.lock", out / "shards" / "0" / "journal.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (journal.exists() and len(journal.read_text().splitlines()) > 10):
+        time.sleep(0.05)
+    holder = re.match(r"pid (\d+)", lock.read_text())
+    assert holder, lock.read_text()
+    os.kill(int(holder.group(1)), signal.SIGKILL)
+    driver.join(120)
+    assert not driver.is_alive()
+    assert result["status"] == "completed", result["message"]
+    assert ids_in(out / "sft.jsonl") == [seed["id"] for seed in seeds]
+    assert result["counts"]["written"] == 120
+    parts = [entry for entry in lines(journal) if "id" not in entry]
+    assert len(parts) == 2  # the retried task resumed the shard the dead worker left
+    assert result["shards"][0]["counts"]["resumed_from_journal"] >= 10
+
+
+def test_duplicates_planted_across_shards_are_removed(
+        fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    server = fake_llm()
+    seeds = [{"id": f"r{index:03d}", "topic": f"topic {index % 15}"} for index in range(45)]
+    shard_of = {seed["id"]: next(k for k in range(2) if in_shard(seed, SeedConfig(shard=(k, 2)))) for seed in seeds}
+    by_topic: dict[str, set[int]] = {}
+    for seed in seeds:
+        by_topic.setdefault(seed["topic"], set()).add(shard_of[seed["id"]])
+    assert sum(len(found) == 2 for found in by_topic.values()) >= 5  # copies really sit in both shards
+    spec = {
+        "name": "dedup",
+        "models": {"w": model_spec(server)},
+        "nodes": {
+            "unique": {"type": "dedup", "field": "topic", "method": "exact"},
+            "answer": {"type": "llm", "model": "w", "output": "answer",
+                       "messages": [{"role": "user", "content": "About {{ topic }}"}]},
+        },
+        "edges": [["unique", "answer"]],
+        "outputs": [{"name": "sft", "format": "sft", "messages": [{"role": "user", "content": "{{ topic }}"},
+                                                                  {"role": "assistant", "content": "{{ answer }}"}]}],
+    }
+    graph = write_graph(spec, seeds)
+    out = tmp_path / "out"
+    manifest = run_on_ray(graph, out, shards=2, num_cpus_per_shard=0.5)
+    assert manifest["status"] == "completed", manifest["message"]
+    topics = sorted(record["messages"][0]["content"] for record in lines(out / "sft.jsonl"))
+    assert topics == sorted(f"topic {index}" for index in range(15))
+    assert manifest["counts"]["dropped"] == 30 == len(lines(out / "dropped.jsonl"))
+    assert manifest["counts"]["drop_reasons"] == {"unique: duplicate": 30}
+
+
+
+def test_a_resumed_run_rebuilds_the_shared_index_before_any_shard_goes_on(
+        fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    """Part 1 runs only shard 2's rows; part 2 (--resume, no limit) brings copies of them in shards 0 and
+    1, which Ray starts first (2 CPUs, 3 shards). The new run's index must already hold shard 2's texts."""
+    server = fake_llm()
+
+    def shard_of(record_id: str) -> int:
+        return next(k for k in range(3) if in_shard({"id": record_id}, SeedConfig(shard=(k, 3))))
+
+    ids = [f"r{index:03d}" for index in range(200)]
+    firsts = [record_id for record_id in ids if shard_of(record_id) == 2][:10]
+    copies = [record_id for record_id in ids if shard_of(record_id) != 2][:10]
+    seeds = [{"id": record_id, "topic": f"topic {n}"} for n, record_id in enumerate(firsts)]
+    seeds += [{"id": record_id, "topic": f"topic {n}"} for n, record_id in enumerate(copies)]
+    spec = {
+        "name": "dedup", "models": {"w": model_spec(server)},
+        "nodes": {"unique": {"type": "dedup", "field": "topic", "method": "exact"},
+                  "answer": {"type": "llm", "model": "w", "output": "answer",
+                             "messages": [{"role": "user", "content": "About {{ topic }}"}]}},
+        "edges": [["unique", "answer"]],
+        "outputs": [{"name": "raw", "format": "raw", "fields": ["topic"]}],
+    }
+    graph = write_graph(spec, seeds)
+    out = tmp_path / "out"
+    first = run_on_ray(graph, out, shards=3, limit=10)
+    assert first["counts"]["written"] == 10 and [s["counts"]["written"] for s in first["shards"]] == [0, 0, 10]
+    resumed = run_on_ray(graph, out, shards=3, resume=True)
+    assert resumed["status"] == "completed", resumed["message"]
+    assert resumed["counts"]["written"] == 10 and resumed["counts"]["dropped"] == 10
+    assert sorted(record["topic"] for record in lines(out / "raw.jsonl")) == sorted(f"topic {n}" for n in range(10))
+
+
+def test_resume_of_an_interrupted_ray_run_through_the_cli(
+        fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    server = fake_llm(latency=0.05)
+    seeds = seeds_of(120)
+    spec = chain_graph(server, max_concurrency=4)
+    spec["run"] = {"drain_seconds": 1}
+    graph = write_graph(spec, seeds)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "synthloom.cli", "run", str(graph), "-o", str(out), "--ray", "--address",
+               "auto", "--shards", "2", "-q", "--no-cache"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    journals = [out / "shards" / str(k) / "journal.jsonl" for k in range(2)]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and sum(len(path.read_text().splitlines()) if path.exists() else 0
+                                              for path in journals) < 30:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    stopped = json.loads((out / "manifest.json").read_text())
+    assert stopped["status"] == "interrupted" and 0 < stopped["counts"]["written"] < 120
+    assert len(lines(out / "sft.jsonl")) == stopped["counts"]["written"]
+
+    done = cli("run", str(graph), "-o", str(out), "--ray", "--address", "auto", "--resume", "-q", "--no-cache")
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "completed" and manifest["counts"]["written"] == 120
+    assert ids_in(out / "sft.jsonl") == [seed["id"] for seed in seeds]
+    assert len(manifest["parts"]) == 2
+
+
+def test_a_workflow_name_runs_on_ray(fake_llm: Callable[..., FakeOpenAI], tmp_path: Path) -> None:
+    server = fake_llm(model="*")
+    manifest = run_on_ray("sycophancy", tmp_path / "out", shards=2, endpoint=server.url, limit=6,
+                          num_cpus_per_shard=0.5)
+    assert manifest["status"] == "completed", manifest["message"]
+    assert manifest["counts"]["seeded"] == 6
+    assert len(lines(tmp_path / "out" / "sft.jsonl")) == manifest["counts"]["outputs"]["sft"] > 0
+
+
+def test_novelty_pool_and_cover_sampler_are_run_wide(
+        fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    """Copies of a text in both shards pass a per-shard novelty pool; a per-shard cover sampler draws the
+    same combinations in both shards. Run-wide, neither happens."""
+    server = fake_llm()
+    seeds = [{"id": f"r{index:03d}", "topic": f"alpha{index % 12} beta{index % 12} gamma{index % 12}"}
+             for index in range(36)]
+    spec = {
+        "name": "novel",
+        "models": {"w": model_spec(server)},
+        "nodes": {
+            "novel": {"type": "novelty", "field": "topic", "pool": "tasks", "threshold": 0.7},
+            "draw": {"type": "sampler", "mode": "cover", "seed": 1,
+                     "slots": {"persona": [f"p{n}" for n in range(4)], "tone": ["formal", "casual", "terse"]}},
+            "answer": {"type": "llm", "model": "w", "output": "answer",
+                       "messages": [{"role": "user", "content": "{{ persona }} {{ tone }}: {{ topic }}"}]},
+        },
+        "edges": [["novel", "draw"], ["draw", "answer"]],
+        "outputs": [{"name": "raw", "format": "raw", "fields": ["topic", "persona", "tone"]}],
+    }
+    out = tmp_path / "out"
+    manifest = run_on_ray(write_graph(spec, seeds), out, shards=2, num_cpus_per_shard=0.5)
+    assert manifest["status"] == "completed", manifest["message"]
+    records = lines(out / "raw.jsonl")
+    assert sorted(record["topic"] for record in records) == sorted({seed["topic"] for seed in seeds})
+    assert manifest["counts"]["drop_reasons"] == {"novel: not novel": 24}
+    assert len({(record["persona"], record["tone"]) for record in records}) == 12  # each combination once
+
+
+def test_merge_outputs_keeps_each_journaled_record_once(tmp_path: Path) -> None:
+    """Shards run by hand (`--shard k/n`): lines of records their journal does not list are left out."""
+    for index, ids in enumerate([["a", "b"], ["c"]]):
+        shard = tmp_path / f"shard-{index}"
+        shard.mkdir()
+        (shard / "sft.jsonl").write_text("".join(json.dumps({"metadata": {"id": i}}) + "\n" for i in [*ids, "x"]))
+        (shard / "journal.jsonl").write_text("".join(json.dumps({"id": i, "status": "written"}) + "\n" for i in ids))
+    assert merge_outputs(tmp_path, ["sft"]) == {"sft": 3}
+    assert ids_in(tmp_path / "sft.jsonl") == ["a", "b", "c"]
+
+
+def test_an_endpoint_list_becomes_replicas_split_across_shards(
+        fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path]) -> None:
+    from synthloom.distributed import GraphSource
+    server = fake_llm()
+    graph = write_graph(chain_graph(server, max_concurrency=8), seeds_of(4))
+    urls = [f"http://127.0.0.1:{9000 + n}/v1" for n in range(4)]
+    source = GraphSource.of(graph, ["models.w.max_concurrency=8"], ",".join(urls))
+    assert source.load().config.models["w"].urls() == urls
+    shard = source.load_shard(1, 2).config.models["w"]
+    assert shard.urls() == [urls[1], urls[3]] and shard.max_concurrency == 4
+    three = source.load_shard(0, 5).config.models["w"]  # fewer replicas than shards: all of them, full budget
+    assert three.urls() == urls and three.max_concurrency == 8

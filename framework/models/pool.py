@@ -6,6 +6,7 @@ from typing import Any
 
 from ..config import ModelConfig
 from ..errors import ConfigError, ModelCallError
+from ..permits import PermitProvider, with_permit
 from ..stats import UsageStats
 from .base import Completion, LLMRequest, ModelClient
 from .cache import ResponseCache, cache_key
@@ -29,11 +30,12 @@ def build_client(name: str, config: ModelConfig, retry_base_delay: float) -> Mod
 
 class ModelPool:
     def __init__(self, configs: dict[str, ModelConfig], cache: ResponseCache | None = None,
-                 retry_base_delay: float = 0.5):
+                 retry_base_delay: float = 0.5, permits: PermitProvider | None = None):
         self.configs = dict(configs)
         self.configs.setdefault(DEFAULT_MODEL, EMBEDDED)
         self.cache = cache
         self.retry_base_delay = retry_base_delay
+        self.permits = permits  # budgets shared with other processes (run --ray); None: this process's own
         self._clients: dict[str, ModelClient] = {}
         self.usage: dict[str, UsageStats] = {}
 
@@ -58,7 +60,8 @@ class ModelPool:
         completion = self.cache.get(key) if self.cache and key else None
         if completion is None:
             try:
-                completion = await client.complete(request)
+                completion = await (client.complete(request) if self.permits is None else
+                                    with_permit(self.permits, name, config.params, request, client.complete))
             except ModelCallError as error:
                 self.usage[name].errors += 1
                 self.usage[name].retries += max(0, error.attempts - 1)

@@ -15,7 +15,7 @@ from synthloom.errors import ConfigError
 from synthloom.node import Drop, Node, NodeParams
 from synthloom.record_pool import POOL_DIR
 
-from .base import Index, Match, Origin
+from .base import Index, Origin
 from .embedding import EMBED_MISSING, EmbeddingIndex, sentence_encoder
 from .exact import ExactIndex
 from .kept_log import KeptLog
@@ -67,9 +67,15 @@ class Dedup(Node[DedupParams]):
         return {self.p.field}
 
     async def setup(self, ctx: RunContext) -> None:
+        """The index, from the `index:` folder, becomes run-wide (`ctx.shared_index`: this process, or one
+        Ray actor for every shard under `run --ray`); on --resume what this run kept before it stopped is
+        put back into it."""
         log = self._log(ctx)
-        index = await asyncio.to_thread(self._open_index, ctx, log)
-        ctx.shared(self.shared_key, lambda: index)
+        index = await asyncio.to_thread(self._open_index, ctx)
+        store = await ctx.shared_index(self.shared_key, index)
+        replayed = await asyncio.to_thread(self._replay, index, log, ctx)
+        if replayed:
+            await store.check_and_add_many(replayed)
 
     def _log(self, ctx: RunContext) -> KeptLog:
         def open_log() -> KeptLog:
@@ -78,8 +84,7 @@ class Dedup(Node[DedupParams]):
         log: KeptLog = ctx.shared(f"{self.shared_key}:kept", open_log).value
         return log
 
-    def _open_index(self, ctx: RunContext, log: KeptLog) -> Index:
-        """The index: from the `index:` folder, then (on --resume) what this run kept before it stopped."""
+    def _open_index(self, ctx: RunContext) -> Index:
         index = _new_index(self.p)
         folder = self._folder(ctx)
         if folder is not None:
@@ -88,12 +93,13 @@ class Dedup(Node[DedupParams]):
             except (ValueError, KeyError, OSError) as error:
                 raise ConfigError(f"cannot use the index in {folder}: {error}; fix or remove it",
                                   key=f"nodes.{self.name}.index") from None
-        run = self._run_name(ctx)
-        for entry in log.replay():
-            signature = index.decode(entry["signature"]) if "signature" in entry else \
-                index.signature(str(entry["text"]))
-            index.check_and_add(signature, Origin(run, entry["record"]))
         return index
+
+    def _replay(self, index: Index, log: KeptLog, ctx: RunContext) -> list[tuple[Any, Origin]]:
+        """What this run kept before it stopped (finished records only), as (signature, origin) pairs."""
+        run = self._run_name(ctx)
+        return [(index.decode(entry["signature"]) if "signature" in entry else index.signature(str(entry["text"])),
+                 Origin(run, entry["record"])) for entry in log.replay()]
 
     @staticmethod
     def _run_name(ctx: RunContext) -> str:
@@ -103,26 +109,23 @@ class Dedup(Node[DedupParams]):
         return ctx.resolve_path(self.p.index) if self.p.index else None
 
     async def run(self, state: Mapping[str, Any], ctx: RunContext) -> Drop | None:
-        shared = ctx.shared(self.shared_key, _not_set_up)
-        index: Index = shared.value
+        store = await ctx.shared_index(self.shared_key)
+        index: Index = store.local
         value = state[self.p.field]
         text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, ensure_ascii=False)
         signature = await asyncio.to_thread(index.signature, text)
         origin = Origin(self._run_name(ctx), state["id"])
-        log = self._log(ctx)
-        async with shared.lock:
-            match = await asyncio.to_thread(_check_and_log, index, log, signature, origin)
-        if match is None:
+        match = await store.check_and_add(signature, origin)  # atomic and run-wide, off the event loop
+        if match is None:  # journaled beside the output before the record can count as done
+            self._log(ctx).append(origin.record_id, index.encode(signature))
             return None
         return Drop("duplicate", {"duplicate_of": match.duplicate_of, "similarity": match.similarity})
 
     async def teardown(self, ctx: RunContext) -> None:
         self._log(ctx).close()
         folder = self._folder(ctx)
-        shared = ctx.shared(self.shared_key, lambda: None)  # None: the run stopped before this setup()
-        if folder is not None and shared.value is not None:
-            async with shared.lock:
-                await asyncio.to_thread(shared.value.save, folder)
+        if folder is not None and ctx.has_shared_index(self.shared_key):  # absent: stopped before setup()
+            await (await ctx.shared_index(self.shared_key)).save(folder)
 
 
 def _new_index(params: DedupParams) -> Index:
@@ -131,15 +134,3 @@ def _new_index(params: DedupParams) -> Index:
     if params.method == "minhash":
         return MinHashIndex(params.similarity, params.num_perm, params.ngram)
     return EmbeddingIndex(params.similarity, sentence_encoder())
-
-
-def _check_and_log(index: Index, log: KeptLog, signature: Any, origin: Origin) -> Match | None:
-    """Look up and add; journal what was kept before the record can count as done."""
-    match = index.check_and_add(signature, origin)
-    if match is None:
-        log.append(origin.record_id, index.encode(signature))
-    return match
-
-
-def _not_set_up() -> Index:
-    raise RuntimeError("the dedup index is made in setup(), which has not run")
