@@ -75,5 +75,5 @@ async def test_the_event_loop_keeps_beating_while_dedup_loads_and_checks(tmp_pat
         return await asyncio.gather(*(check(n, text) for n, text in enumerate(texts)))
 
     gaps = await heartbeat_gaps(work())
-    assert len(ctx.shared("dedup:unique", lambda: None).value.origins) > 30_000  # loaded, and kept some
+    assert len((await ctx.shared_index("dedup:unique")).local.origins) > 30_000  # loaded, and kept some
     assert len(gaps) > 20 and sum(gap > 0.5 for gap in gaps) == 0, [round(gap, 3) for gap in gaps if gap > 0.05]
