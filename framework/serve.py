@@ -1,6 +1,6 @@
 """`synthloom serve`: the embedded model as an OpenAI-compatible server on loopback, so other tools and
 other synthloom runs can share one loaded model. Non-streaming chat and completions, with JSON-schema
-constrained output through llama.cpp grammars."""
+constrained output through llama.cpp grammars; concurrent requests are decoded together in one batch."""
 from __future__ import annotations
 
 import time
@@ -82,7 +82,11 @@ def build_app(config: ModelConfig | None = None, model_id: str = MODEL_ID) -> we
         return web.json_response({"object": "list", "data": [{"id": model_id, "object": "model",
                                                               "owned_by": "synthloom"}]})
 
+    async def close_model(app: web.Application) -> None:
+        await client.close()
+
     app = web.Application()
+    app.on_cleanup.append(close_model)
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_post("/v1/completions", completions)
     app.router.add_get("/v1/models", models)

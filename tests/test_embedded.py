@@ -5,15 +5,19 @@ import asyncio
 import json
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 pytest.importorskip("llama_cpp", reason="needs the 'local' extra")
 
 from synthloom.config import ModelConfig
-from synthloom.models.base import LLMRequest
-from synthloom.models.local import LocalClient
+from synthloom.errors import ModelCallError
+from synthloom.models.base import Completion, LLMRequest
+from synthloom.models.local import LocalClient, default_gguf_path
 from synthloom.structured import OutputSchema
 
 pytestmark = pytest.mark.embedded
@@ -27,7 +31,7 @@ def test_embedded_model_honours_a_json_schema() -> None:
     client = LocalClient("default", ModelConfig(backend="local"))
     request = LLMRequest(messages=({"role": "user", "content": "Rate 'The sky is blue.' as JSON."},),
                          params={"max_tokens": 40, "temperature": 0}, json_schema=schema.schema)
-    completion = asyncio.run(client.complete(request))
+    completion = asyncio.run(complete_all(client, [request]))[0]
     parsed = schema.parse(completion.text)
     assert 1 <= parsed["score"] <= 10 and parsed["verdict"] in ("good", "bad")
     assert completion.completion_tokens > 0
@@ -54,3 +58,146 @@ def test_quickstart_runs_on_the_embedded_model(tmp_path: Path) -> None:
         assert 1 <= record["metadata"]["score"] <= 10
     assert (out / "README.md").read_text().startswith("---\n")
     assert manifest["models"]["default"]["completion_tokens"] > 0
+    decoded = manifest["concurrency"]["default"]  # sequences decoded together, not {}
+    assert decoded["slots"] == 8 and 1 <= decoded["peak"] <= 8 and decoded["steps"] > 0
+
+
+# -- batched decoding: every request in a batch gets what it would get alone ------------------------------
+
+SCORE_SCHEMA = {"type": "object", "properties": {"score": {"type": "integer"},
+                                                 "verdict": {"type": "string", "enum": ["good", "bad"]}},
+                "required": ["score", "verdict"]}
+
+
+@pytest.fixture(scope="module")
+def direct_llama() -> Iterator[Any]:
+    """llama-cpp-python used directly, the way the embedded backend used it before batching."""
+    from llama_cpp import Llama
+
+    llama = Llama(model_path=str(default_gguf_path()), n_ctx=2048, verbose=False, seed=0)
+    yield llama
+    llama.close()
+
+
+def direct(llama: Any, request: LLMRequest) -> tuple[str, str, int, int]:
+    """The same request through create_chat_completion / create_completion, with the client's defaults
+    (repeat_penalty 1.1, seed + sample index); a fresh evaluation each time (no prefix reuse)."""
+    params = {"repeat_penalty": 1.1, **request.params}
+    params["seed"] = params.get("seed", 0) + request.sample
+    llama.reset()
+    if request.prompt is not None:
+        out = llama.create_completion(prompt=request.prompt, **params)
+        text = out["choices"][0]["text"]
+    else:
+        extra = {"response_format": {"type": "json_object", "schema": request.json_schema}} \
+            if request.json_schema is not None else {}
+        out = llama.create_chat_completion(messages=list(request.messages or ()), **params, **extra)
+        text = out["choices"][0]["message"]["content"]
+    return text, out["choices"][0]["finish_reason"], out["usage"]["prompt_tokens"], out["usage"]["completion_tokens"]
+
+
+def outcome(completion: Completion) -> tuple[str, str, int, int]:
+    return (completion.text, completion.finish_reason or "", completion.prompt_tokens,
+            completion.completion_tokens)
+
+
+def chat(text: str, **params: Any) -> LLMRequest:
+    return LLMRequest(messages=({"role": "user", "content": text},), params=params)
+
+
+async def complete_all(client: LocalClient, requests: list[LLMRequest]) -> list[Completion]:
+    try:
+        return list(await asyncio.gather(*(client.complete(request) for request in requests)))
+    finally:
+        await client.close()
+
+
+def test_batched_greedy_equals_sequential_greedy(direct_llama: Any) -> None:
+    requests = [chat(f"Write one sentence about a {thing}.", max_tokens=24, temperature=0)
+                for thing in ("cat", "ship", "tree", "robot")]
+    client = LocalClient("default", ModelConfig(backend="local"))
+    completions = asyncio.run(complete_all(client, requests))
+    assert [outcome(c) for c in completions] == [direct(direct_llama, r) for r in requests]
+    stats = client.batching() or {}
+    assert stats["peak"] >= 2 and stats["prompts"] == 4  # they really were decoded together
+
+
+def test_each_request_in_a_batch_keeps_its_own_parameters(direct_llama: Any) -> None:
+    requests = [
+        chat("List three fruits, one per line.", max_tokens=40, temperature=0, stop=["\n"]),
+        chat("Tell me about Paris.", max_tokens=30, temperature=0.9, top_k=20, top_p=0.9, min_p=0.1, seed=5),
+        LLMRequest(messages=({"role": "user", "content": "Tell me about Paris."},), sample=1,
+                   params={"max_tokens": 30, "temperature": 0.9, "top_k": 20, "top_p": 0.9, "min_p": 0.1, "seed": 5}),
+        chat("Write a long story about a dragon.", max_tokens=7, temperature=0, repeat_penalty=1.0),
+        LLMRequest(prompt="<|im_start|>user\n", params={"max_tokens": 16, "temperature": 0}),
+    ]
+    completions = asyncio.run(complete_all(LocalClient("default", ModelConfig(backend="local")), requests))
+    assert [outcome(c) for c in completions] == [direct(direct_llama, r) for r in requests]
+    fruits, paris, paris_again, dragon, raw = completions
+    assert "\n" not in fruits.text and fruits.finish_reason == "stop"
+    assert paris.text != paris_again.text  # another sample index, another seed
+    assert dragon.completion_tokens == 7 and dragon.finish_reason == "length"
+    assert raw.completion_tokens > 0
+
+
+def test_a_schema_request_among_plain_ones(direct_llama: Any) -> None:
+    schema = OutputSchema(SCORE_SCHEMA)
+    rate = LLMRequest(messages=({"role": "user", "content": "Rate 'The sky is blue.' as JSON."},),
+                      params={"max_tokens": 40, "temperature": 0}, json_schema=schema.schema)
+    requests = [chat("Name a colour.", max_tokens=16, temperature=0), rate,
+                chat("Name an animal.", max_tokens=16, temperature=0)]
+    completions = asyncio.run(complete_all(LocalClient("default", ModelConfig(backend="local")), requests))
+    assert [outcome(c) for c in completions] == [direct(direct_llama, r) for r in requests]
+    parsed = schema.parse(completions[1].text)
+    assert parsed["verdict"] in ("good", "bad")
+    assert not completions[0].text.lstrip().startswith("{")
+
+
+def test_a_cancelled_request_frees_its_sequence_and_spares_the_others(direct_llama: Any) -> None:
+    """Two slots: A and B run, A is cancelled (as Ctrl-C cancels a record's task); C then gets A's slot
+    and finishes while B is still decoding, and B's text is what it would have been alone."""
+    long_a = chat("Write a long story about a dragon.", max_tokens=120, temperature=0)
+    long_b = chat("Write a long essay about the history of Rome.", max_tokens=120, temperature=0)
+    short_c = chat("Name a colour.", max_tokens=4, temperature=0)
+
+    async def scenario() -> tuple[Completion, Completion, bool, dict[str, Any]]:
+        client = LocalClient("default", ModelConfig(backend="local", max_concurrency=2))
+        try:
+            task_a = asyncio.ensure_future(client.complete(long_a))
+            task_b = asyncio.ensure_future(client.complete(long_b))
+            while (client.batching() or {}).get("steps", 0) < 3:
+                await asyncio.sleep(0.01)
+            task_a.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task_a
+            c = await client.complete(short_c)
+            b_still_running = not task_b.done()
+            return await task_b, c, b_still_running, client.batching() or {}
+        finally:
+            await client.close()
+
+    b, c, b_still_running, stats = asyncio.run(scenario())
+    assert b_still_running  # C did not wait for B: A's slot was free
+    assert outcome(b) == direct(direct_llama, long_b)
+    assert outcome(c) == direct(direct_llama, short_c)
+    assert stats["slots"] == 2 and stats["peak"] == 2
+
+
+def test_closing_the_client_stops_its_thread_and_fails_what_is_running() -> None:
+    async def scenario() -> tuple[BaseException | None, bool, bool]:
+        client = LocalClient("default", ModelConfig(backend="local"))
+        running = asyncio.ensure_future(client.complete(chat("Write a long story about a dragon.", max_tokens=200)))
+        while (client.batching() or {}).get("steps", 0) < 2:
+            await asyncio.sleep(0.01)
+        threads = [thread for thread in threading.enumerate() if thread.name.startswith("llama:")]
+        await client.close()
+        error = (await asyncio.gather(running, return_exceptions=True))[0]
+        return (error if isinstance(error, BaseException) else None, len(threads) == 1,
+                any(thread.is_alive() for thread in threads))
+
+    error, had_one_thread, still_alive = asyncio.run(scenario())
+    assert had_one_thread and not still_alive
+    assert isinstance(error, ModelCallError) and "closed" in str(error)
+    again = LocalClient("default", ModelConfig(backend="local"))  # a new client loads the model again
+    completion = asyncio.run(complete_all(again, [chat("Say hi.", max_tokens=4, temperature=0)]))[0]
+    assert completion.completion_tokens > 0

