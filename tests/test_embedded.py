@@ -118,7 +118,7 @@ def test_batched_greedy_equals_sequential_greedy(direct_llama: Any) -> None:
     client = LocalClient("default", ModelConfig(backend="local"))
     completions = asyncio.run(complete_all(client, requests))
     assert [outcome(c) for c in completions] == [direct(direct_llama, r) for r in requests]
-    stats = client.batching() or {}
+    stats = client.decoded_batches() or {}
     assert stats["peak"] >= 2 and stats["prompts"] == 4  # they really were decoded together
 
 
@@ -165,14 +165,14 @@ def test_a_cancelled_request_frees_its_sequence_and_spares_the_others(direct_lla
         try:
             task_a = asyncio.ensure_future(client.complete(long_a))
             task_b = asyncio.ensure_future(client.complete(long_b))
-            while (client.batching() or {}).get("steps", 0) < 3:
+            while (client.decoded_batches() or {}).get("steps", 0) < 3:
                 await asyncio.sleep(0.01)
             task_a.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task_a
             c = await client.complete(short_c)
             b_still_running = not task_b.done()
-            return await task_b, c, b_still_running, client.batching() or {}
+            return await task_b, c, b_still_running, client.decoded_batches() or {}
         finally:
             await client.close()
 
@@ -187,7 +187,7 @@ def test_closing_the_client_stops_its_thread_and_fails_what_is_running() -> None
     async def scenario() -> tuple[BaseException | None, bool, bool]:
         client = LocalClient("default", ModelConfig(backend="local"))
         running = asyncio.ensure_future(client.complete(chat("Write a long story about a dragon.", max_tokens=200)))
-        while (client.batching() or {}).get("steps", 0) < 2:
+        while (client.decoded_batches() or {}).get("steps", 0) < 2:
             await asyncio.sleep(0.01)
         threads = [thread for thread in threading.enumerate() if thread.name.startswith("llama:")]
         await client.close()

@@ -100,7 +100,7 @@ class LocalClient:
             job.cancelled = True  # the engine drops the sequence at its next step and frees its stream
             raise
 
-    def batching(self) -> dict[str, Any] | None:
+    def decoded_batches(self) -> dict[str, Any] | None:
         """Sequences per decode step so far (counted by the engine, so shared by every client of the same model
         file); None before the first call."""
         return self._decoded[0].summary(self._decoded[1]) if self._decoded is not None else None

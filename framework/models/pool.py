@@ -100,7 +100,7 @@ class ModelPool:
             if limiter is not None:
                 status[name] = {"limit": limiter.limit, "ceiling": limiter.ceiling, "peak": limiter.peak,
                                 "cuts": limiter.cuts}
-            decoded = client.batching() if hasattr(client, "batching") else None  # embedded: sequences per step
+            decoded = client.decoded_batches() if hasattr(client, "decoded_batches") else None  # embedded: per step
             if decoded is not None:
                 status[name] = decoded
             replicas = getattr(client, "replicas", None)
