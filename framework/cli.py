@@ -102,12 +102,7 @@ def run(graph: str = typer.Argument(..., help="graph file, or a ready-made workf
         _fail(str(error))
         return
     manifest = _run_with_signals(runner, progress)
-    _summarise(manifest, output_dir)
-    if manifest["status"] in ("aborted", "failed"):
-        _fail(manifest["message"], code=1)
-    if manifest["status"] == "interrupted":
-        errors.print(escape(manifest["message"]), highlight=False, soft_wrap=True)
-        _exit_now(130)
+    _end(manifest, output_dir)
 
 
 def _run_on_ray(graph: str, output: Path | None, limit: int | None, overrides: list[str] | None,
@@ -146,6 +141,11 @@ def _run_on_ray(graph: str, output: Path | None, limit: int | None, overrides: l
             signal.signal(signum, handler)
         if progress is not None and shown:
             progress.__exit__(None, None, None)
+    _end(manifest, output_dir)
+
+
+def _end(manifest: dict[str, Any], output_dir: Path) -> None:
+    """The summary line, then the exit code the run's status calls for (1 failed, 130 interrupted)."""
     _summarise(manifest, output_dir)
     if manifest["status"] in ("aborted", "failed"):
         _fail(manifest["message"], code=1)

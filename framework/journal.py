@@ -178,7 +178,7 @@ class Journal:
         kept = dict.fromkeys(data_files, 0)
         if exists:
             for name in data_files:
-                kept[name] = _keep_lines_of(self.directory / name, _status_of_file(name), ledger)
+                kept[name] = _keep_lines_of(self.directory / name, status_of_file(name), ledger)
         else:
             strays = [name for name in [*data_files, MANIFEST, CARD, POOL_DIR] if (self.directory / name).exists()]
             if strays:
@@ -231,14 +231,14 @@ class Journal:
             self.ledger = None
 
 
-def _status_of_file(name: str) -> str | None:
+def status_of_file(name: str) -> str | None:
     """Which journaled outcome a data file's lines belong to; None: any (traces of every settled record)."""
     if name == TRACES:
         return None
     return {FAILED: FAILED_STATUS, DROPPED: DROPPED_STATUS}.get(name, WRITTEN)
 
 
-def _line_id(row: Any) -> Any:
+def line_id(row: Any) -> Any:
     if not isinstance(row, dict):
         return None
     if isinstance(row.get("metadata"), dict):
@@ -256,7 +256,7 @@ def _keep_lines_of(path: Path, status: str | None, ledger: IdLedger) -> int:
     with path.open(encoding="utf-8", errors="replace") as source, temporary.open("w", encoding="utf-8") as target:
         for line in source:
             try:
-                record_id = _line_id(json.loads(line))
+                record_id = line_id(json.loads(line))
             except json.JSONDecodeError:
                 continue
             outcome = ledger.status(str(record_id)) if record_id is not None else None

@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .journal import DROPPED, DROPPED_STATUS, FAILED, FAILED_STATUS, JOURNAL, MANIFEST, TRACES, WRITTEN
+from .journal import FAILED, JOURNAL, MANIFEST, line_id, status_of_file
 
 SHARDS_DIR = "shards"
 PLAN = "ray.json"
@@ -42,26 +42,13 @@ def final_statuses(directory: Path) -> dict[str, str]:
     return statuses
 
 
-def _status_of_file(name: str) -> str | None:
-    if name == TRACES:
-        return None
-    return {FAILED: FAILED_STATUS, DROPPED: DROPPED_STATUS}.get(name, WRITTEN)
-
-
-def _line_id(row: Any) -> Any:
-    if not isinstance(row, dict):
-        return None
-    if isinstance(row.get("metadata"), dict):
-        return row["metadata"].get("id")
-    return row.get("id")
-
 
 def merge_shards(root: Path, shards: list[Path], files: list[str]) -> dict[str, int]:
     """Rebuild each of `files` in `root` from the shard directories; returns the lines each now holds."""
     statuses = [final_statuses(directory) for directory in shards]
     counts: dict[str, int] = {}
     for name in files:
-        wanted = _status_of_file(name)
+        wanted = status_of_file(name)
         temporary = root / (name + ".merge-tmp")
         count = 0
         with temporary.open("w", encoding="utf-8") as target:
@@ -72,7 +59,7 @@ def merge_shards(root: Path, shards: list[Path], files: list[str]) -> dict[str, 
                 with part.open(encoding="utf-8", errors="replace") as source:
                     for line in source:
                         try:
-                            record_id = _line_id(json.loads(line))
+                            record_id = line_id(json.loads(line))
                         except json.JSONDecodeError:
                             continue  # cut by a kill: that record runs again
                         if record_id is None:
