@@ -15,6 +15,9 @@ of its own, as synthloom does (packing several prompts into one step changes lla
 (c) reuses the cached prefix of the previous prompt, as create_chat_completion does.
 (a) and (c) run on a thread of their own, like synthloom's engine: on a loaded machine llama.cpp's OpenMP
 team has been seen running several times slower when called from the main thread, which would flatter us.
+On a shared 2-core machine some llama.cpp decode steps took 7-28 s instead of ~40 ms (CPU-bound, seen in
+the raw loop's own llama_decode calls as well as in synthloom's): a ratio is only worth reading when both
+of its sides had a clean run, so compare the per-run lines, not just the best-of summary.
 
     python bench/embedded.py                   # N=16, T=128, S=8, best of 2 runs each
     python bench/embedded.py -n 16 --tokens 64 --repeat 3 --rounds 2
