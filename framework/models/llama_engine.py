@@ -134,6 +134,7 @@ class LlamaEngine:
             import llama_cpp
             from llama_cpp._internals import LlamaContext, LlamaModel
             from llama_cpp._logger import set_verbose
+            from llama_cpp._utils import suppress_stdout_stderr
         except ImportError:
             raise ConfigError("the embedded model needs llama-cpp-python: pip install -e '.[local]'") from None
         if not self.path.exists():
@@ -149,7 +150,8 @@ class LlamaEngine:
         params.kv_unified = False
         params.n_batch = params.n_ubatch = min(N_BATCH, self.n_ctx)
         params.n_threads = params.n_threads_batch = self.threads
-        self.context = LlamaContext(model=self.model, params=params, verbose=False)
+        with suppress_stdout_stderr(disable=False):  # "n_ctx_per_seq < n_ctx_train": a warning for every run
+            self.context = LlamaContext(model=self.model, params=params, verbose=False)
         self.batch = llama_cpp.llama_batch_init(max(params.n_batch, self.slots), 0, 1)
         self.builder = PromptBuilder(self.model)
         self._piece = ctypes.create_string_buffer(64)
