@@ -14,35 +14,28 @@ from typing import Any
 import pytest
 import synthloom
 
-from tests.conftest import model_spec
 from tests.fixture_server import FakeOpenAI
+from tests.test_run import chain_graph
 
 SEEDS = [{"topic": "t1"}, {"topic": "boom"}, {"topic": "t2"}]
 STEPS = ["question", "answer", "check", "count", "improve", "count", "improve", "count"]
 
 
 def loop_graph(server: FakeOpenAI) -> dict[str, Any]:
-    return {
-        "name": "traced",
-        "models": {"w": model_spec(server)},
-        "nodes": {
-            "question": {"type": "llm", "model": "w", "output": "question",
-                         "messages": [{"role": "user", "content": "Ask about {{ topic }}"}]},
-            "answer": {"type": "llm", "model": "w", "output": "answer",
-                       "messages": [{"role": "system", "content": "Be brief."},
-                                    {"role": "user", "content": "{{ question }}"}]},
-            "check": {"type": "tests.plugins_for_tests:explode"},
-            "count": {"type": "tests.plugins_for_tests:word_count"},
-            "improve": {"type": "llm", "model": "w", "output": "answer",
-                        "messages": [{"role": "user", "content": "improve {{ answer }}"}]},
-        },
-        "edges": [["question", "answer"], ["answer", "check"], ["check", "count"],
-                  {"from": "count", "to": "improve", "when": "words < 100", "max_visits": 2},
-                  ["improve", "count"]],
-        "outputs": [{"name": "sft", "format": "sft",
-                     "messages": [{"role": "user", "content": "{{ question }}"},
-                                  {"role": "assistant", "content": "{{ answer }}"}]}],
-    }
+    """The question -> answer chain of test_run, then a check and a bounded improve loop; sft output only."""
+    spec = chain_graph(server)
+    spec["name"] = "traced"
+    spec["nodes"].update({
+        "check": {"type": "tests.plugins_for_tests:explode"},
+        "count": {"type": "tests.plugins_for_tests:word_count"},
+        "improve": {"type": "llm", "model": "w", "output": "answer",
+                    "messages": [{"role": "user", "content": "improve {{ answer }}"}]},
+    })
+    spec["edges"] += [["answer", "check"], ["check", "count"],
+                      {"from": "count", "to": "improve", "when": "words < 100", "max_visits": 2},
+                      ["improve", "count"]]
+    spec["outputs"] = spec["outputs"][:1]
+    return spec
 
 
 def scripted(fake_llm: Callable[..., FakeOpenAI]) -> FakeOpenAI:
