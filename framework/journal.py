@@ -211,9 +211,6 @@ class Journal:
             reason = entry.get("reason")
             yield str(entry["id"]), str(entry.get("status")), None if reason is None else str(reason)
 
-    def is_done(self, record_id: str) -> bool:
-        return self.ledger is not None and record_id in self.ledger
-
     @property
     def done_count(self) -> int:
         return 0 if self.ledger is None else self.ledger.done_count

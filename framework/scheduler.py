@@ -52,7 +52,6 @@ class Counts:
     failed: int = 0
     dropped: int = 0
     skipped: int = 0
-    unreadable: int = 0
     drop_reasons: Counter[str] = field(default_factory=Counter)
     failure_types: Counter[str] = field(default_factory=Counter)
 
@@ -189,7 +188,6 @@ class Runner:
         config = self.graph.config
         seeds = read_seeds(config.seed, self.graph.base_dir, self.options.limit)
         ledger = self.journal.open_ledger()
-        resuming = ledger.done_count > 0
         try:
             for item in seeds:
                 if self._stop.is_set():
@@ -198,7 +196,7 @@ class Runner:
                     self._fail_unreadable_seed(item)
                     continue
                 record_id = ledger.number(row_id(item, config.seed.id_field))
-                if resuming and ledger.status(record_id) is not None:
+                if record_id in ledger:  # settled by an earlier part of the run
                     continue
                 await slots.acquire()
                 if self._stop.is_set():
@@ -312,7 +310,6 @@ class Runner:
             self._stop_on_write_error(error)
             return
         self.counts.failed += 1
-        self.counts.unreadable += 1
         self.counts.failure_types["seed: BadSeed"] += 1
 
     def _record_drop(self, record_id: str, node: str, drop: Drop, state: dict[str, Any]) -> None:

@@ -116,40 +116,38 @@ class Slot:
 class Sampler(Node[SamplerParams]):
     """Draw attribute slots (persona, topic, tone) in code, seeded: per record, or every combination once.
 
-    Values are loaded in `setup`; cover mode's counter (when records have no index) is in `ctx.shared`.
+    Values are loaded in `setup`; cover mode's counter (when records have no index) is run-wide (`ctx.shared_index`).
     """
 
-    Params = SamplerParams
 
     def __init__(self, name: str, params: SamplerParams):
         super().__init__(name, params)
-        self.p = params
         self.slots: list[Slot] = []
         self.walk: CoverWalk | None = None
 
     def writes(self) -> set[str]:
-        return set(self.p.slots) | ({self.p.output} if self.p.output else set())
+        return set(self.params.slots) | ({self.params.output} if self.params.output else set())
 
     async def setup(self, ctx: RunContext) -> None:
         key = f"nodes.{self.name}"
         self.slots = [_load_slot(name, spec, ctx, f"{key}.slots.{name}")
-                      for name, spec in self.p.slots.items()]
-        if self.p.distinct:
-            _check_distinct_group(self.slots, self.p.distinct, f"{key}.distinct")
-        if self.p.mode == "cover":
-            self.walk = CoverWalk(self.slots, self.p.distinct or [], self.p.seed)
+                      for name, spec in self.params.slots.items()]
+        if self.params.distinct:
+            _check_distinct_group(self.slots, self.params.distinct, f"{key}.distinct")
+        if self.params.mode == "cover":
+            self.walk = CoverWalk(self.slots, self.params.distinct or [], self.params.seed)
 
     async def run(self, state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
         if self.walk is not None:
             draws = self.walk.combination(await self._position(state, ctx))
         else:
-            draws = self._random_draws(random.Random(f"{self.p.seed}:{state['id']}"))
-        if self.p.output:
-            return {**draws, self.p.output: dict(draws)}
+            draws = self._random_draws(random.Random(f"{self.params.seed}:{state['id']}"))
+        if self.params.output:
+            return {**draws, self.params.output: dict(draws)}
         return draws
 
     async def _position(self, state: Mapping[str, Any], ctx: RunContext) -> int:
-        index = state.get(self.p.index_field) if self.p.index_field else None
+        index = state.get(self.params.index_field) if self.params.index_field else None
         if isinstance(index, int) and not isinstance(index, bool) and index >= 0:
             return index
         counter = await ctx.shared_index(f"sampler:{self.name}:position", Numbering())  # run-wide, every shard
@@ -158,7 +156,7 @@ class Sampler(Node[SamplerParams]):
 
     def _random_draws(self, rng: random.Random) -> dict[str, Any]:
         draws: dict[str, Any] = {}
-        group = self.p.distinct or []
+        group = self.params.distinct or []
         for slot in self.slots:
             taken = [draws[name] for name in group if name in draws] if slot.name in group else []
             draws[slot.name] = _draw(slot, rng, exclude=taken)

@@ -59,7 +59,6 @@ class Novelty(Node[NoveltyParams]):
     """Admit the record's text to a pool only if no pooled text is as similar as `threshold`; else drop.
     Check-and-add happens under the pool's lock, so two similar texts arriving together cannot both pass."""
 
-    Params = NoveltyParams
 
     def reads(self) -> set[str]:
         return {self.params.field, *self.params.keep}
@@ -168,7 +167,6 @@ class PoolSampleParams(NodeParams):
 class PoolSample(Node[PoolSampleParams]):
     """Draw examples from a pool into the record (seeded by record id), e.g. for an instruction prompt."""
 
-    Params = PoolSampleParams
 
     def writes(self) -> set[str]:
         return {self.params.output}

@@ -53,18 +53,16 @@ class DedupParams(NodeParams):
 class Dedup(Node[DedupParams]):
     """Drop records whose text repeats an earlier one (exact, MinHash or embedding), across runs too.
 
-    Keep-first and streaming; the index lives in `ctx.shared` and, with `index:`, in a folder.
+    Keep-first and streaming; the index is run-wide (`ctx.shared_index`) and, with `index:`, kept in a folder.
     """
 
-    Params = DedupParams
 
     def __init__(self, name: str, params: DedupParams):
         super().__init__(name, params)
-        self.p = params
         self.shared_key = f"dedup:{name}"
 
     def reads(self) -> set[str]:
-        return {self.p.field}
+        return {self.params.field}
 
     async def setup(self, ctx: RunContext) -> None:
         """The index, from the `index:` folder, becomes run-wide (`ctx.shared_index`: this process, or one
@@ -85,7 +83,7 @@ class Dedup(Node[DedupParams]):
         return log
 
     def _open_index(self, ctx: RunContext) -> Index:
-        index = _new_index(self.p)
+        index = _new_index(self.params)
         folder = self._folder(ctx)
         if folder is not None:
             try:
@@ -106,12 +104,12 @@ class Dedup(Node[DedupParams]):
         return str(ctx.output_dir.resolve()) if ctx.output_dir else ""
 
     def _folder(self, ctx: RunContext) -> Path | None:
-        return ctx.resolve_path(self.p.index) if self.p.index else None
+        return ctx.resolve_path(self.params.index) if self.params.index else None
 
     async def run(self, state: Mapping[str, Any], ctx: RunContext) -> Drop | None:
         store = await ctx.shared_index(self.shared_key)
         index: Index = store.local
-        value = state[self.p.field]
+        value = state[self.params.field]
         text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, ensure_ascii=False)
         signature = await asyncio.to_thread(index.signature, text)
         origin = Origin(self._run_name(ctx), state["id"])
