@@ -36,12 +36,12 @@ class CardError(ReportError):
     """The directory holds no run to describe (no readable manifest)."""
 
 
-def write_card(runner: Runner) -> Path | None:
+def write_card(runner: Runner, manifest: dict[str, Any]) -> Path | None:
     """Write the card of a run that has just ended (the scheduler calls this once, at the end). A run the
     user interrupted gets none: it is leaving quickly, and `--resume` writes the card when it finishes."""
     if runner.status == "interrupted":
         return None
-    text = card_text(runner.output_dir, runner.manifest, runner.graph)
+    text = card_text(runner.output_dir, manifest, runner.graph)
     return _write(runner.output_dir, text)
 
 

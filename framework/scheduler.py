@@ -421,12 +421,13 @@ class Runner:
             writer.close()
         self.journal.close()
         self.ctx.close_pools()
+        manifest = self.manifest
         try:
-            write_manifest(self.output_dir, self.manifest)
+            write_manifest(self.output_dir, manifest)
         except OSError as error:
             self.message = (self.message + f"; manifest.json not written: {error.strerror or error}").strip("; ")
         try:  # README.md, the dataset card: after the manifest, so a slow or failing card never costs it
-            write_card(self)
+            write_card(self, manifest)
         except Exception as error:
             self.message = (self.message + f"; README.md (dataset card) not written: {error}").strip("; ")
         sync_directory(self.output_dir)
