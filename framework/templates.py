@@ -233,12 +233,14 @@ class Template:
             self._attribute_reads = [(node.node.name, node.attr) for node in tree.find_all(nodes.Getattr)
                                      if isinstance(node.node, nodes.Name)]
             code = env.compile(_guard_loops(tree))
-            self._template = env.template_class.from_code(env, code, env.make_globals(None), None)
+            # A plain dict, not Jinja's ChainMap: every render copies the globals, and a ChainMap copies slowly.
+            self._template = env.template_class.from_code(env, code, dict(env.make_globals(None)), None)
         except jinja2.TemplateSyntaxError as error:
             raise ValueError(f"template syntax error on its line {error.lineno}: {error.message}") from None
         except (RecursionError, MemoryError):
             raise ValueError("template nested too deeply to compile") from None
         self._is_plain = not self.variables and "{" not in source
+        self._names = tuple(self.variables)
 
     def render(self, state: Mapping[str, Any]) -> str:
         if self._is_plain:
@@ -262,7 +264,10 @@ class Template:
     def _render(self, state: Mapping[str, Any]) -> str:
         parts: list[str] = []
         size = 0
-        for part in self._template.generate(state):
+        # Only the variables the template names: Jinja copies what it is given into a new context, and a
+        # record's state grows with every node.
+        given = {name: state[name] for name in self._names if name in state}
+        for part in self._template.generate(given):
             size += len(part)
             if size > MAX_RENDERED:
                 raise TemplateLimit(f"rendered text longer than {MAX_RENDERED} characters")
