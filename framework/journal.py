@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .errors import ConfigError, OutputWriteError
+from .fast_json import dumps_line, loads
 from .id_ledger import IdLedger
 from .record_pool import POOL_DIR
 
@@ -51,15 +52,15 @@ class JsonlWriter:
 
     def __init__(self, path: Path, on_pending: Callable[[], None] | None = None):
         self.path = path
-        self._handle: IO[str] | None = None
+        self._handle: IO[bytes] | None = None
         self._broken = False
         self._on_pending = on_pending
-        self._pending: list[str] = []
+        self._pending: list[bytes] = []
 
     def write(self, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
-        text = "".join(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows)
+        text = b"".join(dumps_line(row) for row in rows)
         if self._on_pending is None:
             self._write_now(text)
             return
@@ -71,7 +72,7 @@ class JsonlWriter:
 
     def flush_pending(self) -> None:
         if self._pending:
-            text = "".join(self._pending)
+            text = b"".join(self._pending)
             self._pending.clear()
             self._write_now(text)
 
@@ -79,12 +80,12 @@ class JsonlWriter:
         """Lines that must never land: the journal's, when the lines they vouch for did not."""
         self._pending.clear()
 
-    def _write_now(self, text: str) -> None:
+    def _write_now(self, text: bytes) -> None:
         if self._broken:
             raise OutputWriteError(f"cannot write to {self.path}: an earlier write failed")
         try:
             if self._handle is None:
-                self._handle = self.path.open("a", encoding="utf-8")
+                self._handle = self.path.open("ab")
             self._handle.write(text)
             self._handle.flush()
         except OSError as error:
@@ -194,7 +195,7 @@ class Journal:
         with self.path.open(encoding="utf-8", errors="replace") as handle:
             for line in handle:
                 try:
-                    entry = json.loads(line)
+                    entry = loads(line)
                 except json.JSONDecodeError:
                     continue  # a line cut by a kill: its record was not done
                 if isinstance(entry, dict):
@@ -253,7 +254,7 @@ def _keep_lines_of(path: Path, status: str | None, ledger: IdLedger) -> int:
     with path.open(encoding="utf-8", errors="replace") as source, temporary.open("w", encoding="utf-8") as target:
         for line in source:
             try:
-                record_id = line_id(json.loads(line))
+                record_id = line_id(loads(line))
             except json.JSONDecodeError:
                 continue
             outcome = ledger.status(str(record_id)) if record_id is not None else None

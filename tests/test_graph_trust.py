@@ -4,6 +4,7 @@ Everything else (the standard library, other installed packages) is refused befo
 exit 2 and one line naming the key and the rule."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -126,7 +127,8 @@ def test_the_readme_plugin_example_runs_without_pythonpath(tmp_path: Path) -> No
     assert "nodes.count: my_nodes:word_count <- the graph's folder" in checked.stdout
     done = cli("run", path, "-o", tmp_path / "out", "-q", cwd=elsewhere)
     assert done.returncode == 0, done.stderr
-    assert '"words": 6' in (tmp_path / "out" / "records.jsonl").read_text()
+    records = [json.loads(line) for line in (tmp_path / "out" / "records.jsonl").read_text().splitlines()]
+    assert [record["words"] for record in records] == [6]
 
 
 def test_a_folder_module_cannot_shadow_an_installed_one(tmp_path: Path) -> None:

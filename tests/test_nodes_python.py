@@ -82,3 +82,27 @@ def test_mistakes_name_the_key(fake_llm: Callable[..., FakeOpenAI], write_graph:
     spec = graph(fake_llm(), check={"type": "python", **node})
     with pytest.raises(synthloom.ConfigError, match=rf"nodes\.check(: )?{words}"):
         synthloom.load(write_graph(spec, [{"topic": "tides"}]))
+
+
+def awkward_values(answer: str) -> dict[str, Any]:
+    """Values a fast JSON encoder refuses or writes differently from `json`."""
+    return {"big": 2 ** 70, "ratio": float("nan"), "tags": {"only"}, "odd": "half \ud800 a pair", "plain": answer}
+
+
+async def test_values_fast_json_refuses_are_written_and_survive_a_resume(
+        fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    """Output lines go through orjson; what it refuses (an int past 64 bits, a lone surrogate) falls back to
+    `json`, NaN becomes null (loadable by `datasets`), and a resume reads those lines back as done."""
+    server = fake_llm()
+    spec = graph(server, odd={"type": "python", "function": "tests.test_nodes_python:awkward_values",
+                              "writes": ["big", "ratio", "tags", "odd", "plain"]})
+    path = write_graph(spec, [{"topic": "tides"}, {"topic": "stars"}])
+    result = await synthloom.arun(path, tmp_path / "out")
+    records = lines(result.path("raw"))
+    assert len(records) == 2
+    for record in records:
+        assert record["big"] == 2 ** 70 and record["ratio"] is None and record["tags"] == "{'only'}"
+        assert record["odd"] == "half \ud800 a pair"
+    calls = server.requests
+    again = await synthloom.arun(path, tmp_path / "out", resume=True)
+    assert lines(again.path("raw")) == records and server.requests == calls

@@ -22,6 +22,7 @@ import aiohttp
 
 from ..config import ModelConfig
 from ..errors import ConfigError, ModelCallError
+from ..fast_json import dumps, loads
 from .base import Completion, LLMRequest
 from .batcher import MicroBatcher
 from .limits import AdaptiveLimiter, TokenBucket
@@ -229,10 +230,11 @@ class OpenAIClient:
     async def _post(self, url: str, body: dict[str, Any]) -> list[Completion]:
         session = self._session_for_loop()
         try:
-            async with session.post(url, json=body) as response:
-                text = await response.text()
+            # bytes from orjson; the session's headers say it is JSON
+            async with session.post(url, data=dumps(body)) as response:
+                raw = await response.read()
                 if response.status != 200:
-                    message = _server_message(text)
+                    message = _server_message(raw.decode("utf-8", "replace"))
                     fields = fields_named(message, body) if 400 <= response.status <= 599 else frozenset()
                     described = f"{self.name}: HTTP {response.status} from {url}: {message}"
                     if fields and not is_retryable(response.status, fields):
@@ -247,14 +249,18 @@ class OpenAIClient:
         except aiohttp.ClientError as error:
             raise ModelCallError(f"{self.name}: cannot reach {url}: {error}", retryable=True) from None
         try:
-            data = json.loads(text)
+            data = loads(raw)
         except ValueError:  # HTML from a proxy, a body cut short: the server's fault, worth another try
             raise ModelCallError(f"{self.name}: HTTP 200 from {url} with a body that is not JSON: "
-                                 f"{text[:120]!r}", retryable=True, status=200) from None
+                                 f"{_start(raw)!r}", retryable=True, status=200) from None
         if not isinstance(data, dict):
             raise ModelCallError(f"{self.name}: HTTP 200 from {url} with JSON that is not an object: "
-                                 f"{text[:120]!r}", retryable=True, status=200)
+                                 f"{_start(raw)!r}", retryable=True, status=200)
         return _parse_choices(data, f"{self.name} ({url})", expected=_prompt_count(body))
+
+
+def _start(raw: bytes) -> str:
+    return raw[:120].decode("utf-8", "replace")
 
 
 def _prompt_count(body: dict[str, Any]) -> int:
