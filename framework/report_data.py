@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SynthloomError
+from .fast_json import loads
 from .journal import DROPPED, FAILED, MANIFEST
 from .metrics import TEXT_SAMPLE, Diversity, Reservoir, StreamHistogram, measure, words
 from .trace import TRACES
@@ -92,6 +93,7 @@ class OutputSummary:
     name: str
     records: int = 0
     unreadable: int = 0
+    every: int = 1   # the figures below come from every `every`-th line (1: all of them)
     text_field: str | None = None
     lengths: StreamHistogram = field(default_factory=StreamHistogram)
     rejected_lengths: StreamHistogram = field(default_factory=StreamHistogram)
@@ -101,11 +103,16 @@ class OutputSummary:
     diversity: Diversity | None = None
 
 
-def summarise_output(path: Path, name: str, embeddings: bool = True) -> OutputSummary:
+def summarise_output(path: Path, name: str, embeddings: bool = True, expected: int = 0,
+                     parse_at_most: int | None = None) -> OutputSummary:
+    """Figures of one output file. With `parse_at_most` (and `expected`, the manifest's line count) only
+    every k-th line is parsed, so a card at ten million records costs seconds, not minutes; every line is
+    still counted."""
     summary = OutputSummary(name)
+    if parse_at_most and expected > parse_at_most:
+        summary.every = -(-expected // parse_at_most)
     reservoir = Reservoir(TEXT_SAMPLE)
-    for record in _read_jsonl(path, summary):
-        summary.records += 1
+    for record in _read_jsonl(path, summary, summary.every):
         if len(summary.examples) < EXAMPLES:
             summary.examples.append(example_row(record))
             metadata = record.get("metadata")
@@ -120,25 +127,35 @@ def summarise_output(path: Path, name: str, embeddings: bool = True) -> OutputSu
         if rejected is not None:
             summary.rejected_lengths.add(len(words(rejected)))
         for key, value in numeric_fields(record.get("metadata")):
-            if key in summary.numbers or len(summary.numbers) < MAX_FIELDS:
-                summary.numbers.setdefault(key, StreamHistogram()).add(value)
+            histogram = summary.numbers.get(key)
+            if histogram is None and len(summary.numbers) < MAX_FIELDS:
+                histogram = summary.numbers[key] = StreamHistogram()
+            if histogram is not None:
+                histogram.add(value)
     summary.diversity = measure(reservoir, embeddings)
     return summary
 
 
-def _read_jsonl(path: Path, summary: OutputSummary | None = None) -> Iterator[dict[str, Any]]:
+def _read_jsonl(path: Path, summary: OutputSummary | None = None, every: int = 1) -> Iterator[dict[str, Any]]:
+    """The objects of a JSON-lines file; with `summary`, its lines are counted (every one, though only each
+    `every`-th is parsed) and so are the unreadable ones among those parsed."""
     if not path.exists():
         return
     with path.open(encoding="utf-8", errors="replace") as handle:
-        for line in handle:
+        for index, line in enumerate(handle):
+            if summary is not None and line.strip():
+                summary.records += 1
+            if index % every:
+                continue
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
+                row = loads(line)
+            except ValueError:
                 row = None
             if isinstance(row, dict):
                 yield row
             elif summary is not None and line.strip():
                 summary.unreadable += 1
+                summary.records -= 1
 
 
 def read_traces(path: Path, ids: set[str], max_steps: int = MAX_TRACE_STEPS) -> dict[str, list[dict[str, Any]]]:

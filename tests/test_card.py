@@ -215,3 +215,24 @@ def test_push_without_a_run_is_one_line_exit_2(tmp_path: Path) -> None:
 def test_size_categories_are_the_hubs(records: int, category: str) -> None:
     from synthloom.card import size_category
     assert size_category(records) == category
+
+
+def test_a_large_output_is_counted_whole_and_measured_on_every_kth_line(tmp_path: Path) -> None:
+    """The card of a ten-million-record run must not parse ten million lines: past `parse_at_most` it
+    parses every k-th line (spread over the whole file, not its head) and still counts every line."""
+    import random
+
+    from synthloom.report_data import summarise_output
+    path = tmp_path / "sft.jsonl"
+    draw = random.Random(7)
+    rows = [{"messages": [{"role": "user", "content": "q"},
+                          {"role": "assistant", "content": "w " * draw.randint(1, 50)}],
+             "metadata": {"id": f"r{n}", "score": n}} for n in range(1000)]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    whole = summarise_output(path, "sft", embeddings=False)
+    sampled = summarise_output(path, "sft", embeddings=False, expected=1000, parse_at_most=100)
+    assert whole.records == sampled.records == 1000 and whole.every == 1 and sampled.every == 10
+    assert whole.lengths.n == 1000 and sampled.lengths.n == 100
+    assert sampled.numbers["score"].high == 990  # the last lines are read too
+    whole_median, sampled_median = whole.lengths.quantile(0.5), sampled.lengths.quantile(0.5)
+    assert whole_median is not None and sampled_median is not None and abs(whole_median - sampled_median) <= 5
