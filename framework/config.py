@@ -55,6 +55,10 @@ class SeedConfig(_Strict):
         return shard
 
 
+LOCAL_SEQUENCES = 8
+"""Sequences the embedded model decodes together by default."""
+
+
 class ModelConfig(_Strict):
     """One LLM endpoint (or the embedded model). Throughput knobs never enter the response cache key."""
 
@@ -96,6 +100,13 @@ class ModelConfig(_Strict):
         if self.backend in ("openai", "vllm") and not self.model:
             raise ValueError(f"backend '{self.backend}' needs a model name")
         return self
+
+    def calls_at_once(self) -> int:
+        """`max_concurrency`, except that the embedded model decodes LOCAL_SEQUENCES sequences together
+        unless the graph sets it (each sequence holds a KV cache of `n_ctx` tokens)."""
+        if self.backend == "local" and "max_concurrency" not in self.model_fields_set:
+            return LOCAL_SEQUENCES
+        return self.max_concurrency
 
     def urls(self) -> list[str]:
         if self.base_url is None:

@@ -114,8 +114,8 @@ class Runner:
 
     def _default_in_flight(self) -> int:
         configs = self.models.configs
-        total = sum(configs[name].max_concurrency if configs[name].backend != "local" else 1
-                    for name in self.graph.models_used() if name in configs)
+        # twice what the models take at once, so a record is always ready when a slot frees
+        total = sum(configs[name].calls_at_once() for name in self.graph.models_used() if name in configs)
         return max(8, min(4096, 2 * total))
 
     # -- the run -------------------------------------------------------------------------------------

