@@ -172,7 +172,7 @@ def run_shard(source: GraphSource, root: str, index: int, count: int, options: d
     graph = source.load_shard(index, count)
     directory = shard_dir(Path(root), index)
     resume = bool(options.get("resume")) or Journal(directory, graph.loaded.hash).holds_a_run()
-    permits = RayPermits(bank, index, budgets)
+    permits = RayPermits(bank, index, budgets, count)
     run_options = RunOptions(**{**options, "resume": resume, "overwrite": False}, permits=permits,
                              shared_state=RaySharedState(board), manifest_every_s=2.0)
     return asyncio.run(_shard_main(Runner(graph, directory, run_options), permits, board, index))

@@ -151,10 +151,11 @@ class _Gate:
 class RayPermits:
     """`PermitProvider` holding this shard's lease of each model's run-wide budget: a call waits on a
     local gate (no round trip per call); `sync` trades leases with the bank. `rpm`/`tpm` are split in the
-    same proportion as the concurrency (this shard's target over the ceiling)."""
+    same proportion as the concurrency (this shard's target over the ceiling), and each shard's bucket
+    starts with 1/shards of the run's budget, so the shards' first bursts add up to one bucket."""
 
-    def __init__(self, bank: Any, shard: int, budgets: dict[str, dict[str, float | None]]):
-        self.bank, self.shard, self.budgets = bank, shard, budgets
+    def __init__(self, bank: Any, shard: int, budgets: dict[str, dict[str, float | None]], shards: int = 1):
+        self.bank, self.shard, self.budgets, self.shards = bank, shard, budgets, max(1, shards)
         self.attempt = uuid.uuid4().hex
         self.gates = {model: _Gate() for model in budgets}
         self.granted = dict.fromkeys(budgets, 0)
@@ -186,7 +187,10 @@ class RayPermits:
             per_minute = float(total) * target / ceiling
             bucket = self.buckets.get((model, kind))
             if bucket is None:
-                self.buckets[model, kind] = TokenBucket(per_minute)
+                # A shard that starts first is briefly the only one running and leased the whole rate; its
+                # opening burst is still its 1/shards part, so the run's bursts add up to one budget.
+                bucket = self.buckets[model, kind] = TokenBucket(per_minute)
+                bucket.tokens = min(per_minute, float(total) / self.shards)
             else:
                 bucket.capacity, bucket.rate = per_minute, per_minute / 60.0
                 bucket.tokens = min(bucket.tokens, per_minute)

@@ -83,6 +83,7 @@ class FakeOpenAI:
         self.model = model
         self.port = port
         self.requests = 0
+        self.arrivals: list[float] = []  # time.monotonic() of each request (with keep_bodies)
         self.in_flight = 0
         self.peak_in_flight = 0
         self.statuses: Counter[int] = Counter()
@@ -148,6 +149,7 @@ class FakeOpenAI:
     def reset_counts(self) -> None:
         with self._lock:
             self.requests = self.peak_in_flight = 0
+            self.arrivals.clear()
             self.statuses.clear()
             self.bodies.clear()
 
@@ -165,6 +167,8 @@ class FakeOpenAI:
         with self._lock:
             self.requests += 1
             number = self.requests
+            if self.keep_bodies:
+                self.arrivals.append(time.monotonic())
             self.in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
             full = self.capacity is not None and self.in_flight > self.capacity

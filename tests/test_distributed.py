@@ -87,6 +87,26 @@ def test_the_server_never_sees_more_than_max_concurrency(
     assert manifest["concurrency"]["w"] == {"ceiling": 3, "peak": 3}
 
 
+def test_rpm_is_shared_across_shards_not_granted_to_each(
+        fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    """rpm 120 is one bucket of 120 calls refilled at 2 a second for the whole run. Each shard gets 35
+    records (70 calls): 120 calls go at once, the last 20 come at 2 a second. Were each shard given the full
+    rpm, they would come at 4 a second; were the first shard to start (alone, for a moment) to open with
+    its whole lease, more than 120 would come at once."""
+    server = fake_llm()
+    seeds = [{"id": f"r{n:03d}", "topic": f"topic {n}"} for n in range(400)]
+    split = [[seed for seed in seeds if in_shard(seed, SeedConfig(shard=(k, 2)))][:35] for k in range(2)]
+    graph = write_graph(chain_graph(server, max_concurrency=4, rpm=120), split[0] + split[1])
+    manifest = run_on_ray(graph, tmp_path / "out", shards=2, num_cpus_per_shard=0.5, use_cache=False)
+    assert manifest["status"] == "completed" and manifest["counts"]["written"] == 70
+    assert server.requests == len(server.arrivals) == 140
+    first = server.arrivals[0]
+    opening = sum(1 for arrival in server.arrivals if arrival - first <= 2.0)
+    assert opening <= 120 + 2 * 2 + 4, f"{opening} calls in the first 2 s under a run-wide rpm of 120"
+    tail = server.arrivals[-1] - server.arrivals[120]  # the last 20 calls, 10 from each shard
+    assert tail >= 7, f"the calls past the first 120 came at {19 / tail:.1f} a second, not 2"
+
+
 def test_a_killed_worker_resumes_its_shard_and_the_run_finishes_once(
         fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
     server = fake_llm(latency=0.03)
