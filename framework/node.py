@@ -10,9 +10,9 @@ import asyncio
 import functools
 import inspect
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypeVar, cast, overload
 
 from pydantic import BaseModel, ConfigDict, create_model
 
@@ -93,10 +93,12 @@ class Node(Generic[P]):
     def run(self, state: Mapping[str, Any], ctx: RunContext) -> Any:
         raise TypeError(f"node type {type(self).__name__} does not define run()")
 
-    async def __call__(self, state: Mapping[str, Any], ctx: RunContext) -> Any:
+    def __call__(self, state: Mapping[str, Any], ctx: RunContext) -> Awaitable[Any]:
+        """The run as an awaitable: an async `run`'s own coroutine (no wrapping frame to resume at every
+        await), a sync one in a worker thread."""
         if self._run_is_async:
-            return await self.run(state, ctx)
-        return await asyncio.to_thread(self.run, state, ctx)
+            return cast(Awaitable[Any], self.run(state, ctx))
+        return asyncio.to_thread(self.run, state, ctx)
 
 
 def _declared_params(cls: type) -> type[NodeParams] | None:

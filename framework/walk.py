@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Coroutine
 from types import MappingProxyType
 from typing import Any
 
@@ -13,7 +14,7 @@ from .context import RunContext
 from .errors import RecordError
 from .graph import Edge, Graph
 from .node import Drop
-from .trace import current_step, record_trace
+from .trace import RecordTrace, current_step, record_trace
 
 
 class NodeFailure(Exception):
@@ -86,10 +87,15 @@ class GraphWalk:
             targets.append(edge.target)
         return targets
 
-    async def _step(self, name: str, state: dict[str, Any]) -> dict[str, Any] | Drop | None:
+    def _step(self, name: str, state: dict[str, Any]) -> Coroutine[Any, Any, dict[str, Any] | Drop | None]:
+        """The node's run, traced when the record is. Untraced, the node's coroutine is handed back as it
+        is: every frame between the walk and the HTTP call is resumed again at each of the call's awaits."""
         trace = record_trace.get()
         if trace is None:
-            return await self._run_node(name, state)
+            return self._run_node(name, state)
+        return self._traced_step(trace, name, state)
+
+    async def _traced_step(self, trace: RecordTrace, name: str, state: dict[str, Any]) -> dict[str, Any] | Drop | None:
         step = trace.begin(self.graph.nodes[name], str(self.graph.config.nodes[name]["type"]), state)
         token = current_step.set(step)
         try:
