@@ -1,6 +1,5 @@
-"""The dedup indexes on their own: the compact MinHash buckets find what datasketch's MinHashLSH finds,
-a kept text costs a few hundred bytes of signature, not its text, and a large index never holds up the
-event loop."""
+"""The dedup indexes on their own: the MinHash bands on disk find what datasketch's MinHashLSH finds, a
+kept text costs disk, not memory, and a large index never holds up the event loop."""
 from __future__ import annotations
 
 import asyncio
@@ -8,12 +7,14 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+import pytest
 from datasketch import LeanMinHash, MinHashLSH
 from synthloom.context import RunContext
 from synthloom.models.pool import ModelPool
 from synthloom_nodes.dedup import Dedup, DedupParams
-from synthloom_nodes.dedup.bands import BandIndex
 from synthloom_nodes.dedup.base import Origin
+from synthloom_nodes.dedup.disk import CACHE_KIB
+from synthloom_nodes.dedup.exact import ExactIndex
 from synthloom_nodes.dedup.minhash import MINHASH_SCHEME, MINHASH_SEED, MinHashIndex
 from synthloom_nodes.dedup.storage import save_arrays
 
@@ -22,44 +23,50 @@ from tests.test_novelty_index import heartbeat_gaps
 
 
 def test_the_bands_find_the_candidates_datasketch_finds() -> None:
-    """6,000 texts (a third near-copies): each query, before its text is added, returns the same keys
-    from the sorted arrays (merged several times) and from the waiting keys as MinHashLSH does."""
+    """6,000 texts (a third near-copies): before each text is checked, the index's band look-up returns
+    the keys MinHashLSH (given the same kept texts) returns."""
     index = MinHashIndex(0.8, 128, 5)
     reference = MinHashLSH(threshold=0.8, num_perm=128)
-    bands = BandIndex(reference.hashranges)
-    found_some = 0
-    for key, text in enumerate(corpus(6000, seed=21, planted=0.35)):
+    found_some = kept = 0
+    for number, text in enumerate(corpus(6000, seed=21, planted=0.35)):
         sketch = index.signature(text)
         lean = LeanMinHash(seed=MINHASH_SEED, hashvalues=sketch, scheme=MINHASH_SCHEME)
         expected = set(reference.query(lean))
-        assert bands.query(sketch) == expected, key
+        assert set(index.candidates(sketch)) == expected, number
         found_some += bool(expected)
-        reference.insert(key, lean)
-        bands.insert(key, sketch)
-    assert len(bands.hashes[0]) >= 4096 and found_some > 200  # merged at least once; many texts had candidates
+        if index.check_and_add(sketch, Origin("run", f"r{number}")) is None:
+            kept += 1
+            reference.insert(kept, lean)  # the index's keys are its rows, numbered from 1
+    assert found_some > 200 and 3000 < kept < 6000  # many texts had candidates; near-copies were dropped
 
 
-def test_a_kept_text_costs_its_signature_not_its_text() -> None:
+@pytest.mark.parametrize("method", ["exact", "minhash"])
+def test_a_kept_text_costs_no_memory(method: str) -> None:
+    """The entries live in SQLite on disk (its page cache is bounded): 8,000 long texts kept add almost
+    nothing to the Python heap, where the in-memory index took about 700 bytes (minhash) or 250 (exact)
+    per kept text."""
     texts = corpus(8000, seed=4, planted=0.0, longest=200)  # long texts: about 1 KB each
-    index = MinHashIndex(0.8, 128, 5)
+    index: ExactIndex | MinHashIndex = ExactIndex() if method == "exact" else MinHashIndex(0.8, 128, 5)
     signatures = [index.signature(text) for text in texts]
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    for number, signature in enumerate(signatures):
-        index.check_and_add(signature, Origin("run", f"r{number}"))
+    kept = sum(index.check_and_add(signature, Origin("run", f"r{number}")) is None  # type: ignore[arg-type]
+               for number, signature in enumerate(signatures))
     per_text = (tracemalloc.get_traced_memory()[0] - before) / len(texts)
     tracemalloc.stop()
-    assert per_text < 1024, per_text  # 512 B of sketch, ~110 B of buckets, the origin; datasketch's: ~3.9 KB
+    assert kept > 7900 and per_text < 16, per_text
+    assert index.file.db.execute("PRAGMA cache_size").fetchone()[0] == -CACHE_KIB
     assert sum(map(len, texts)) / len(texts) > 600
 
 
 async def test_the_event_loop_keeps_beating_while_dedup_loads_and_checks(tmp_path: Path) -> None:
-    """Loading a 30,000-text MinHash index (about 2 s of bucket building) and checking 200 records, 16 at
-    a time, all happen in worker threads: a 10 ms heartbeat is never held up for 500 ms."""
+    """Loading a 30,000-text MinHash index (the earlier .npz format: about 2 s of inserting its bands) and
+    checking 200 records, 16 at a time, all happen in worker threads: a 10 ms heartbeat is never held up
+    for 500 ms."""
     rng = np.random.default_rng(3)
     sketches = rng.integers(0, 2**32 - 1, size=(30_000, 128), dtype=np.uint32)  # plain arrays, as saved
     settings = {"num_perm": 128, "ngram": 5, "seed": MINHASH_SEED, "scheme": MINHASH_SCHEME}
-    save_arrays(tmp_path / "idx" / MinHashIndex.FILE, settings,
+    save_arrays(tmp_path / "idx" / MinHashIndex.LEGACY_FILE, settings,
                 [Origin("earlier", f"old{n}") for n in range(len(sketches))], hashvalues=sketches)
     node = Dedup("unique", DedupParams(field="text", method="minhash", index="idx"))
     ctx = RunContext(models=ModelPool({}), base_dir=tmp_path)
@@ -75,5 +82,6 @@ async def test_the_event_loop_keeps_beating_while_dedup_loads_and_checks(tmp_pat
         return await asyncio.gather(*(check(n, text) for n, text in enumerate(texts)))
 
     gaps = await heartbeat_gaps(work())
-    assert len((await ctx.shared_index("dedup:unique")).local.origins) > 30_000  # loaded, and kept some
+    index = (await ctx.shared_index("dedup:unique")).local
+    assert index.file.db.execute("SELECT COUNT(*) FROM sketches").fetchone()[0] > 30_000  # loaded, kept some
     assert len(gaps) > 20 and sum(gap > 0.5 for gap in gaps) == 0, [round(gap, 3) for gap in gaps if gap > 0.05]

@@ -8,6 +8,7 @@ import importlib.util
 import json
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections import Counter
@@ -91,7 +92,7 @@ async def test_concurrent_copies_never_both_pass(write_graph: Callable[..., Path
         assert {row["detail"]["duplicate_of"] for row in dropped.values()} == kept
 
 
-@pytest.mark.parametrize("method, file", [("minhash", "minhash.npz"), ("exact", "exact.json")])
+@pytest.mark.parametrize("method, file", [("minhash", "minhash.sqlite"), ("exact", "exact.sqlite")])
 async def test_a_persisted_index_stops_a_second_run_re_emitting(
         write_graph: Callable[..., Path], tmp_path: Path, method: str, file: str) -> None:
     graph = write_graph(dedup_graph(method=method, index="runs/dedup-index"), SEEDS)
@@ -108,12 +109,52 @@ async def test_a_persisted_index_stops_a_second_run_re_emitting(
     assert kept_fresh == {"new1"} and dropped_fresh["new2"]["detail"]["duplicate_of"] == "text2"
 
 
-def test_the_minhash_index_file_is_plain_arrays(write_graph: Callable[..., Path], tmp_path: Path) -> None:
+def test_the_minhash_index_file_is_plain_tables(write_graph: Callable[..., Path], tmp_path: Path) -> None:
     synthloom.run(write_graph(dedup_graph(method="minhash", index="idx"), ORIGINALS), tmp_path / "out")
-    with np.load(tmp_path / "idx" / "minhash.npz", allow_pickle=False) as data:
-        assert data["hashvalues"].shape == (10, 128)
-        assert sorted(data["ids"].tolist()) == sorted(row["id"] for row in ORIGINALS)
-        assert json.loads(str(data["settings"]))["ngram"] == 5
+    with sqlite3.connect(tmp_path / "idx" / "minhash.sqlite") as db:
+        sketches = db.execute("SELECT sketch, record FROM sketches").fetchall()
+        assert {len(sketch) for sketch, _ in sketches} == {128 * 4}
+        assert sorted(record for _, record in sketches) == sorted(row["id"] for row in ORIGINALS)
+        assert json.loads(db.execute("SELECT json FROM settings").fetchone()[0])["ngram"] == 5
+
+
+@pytest.mark.parametrize("planted", [
+    "CREATE VIEW everything AS SELECT * FROM sketches",
+    "CREATE TRIGGER grow AFTER INSERT ON sketches BEGIN INSERT INTO runs (path) VALUES ('x'); END",
+    "CREATE TABLE extra (x)",
+])
+async def test_an_index_file_holding_more_than_an_index_is_refused(
+        write_graph: Callable[..., Path], tmp_path: Path, planted: str) -> None:
+    """An `index:` folder may come with a stranger's graph: a view or trigger in it would run their SQL."""
+    await run(write_graph(dedup_graph(method="minhash", index="idx"), ORIGINALS), tmp_path / "first")
+    with sqlite3.connect(tmp_path / "idx" / "minhash.sqlite") as db:
+        db.execute(planted)
+    with pytest.raises(synthloom.ConfigError, match="nodes.unique.index: .*holds tables a synthloom minhash"):
+        await synthloom.arun(write_graph(dedup_graph(method="minhash", index="idx"), ORIGINALS), tmp_path / "2")
+
+
+@pytest.mark.parametrize("method", ["minhash", "exact"])
+async def test_an_index_folder_of_the_earlier_format_is_still_read(
+        write_graph: Callable[..., Path], tmp_path: Path, method: str) -> None:
+    """Folders written before the indexes moved to disk (minhash.npz, exact.json) still stop copies."""
+    await run(write_graph(dedup_graph(method=method, index="idx"), ORIGINALS), tmp_path / "first")
+    from synthloom_nodes.dedup.base import Origin
+    from synthloom_nodes.dedup.exact import ExactIndex
+    from synthloom_nodes.dedup.minhash import MinHashIndex
+    from synthloom_nodes.dedup.storage import save_arrays
+    with sqlite3.connect(tmp_path / "idx" / f"{method}.sqlite") as db:
+        rows = db.execute("SELECT * FROM " + ("sketches" if method == "minhash" else "first")).fetchall()
+    (tmp_path / "idx" / f"{method}.sqlite").unlink()
+    run_path = str(tmp_path / "first")
+    if method == "minhash":
+        save_arrays(tmp_path / "idx" / MinHashIndex.LEGACY_FILE, MinHashIndex(0.8, 128, 5).settings,
+                    [Origin(run_path, record) for _, _, _, record in rows],
+                    hashvalues=np.stack([np.frombuffer(sketch, dtype="<u4") for _, sketch, _, _ in rows]))
+    else:
+        first = {digest.hex(): [run_path, record] for digest, _, record in rows}
+        (tmp_path / "idx" / ExactIndex.LEGACY_FILE).write_text(json.dumps({"method": "exact", "first": first}))
+    again, dropped = await run(write_graph(dedup_graph(method=method, index="idx"), ORIGINALS), tmp_path / "second")
+    assert again == set() and len(dropped) == len(ORIGINALS)
 
 
 async def test_an_index_built_with_other_settings_is_refused(write_graph: Callable[..., Path],

@@ -1,25 +1,36 @@
-"""`exact`: SHA-1 of the normalised text (lowercased, punctuation removed, whitespace collapsed)."""
+"""`exact`: SHA-1 of the normalised text (lowercased, punctuation removed, whitespace collapsed), kept on
+disk (disk.py): 20 bytes of digest, a run number and the record id per kept text, no memory."""
 from __future__ import annotations
 
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 from .base import Match, Origin, normalise
-from .storage import write_atomically
+from .disk import IndexFile
 
 
 class ExactIndex:
-    FILE = "exact.json"
+    FILE = "exact.sqlite"
+    LEGACY_FILE = "exact.json"  # what synthloom wrote before the index moved to disk; still read
 
     def __init__(self) -> None:
-        self.first: dict[str, Origin] = {}
+        self.file = IndexFile("exact", {"method": "exact"},
+                              ["CREATE TABLE first (digest BLOB PRIMARY KEY, run INTEGER, record TEXT) WITHOUT ROWID"])
+        self.loaded_from: Path | None = None
 
     def signature(self, text: str) -> str:
         return hashlib.sha1(normalise(text).encode("utf-8")).hexdigest()
 
     def check_and_add(self, signature: str, origin: Origin) -> Match | None:
-        first = self.first.setdefault(signature, origin)
+        digest = bytes.fromhex(signature)
+        db = self.file.db
+        found = db.execute("SELECT run, record FROM first WHERE digest = ?", (digest,)).fetchone()
+        if found is None:
+            db.execute("INSERT INTO first VALUES (?, ?, ?)", (digest, self.file.run_id(origin.run), origin.record_id))
+            return None
+        first = self.file.origin(found[0], found[1])
         return Match(first.record_id, 1.0) if first != origin else None
 
     def encode(self, signature: str) -> str:
@@ -29,12 +40,25 @@ class ExactIndex:
         return encoded
 
     def save(self, folder: Path) -> None:
-        first = {digest: [origin.run, origin.record_id] for digest, origin in self.first.items()}
-        write_atomically(folder / self.FILE, lambda handle: handle.write(
-            json.dumps({"method": "exact", "first": first}).encode("utf-8")))
+        self.file.save(folder / self.FILE)
 
     def load(self, folder: Path) -> None:
-        path = folder / self.FILE
-        if path.exists():
-            saved = json.loads(path.read_text(encoding="utf-8"))["first"]
-            self.first = {digest: Origin(run, record_id) for digest, (run, record_id) in saved.items()}
+        self.loaded_from = folder
+        if (folder / self.FILE).exists():
+            self.file.load(folder / self.FILE)
+        elif (folder / self.LEGACY_FILE).exists():
+            saved = json.loads((folder / self.LEGACY_FILE).read_text(encoding="utf-8"))["first"]
+            with self.file.transaction():
+                for digest, (run, record_id) in saved.items():
+                    self.check_and_add(digest, Origin(run, record_id))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """To a Ray actor: the index as it was opened (from its `index:` folder, on shared storage)."""
+        return _reopened, (self.loaded_from,)
+
+
+def _reopened(folder: Path | None) -> ExactIndex:
+    index = ExactIndex()
+    if folder is not None:
+        index.load(folder)
+    return index

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import itertools
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +23,7 @@ from .kept_log import KeptLog
 from .minhash import MinHashIndex
 
 DEFAULT_THRESHOLDS = {"minhash": 0.8, "embedding": 0.9}
+REPLAY_CHUNK = 10_000  # kept entries put back per step on --resume
 
 
 class DedupParams(NodeParams):
@@ -71,9 +73,9 @@ class Dedup(Node[DedupParams]):
         log = self._log(ctx)
         index = await asyncio.to_thread(self._open_index, ctx)
         store = await ctx.shared_index(self.shared_key, index)
-        replayed = await asyncio.to_thread(self._replay, index, log, ctx)
-        if replayed:
-            await store.check_and_add_many(replayed)
+        replayed = self._replay(index, log, ctx)  # in chunks: a resumed 10M-record run kept millions
+        while chunk := await asyncio.to_thread(lambda: list(itertools.islice(replayed, REPLAY_CHUNK))):
+            await store.check_and_add_many(chunk)
 
     def _log(self, ctx: RunContext) -> KeptLog:
         def open_log() -> KeptLog:
@@ -93,11 +95,11 @@ class Dedup(Node[DedupParams]):
                                   key=f"nodes.{self.name}.index") from None
         return index
 
-    def _replay(self, index: Index, log: KeptLog, ctx: RunContext) -> list[tuple[Any, Origin]]:
+    def _replay(self, index: Index, log: KeptLog, ctx: RunContext) -> Iterator[tuple[Any, Origin]]:
         """What this run kept before it stopped (finished records only), as (signature, origin) pairs."""
         run = self._run_name(ctx)
-        return [(index.decode(entry["signature"]) if "signature" in entry else index.signature(str(entry["text"])),
-                 Origin(run, entry["record"])) for entry in log.replay()]
+        return ((index.decode(entry["signature"]) if "signature" in entry else index.signature(str(entry["text"])),
+                 Origin(run, entry["record"])) for entry in log.replay())
 
     @staticmethod
     def _run_name(ctx: RunContext) -> str:
