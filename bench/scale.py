@@ -6,6 +6,7 @@ within 10% of the peak at 100k; the records/s figure says what the machine did m
 
     python bench/scale.py                        # 100k and 1M records
     python bench/scale.py --sizes 10000 100000 1000000 10000000
+    python bench/scale.py --dedup exact          # the same with a dedup index that keeps every record
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -26,7 +28,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from throughput import fixture_server  # noqa: E402  (the bench folder is not a package)
 
 
-def write_inputs(folder: Path, url: str, records: int) -> Path:
+def write_inputs(folder: Path, url: str, records: int, dedup: str | None = None) -> Path:
     with (folder / "seeds.jsonl").open("w") as handle:
         for index in range(records):
             handle.write(f'{{"id": "r{index}", "topic": "topic {index}"}}\n')
@@ -36,15 +38,18 @@ def write_inputs(folder: Path, url: str, records: int) -> Path:
             "nodes": {"answer": {"type": "llm", "model": "m", "output": "answer",
                                  "messages": [{"role": "user", "content": "Say something about {{ topic }}"}]}},
             "outputs": [{"name": "out", "format": "raw", "fields": ["topic", "answer"]}]}
+    if dedup:  # every answer differs (it quotes its topic), so the index keeps every record
+        spec["nodes"]["unique"] = {"type": "dedup", "field": "answer", "method": dedup}
+        spec["edges"] = [["answer", "unique"]]
     path = folder / "scale.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
 
 
-def run_once(url: str, records: int) -> dict[str, float]:
+def run_once(url: str, records: int, dedup: str | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(dir=ROOT / "bench") as name:
         folder = Path(name)
-        graph = write_inputs(folder, url, records)
+        graph = write_inputs(folder, url, records, dedup)
         started = time.perf_counter()
         process = subprocess.Popen([sys.executable, "-m", "synthloom.cli", "run", str(graph), "-o",
                                     str(folder / "out"), "-q", "--no-cache"], cwd=ROOT)
@@ -54,18 +59,19 @@ def run_once(url: str, records: int) -> dict[str, float]:
             raise SystemExit(f"the run of {records} records failed")
         manifest = json.loads((folder / "out" / "manifest.json").read_text())
         assert manifest["counts"]["written"] == records, manifest["counts"]
-        return {"records": records, "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "wall_s": round(wall, 1),
-                "records_per_s": round(records / wall)}
+        return {"records": records, "dedup": dedup, "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+                "wall_s": round(wall, 1), "records_per_s": round(records / wall)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--dedup", choices=["exact", "minhash"], help="add a dedup node that keeps every record")
     args = parser.parse_args()
     results = []
     with fixture_server(0.0) as url:
         for size in args.sizes:
-            results.append(run_once(url, size))
+            results.append(run_once(url, size, args.dedup))
             print(json.dumps(results[-1]), flush=True)
     base = results[0]["peak_rss_mb"]
     for result in results[1:]:
