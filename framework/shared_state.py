@@ -78,12 +78,17 @@ class LocalSharedState:
 
 class Numbering:
     """Numbers handed out once each, run-wide (a sampler's position in `mode: cover`): as a shared index,
-    `check_and_add` gives the next number, so shards under `--ray` never draw the same one."""
+    `check_and_add` gives the next number, so shards under `--ray` never draw the same one. Given a
+    number (`signature`, on --resume: the highest an earlier part handed to a finished record), it
+    hands out only numbers past it from then on."""
 
     def __init__(self) -> None:
         self.next = 0
 
-    def check_and_add(self, signature: Any = None, origin: Any = None) -> int:
+    def check_and_add(self, signature: int | None = None, origin: Any = None) -> int:
+        if signature is not None:
+            self.next = max(self.next, signature + 1)
+            return signature
         number, self.next = self.next, self.next + 1
         return number
 

@@ -9,7 +9,8 @@ provenance. Two modes:
 - `cover`: walk the cartesian product of the slots without repeats, in a seeded shuffled order, a new
   shuffled pass once the product is used up (TF1-style combinatorial scaffolds). There a weight is how
   many times a value comes per pass, so it must be a whole number. The walk position is the
-  record's `index` (rows of a `none` seed source have one), else a run-wide counter.
+  record's `index` (rows of a `none` seed source have one), else a run-wide counter, which a resume
+  continues past the positions finished records took (records cut short leave their combinations out).
 
 `distinct: [speaker_a, speaker_b]` makes those slots take different values from one shared list (DiaSynth
 persona pairs); in cover mode the walk goes over unordered pairs, so 6 personas give 15 pairs.
@@ -29,7 +30,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from synthloom.context import RunContext
 from synthloom.errors import ConfigError
+from synthloom.kept_log import KeptLog
 from synthloom.node import Node, NodeParams
+from synthloom.record_pool import POOL_DIR
 from synthloom.shared_state import Numbering
 
 
@@ -136,6 +139,28 @@ class Sampler(Node[SamplerParams]):
             _check_distinct_group(self.slots, self.params.distinct, f"{key}.distinct")
         if self.params.mode == "cover":
             self.walk = CoverWalk(self.slots, self.params.distinct or [], self.params.seed)
+            # on --resume, go on past the positions finished records took (a counter started again at 0
+            # would give the first combinations twice and never reach the last)
+            highest = max((int(entry["signature"]) for entry in self._positions_log(ctx).replay()), default=None)
+            if highest is not None:
+                counter = await ctx.shared_index(self._counter_key, Numbering())
+                await counter.check_and_add(highest, None)
+
+    async def teardown(self, ctx: RunContext) -> None:
+        if self.walk is not None:
+            self._positions_log(ctx).close()
+
+    @property
+    def _counter_key(self) -> str:
+        return f"sampler:{self.name}:position"
+
+    def _positions_log(self, ctx: RunContext) -> KeptLog:
+        """The position each record took from the counter, beside the run's output (pools/), for --resume."""
+        def open_log() -> KeptLog:
+            path = ctx.output_dir / POOL_DIR / f"sampler-{self.name}.jsonl" if ctx.output_dir else None
+            return KeptLog(path, ctx.resume_done)
+        log: KeptLog = ctx.shared(f"{self._counter_key}:log", open_log).value
+        return log
 
     async def run(self, state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
         if self.walk is not None:
@@ -150,8 +175,9 @@ class Sampler(Node[SamplerParams]):
         index = state.get(self.params.index_field) if self.params.index_field else None
         if isinstance(index, int) and not isinstance(index, bool) and index >= 0:
             return index
-        counter = await ctx.shared_index(f"sampler:{self.name}:position", Numbering())  # run-wide, every shard
+        counter = await ctx.shared_index(self._counter_key, Numbering())  # run-wide, every shard
         position: int = await counter.check_and_add(None, state["id"])
+        self._positions_log(ctx).append(state["id"], str(position))
         return position
 
     def _random_draws(self, rng: random.Random) -> dict[str, Any]:

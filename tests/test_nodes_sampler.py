@@ -108,6 +108,22 @@ async def test_cover_mode_counts_positions_when_the_seed_rows_have_no_index(
     assert len(records) == 12 and set(counts.values()) == {2} and len(counts) == 6
 
 
+async def test_cover_mode_goes_on_where_an_interrupted_run_stopped(
+        write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    """Rows without an index take positions from a run-wide counter, which a resume continues past the
+    positions finished records took: a run of 5 records resumed to 12 gives the 12 combinations once each
+    (a counter started again at 0 gave the first combinations twice and never reached the last)."""
+    spec = sampler_graph({"slots": {"persona": PERSONAS[:3], "tone": ["formal", "casual", "dry", "warm"]},
+                          "mode": "cover"})
+    del spec["seed"]
+    graph = write_graph(spec, [{"id": f"row{n}", "topic": f"topic {n}"} for n in range(12)])
+    first = await run_raw(graph, tmp_path / "out", limit=5, max_in_flight=3)
+    records = await run_raw(graph, tmp_path / "out", resume=True, max_in_flight=4)
+    assert len(first) == 5 and len(records) == 12
+    assert len({(record["persona"], record["tone"]) for record in records}) == 12
+    assert draws_by_id(first, ("persona", "tone")).items() <= draws_by_id(records, ("persona", "tone")).items()
+
+
 async def test_distinct_pairs_cover_every_unordered_pair(write_graph: Callable[..., Path], tmp_path: Path) -> None:
     people = ["chef", "pilot", "judge", "miner", "nurse", "poet"]
     spec = sampler_graph({"slots": {"speaker_a": people, "speaker_b": people, "setting": ["bus", "cafe"]},

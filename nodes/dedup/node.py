@@ -13,13 +13,13 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 from synthloom.context import RunContext
 from synthloom.errors import ConfigError
+from synthloom.kept_log import KeptLog
 from synthloom.node import Drop, Node, NodeParams
 from synthloom.record_pool import POOL_DIR
 
 from .base import Index, Origin
 from .embedding import EMBED_MISSING, EmbeddingIndex, sentence_encoder
 from .exact import ExactIndex
-from .kept_log import KeptLog
 from .minhash import MinHashIndex
 
 DEFAULT_THRESHOLDS = {"minhash": 0.8, "embedding": 0.9}

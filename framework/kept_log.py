@@ -1,11 +1,12 @@
-"""The signatures a run kept, one JSON line each beside its output (`pools/dedup-<node>.jsonl`), flushed
-as they are kept: `--resume` after a kill -9 rebuilds the index from them, since the `index:` folder is
-only written at the end of a run. Signatures, not texts: 40 hex characters for `exact`, num_perm * 4
-bytes (base64) for `minhash`, a vector for `embedding`.
+"""What a node kept for a record, one JSON line each beside the run's output (`pools/<node kind>-<node>.jsonl`),
+flushed as it is kept, so `--resume` after a kill -9 can put it back: `dedup` logs the signatures it kept
+(its `index:` folder is only written at the end of a run; signatures, not texts: 40 hex characters for
+`exact`, num_perm * 4 bytes (base64) for `minhash`, a vector for `embedding`), and a `cover` sampler the
+positions its records took.
 
 On resume only lines of records the journal lists as done are replayed (the others run again and must not
 meet themselves), and the file is rewritten to those lines, streaming, so memory does not grow with it.
-Lines of the older format (`{"record", "text"}`) are replayed by signing their text.
+Dedup lines of the older format (`{"record", "text"}`) are replayed by signing their text.
 """
 from __future__ import annotations
 
