@@ -15,7 +15,7 @@ from pathlib import Path
 from .errors import OutputWriteError
 
 LEDGER = ".synthloom-ids.sqlite"
-CACHE_KIB = 8192
+CACHE_KIB = 2048  # the page cache, all the memory the ledger holds; pages past it come back from the OS file cache
 COMMIT_EVERY = 2000
 
 
