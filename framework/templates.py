@@ -241,10 +241,17 @@ class Template:
             raise ValueError("template nested too deeply to compile") from None
         self._is_plain = not self.variables and "{" not in source
         self._names = tuple(self.variables)
+        self._substitution = _substitution_parts(tree)
 
     def render(self, state: Mapping[str, Any]) -> str:
         if self._is_plain:
             return self.source
+        if self._substitution is not None and all(name in state for name in self._names):
+            # text and `{{ name }}` only: what Jinja would render, without a context and a generator per call
+            text = "".join(str(state[part]) if is_name else part for is_name, part in self._substitution)
+            if len(text) > MAX_RENDERED:
+                raise RecordError(f"template went past a bound: rendered text longer than {MAX_RENDERED} characters")
+            return text
         token = _budget.set(_Budget())
         try:
             return self._render(state)
@@ -288,6 +295,22 @@ class Template:
         read = f"'{names[0]}.{attribute}'" if len(names) == 1 else f"'.{attribute}'"
         article = "an" if kind[:1] in "aeiou" else "a"
         return f"template reads {read}, but {subject} is {article} {kind} and has no attribute '{attribute}'"
+
+
+def _substitution_parts(tree: nodes.Template) -> tuple[tuple[bool, str], ...] | None:
+    """(is a variable, text or name) for a template that is only text and `{{ name }}` outputs (most
+    prompts); None for anything else (filters, attributes, tags), which Jinja renders."""
+    if len(tree.body) != 1 or not isinstance(tree.body[0], nodes.Output):
+        return None
+    parts: list[tuple[bool, str]] = []
+    for node in tree.body[0].nodes:
+        if isinstance(node, nodes.TemplateData):
+            parts.append((False, node.data))
+        elif isinstance(node, nodes.Name) and node.ctx == "load":
+            parts.append((True, node.name))
+        else:
+            return None
+    return tuple(parts)
 
 
 _NO_ATTRIBUTE = re.compile(r"^'(?P<type>[\w.]+) object' has no attribute '(?P<attribute>[^']*)'$")

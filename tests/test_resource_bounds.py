@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+import jinja2
 import pytest
 import synthloom
 import yaml
@@ -48,6 +49,30 @@ def test_templates_within_the_bounds_still_work() -> None:
     assert Template("{{ 'ab' * 3 }} {{ 7 ** 2 }} {{ question|upper }} {{ '%05d' % 42 }} {{ 'x' ~ 1 }}").render(
         STATE) == "ababab 49 WHAT IS A TIDE? 00042 x1"
     assert Template("{% for w in question.split() %}{{ w[0] }}{% endfor %}").render(STATE) == "Wiat"
+
+
+@pytest.mark.parametrize("source", [
+    "Step 1: {{ text0 }}", "Hello {{ a }} and {{b}}\n", "x {{ a }}\n\n", "{{ a }}",
+    "{{ n }}|{{ f }}|{{ l }}|{{ d }}|{{ t }}", "{{ a|upper }} {{ b }}", "{% if t %}{{ a }}{% endif %}",
+    "{{ d.k }}", "{{ missing }}", "{{ a }}{{ missing }}",
+])
+def test_plain_substitution_renders_what_jinja_renders(source: str) -> None:
+    """Templates of text and `{{ name }}` only skip Jinja's context (most prompts, on every node step); the
+    text, and the error for a missing variable, are Jinja's own."""
+    state = {"text0": "hé\n", "a": "A", "b": 3, "n": None, "f": 1.5, "l": [1, "x"], "d": {"k": 1}, "t": True}
+    reference = jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(source)
+    try:
+        expected = reference.render(state)
+    except jinja2.UndefinedError:
+        with pytest.raises(RecordError, match="template needs 'missing' is undefined"):
+            Template(source).render(state)
+        return
+    assert Template(source).render(state) == expected
+
+
+def test_a_substitution_past_the_rendered_bound_fails_the_record() -> None:
+    with pytest.raises(RecordError, match="rendered text longer than"):
+        Template("{{ text }}{{ text }}").render({"text": "x" * 600_000})
 
 
 def test_a_missing_attribute_names_the_variable() -> None:
