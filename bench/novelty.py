@@ -13,6 +13,7 @@ of pooled ones (0 to half their words edited), so a share of them are refused.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import sys
@@ -95,8 +96,9 @@ def agreement(size: int) -> tuple[int, int, int]:
     return agreed, size, refused
 
 
-def dedup_footprint(size: int) -> list[tuple[str, float, float]]:
-    """Bytes of index per kept text (tracemalloc) and ms per look-up-and-add, at `size` kept texts."""
+def dedup_footprint(size: int) -> list[tuple[str, float, float, float]]:
+    """Bytes of memory (tracemalloc) and of index file per kept text, and ms per look-up-and-add, at `size`
+    kept texts."""
     texts = corpus(size, seed=11, planted=0.0)
     rows = []
     for name, index in (("exact", ExactIndex()), ("minhash", MinHashIndex(0.8, 128, 5))):
@@ -109,7 +111,7 @@ def dedup_footprint(size: int) -> list[tuple[str, float, float]]:
         elapsed = time.perf_counter() - start
         used = tracemalloc.get_traced_memory()[0] - before
         tracemalloc.stop()
-        rows.append((name, used / size, elapsed * 1000 / size))
+        rows.append((name, used / size, os.path.getsize(index.file.path) / size, elapsed * 1000 / size))
     return rows
 
 
@@ -138,9 +140,10 @@ def main() -> None:
         print(f"\nagreement with the exhaustive check on a stream of {checks} texts ({refused} refused): "
               f"{agreed}/{checks} = {agreed / checks:.2%} (decision, score and closest text)")
     if args.dedup_size:
-        print(f"\ndedup at {args.dedup_size} kept texts: bytes of index per kept text, ms per look-up-and-add")
-        for name, per_text, per_check in dedup_footprint(args.dedup_size):
-            print(f"{name:>8} {per_text:>8.0f} B {per_check:>7.3f} ms")
+        print(f"\ndedup at {args.dedup_size} kept texts, per kept text: bytes of memory (the entries are on "
+              f"disk), bytes of index file; ms per look-up-and-add")
+        for name, in_memory, on_disk, per_check in dedup_footprint(args.dedup_size):
+            print(f"{name:>8} {in_memory:>6.0f} B {on_disk:>6.0f} B {per_check:>7.3f} ms")
 
 if __name__ == "__main__":
     main()
