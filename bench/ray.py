@@ -10,10 +10,10 @@ one process doing every record's engine work; two shards split it over two proce
 the ratio.
 
 The budget is run-wide, so sharding pays only where one process cannot keep the budget busy: with light
-local work (`--words 200`) both take the same time (ratio 0.92-1.0 here: the two servers' 16 slots
-are the limit); with `--words 4000` one process is CPU-bound and 2 shards finished 1.18x faster
-(6.88 s vs 5.85 s; 800 records: 12.39 s vs 10.67 s, 1.16x) on a 2-core machine that five other jobs
-were loading at the time (load average 6-9), so the second core was only partly ours.
+local work (`--words 200`) both take the same time (ratio 0.99 on a quiet 2-core machine: the two
+servers' 16 slots are the limit); with the default `--words 4000` one process is CPU-bound and 2 shards
+finished 1.28x and 1.38x faster in two runs (5.98 s vs 4.69 s, 6.21 s vs 4.52 s). An earlier measurement,
+with five other jobs loading the machine, gave 1.18x.
 
     python bench/ray.py                 # N=400 records of 2 calls, L=50 ms, capacity 8 per server
 """
