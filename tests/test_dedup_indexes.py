@@ -3,6 +3,8 @@ kept text costs disk, not memory, and a large index never holds up the event loo
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import tracemalloc
 from pathlib import Path
 
@@ -85,3 +87,15 @@ async def test_the_event_loop_keeps_beating_while_dedup_loads_and_checks(tmp_pat
     index = (await ctx.shared_index("dedup:unique")).local
     assert index.file.db.execute("SELECT COUNT(*) FROM sketches").fetchone()[0] > 30_000  # loaded, kept some
     assert len(gaps) > 20 and sum(gap > 0.5 for gap in gaps) == 0, [round(gap, 3) for gap in gaps if gap > 0.05]
+
+
+def test_a_killed_run_leaves_no_index_file_behind(tmp_path: Path) -> None:
+    """The working file of an index sits in a temporary folder named with its process; after a kill -9 the
+    next index made on the machine removes it."""
+    script = ("import os, sys\nfrom synthloom_nodes.dedup.exact import ExactIndex\nindex = ExactIndex()\n"
+              "print(index.file.path, flush=True)\nos.kill(os.getpid(), 9)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    left = Path(done.stdout.strip())
+    assert done.returncode == -9 and left.exists()
+    ExactIndex()
+    assert not left.parent.exists()

@@ -2,7 +2,8 @@
 file and no memory beyond a fixed page cache: a run keeping ten million texts dedups in the memory of one
 keeping a thousand.
 
-The working file is the process's own (a temporary folder, removed when the index goes). `save` copies it
+The working file is the process's own (a temporary folder named with its pid, removed when the index
+goes, or by the next index made on the machine if a kill -9 left it). `save` copies it
 into the `index:` folder atomically; `load` copies a saved one in, after checking that it holds only the
 tables an index of the same kind and settings writes (an `index:` folder may come with a stranger's
 graph, and a view or trigger there could run SQL of theirs).
@@ -24,6 +25,25 @@ from .base import Origin
 
 CACHE_KIB = 4096
 """SQLite's page cache per index: the only memory an index holds, whatever its size."""
+WORK_PREFIX = "synthloom-dedup-"
+
+
+def _sweep_orphans() -> None:
+    """Remove the working folders of processes that are gone (a kill -9 skips the clean-up at exit)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{WORK_PREFIX}*"):
+        pid = folder.name[len(WORK_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 class IndexFile:
@@ -32,7 +52,8 @@ class IndexFile:
 
     def __init__(self, kind: str, settings: dict[str, Any], schema: list[str]):
         self.kind, self.settings, self.schema = kind, settings, schema
-        self._folder = tempfile.mkdtemp(prefix=f"synthloom-dedup-{kind}-")
+        _sweep_orphans()
+        self._folder = tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-{kind}-")
         self.path = Path(self._folder) / f"{kind}.sqlite"
         self.db = self._connect()
         self._create()
