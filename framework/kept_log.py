@@ -14,7 +14,12 @@ import json
 import os
 from collections.abc import Container, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+from .record_pool import POOL_DIR
+
+if TYPE_CHECKING:
+    from .context import RunContext
 
 
 class KeptLog:
@@ -53,3 +58,13 @@ class KeptLog:
         if self._handle is not None:
             self._handle.close()
             self._handle = None
+
+
+def kept_log(ctx: RunContext, name: str) -> KeptLog:
+    """The run's log `pools/<name>.jsonl`, one object per run whichever record asks first (no file without
+    an output directory: a preview)."""
+    def open_log() -> KeptLog:
+        path = ctx.output_dir / POOL_DIR / f"{name}.jsonl" if ctx.output_dir else None
+        return KeptLog(path, ctx.resume_done)
+    log: KeptLog = ctx.shared(f"kept-log:{name}", open_log).value
+    return log

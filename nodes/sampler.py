@@ -30,9 +30,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from synthloom.context import RunContext
 from synthloom.errors import ConfigError
-from synthloom.kept_log import KeptLog
+from synthloom.kept_log import KeptLog, kept_log
 from synthloom.node import Node, NodeParams
-from synthloom.record_pool import POOL_DIR
 from synthloom.shared_state import Numbering
 
 
@@ -156,11 +155,7 @@ class Sampler(Node[SamplerParams]):
 
     def _positions_log(self, ctx: RunContext) -> KeptLog:
         """The position each record took from the counter, beside the run's output (pools/), for --resume."""
-        def open_log() -> KeptLog:
-            path = ctx.output_dir / POOL_DIR / f"sampler-{self.name}.jsonl" if ctx.output_dir else None
-            return KeptLog(path, ctx.resume_done)
-        log: KeptLog = ctx.shared(f"{self._counter_key}:log", open_log).value
-        return log
+        return kept_log(ctx, f"sampler-{self.name}")
 
     async def run(self, state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
         if self.walk is not None:

@@ -13,9 +13,8 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 from synthloom.context import RunContext
 from synthloom.errors import ConfigError
-from synthloom.kept_log import KeptLog
+from synthloom.kept_log import KeptLog, kept_log
 from synthloom.node import Drop, Node, NodeParams
-from synthloom.record_pool import POOL_DIR
 
 from .base import Index, Origin
 from .embedding import EMBED_MISSING, EmbeddingIndex, sentence_encoder
@@ -78,11 +77,7 @@ class Dedup(Node[DedupParams]):
             await store.check_and_add_many(chunk)
 
     def _log(self, ctx: RunContext) -> KeptLog:
-        def open_log() -> KeptLog:
-            path = ctx.output_dir / POOL_DIR / f"dedup-{self.name}.jsonl" if ctx.output_dir else None
-            return KeptLog(path, ctx.resume_done)
-        log: KeptLog = ctx.shared(f"{self.shared_key}:kept", open_log).value
-        return log
+        return kept_log(ctx, f"dedup-{self.name}")
 
     def _open_index(self, ctx: RunContext) -> Index:
         index = _new_index(self.params)
