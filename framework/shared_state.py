@@ -49,7 +49,10 @@ class LocalIndex:
 
     async def check_and_add(self, signature: Any, origin: Any) -> Any:
         """In a worker thread: a look-up in a big index must not hold the event loop (other records'
-        calls time out meanwhile); the lock keeps look-up-and-add one step."""
+        calls time out meanwhile); the lock keeps look-up-and-add one step. An index that says it is
+        `quick` is asked on the loop (one step by itself) unless a replay or a save holds the lock."""
+        if getattr(self.local, "quick", False) and not self.lock.locked():
+            return self.local.check_and_add(signature, origin)
         async with self.lock:
             return await asyncio.to_thread(self.local.check_and_add, signature, origin)
 
@@ -81,6 +84,8 @@ class Numbering:
     `check_and_add` gives the next number, so shards under `--ray` never draw the same one. Given a
     number (`signature`, on --resume: the highest an earlier part handed to a finished record), it
     hands out only numbers past it from then on."""
+
+    quick = True  # a counter: asked on the event loop (see LocalIndex)
 
     def __init__(self) -> None:
         self.next = 0

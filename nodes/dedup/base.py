@@ -26,9 +26,14 @@ class Match:
 
 class Index(Protocol):
     """A signature made outside the lock (it may be slow), then an atomic look-up-or-add under it, both
-    in a worker thread; signatures as text for the resume log; saving to / loading from a folder.
-    Entries of `origin` itself never match: that is the record meeting itself again (a loop through the
-    node, or a record resumed after Ctrl-C stopped it mid-graph), and dropping it would lose it."""
+    in a worker thread unless the index is `quick`; signatures as text for the resume log; saving to /
+    loading from a folder. Entries of `origin` itself never match: that is the record meeting itself
+    again (a loop through the node, or a record resumed after Ctrl-C stopped it mid-graph), and dropping
+    it would lose it."""
+
+    quick: bool
+    """Signing and a look-up cost microseconds: both run on the event loop, since a worker-thread hop
+    would cost more than the work and, under the index's lock, hold every other record behind it."""
 
     def signature(self, text: str) -> Any: ...
 

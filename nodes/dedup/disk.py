@@ -16,8 +16,6 @@ import shutil
 import sqlite3
 import tempfile
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from .base import Origin
 
 CACHE_KIB = 4096
 """SQLite's page cache per index: the only memory an index holds, whatever its size."""
+COMMIT_EVERY = 2000
 WORK_PREFIX = "synthloom-dedup-"
 
 
@@ -74,17 +73,21 @@ class IndexFile:
         for statement in self.schema:
             self.db.execute(statement)
         self.db.execute("INSERT INTO settings VALUES (?, ?)", (self.kind, json.dumps(self.settings)))
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """Many inserts as one transaction (a bulk load): a commit per row would cost a hundredfold."""
         self.db.execute("BEGIN")
-        try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
+        self._uncommitted = 0
+
+    def added(self) -> None:
+        """Count a write; commit every COMMIT_EVERY. Writes stay in one open transaction between commits:
+        the file is scratch (a kill -9 loses it, and the kept log rebuilds it), and a commit per entry
+        cost more than the look-up itself."""
+        self._uncommitted += 1
+        if self._uncommitted >= COMMIT_EVERY:
+            self.commit()
+
+    def commit(self) -> None:
         self.db.execute("COMMIT")
+        self.db.execute("BEGIN")
+        self._uncommitted = 0
 
     def run_id(self, run: str) -> int:
         found = self._run_ids.get(run)
@@ -107,6 +110,7 @@ class IndexFile:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(path.name + ".tmp")
         temporary.unlink(missing_ok=True)
+        self.commit()
         target = sqlite3.connect(temporary)
         try:
             self.db.backup(target)
@@ -120,6 +124,8 @@ class IndexFile:
         self.db.close()
         shutil.copyfile(path, self.path)
         self.db = self._connect()
+        self.db.execute("BEGIN")
+        self._uncommitted = 0
         self._run_ids.clear()
         self._run_paths.clear()
 

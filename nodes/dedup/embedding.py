@@ -35,6 +35,7 @@ def sentence_encoder() -> Any:
 
 
 class EmbeddingIndex:
+    quick = False  # a model call, and a search over every kept vector
     FILE = "embedding.npz"
 
     def __init__(self, threshold: float, encoder: Any):

@@ -12,6 +12,7 @@ from .disk import IndexFile
 
 
 class ExactIndex:
+    quick = True  # a hash and one indexed look-up: tens of microseconds
     FILE = "exact.sqlite"
     LEGACY_FILE = "exact.json"  # what synthloom wrote before the index moved to disk; still read
 
@@ -29,6 +30,7 @@ class ExactIndex:
         found = db.execute("SELECT run, record FROM first WHERE digest = ?", (digest,)).fetchone()
         if found is None:
             db.execute("INSERT INTO first VALUES (?, ?, ?)", (digest, self.file.run_id(origin.run), origin.record_id))
+            self.file.added()
             return None
         first = self.file.origin(found[0], found[1])
         return Match(first.record_id, 1.0) if first != origin else None
@@ -48,9 +50,8 @@ class ExactIndex:
             self.file.load(folder / self.FILE)
         elif (folder / self.LEGACY_FILE).exists():
             saved = json.loads((folder / self.LEGACY_FILE).read_text(encoding="utf-8"))["first"]
-            with self.file.transaction():
-                for digest, (run, record_id) in saved.items():
-                    self.check_and_add(digest, Origin(run, record_id))
+            for digest, (run, record_id) in saved.items():
+                self.check_and_add(digest, Origin(run, record_id))
 
     def __reduce__(self) -> tuple[Any, ...]:
         """To a Ray actor: the index as it was opened (from its `index:` folder, on shared storage)."""

@@ -30,6 +30,7 @@ def band_digests(sketch: np.ndarray, ranges: list[tuple[int, int]]) -> list[int]
 
 
 class MinHashIndex:
+    quick = False  # shingling a long text, and many candidates to compare: off the loop
     FILE = "minhash.sqlite"
     LEGACY_FILE = "minhash.npz"  # what synthloom wrote before the index moved to disk; still read
 
@@ -89,6 +90,7 @@ class MinHashIndex:
                          (sketch.astype("<u4").tobytes(), self.file.run_id(origin.run), origin.record_id)).lastrowid
         db.executemany("INSERT OR IGNORE INTO bands VALUES (?, ?, ?)",
                        [(band, digest, key) for band, digest in enumerate(band_digests(sketch, self.ranges))])
+        self.file.added()
 
     def encode(self, signature: np.ndarray) -> str:
         return base64.b64encode(signature.astype("<u4").tobytes()).decode("ascii")
@@ -107,9 +109,8 @@ class MinHashIndex:
         loaded = load_arrays(folder / self.LEGACY_FILE, self.settings)
         if loaded is not None:
             origins, arrays = loaded
-            with self.file.transaction():
-                for sketch, origin in zip(arrays["hashvalues"].astype(np.uint32), origins, strict=True):
-                    self._add(sketch, origin)
+            for sketch, origin in zip(arrays["hashvalues"].astype(np.uint32), origins, strict=True):
+                self._add(sketch, origin)
 
     def __reduce__(self) -> tuple[Any, ...]:
         """To a Ray actor: the index as it was opened (from its `index:` folder, on shared storage)."""

@@ -108,7 +108,7 @@ class Dedup(Node[DedupParams]):
         index: Index = store.local
         value = state[self.params.field]
         text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, ensure_ascii=False)
-        signature = await asyncio.to_thread(index.signature, text)
+        signature = index.signature(text) if index.quick else await asyncio.to_thread(index.signature, text)
         origin = Origin(self._run_name(ctx), state["id"])
         match = await store.check_and_add(signature, origin)  # atomic and run-wide, off the event loop
         if match is None:  # journaled beside the output before the record can count as done
