@@ -7,6 +7,10 @@ within 10% of the peak at 100k; the records/s figure says what the machine did m
     python bench/scale.py                        # 100k and 1M records
     python bench/scale.py --sizes 10000 100000 1000000 10000000
     python bench/scale.py --dedup exact          # the same with a dedup index that keeps every record
+
+Measured on a quiet 2-core machine: 100k 73.2 MB, 1M 74.3 MB (1.015x), 10M 74.2 MB (1.014x), about
+5,500 records/s (10M in 30 minutes). With `--dedup exact`
+(an index that keeps every record): 100k 89.0 MB, 1M 90.3 MB (1.015x), about 4,000 records/s.
 """
 from __future__ import annotations
 
