@@ -156,3 +156,40 @@ class IndexFile:
         objects = db.execute("SELECT type, name FROM sqlite_master ORDER BY type, name").fetchall()
         return [(kind, name, db.execute(f"PRAGMA table_info({json.dumps(name)})").fetchall()
                  if kind == "table" else []) for kind, name in objects]
+
+
+class DiskIndex:
+    """What `exact` and `minhash` share around their `IndexFile`: saving it, loading a saved one (or a
+    folder of the earlier format, through `_load_legacy`), and travelling to a Ray actor as "reopen from
+    this `index:` folder" (shared storage), never as a pickled file."""
+
+    FILE: str
+    file: IndexFile
+    loaded_from: Path | None = None
+
+    def save(self, folder: Path) -> None:
+        self.file.save(folder / self.FILE)
+
+    def load(self, folder: Path) -> None:
+        self.loaded_from = folder
+        if (folder / self.FILE).exists():
+            self.file.load(folder / self.FILE)
+        else:
+            self._load_legacy(folder)
+
+    def _load_legacy(self, folder: Path) -> None:
+        """Entries from the folder's file of the earlier format, if it has one."""
+
+    def _arguments(self) -> tuple[Any, ...]:
+        """What the constructor takes, to make the same index elsewhere."""
+        return ()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _reopened, (type(self), self._arguments(), self.loaded_from)
+
+
+def _reopened(kind: type[DiskIndex], arguments: tuple[Any, ...], folder: Path | None) -> DiskIndex:
+    index = kind(*arguments)
+    if folder is not None:
+        index.load(folder)
+    return index

@@ -5,13 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
 
 from .base import Match, Origin, normalise
-from .disk import IndexFile
+from .disk import DiskIndex, IndexFile
 
 
-class ExactIndex:
+class ExactIndex(DiskIndex):
     quick = True  # a hash and one indexed look-up: tens of microseconds
     FILE = "exact.sqlite"
     LEGACY_FILE = "exact.json"  # what synthloom wrote before the index moved to disk; still read
@@ -19,7 +18,6 @@ class ExactIndex:
     def __init__(self) -> None:
         self.file = IndexFile("exact", {"method": "exact"},
                               ["CREATE TABLE first (digest BLOB PRIMARY KEY, run INTEGER, record TEXT) WITHOUT ROWID"])
-        self.loaded_from: Path | None = None
 
     def signature(self, text: str) -> str:
         return hashlib.sha1(normalise(text).encode("utf-8")).hexdigest()
@@ -41,25 +39,8 @@ class ExactIndex:
     def decode(self, encoded: str) -> str:
         return encoded
 
-    def save(self, folder: Path) -> None:
-        self.file.save(folder / self.FILE)
-
-    def load(self, folder: Path) -> None:
-        self.loaded_from = folder
-        if (folder / self.FILE).exists():
-            self.file.load(folder / self.FILE)
-        elif (folder / self.LEGACY_FILE).exists():
+    def _load_legacy(self, folder: Path) -> None:
+        if (folder / self.LEGACY_FILE).exists():
             saved = json.loads((folder / self.LEGACY_FILE).read_text(encoding="utf-8"))["first"]
             for digest, (run, record_id) in saved.items():
                 self.check_and_add(digest, Origin(run, record_id))
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        """To a Ray actor: the index as it was opened (from its `index:` folder, on shared storage)."""
-        return _reopened, (self.loaded_from,)
-
-
-def _reopened(folder: Path | None) -> ExactIndex:
-    index = ExactIndex()
-    if folder is not None:
-        index.load(folder)
-    return index

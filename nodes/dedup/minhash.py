@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .base import Match, Origin, normalise
-from .disk import IndexFile
+from .disk import DiskIndex, IndexFile
 from .storage import load_arrays
 
 MINHASH_SEED, MINHASH_SCHEME = 1, "affine32"
@@ -29,7 +29,7 @@ def band_digests(sketch: np.ndarray, ranges: list[tuple[int, int]]) -> list[int]
                            signed=True) for start, end in ranges]
 
 
-class MinHashIndex:
+class MinHashIndex(DiskIndex):
     quick = False  # shingling a long text, and many candidates to compare: off the loop
     FILE = "minhash.sqlite"
     LEGACY_FILE = "minhash.npz"  # what synthloom wrote before the index moved to disk; still read
@@ -47,7 +47,6 @@ class MinHashIndex:
         # one point look-up per band (a row-value IN over all of them made SQLite scan the table)
         self._candidates = " UNION ".join("SELECT key FROM bands WHERE band = ? AND digest = ?"
                                           for _ in self.ranges) + " ORDER BY key"
-        self.loaded_from: Path | None = None
 
     def signature(self, text: str) -> np.ndarray:
         from datasketch import MinHash
@@ -98,27 +97,12 @@ class MinHashIndex:
     def decode(self, encoded: str) -> np.ndarray:
         return np.frombuffer(base64.b64decode(encoded), dtype="<u4").astype(np.uint32)
 
-    def save(self, folder: Path) -> None:
-        self.file.save(folder / self.FILE)
-
-    def load(self, folder: Path) -> None:
-        self.loaded_from = folder
-        if (folder / self.FILE).exists():
-            self.file.load(folder / self.FILE)
-            return
+    def _load_legacy(self, folder: Path) -> None:
         loaded = load_arrays(folder / self.LEGACY_FILE, self.settings)
         if loaded is not None:
             origins, arrays = loaded
             for sketch, origin in zip(arrays["hashvalues"].astype(np.uint32), origins, strict=True):
                 self._add(sketch, origin)
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        """To a Ray actor: the index as it was opened (from its `index:` folder, on shared storage)."""
-        return _reopened, (self.threshold, self.num_perm, self.ngram, self.loaded_from)
-
-
-def _reopened(threshold: float, num_perm: int, ngram: int, folder: Path | None) -> MinHashIndex:
-    index = MinHashIndex(threshold, num_perm, ngram)
-    if folder is not None:
-        index.load(folder)
-    return index
+    def _arguments(self) -> tuple[Any, ...]:
+        return self.threshold, self.num_perm, self.ngram
