@@ -74,6 +74,20 @@ def test_two_shards_write_every_record_once_into_one_directory(
         run_on_ray(graph, out, shards=3, resume=True)
 
 
+def test_progress_sums_every_shard_into_one_figure(
+        fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    """The CLI's one bar is fed these totals: every shard's records, not one shard's."""
+    server = fake_llm(latency=0.01)
+    graph = write_graph(chain_graph(server), seeds_of(40))
+    seen: list[dict[str, int]] = []
+    manifest = run_on_ray(graph, tmp_path / "out", shards=2, num_cpus_per_shard=0.5, on_progress=seen.append)
+    assert manifest["status"] == "completed"
+    shard_counts = [shard["counts"]["written"] for shard in manifest["shards"]]
+    assert len(shard_counts) == 2 and min(shard_counts) > 0
+    done = [figures.get("done", 0) for figures in seen]  # {} until a shard has reported
+    assert done and done[-1] == 40 and done == sorted(done)
+
+
 def test_the_server_never_sees_more_than_max_concurrency(
         fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
     """Each shard alone would send 3 at once, so 2 shards would send 6: the leases keep it at 3."""
