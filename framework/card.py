@@ -234,9 +234,9 @@ def _metrics_section(summaries: list[OutputSummary]) -> list[str]:
 
 
 def _sampled_note(summaries: list[OutputSummary]) -> str:
-    sampled = [f"{s.name} every {s.every:,}th" for s in summaries if s.every > 1]
+    sampled = [f"{s.name}: 1 in {s.every:,}" for s in summaries if s.every > 1]
     return (f" Word counts and these measures read one record in k of the larger outputs ({', '.join(sampled)}), "
-            f"so the card stays quick at millions of records." if sampled else "")
+            f"spread over the whole file, so the card stays quick at millions of records." if sampled else "")
 
 
 def _count(value: Any) -> int:
