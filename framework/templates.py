@@ -246,12 +246,6 @@ class Template:
     def render(self, state: Mapping[str, Any]) -> str:
         if self._is_plain:
             return self.source
-        if self._substitution is not None and all(name in state for name in self._names):
-            # text and `{{ name }}` only: what Jinja would render, without a context and a generator per call
-            text = "".join(str(state[part]) if is_name else part for is_name, part in self._substitution)
-            if len(text) > MAX_RENDERED:
-                raise RecordError(f"template went past a bound: rendered text longer than {MAX_RENDERED} characters")
-            return text
         token = _budget.set(_Budget())
         try:
             return self._render(state)
@@ -269,6 +263,12 @@ class Template:
             _budget.reset(token)
 
     def _render(self, state: Mapping[str, Any]) -> str:
+        if self._substitution is not None and all(name in state for name in self._names):
+            # text and `{{ name }}` only: what Jinja would render, without a context and a generator per call
+            text = "".join(str(state[part]) if is_name else part for is_name, part in self._substitution)
+            if len(text) > MAX_RENDERED:
+                raise TemplateLimit(f"rendered text longer than {MAX_RENDERED} characters")
+            return text
         parts: list[str] = []
         size = 0
         # Only the variables the template names: Jinja copies what it is given into a new context, and a
