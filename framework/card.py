@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from .journal import CARD, MANIFEST
+from .journal import CARD, MANIFEST, TEMPORARY
 from .report_data import OutputSummary, ReportError, summarise_output
 
 if TYPE_CHECKING:
@@ -65,8 +65,10 @@ def build_card(output_dir: str | Path) -> Path:
 
 def _write(directory: Path, text: str) -> Path:
     path = directory / CARD
-    temporary = directory / (CARD + ".tmp")
-    temporary.write_text(text, encoding="utf-8")
+    temporary = directory / (CARD + TEMPORARY)
+    temporary.unlink(missing_ok=True)  # a link of that name would have the card written where it points
+    with temporary.open("x", encoding="utf-8") as handle:
+        handle.write(text)
     os.replace(temporary, path)
     return path
 

@@ -22,7 +22,7 @@ from typing import IO, Any
 
 from .errors import ConfigError, OutputWriteError
 from .fast_json import dumps_line, loads
-from .id_ledger import IdLedger
+from .id_ledger import LEDGER, IdLedger
 from .record_pool import POOL_DIR
 
 JOURNAL = "journal.jsonl"
@@ -32,6 +32,10 @@ MANIFEST = "manifest.json"
 TRACES = "traces.jsonl"
 CARD = "README.md"
 LOCK = ".synthloom.lock"
+TEMPORARY = ".tmp"
+"""What a file is written as before it replaces its name (`os.replace`), so no reader sees half of it."""
+OWN_FILES = (MANIFEST, CARD, MANIFEST + TEMPORARY, CARD + TEMPORARY, LEDGER, POOL_DIR)
+"""What a run writes besides its data files and journal: in a directory without a journal, another's."""
 
 WRITTEN = "written"
 DROPPED_STATUS = "dropped"
@@ -46,8 +50,9 @@ class JsonlWriter:
     With `on_pending`, lines wait in memory until `flush_pending` (the runner flushes every writer once per
     event-loop tick, the journal last, so a journaled id's lines always reach the OS first); without it each
     write is flushed at once. A write that fails (a full disk, a read-only directory) raises
-    `OutputWriteError` and breaks the writer: nothing more is written through it, so half a buffer can
-    never land after a later, luckier flush.
+    `OutputWriteError`, takes back the part of it that landed (the file is cut to its length before) and
+    breaks the writer: nothing more is written through it. So a write lands whole or not at all: the
+    journal never holds half of a tick's ids while the runner counts none of them.
     """
 
     def __init__(self, path: Path, on_pending: Callable[[], None] | None = None):
@@ -83,14 +88,26 @@ class JsonlWriter:
     def _write_now(self, text: bytes) -> None:
         if self._broken:
             raise OutputWriteError(f"cannot write to {self.path}: an earlier write failed")
+        length = None
         try:
             if self._handle is None:
-                self._handle = self.path.open("ab")
-            self._handle.write(text)
-            self._handle.flush()
+                self._handle = self.path.open("ab", buffering=0)  # no buffer that could land later
+            length = os.fstat(self._handle.fileno()).st_size
+            unwritten = memoryview(text)
+            while unwritten:
+                unwritten = unwritten[self._handle.write(unwritten):]
         except OSError as error:
             self._broken = True
+            if length is not None:
+                self._take_back(length)
             raise OutputWriteError(f"cannot write to {self.path}: {error.strerror or error}") from None
+
+    def _take_back(self, length: int) -> None:
+        assert self._handle is not None
+        try:
+            os.ftruncate(self._handle.fileno(), length)
+        except OSError:
+            pass  # what stays is a cut last line, which `--resume` drops
 
     def sync(self) -> None:
         """Flush and fsync, so a power loss after this keeps what was written."""
@@ -168,23 +185,24 @@ class Journal:
         On a resume, `load` has run first."""
         exists = self.holds_a_run()
         if overwrite:
-            for name in [*data_files, JOURNAL, MANIFEST, CARD]:
-                (self.directory / name).unlink(missing_ok=True)
+            for name in [*data_files, JOURNAL, *OWN_FILES]:
+                if name != POOL_DIR:
+                    (self.directory / name).unlink(missing_ok=True)
             shutil.rmtree(self.directory / POOL_DIR, ignore_errors=True)
             exists = False
         if exists and not resume:
             raise ConfigError(f"{self.directory} already holds a run; add --resume to finish it, "
                               f"--overwrite to start again, or choose another output directory")
+        if not exists:  # before the ledger opens: opening it replaces a file of that name
+            strays = [name for name in [*data_files, *OWN_FILES] if _present(self.directory / name)]
+            if strays:
+                raise ConfigError(f"{self.directory} holds {', '.join(strays)} but no run journal; move them "
+                                  f"away, choose another output directory, or add --overwrite to delete them")
         ledger = self.open_ledger()
         kept = dict.fromkeys(data_files, 0)
         if exists:
             for name in data_files:
                 kept[name] = _keep_lines_of(self.directory / name, status_of_file(name), ledger)
-        else:
-            strays = [name for name in [*data_files, MANIFEST, CARD, POOL_DIR] if (self.directory / name).exists()]
-            if strays:
-                raise ConfigError(f"{self.directory} holds {', '.join(strays)} but no run journal; move them "
-                                  f"away, choose another output directory, or add --overwrite to delete them")
         self.writer.write([{"config_hash": self.config_hash, "part_started": started}])
         self.writer.flush_pending()
         return kept
@@ -227,6 +245,11 @@ class Journal:
         if self.ledger is not None:
             self.ledger.close()
             self.ledger = None
+
+
+def _present(path: Path) -> bool:
+    """A file, folder or symbolic link (a dangling one too: writing through it would create its target)."""
+    return path.exists() or path.is_symlink()
 
 
 def status_of_file(name: str) -> str | None:

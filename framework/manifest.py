@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from .scheduler import Runner
 
 from .config import ModelConfig
-from .journal import MANIFEST
+from .journal import MANIFEST, TEMPORARY
 from .models.local import DEFAULT_GGUF_NAME
 
 
@@ -130,6 +130,6 @@ def read_previous_manifest(path: Path) -> dict[str, Any]:
 
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    temporary = directory / (MANIFEST + ".tmp")
+    temporary = directory / (MANIFEST + TEMPORARY)
     temporary.write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
     os.replace(temporary, directory / MANIFEST)

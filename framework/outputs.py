@@ -42,12 +42,13 @@ class OutputShaper:
 
     def _messages(self, part: str, state: Mapping[str, Any], role: str | None) -> Messages:
         compiled = self._parts[part]
+        where = f"output '{self.name}' ({part})"
         if isinstance(compiled, str):
             if compiled not in state:
                 raise RecordError(f"output '{self.name}': the record has no '{compiled}'")
-            return as_messages(state[compiled], role or "user", f"{self.name}.{part}")
+            return no_empty_answer(as_messages(state[compiled], role or "user", f"{self.name}.{part}"), where)
         assert compiled is not None
-        return render_messages(compiled, state)
+        return no_empty_answer(render_messages(compiled, state), where)
 
 
 def _compile(config: OutputConfig, part: str) -> list[tuple[str, Template]] | str | None:
@@ -82,11 +83,23 @@ def as_messages(value: Any, role: str, where: str) -> Messages:
     raise RecordError(f"{where}: expected text or a list of {{role, content}} messages")
 
 
+def no_empty_answer(messages: Messages, where: str) -> Messages:
+    """An assistant turn with no text (a null or blank reply) teaches a model to say nothing: the record
+    fails rather than reach the data. A turn that only calls tools has its text in `tool_calls`."""
+    for number, message in enumerate(messages):
+        content = message.get("content")
+        if message.get("role") == "assistant" and not message.get("tool_calls") and \
+                not (isinstance(content, str) and content.strip()):
+            raise RecordError(f"{where}: assistant message {number} is empty (the model gave no text); "
+                              f"the record is not written")
+    return messages
+
+
 def _pair_record(pair: Any, meta: dict[str, Any], key: str) -> dict[str, Any]:
     if not isinstance(pair, dict) or not {"prompt", "chosen", "rejected"} <= pair.keys():
         raise RecordError(f"each item of '{key}' needs prompt, chosen and rejected")
-    chosen = as_messages(pair["chosen"], "assistant", f"{key}.chosen")
-    rejected = as_messages(pair["rejected"], "assistant", f"{key}.rejected")
+    chosen = no_empty_answer(as_messages(pair["chosen"], "assistant", f"{key}.chosen"), f"'{key}' chosen")
+    rejected = no_empty_answer(as_messages(pair["rejected"], "assistant", f"{key}.rejected"), f"'{key}' rejected")
     if chosen == rejected:
         raise RecordError(f"'{key}' has a pair whose chosen equals its rejected")
     extras = {k: v for k, v in pair.items() if k not in {"prompt", "chosen", "rejected"}}

@@ -54,6 +54,17 @@ class Counts:
     skipped: int = 0
     drop_reasons: Counter[str] = field(default_factory=Counter)
     failure_types: Counter[str] = field(default_factory=Counter)
+    output_lines: Counter[str] = field(default_factory=Counter)
+    """Lines per output file."""
+
+    def add(self, other: Counts) -> None:
+        """Take in what `other` settled (its written, failed and dropped records and their lines)."""
+        self.written += other.written
+        self.failed += other.failed
+        self.dropped += other.dropped
+        self.drop_reasons.update(other.drop_reasons)
+        self.failure_types.update(other.failure_types)
+        self.output_lines.update(other.output_lines)
 
 
 @dataclass
@@ -100,9 +111,14 @@ class Runner:
         self.trace_writer = JsonlWriter(self.output_dir / TRACES, self._schedule_flush)
         self.journal = Journal(self.output_dir, graph.loaded.hash, self._schedule_flush)
         self.lock = RunLock(self.output_dir)
-        self.output_counts: dict[str, int] = dict.fromkeys(self.writers, 0)
+        self._kept_lines: dict[str, int] = dict.fromkeys(self.writers, 0)
+        """Lines per output that earlier parts wrote and this part kept."""
         self.previous_manifest: dict[str, Any] = {}
         self.counts = Counts()
+        """Settled records the journal holds (its lines reached the OS): what the summary and manifest say."""
+        self._unjournaled = Counts()
+        """Records settled in this loop tick: counted once the tick's journal lines are written, forgotten
+        if a write fails (their journal lines never land, and --resume runs them again)."""
         self.max_in_flight = self.options.max_in_flight or config.run.max_in_flight or self._default_in_flight()
         self.status = "running"
         self.message = ""
@@ -141,11 +157,12 @@ class Runner:
             self.lock.release()
             await self.models.close()
             raise
-        self.output_counts = {name: kept[f"{name}.jsonl"] for name in self.writers}
+        self._kept_lines = {name: kept[f"{name}.jsonl"] for name in self.writers}
         self.counts.skipped = self.journal.done_count
         reporter = asyncio.create_task(self._write_manifest_now_and_then())
         try:
             await self._feed()
+            self._flush_tick()  # the last records settled count only once their journal lines are written
             if self.status == "running":
                 self.status = "completed"
                 self._judge_failures()
@@ -260,12 +277,12 @@ class Runner:
         try:
             for name, lines in rows.items():
                 self.writers[name].write(lines)
-                self.output_counts[name] += len(lines)
             self.journal.mark(record_id, WRITTEN)
         except OutputWriteError as error:
             self._stop_on_write_error(error)
             return
-        self.counts.written += 1
+        self._unjournaled.written += 1
+        self._unjournaled.output_lines.update({name: len(lines) for name, lines in rows.items()})
         self._settle(ok=True)
 
     async def _traced(self, record_id: str, seed: dict[str, Any]) -> None:
@@ -297,8 +314,8 @@ class Runner:
         except OutputWriteError as write_error:
             self._stop_on_write_error(write_error)
             return
-        self.counts.failed += 1
-        self.counts.failure_types[reason] += 1
+        self._unjournaled.failed += 1
+        self._unjournaled.failure_types[reason] += 1
         self._settle(ok=False)
 
     def _fail_unreadable_seed(self, bad: BadSeed) -> None:
@@ -309,8 +326,8 @@ class Runner:
         except OutputWriteError as error:
             self._stop_on_write_error(error)
             return
-        self.counts.failed += 1
-        self.counts.failure_types["seed: BadSeed"] += 1
+        self._unjournaled.failed += 1
+        self._unjournaled.failure_types["seed: BadSeed"] += 1
 
     def _record_drop(self, record_id: str, node: str, drop: Drop, state: dict[str, Any]) -> None:
         """The record's state goes with it, so one can see what a filter or dedup turned away."""
@@ -323,8 +340,8 @@ class Runner:
         except OutputWriteError as error:
             self._stop_on_write_error(error)
             return
-        self.counts.dropped += 1
-        self.counts.drop_reasons[reason] += 1
+        self._unjournaled.dropped += 1
+        self._unjournaled.drop_reasons[reason] += 1
         self._settle(ok=True)
 
     def _stop_on_write_error(self, error: OutputWriteError) -> None:
@@ -356,7 +373,7 @@ class Runner:
                 self._cancel_all_but_current()
 
     def _failure_message(self, what: str) -> str:
-        types = self.totals()["failure_types"]
+        types = Counter(self.totals()["failure_types"]) + self._unjournaled.failure_types  # this tick's too
         top = max(types, key=lambda key: types[key]) if types else "unknown"
         return (f"stopped: {what} (max_failure_rate {self.graph.config.run.max_failure_rate:g}); most often "
                 f"at {top}. See {self.output_dir / FAILED}; fix it and run again with --resume")
@@ -391,6 +408,7 @@ class Runner:
         """Once per loop tick: every record settled in it reaches the OS in one write per file, the data
         files first and the journal last, so a journaled id's lines are always there (exactly once)."""
         self._flush_scheduled = False
+        settled, self._unjournaled = self._unjournaled, Counts()
         try:
             for writer in self._data_writers():
                 writer.flush_pending()
@@ -400,8 +418,10 @@ class Runner:
             return
         try:
             self.journal.writer.flush_pending()
-        except OutputWriteError as error:
+        except OutputWriteError as error:  # the writer took back what it began to write
             self._stop_on_write_error(error)
+            return
+        self.counts.add(settled)
 
     def _data_writers(self) -> list[JsonlWriter]:
         return [*self.writers.values(), self.failed_writer, self.dropped_writer, self.trace_writer]
@@ -438,6 +458,11 @@ class Runner:
     @property
     def manifest(self) -> dict[str, Any]:
         return build_manifest(self)
+
+    @property
+    def output_counts(self) -> dict[str, int]:
+        """Lines per output file, of journaled records only."""
+        return {name: kept + self.counts.output_lines[name] for name, kept in self._kept_lines.items()}
 
     def totals(self) -> dict[str, Any]:
         """The whole run's outcome so far: this part plus what the journal says earlier parts settled."""

@@ -11,6 +11,9 @@ It can also refuse what some real servers refuse, with their own status and word
 (llama-cpp-python's server: HTTP 500 for `response_format: json_schema`), `prompt_only` (a server that
 takes no structured-output field at all: HTTP 400 naming it, as OpenAI does for unknown arguments) and
 `refuse_prompt_lists` (llama-cpp-python again: a bare HTTP 500 for a list `prompt`).
+
+`malformed_every={n: mode}` answers every n-th request with HTTP 200 and well-formed JSON of the wrong shape,
+one of `MALFORMED` (a null content, a list of numbers for choices, a string for usage, ...).
 """
 from __future__ import annotations
 
@@ -27,6 +30,38 @@ from typing import Any
 from aiohttp import web
 
 Reply = str | Callable[[dict[str, Any]], Any]
+
+
+def _chat_reply(choice: Any = None, **top: Any) -> dict[str, Any]:
+    """A chat completion whose one choice (or other top-level fields) is replaced."""
+    good = {"index": 0, "message": {"role": "assistant", "content": "fine"}, "finish_reason": "stop"}
+    return {"id": "chatcmpl-bad", "object": "chat.completion", "model": "fake-model",
+            "choices": [good if choice is None else choice],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}, **top}
+
+
+MALFORMED: dict[str, dict[str, Any]] = {
+    "content_null": _chat_reply({"index": 0, "message": {"role": "assistant", "content": None},
+                                 "finish_reason": "stop"}),
+    "content_a_dict": _chat_reply({"index": 0, "message": {"role": "assistant", "content": {"text": "hi"}},
+                                   "finish_reason": "stop"}),
+    "content_a_list": _chat_reply({"index": 0, "message": {"role": "assistant", "content": ["hi"]}}),
+    "no_content": _chat_reply({"index": 0, "message": {"role": "assistant"}, "finish_reason": "stop"}),
+    "message_a_string": _chat_reply({"index": 0, "message": "hi", "finish_reason": "stop"}),
+    "text_a_number": _chat_reply({"index": 0, "text": 5, "finish_reason": "stop"}),
+    "choice_a_number": _chat_reply(choices=[1]),
+    "choices_a_dict": _chat_reply(choices={"0": {"message": {"role": "assistant", "content": "hi"}}}),
+    "choices_null": _chat_reply(choices=None),
+    "choices_empty": _chat_reply(choices=[]),
+    "index_a_string": _chat_reply({"index": "first", "message": {"role": "assistant", "content": "hi"}}),
+    "finish_reason_a_list": _chat_reply({"index": 0, "message": {"role": "assistant", "content": "hi"},
+                                         "finish_reason": ["stop"]}),
+    "usage_a_string": _chat_reply(usage="abc"),
+    "usage_a_list": _chat_reply(usage=[3, 1]),
+    "usage_tokens_a_string": _chat_reply(usage={"prompt_tokens": "abc", "completion_tokens": 1}),
+    "usage_tokens_negative": _chat_reply(usage={"prompt_tokens": 3, "completion_tokens": -1}),
+}
+"""Replies a broken proxy or server gives: valid JSON, HTTP 200, not an answer."""
 
 
 def last_user_text(body: dict[str, Any]) -> str:
@@ -62,7 +97,8 @@ class FakeOpenAI:
                  fail_status: int | None = None, delays: list[tuple[str, float]] | None = None,
                  capacity: int | None = None, raw_every: dict[int, str] | None = None,
                  echo_auth: bool = False, refuse_json_schema: bool = False, prompt_only: bool = False,
-                 refuse_prompt_lists: bool = False, cut_off: list[str] | None = None):
+                 refuse_prompt_lists: bool = False, cut_off: list[str] | None = None,
+                 malformed_every: dict[int, str] | None = None):
         self.latency = latency
         self.script = [(re.compile(pattern, re.DOTALL), reply) for pattern, reply in script or []]
         self.fail_every = fail_every or {}
@@ -71,6 +107,7 @@ class FakeOpenAI:
         self.fail_status = fail_status
         self.capacity = capacity  # more requests at once than this answer 429, like a full server
         self.raw_every = raw_every or {}  # every n-th request gets HTTP 200 with this body (HTML, cut JSON)
+        self.malformed_every = malformed_every or {}  # every n-th request gets HTTP 200 with MALFORMED[mode]
         self.echo_auth = echo_auth  # faults echo the Authorization header, as some proxies do
         self.refuse_json_schema = refuse_json_schema
         self.prompt_only = prompt_only
@@ -207,6 +244,10 @@ class FakeOpenAI:
                 if number % every == 0:
                     self.statuses[-200] += 1  # a 200 that is not an answer
                     return web.Response(text=raw, status=200, content_type="text/html")
+            for every, mode in self.malformed_every.items():
+                if number % every == 0:
+                    self.statuses[-200] += 1
+                    return web.json_response(MALFORMED[mode])
             self.statuses[200] += 1
             return None
         finally:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -202,6 +203,50 @@ def test_push_uploads_the_run_to_a_hub_in_one_commit(finished_run: Path, fake_hu
     assert sorted(commit) == ["README.md", "manifest.json", "sft.jsonl"]  # no journal, lock, failed, dropped
     assert commit["sft.jsonl"] == (finished_run / "sft.jsonl").read_bytes()
     assert fake_hub.validated == [(finished_run / "README.md").read_text()]  # the Hub checked our card
+
+
+def push_cli(run: Path, hub: FakeHub, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_TOKEN": "hf_fake_token", "HF_HUB_DISABLE_TELEMETRY": "1"}
+    return subprocess.run([sys.executable, "-m", "synthloom.cli", "push", str(run), "me/qa-data", *extra],
+                          capture_output=True, text=True, timeout=120, env=env)
+
+
+@pytest.mark.parametrize("name, extra", [("sft.jsonl", []), ("manifest.json", []), ("README.md", []),
+                                         ("dropped.jsonl", ["--all"])])
+def test_push_refuses_a_link_in_the_run_directory(name: str, extra: list[str], finished_run: Path,
+                                                  fake_hub: FakeHub, tmp_path: Path) -> None:
+    """A crafted run directory whose files link elsewhere (an SSH key, say) must not upload what they point at."""
+    secret = tmp_path / "id_secret"
+    original = (finished_run / name).read_bytes()
+    secret.write_bytes(original.replace(b"q1", b"SECRET-q1") if name != "README.md" else b"SECRET card")
+    (finished_run / name).unlink()
+    (finished_run / name).symlink_to(secret)
+    done = push_cli(finished_run, fake_hub, *extra)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert name in done.stderr and "symbolic link" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert fake_hub.commits == [] and fake_hub.created == []
+
+
+def test_push_refuses_a_fifo_named_like_an_output_without_hanging(finished_run: Path, fake_hub: FakeHub) -> None:
+    (finished_run / "sft.jsonl").unlink()
+    os.mkfifo(finished_run / "sft.jsonl")
+    done = push_cli(finished_run, fake_hub)
+    assert done.returncode == 2 and "sft.jsonl" in done.stderr and "not a regular file" in done.stderr, done.stderr
+    assert fake_hub.commits == []
+
+
+def test_push_writes_a_missing_card_in_place_of_a_link_never_through_it(finished_run: Path, fake_hub: FakeHub,
+                                                                        tmp_path: Path) -> None:
+    """The card is written as README.md.tmp, then renamed; a link of that name must not carry the write out."""
+    outside = tmp_path / "outside.md"
+    outside.write_text("untouched")
+    (finished_run / "README.md").unlink()
+    (finished_run / "README.md.tmp").symlink_to(outside)
+    done = push_cli(finished_run, fake_hub)
+    assert done.returncode == 0, done.stderr
+    assert outside.read_text() == "untouched" and not (finished_run / "README.md").is_symlink()
+    [commit] = fake_hub.commits
+    assert commit["README.md"] == (finished_run / "README.md").read_bytes() and b"qa-card" in commit["README.md"]
 
 
 def test_push_without_a_run_is_one_line_exit_2(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -284,6 +285,38 @@ def test_a_full_disk_stops_the_run_and_resume_finishes_it_exactly_once(
         assert manifest["counts"]["written"] == len(TOPICS) and manifest["status"] == "completed"
 
 
+def journaled(out: Path) -> Counter[str]:
+    """The statuses of the records the journal settled (its last word on each id)."""
+    last: dict[str, str] = {}
+    for line in (out / "journal.jsonl").read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line the full disk cut: its record is not settled
+        if "id" in entry:
+            last[entry["id"]] = entry["status"]
+    return Counter(last.values())
+
+
+@pytest.mark.parametrize("size", ["64k", "96k", "128k"])
+def test_after_a_full_disk_the_summary_counts_what_the_journal_holds(
+        size: str, fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    """Records settled in the tick whose write failed are not in the journal (--resume runs them again),
+    so the summary and the manifest must not count them either."""
+    server = fake_llm(latency=0.005)
+    server.keep_bodies = False
+    graph = write_graph(chain_graph(server, max_concurrency=8), TOPICS)
+    with small_disk(tmp_path / "disk", size) as disk:
+        out = disk / "out"
+        full = cli(*run_args(graph, out))
+        assert full.returncode == 1 and "No space left on device" in full.stderr, full.stderr
+        summary = re.search(r"(\d+) records written \(sft: (\d+), raw: (\d+)\), (\d+) failed", full.stdout)
+        assert summary is not None, full.stdout
+        written = journaled(out)["written"]
+        assert written < len(TOPICS)
+        assert [int(figure) for figure in summary.groups()] == [written, written, written, journaled(out)["failed"]]
+
+
 def test_a_read_only_output_directory_is_one_line(fake_llm: Callable[..., FakeOpenAI],
                                                   write_graph: Callable[..., Path], tmp_path: Path) -> None:
     server = fake_llm()
@@ -329,6 +362,37 @@ def test_a_fresh_run_never_deletes_files_it_did_not_write(fake_llm: Callable[...
     assert (out / "sft.jsonl").read_text() == "my own hand-made data\n" and server.requests == 0
     assert cli(*run_args(graph, out, "--overwrite")).returncode == 0
     assert len(lines(out / "sft.jsonl")) == 3
+
+
+@pytest.mark.parametrize("name", ["README.md.tmp", "manifest.json.tmp", ".synthloom-ids.sqlite"])
+def test_a_fresh_run_refuses_a_foreign_temporary_or_ledger_file(
+        name: str, fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    """The run writes files of these names too (a card or manifest on its way in, the id ledger); one it did
+    not write is someone else's, refused like any other stray file, and deleted only by --overwrite."""
+    server = fake_llm()
+    graph = write_graph(chain_graph(server), TOPICS[:3])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / name).write_text("not yours\n")
+    done = cli(*run_args(graph, out))
+    assert done.returncode == 2 and name in done.stderr and "--overwrite" in done.stderr, done.stderr
+    assert (out / name).read_text() == "not yours\n" and server.requests == 0
+    assert cli(*run_args(graph, out, "--overwrite")).returncode == 0
+    assert len(lines(out / "sft.jsonl")) == 3 and not (out / name).exists()
+
+
+@pytest.mark.parametrize("name", ["sft.jsonl", "README.md"])
+def test_a_fresh_run_refuses_a_dangling_link_where_its_files_go(
+        name: str, fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    """Appending through a link named like an output would create a file wherever the link points."""
+    server = fake_llm()
+    graph = write_graph(chain_graph(server), TOPICS[:3])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / name).symlink_to(tmp_path / "elsewhere")
+    done = cli(*run_args(graph, out))
+    assert done.returncode == 2 and name in done.stderr, done.stderr
+    assert not (tmp_path / "elsewhere").exists()
 
 
 def test_two_runs_into_one_directory_cannot_overlap(fake_llm: Callable[..., FakeOpenAI],

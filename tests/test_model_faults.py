@@ -14,7 +14,7 @@ from synthloom.models.limits import AdaptiveLimiter
 from synthloom.models.openai_http import OpenAIClient
 
 from tests.conftest import model_spec
-from tests.fixture_server import FakeOpenAI
+from tests.fixture_server import MALFORMED, FakeOpenAI
 from tests.test_models import SEEDS, one_node_graph
 from tests.test_run import lines
 
@@ -96,3 +96,48 @@ async def test_a_waiter_cancelled_while_a_slot_frees_leaves_the_limiter_sound() 
     assert limiter.in_use == 0
     await asyncio.wait_for(limiter.acquire(), 1)  # the slot is still there for the next caller
     assert limiter.in_use == 1
+
+
+@pytest.mark.parametrize("mode", sorted(MALFORMED))
+async def test_a_reply_of_the_wrong_shape_is_retried(mode: str, fake_llm: Callable[..., FakeOpenAI],
+                                                    write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    """Every third reply is well-formed JSON of the wrong shape: retried like a body that is not JSON, so
+    every record is written, and none with an empty or made-up answer."""
+    server = fake_llm(malformed_every={3: mode})
+    spec = one_node_graph({"w": model_spec(server)})
+    spec["outputs"] = [{"name": "sft", "format": "sft", "messages": [
+        {"role": "user", "content": "{{ topic }}"}, {"role": "assistant", "content": "{{ answer }}"}]}]
+    result = await synthloom.arun(write_graph(spec, SEEDS[:12]), tmp_path / "out", retry_base_delay=0.001)
+    assert result.manifest["counts"]["written"] == 12 and result.manifest["counts"]["failed"] == 0
+    assert server.statuses[-200] >= 4
+    for record in lines(tmp_path / "out" / "sft.jsonl"):
+        assert record["messages"][1]["content"].startswith("Reply to: Tell me about topic")
+
+
+@pytest.mark.parametrize("mode", ["content_null", "choice_a_number", "content_a_dict", "usage_a_string"])
+async def test_a_server_that_only_gives_wrong_shapes_fails_records_in_one_line(
+        mode: str, fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    server = fake_llm(malformed_every={1: mode})
+    spec = one_node_graph({"w": model_spec(server, max_retries=2)})
+    result = await synthloom.arun(write_graph(spec, SEEDS[:3]), tmp_path / "out", retry_base_delay=0.001)
+    assert result.manifest["counts"]["failed"] == 3 and not lines(tmp_path / "out" / "raw.jsonl")
+    for failure in lines(tmp_path / "out" / "failed.jsonl"):
+        assert failure["attempts"] == 3 and "traceback" not in failure, failure
+        assert failure["error_type"] == "ModelCallError" and "malformed reply" in failure["message"]
+        assert "\n" not in failure["message"] and len(failure["message"]) < 500
+
+
+@pytest.mark.parametrize("reply", ["", "  \n"])
+async def test_an_empty_answer_never_becomes_an_empty_sft_turn(reply: str, fake_llm: Callable[..., FakeOpenAI],
+                                                             write_graph: Callable[..., Path],
+                                                             tmp_path: Path) -> None:
+    """A well-formed but empty reply is a reply; the SFT record it would make is not training data."""
+    server = fake_llm(script=[("topic 1$", reply)])
+    spec = one_node_graph({"w": model_spec(server)})
+    spec["outputs"] = [{"name": "sft", "format": "sft", "messages": [
+        {"role": "user", "content": "{{ topic }}"}, {"role": "assistant", "content": "{{ answer }}"}]}]
+    result = await synthloom.arun(write_graph(spec, SEEDS[:3]), tmp_path / "out")
+    assert result.manifest["counts"]["written"] == 2 and result.manifest["counts"]["failed"] == 1
+    [failure] = lines(tmp_path / "out" / "failed.jsonl")
+    assert failure["id"] == "r001" and failure["node"] == "outputs" and "empty" in failure["message"]
+    assert all(record["messages"][1]["content"].strip() for record in lines(tmp_path / "out" / "sft.jsonl"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import random
 import time
@@ -21,7 +22,7 @@ from typing import Any
 import aiohttp
 
 from ..config import ModelConfig
-from ..errors import ConfigError, ModelCallError
+from ..errors import ConfigError, ModelCallError, one_line
 from ..fast_json import dumps, loads
 from .base import Completion, LLMRequest
 from .batcher import MicroBatcher
@@ -269,22 +270,70 @@ def _prompt_count(body: dict[str, Any]) -> int:
 
 
 def _parse_choices(data: dict[str, Any], name: str, expected: int) -> list[Completion]:
-    """One Completion per prompt, in prompt order; a batch's usage is shared out evenly."""
-    try:
-        choices = sorted(data["choices"], key=lambda choice: choice.get("index", 0))
-        texts = [choice["message"]["content"] if "message" in choice else choice["text"] for choice in choices]
-    except (KeyError, TypeError):
-        raise ModelCallError(f"{name}: the server's reply has no choices text: {str(data)[:200]}",
-                             retryable=True) from None
+    """One Completion per prompt, in prompt order; a batch's usage is shared out evenly. A reply of the wrong
+    shape (a null content, choices that are not objects, usage that is not one) is a server's fault like a
+    body that is not JSON: a one-line error, retried."""
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not all(isinstance(choice, dict) for choice in choices):
+        raise _malformed(name, "no list of choice objects", data)
+    if not all(_count(choice.get("index", 0)) is not None for choice in choices):
+        raise _malformed(name, "a choice whose index is not a whole number", data)
+    choices = sorted(choices, key=lambda choice: int(choice.get("index", 0)))
+    texts = []
+    for number, choice in enumerate(choices):
+        text, found = _choice_text(choice)
+        if text is None:
+            raise _malformed(name, f"choice {number}'s text is {_kind(found)}", data)
+        texts.append(text)
+        if not isinstance(choice.get("finish_reason"), str | None):
+            raise _malformed(name, f"choice {number}'s finish_reason is {_kind(choice['finish_reason'])}", data)
     if len(texts) < expected:
         raise ModelCallError(f"{name}: asked for {expected} answers, the server gave {len(texts)}",
                              retryable=True)
     usage = data.get("usage") or {}
+    if not isinstance(usage, dict):
+        raise _malformed(name, f"usage is {_kind(usage)}, not an object", data)
+    tokens = {key: _count(usage.get(key) or 0) for key in ("prompt_tokens", "completion_tokens")}
+    for key, count in tokens.items():
+        if count is None:
+            raise _malformed(name, f"usage.{key} is {_kind(usage[key])}, not a whole number", data)
     share = max(1, expected)
-    return [Completion(text=text or "", prompt_tokens=int(usage.get("prompt_tokens") or 0) // share,
-                       completion_tokens=int(usage.get("completion_tokens") or 0) // share,
+    return [Completion(text=text, prompt_tokens=(tokens["prompt_tokens"] or 0) // share,
+                       completion_tokens=(tokens["completion_tokens"] or 0) // share,
                        finish_reason=choice.get("finish_reason"))
             for text, choice in zip(texts[:expected], choices, strict=False)]
+
+
+def _choice_text(choice: dict[str, Any]) -> tuple[str | None, Any]:
+    """A chat choice's message content, or a completion choice's text (None when it is not a string), and
+    what stood where the text should be."""
+    if "message" not in choice:
+        found = choice.get("text")
+    elif isinstance(choice["message"], dict):
+        found = choice["message"].get("content")
+    else:  # a message that is not an object, even a string, is not a chat answer
+        return None, choice["message"]
+    return (found if isinstance(found, str) else None), found
+
+
+def _count(value: Any) -> int | None:
+    """A count as servers send it (an int, or a float holding one); None for anything else."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0 \
+            or value != int(value):
+        return None
+    return int(value)
+
+
+def _kind(value: Any) -> str:
+    """How a wrong value is named in an error: null, a dict, a list, 'abc'."""
+    if value is None:
+        return "null"
+    return repr(value[:40]) if isinstance(value, str) else f"a {type(value).__name__}"
+
+
+def _malformed(name: str, what: str, data: dict[str, Any]) -> ModelCallError:
+    return ModelCallError(f"{name}: HTTP 200 with a malformed reply ({what}): {one_line(data, 200)}",
+                          retryable=True, status=200)
 
 
 def _server_message(text: str) -> str:
