@@ -36,6 +36,7 @@ class Figures:
     dropped: int = 0
     skipped: int = 0
     tokens: int = 0
+    """Under `run --ray` (a one-process bar asks the runner)."""
     drop_reasons: Mapping[str, int] = field(default_factory=dict)
     shards: tuple[int, int] | None = None
     """(finished, all) under `run --ray`."""
@@ -101,11 +102,12 @@ class _Display:
         self.started = time.monotonic()
 
     def update(self, runner: Runner, force: bool = False) -> None:
-        counts = self.figures
-        now = runner.counts
-        reasons = counts.drop_reasons if now.dropped == counts.dropped else dict(now.drop_reasons)
-        self.figures = Figures(written=now.written, failed=now.failed, dropped=now.dropped, skipped=now.skipped,
-                               tokens=counts.tokens, drop_reasons=reasons)
+        """A record settled (the scheduler calls this on its loop): a new snapshot, which the heartbeat's
+        thread reads whole; the drop reasons are copied only when a drop changed them."""
+        previous, counts = self.figures, runner.counts
+        reasons = previous.drop_reasons if counts.dropped == previous.dropped else dict(counts.drop_reasons)
+        self.figures = Figures(written=counts.written, failed=counts.failed, dropped=counts.dropped,
+                               skipped=counts.skipped, drop_reasons=reasons)
         self._show(runner, force)
 
     def update_totals(self, totals: Mapping[str, Any]) -> None:
