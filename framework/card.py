@@ -22,7 +22,6 @@ from .report_data import OutputSummary, ReportError, summarise_output
 
 if TYPE_CHECKING:
     from .graph import Graph
-    from .scheduler import Runner
 
 FORMAT_TAGS = {"sft": "sft", "dpo": "dpo", "raw": "raw"}
 SIZE_CATEGORIES = [(10 ** 3, "n<1K"), (10 ** 4, "1K<n<10K"), (10 ** 5, "10K<n<100K"), (10 ** 6, "100K<n<1M"),
@@ -40,13 +39,13 @@ class CardError(ReportError):
     """The directory holds no run to describe (no readable manifest)."""
 
 
-def write_card(runner: Runner, manifest: dict[str, Any]) -> Path | None:
-    """Write the card of a run that has just ended (the scheduler calls this once, at the end). A run the
-    user interrupted gets none: it is leaving quickly, and `--resume` writes the card when it finishes."""
-    if runner.status == "interrupted":
+def write_card(directory: Path, manifest: dict[str, Any], graph: Graph) -> Path | None:
+    """Write the card of a run that has just ended (the scheduler, or the `run --ray` driver, calls this
+    once, at the end). A run the user interrupted gets none: it is leaving quickly, and `--resume` writes
+    the card when it finishes."""
+    if manifest.get("status") == "interrupted":
         return None
-    text = card_text(runner.output_dir, manifest, runner.graph)
-    return _write(runner.output_dir, text)
+    return _write(directory, card_text(directory, manifest, graph))
 
 
 def build_card(output_dir: str | Path) -> Path:
@@ -94,7 +93,8 @@ def card_text(directory: Path, manifest: dict[str, Any], graph: Graph | None) ->
     summaries = [summarise_output(directory / f"{name}.jsonl", name, embeddings=False,
                                   expected=_count(written.get(name)), parse_at_most=CARD_PARSED_LINES)
                  for name in written if _plain(name)]
-    header = card_header(summaries, formats, str(manifest.get("graph") or directory.name))
+    header = card_header(summaries, formats, str(manifest.get("graph") or directory.name),
+                         _languages(manifest, graph))
     body = "\n".join([
         f"# {manifest.get('graph') or directory.name}", "",
         _description(manifest, graph),
@@ -109,8 +109,10 @@ def card_text(directory: Path, manifest: dict[str, Any], graph: Graph | None) ->
     return f"---\n{header}---\n\n{body}\n"
 
 
-def card_header(summaries: list[OutputSummary], formats: dict[str, str], name: str) -> str:
-    """The YAML front matter: configs (one per non-empty output), categories, tags, a licence to set."""
+def card_header(summaries: list[OutputSummary], formats: dict[str, str], name: str,
+                languages: list[str] | None = None) -> str:
+    """The YAML front matter: configs (one per non-empty output), language, categories, tags, a licence to
+    set."""
     kept = [summary for summary in summaries if summary.records > 0]
     configs = [{"config_name": summary.name, "data_files": [{"split": "train", "path": f"{summary.name}.jsonl"}],
                 **({"default": True} if index == 0 else {})} for index, summary in enumerate(kept)]
@@ -119,6 +121,7 @@ def card_header(summaries: list[OutputSummary], formats: dict[str, str], name: s
                                                if formats.get(s.name) in FORMAT_TAGS})]
     data: dict[str, Any] = {
         "pretty_name": name,
+        "language": languages or ["en"],
         "configs": configs,
         "task_categories": ["text-generation"],
         "size_categories": [size_category(largest)],
@@ -140,6 +143,14 @@ def _formats(manifest: dict[str, Any], graph: Graph | None) -> dict[str, str]:
         return {output.name: output.format for output in graph.config.outputs}
     found = manifest.get("output_formats")
     return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
+
+
+def _languages(manifest: dict[str, Any], graph: Graph | None) -> list[str]:
+    """The graph's `language:` (the manifest keeps it for `synthloom card DIR`); English when unsaid."""
+    if graph is not None:
+        return list(graph.config.language)
+    found = manifest.get("language")
+    return [str(code) for code in found] if isinstance(found, list) and found else ["en"]
 
 
 def _description(manifest: dict[str, Any], graph: Graph | None) -> str:

@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from rich.table import Table
 from . import api
 from .errors import ConfigError, OutputWriteError, SynthloomError
 from .graph import Graph
-from .progress import LiveProgress
+from .progress import Heartbeat, LiveProgress, heartbeat_interval, progress_display, top_reasons
 from .registry import node_type_names, resolve_node_type
 from .scheduler import Runner, RunOptions
 
@@ -73,12 +74,15 @@ def run(graph: str = typer.Argument(..., help="graph file, or a ready-made workf
         on_ray: bool = typer.Option(False, "--ray", help="run shards as Ray tasks into the one output dir"),
         address: str | None = typer.Option(None, "--address", help="with --ray: auto, ray://host:10001 or local"),
         shards: int | None = typer.Option(None, "--shards", help="with --ray: shards (default: the cluster's CPUs)"),
-        quiet: bool = typer.Option(False, "-q", "--quiet", help="no progress bar")) -> None:
+        quiet: bool = typer.Option(False, "-q", "--quiet", help="no progress bar or heartbeat"),
+        progress_every: float | None = typer.Option(
+            None, "--progress-every", help="seconds between progress lines when stderr is not a terminal "
+            "(default $SYNTHLOOM_PROGRESS_EVERY, else 10)")) -> None:
     """Run a graph and write its records to the output directory."""
     if on_ray:
         if shard:
             _fail("--shard k/n splits a run by hand; with --ray use --shards N")
-        _run_on_ray(graph, output, limit, overrides, endpoint, address, shards, quiet,
+        _run_on_ray(graph, output, limit, overrides, endpoint, address, shards, _display(quiet, progress_every),
                     dict(resume=resume, overwrite=overwrite, use_cache=not no_cache, max_in_flight=max_in_flight,
                          retry_failed=not no_retry_failed, trace=trace))
         return
@@ -89,10 +93,11 @@ def run(graph: str = typer.Argument(..., help="graph file, or a ready-made workf
         if not (index.isdigit() and count.isdigit()):
             _fail(f"--shard '{shard}' should look like 0/4 (shard k of n, 0-based)")
         overrides = [*(overrides or []), f"seed.shard=[{index}, {count}]"]
+    display = _display(quiet, progress_every)
     loaded = _load(graph, overrides, endpoint, allow_code, trust_graph)
     output_dir = output or Path("runs") / loaded.name
     total = limit if limit is not None else loaded.config.seed.limit
-    progress = LiveProgress(total) if not quiet else None
+    progress = display(total) if display else None
     options = RunOptions(limit=limit, resume=resume, overwrite=overwrite, use_cache=not no_cache,
                          max_in_flight=max_in_flight, retry_failed=not no_retry_failed,
                          on_progress=progress.update if progress else None, trace=trace)
@@ -105,18 +110,33 @@ def run(graph: str = typer.Argument(..., help="graph file, or a ready-made workf
     _end(manifest, output_dir)
 
 
+Display = LiveProgress | Heartbeat
+
+
+def _display(quiet: bool, every: float | None) -> Callable[[int | None], Display] | None:
+    """How the run shows its progress (given its total once the graph is loaded); None with --quiet."""
+    if quiet:
+        return None
+    try:
+        seconds = heartbeat_interval(every)
+    except ConfigError as error:
+        _fail(str(error))
+        raise
+    return lambda total: progress_display(total, seconds)
+
+
 def _run_on_ray(graph: str, output: Path | None, limit: int | None, overrides: list[str] | None,
-                endpoint: str | None, address: str | None, shards: int | None, quiet: bool,
-                options: dict[str, Any]) -> None:
-    """`run --ray`: one progress bar for every shard; Ctrl-C drains every shard (a second stops at once)."""
+                endpoint: str | None, address: str | None, shards: int | None,
+                display: Callable[[int | None], Display] | None, options: dict[str, Any]) -> None:
+    """`run --ray`: one progress display for every shard; Ctrl-C drains every shard (a second stops at once)."""
     from .distributed import StopRequests, run_on_ray
     loaded = _load(graph, overrides, endpoint)
     output_dir = output or Path("runs") / loaded.name
     total = limit if limit is not None else loaded.config.seed.limit
-    progress = LiveProgress(total) if not quiet else None
+    progress = display(total) if display else None
     shown = False
 
-    def show(totals: dict[str, int]) -> None:  # the bar appears once the run has started, not before a refusal
+    def show(totals: dict[str, Any]) -> None:  # the bar appears once the run has started, not before a refusal
         nonlocal shown
         if progress is not None:
             if not shown:
@@ -192,7 +212,7 @@ class _Signals:
         watchdog.start()
 
 
-def _run_with_signals(runner: Runner, progress: LiveProgress | None) -> dict[str, Any]:
+def _run_with_signals(runner: Runner, progress: Display | None) -> dict[str, Any]:
     loop = asyncio.new_event_loop()
     signals = _Signals(runner, loop)
     signals.install()
@@ -225,11 +245,17 @@ def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
 
 
 def _summarise(manifest: dict[str, Any], output_dir: Path) -> None:
+    """The final line: what was written where, and why records were dropped or failed (the top reasons)."""
     counts = manifest["counts"]
     outputs = ", ".join(f"{name}: {count}" for name, count in counts["outputs"].items())
+    failed, dropped = f"{counts['failed']} failed", f"{counts['dropped']} dropped"
+    if counts.get("failure_types"):
+        failed += f" ({top_reasons(counts['failure_types'])})"
+    if counts.get("drop_reasons"):
+        dropped += f" ({top_reasons(counts['drop_reasons'])})"
     console.print(f"[bold]{escape(manifest['graph'])}[/bold] {manifest['status']} in {manifest['elapsed_s']:.1f}s: "
-                  f"{counts['written']} records written ({outputs}), {counts['failed']} failed, "
-                  f"{counts['dropped']} dropped -> {output_dir}", highlight=False, soft_wrap=True)
+                  f"{counts['written']} records written ({escape(outputs)}), {escape(failed)}, {escape(dropped)} "
+                  f"-> {escape(str(output_dir))}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -398,9 +424,25 @@ def card(output_dir: Path = typer.Argument(..., help="a run's output directory")
 def push(output_dir: Path = typer.Argument(..., help="a run's output directory"),
          repo_id: str = typer.Argument(..., help="the dataset repository, user/name"),
          private: bool = typer.Option(False, "--private", help="create the repository private"),
-         all_files: bool = typer.Option(False, "--all", help="also upload failed.jsonl and dropped.jsonl")) -> None:
-    """Upload a run to the Hugging Face Hub as a dataset: outputs, README.md, manifest.json (extra `hub`)."""
+         all_files: bool = typer.Option(False, "--all", help="also upload failed.jsonl and dropped.jsonl"),
+         dry_run: bool = typer.Option(False, "--dry-run", help="list the files and print the card; upload "
+                                      "nothing (no network)")) -> None:
+    """Upload a run to the Hugging Face Hub as a dataset: outputs, README.md, manifest.json (extra `hub`).
+    The Hub is $HF_ENDPOINT when set (a mirror or a private Hub), else huggingface.co."""
+    from .hub import hub_url, plan_push
     from .hub import push as push_run
+    if dry_run:
+        try:
+            files, card_text = plan_push(output_dir, all_files)
+        except (SynthloomError, OSError) as error:
+            _fail(str(error))
+            return
+        print(f"would upload to {hub_url(repo_id)}{' (a private repository)' if private else ''} from "
+              f"{output_dir}:")
+        for name in files:
+            print(f"  {name}  ({(output_dir / name).stat().st_size:,} bytes)")
+        print(f"\n--- README.md (the dataset card) ---\n{card_text}", end="")
+        return
     try:
         info = push_run(output_dir, repo_id, private=private, all_files=all_files)
     except SynthloomError as error:

@@ -217,9 +217,14 @@ class RunConfig(_Strict):
                                   "graph from a stranger can say it too")
 
 
+LANGUAGE_CODE = re.compile(r"[a-z]{2,3}(-[A-Za-z0-9]{2,8})*")
+
+
 class GraphConfig(_Strict):
     name: str
     description: str | None = None
+    language: list[str] = Field(default_factory=lambda: ["en"], description="the data's language(s) as ISO "
+                                "639 codes (en, fr, ...), for the dataset card")
     seed: SeedConfig = SeedConfig()
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     nodes: dict[str, dict[str, Any]]
@@ -236,6 +241,21 @@ class GraphConfig(_Strict):
                 raise ValueError(f"two outputs are named '{output.name}'; each output needs its own name")
             seen.add(output.name.lower())
         return outputs
+
+    @field_validator("language", mode="before")
+    @classmethod
+    def _language_codes(cls, language: Any) -> Any:
+        """One code or a list of them, as the Hub's dataset cards take them."""
+        codes = [language] if isinstance(language, str) else language
+        if isinstance(codes, list):
+            for code in codes:
+                if not isinstance(code, str) or not LANGUAGE_CODE.fullmatch(code):
+                    raise ValueError(f"'{code}' is not a language code; give an ISO 639 code such as en or fr "
+                                     f"(a list for several)")
+            if not codes:
+                raise ValueError("language is empty; give an ISO 639 code such as en (a list for several)")
+        return codes
+
     @field_validator("name")
     @classmethod
     def _name_is_not_a_path(cls, name: str) -> str:

@@ -29,10 +29,11 @@ from functools import reduce
 from pathlib import Path
 from typing import Any
 
+from .card import write_card
 from .errors import ConfigError
 from .graph import Graph, build_graph
-from .journal import DROPPED, FAILED, JOURNAL, MANIFEST, TRACES, Journal
-from .manifest import read_previous_manifest, write_manifest
+from .journal import CARD, DROPPED, FAILED, JOURNAL, MANIFEST, TRACES, Journal
+from .manifest import card_facts, read_previous_manifest, write_manifest
 from .ray_actors import PermitBank, RayPermits, RaySharedState, RunBoard
 from .record_pool import POOL_DIR
 from .run_lock import RunLock
@@ -135,10 +136,11 @@ def _utc(stamp: float | None) -> str | None:
 
 # -- the shard's side (runs in a Ray worker) ------------------------------------------------------------
 
-def _shard_figures(runner: Runner) -> dict[str, int]:
+def _shard_figures(runner: Runner) -> dict[str, Any]:
     counts = runner.counts
     return {"done": counts.written + counts.failed + counts.dropped, "skipped": counts.skipped,
-            "failed": counts.failed, "dropped": counts.dropped, "tokens": runner.tokens()}
+            "failed": counts.failed, "dropped": counts.dropped, "tokens": runner.tokens(),
+            "drop_reasons": dict(counts.drop_reasons)}
 
 
 async def _report(runner: Runner, board: Any, permits: RayPermits, index: int) -> None:
@@ -203,14 +205,15 @@ class StopRequests:
 
 def run_on_ray(graph: Graph | str | Path, output_dir: str | Path, shards: int | None = None, *,
                overrides: list[str] | None = None, endpoint: str | None = None, address: str | None = None,
-               num_cpus_per_shard: float = 1, on_progress: Callable[[dict[str, int]], None] | None = None,
+               num_cpus_per_shard: float = 1, on_progress: Callable[[dict[str, Any]], None] | None = None,
                stops: StopRequests | None = None, **options: Any) -> dict[str, Any]:
     """Run the graph as `shards` Ray tasks into one run directory; returns its manifest.
 
     `address`: None or "local" starts a Ray on this machine (or joins the one `RAY_ADDRESS` names),
     "auto" joins the running cluster, "ray://host:10001" goes through Ray Client. `options` are those of
     `synthloom.run` (limit, resume, overwrite, use_cache, retry_failed, trace, max_in_flight, ...);
-    `on_progress` gets the run's summed figures (done, skipped, failed, dropped, tokens) every ~0.3 s."""
+    `on_progress` gets the run's summed figures (done, skipped, failed, dropped, tokens, drop_reasons) and
+    the shards finished (shards_done of shards) every ~0.3 s."""
     ray = _import_ray()
     source = GraphSource.of(graph, overrides, endpoint)
     loaded = source.load()  # a bad graph is refused here, once, not in every task
@@ -255,7 +258,7 @@ def _plan(root: Path, loaded: Graph, shards: int | None, *, resume: bool, overwr
     if overwrite:
         shutil.rmtree(root / SHARDS_DIR, ignore_errors=True)
         shutil.rmtree(root / POOL_DIR, ignore_errors=True)
-        for name in [PLAN, MANIFEST, JOURNAL, *files]:
+        for name in [PLAN, MANIFEST, CARD, JOURNAL, *files]:
             (root / name).unlink(missing_ok=True)
     if (root / JOURNAL).exists():
         raise ConfigError(f"{root} holds a run made without --ray; finish it without --ray, or choose another "
@@ -273,7 +276,7 @@ def _plan(root: Path, loaded: Graph, shards: int | None, *, resume: bool, overwr
             raise ConfigError(f"{root} was started with --shards {plan['shards']}; resume it with the same "
                               f"number, or leave --shards out")
         return int(plan["shards"])
-    strays = [name for name in [*files, MANIFEST, SHARDS_DIR] if (root / name).exists()]
+    strays = [name for name in [*files, MANIFEST, CARD, SHARDS_DIR] if (root / name).exists()]
     if strays:
         raise ConfigError(f"{root} holds {', '.join(strays)} but no run plan ({PLAN}); move them away, choose "
                           f"another output directory, or add --overwrite to delete them")
@@ -293,7 +296,7 @@ def _budgets(loaded: Graph) -> dict[str, dict[str, float | None]]:
 
 class _Driver:
     def __init__(self, ray: Any, source: GraphSource, loaded: Graph, root: Path, count: int,
-                 num_cpus_per_shard: float, on_progress: Callable[[dict[str, int]], None] | None,
+                 num_cpus_per_shard: float, on_progress: Callable[[dict[str, Any]], None] | None,
                  options: dict[str, Any], stops: StopRequests):
         self.ray, self.source, self.loaded, self.root, self.count = ray, source, loaded, root, count
         self.num_cpus, self.on_progress = num_cpus_per_shard, on_progress
@@ -303,6 +306,7 @@ class _Driver:
         self.previous = read_previous_manifest(root / MANIFEST) if options.get("resume") else {}
         self.started = time.time()
         self.errors: dict[int, str] = {}
+        self.finished = 0
         self.merged: dict[str, int] = {}
         self.interrupted = False
         self.budgets = _budgets(loaded)
@@ -330,6 +334,16 @@ class _Driver:
             manifest = self._write("finished")
             for actor in (self.board, self.bank):
                 ray.kill(actor)
+        return self._card(manifest)
+
+    def _card(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """README.md, the dataset card, at the top of the run directory as a one-process run leaves it
+        (each shard's own card stays in its shard directory)."""
+        try:
+            write_card(self.root, manifest, self.loaded)
+        except Exception as error:  # a failing card never costs the run's outcome
+            note = f"README.md (dataset card) not written: {error}"
+            manifest["message"] = "; ".join(filter(None, [manifest.get("message"), note]))
         return manifest
 
     def _wait(self, pending: dict[Any, int]) -> None:
@@ -345,6 +359,7 @@ class _Driver:
             self._progress()
 
     def _settle(self, index: int, ref: Any) -> None:
+        self.finished += 1
         try:
             self.ray.get(ref)
         except Exception as error:  # the task's own error (a shard refused, or its retries ran out)
@@ -380,14 +395,16 @@ class _Driver:
         if self.on_progress is None:
             return
         figures = self._ask(self.board.progress_of.remote(), {})
-        totals: dict[str, int] = {}
+        totals: dict[str, Any] = {}
         for shard in figures.values():
-            for key, value in shard.items():
-                totals[key] = totals.get(key, 0) + value
-        self.on_progress(totals)
+            totals = add_figures(totals, shard)
+        self.on_progress({**totals, "shards": self.count, "shards_done": self.finished})
 
     def _write(self, phase: str) -> dict[str, Any]:
-        self.merged = merge_shards(self.root, self.shard_dirs, _data_files(self.loaded))
+        files = _data_files(self.loaded)
+        if not self.options.get("trace"):
+            files.remove(TRACES)  # a one-process run without --trace writes no traces.jsonl either
+        self.merged = merge_shards(self.root, self.shard_dirs, files)
         manifest = self._manifest(phase)
         write_manifest(self.root, manifest)
         return manifest
@@ -428,6 +445,7 @@ class _Driver:
             "nodes": reduce(add_figures, [shard.get("nodes") or {} for shard in shards], empty),
             "models": reduce(add_figures, [shard.get("models") or {} for shard in shards], empty),
             "concurrency": self._ask(self.bank.figures.remote(), {}),
+            **card_facts(self.loaded),
         }
 
 

@@ -68,6 +68,21 @@ def _open_regular(path: Path) -> BinaryIO:
     return os.fdopen(handle, "rb")
 
 
+def hub_url(repo_id: str) -> str:
+    """Where the dataset lives: on `HF_ENDPOINT` (a mirror or a private Hub) when set, else huggingface.co."""
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    return f"{endpoint.rstrip('/')}/datasets/{repo_id}"
+
+
+def plan_push(output_dir: str | Path, all_files: bool = False) -> tuple[list[str], str]:
+    """`push --dry-run`: the files a push would upload and the card it would upload with them, with no
+    network and no Hub library (the card is written first if the run has none, as `push` does)."""
+    directory = Path(output_dir)
+    files = files_to_push(directory, all_files)
+    card = directory / CARD if (directory / CARD).is_file() else build_card(directory)
+    return files, card.read_text(encoding="utf-8")
+
+
 def push(output_dir: str | Path, repo_id: str, *, private: bool = False, all_files: bool = False,
          token: str | None = None) -> Any:
     """Write the card if the run has none, create the dataset repo if needed, and upload exactly

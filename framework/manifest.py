@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 if TYPE_CHECKING:
+    from .graph import Graph
     from .scheduler import Runner
 
 from .config import ModelConfig
@@ -60,10 +61,18 @@ def build_manifest(runner: Runner) -> dict[str, Any]:
         "models": _accumulate(previous.get("models") or {}, models),
         "concurrency": runner.models.concurrency(),
         "cache": ({"path": str(cache.path), "hits": cache.hits, "misses": cache.misses} if cache else None),
-        # what the dataset card (README.md) says about how the data was made
-        "graph_file": str(Path(runner.graph.loaded.source_map.file).resolve()),
-        "output_formats": {output.name: output.format for output in runner.graph.config.outputs},
-        "model_settings": {name: public_settings(model) for name, model in runner.graph.config.models.items()},
+        **card_facts(runner.graph),
+    }
+
+
+def card_facts(graph: Graph) -> dict[str, Any]:
+    """What the dataset card (README.md) says about how the data was made, kept in the manifest so that
+    `synthloom card DIR` rebuilds the same card (one-process and `run --ray` manifests alike)."""
+    return {
+        "graph_file": str(Path(graph.loaded.source_map.file).resolve()),
+        "output_formats": {output.name: output.format for output in graph.config.outputs},
+        "language": list(graph.config.language),
+        "model_settings": {name: public_settings(model) for name, model in graph.config.models.items()},
     }
 
 

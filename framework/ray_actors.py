@@ -95,12 +95,12 @@ class RunBoard:
         """Every shard's teardown saves; each save holds every shard's entries so far, the last all."""
         self.indexes[key].save(Path(folder))
 
-    def report(self, shard: int, figures: dict[str, int]) -> bool:
+    def report(self, shard: int, figures: dict[str, Any]) -> bool:
         """A shard's progress; the answer says whether the driver asked the run to stop."""
         self.progress[shard] = figures
         return self.stopping
 
-    def progress_of(self) -> dict[int, dict[str, int]]:
+    def progress_of(self) -> dict[int, dict[str, Any]]:
         return dict(self.progress)
 
     def stop(self) -> None:

@@ -447,7 +447,7 @@ class Runner:
         except OSError as error:
             self.message = (self.message + f"; manifest.json not written: {error.strerror or error}").strip("; ")
         try:  # README.md, the dataset card: after the manifest, so a slow or failing card never costs it
-            write_card(self, manifest)
+            write_card(self.output_dir, manifest, self.graph)
         except Exception as error:
             self.message = (self.message + f"; README.md (dataset card) not written: {error}").strip("; ")
         sync_directory(self.output_dir)

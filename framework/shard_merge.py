@@ -42,12 +42,14 @@ def final_statuses(directory: Path) -> dict[str, str]:
     return statuses
 
 
-
 def merge_shards(root: Path, shards: list[Path], files: list[str]) -> dict[str, int]:
     """Rebuild each of `files` in `root` from the shard directories; returns the lines each now holds."""
     statuses = [final_statuses(directory) for directory in shards]
     counts: dict[str, int] = {}
     for name in files:
+        if not any((directory / name).exists() for directory in shards):
+            counts[name] = 0  # no shard wrote one (no failure, no drop): neither does a one-process run
+            continue
         wanted = status_of_file(name)
         temporary = root / (name + ".merge-tmp")
         count = 0

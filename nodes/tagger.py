@@ -31,6 +31,11 @@ Definitions, so the numbers can be checked by hand:
   and JSON fragments a weak model copies from its instructions ("Feedback:", "Score:", '{"').
 - `echoes` (with `echo_of:`): the other field's text, normalised (case, spacing, punctuation), makes up the
   text or is contained in it: an answer that repeats its question.
+- `on_topic` (with `topic_of:`): the text shares at least one content word with one of the given fields
+  (an answer with its question or topic). Content words: three letters or more, not a function word of the
+  six languages above nor a common English question word or auxiliary; a plural meets its singular
+  ("stars" and "star", "tides" and "tide"). A cheap guard against an answer about something else, not a
+  judge of relevance.
 """
 from __future__ import annotations
 
@@ -91,6 +96,11 @@ STOPWORDS = {
            "são", "também", "muito", "isso", "seu", "sua", "você", "pelo", "pela", "com", "nós", "já"},
 }
 MIN_STOPWORD_HITS = 2
+NOT_CONTENT = set().union(*STOPWORDS.values()) | {
+    "why", "who", "whom", "whose", "where", "when", "does", "did", "done", "was", "had", "will", "should",
+    "could", "may", "might", "must", "shall", "its", "than", "then", "them", "these", "those", "into", "out",
+    "some", "any", "all", "each", "one", "two", "many", "much", "more", "most", "very", "just", "also", "only",
+    "such", "other", "our", "his", "her", "him", "she", "yes", "way", "ways", "thing", "things"}
 
 
 INPUT_QUALITY = ["very poor", "poor", "average", "good", "excellent"]  # Magpie's input-quality scale
@@ -136,6 +146,8 @@ class TaggerParams(NodeParams):
                                                           "when the text repeats that field's text")
     finish_reason: str | None = Field(default=None, description="a state key holding the model's finish "
                                       "reason (llm finish_reason_key): not \"stop\" counts as truncated")
+    topic_of: list[str] = Field(default_factory=list, description="state keys (e.g. [question, topic]): "
+                                "`on_topic` is true when the text shares a content word with one of them")
 
 
 class Tagger(Node[TaggerParams]):
@@ -151,7 +163,8 @@ class Tagger(Node[TaggerParams]):
         self.schema = OutputSchema(_llm_schema(params.llm)) if params.llm else None
 
     def reads(self) -> set[str]:
-        return {self.params.field} | {key for key in (self.params.echo_of, self.params.finish_reason) if key}
+        return ({self.params.field} | set(self.params.topic_of)
+                | {key for key in (self.params.echo_of, self.params.finish_reason) if key})
 
     def writes(self) -> set[str]:
         return {self.params.output}
@@ -169,6 +182,8 @@ class Tagger(Node[TaggerParams]):
         tags = await asyncio.to_thread(text_tags, text, self.markers, self.scaffolding)
         if self.params.echo_of is not None:
             tags["echoes"] = echoes(text, str(state[self.params.echo_of]))
+        if self.params.topic_of:
+            tags["on_topic"] = shares_content_words(text, [str(state[key]) for key in self.params.topic_of])
         if self.params.finish_reason is not None:
             reason = state.get(self.params.finish_reason)
             tags["finish_reason"] = reason
@@ -296,6 +311,27 @@ def echoes(text: str, other: str) -> bool:
     """The other text (at least three words) repeated inside this one, after normalising both."""
     mine, theirs = _normalised(text), _normalised(other)
     return len(theirs.split()) >= 3 and theirs in mine
+
+
+def shares_content_words(text: str, others: list[str]) -> bool:
+    """At least one content word of the text is one of the others' (see `on_topic` in the module docstring)."""
+    mine = content_words(text)
+    return any(mine & content_words(other) for other in others)
+
+
+def content_words(text: str) -> set[str]:
+    """The text's content words, each also without a plural ending ("tides": tides, tide, tid)."""
+    forms: set[str] = set()
+    for word in WORD.findall(_fold_quotes(text.lower())):
+        if len(word) < 3 or word in NOT_CONTENT or word.isdigit():
+            continue
+        forms.add(word)
+        if word.endswith("s") and not word.endswith("ss"):
+            for stem in (word[:-1], word[:-2] if word.endswith("es") else "",
+                         word[:-3] + "y" if word.endswith("ies") else ""):
+                if len(stem) >= 3:
+                    forms.add(stem)
+    return forms
 
 
 def _normalised(text: str) -> str:

@@ -11,6 +11,13 @@ import yaml
 from tests.fixture_server import FakeOpenAI
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A real-model test is a slow test too, so `-m "not slow"` is the quick suite."""
+    for item in items:
+        if item.get_closest_marker("embedded") is not None:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Each test gets its own response cache so no test sees another's answers."""

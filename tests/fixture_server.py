@@ -98,7 +98,7 @@ class FakeOpenAI:
                  capacity: int | None = None, raw_every: dict[int, str] | None = None,
                  echo_auth: bool = False, refuse_json_schema: bool = False, prompt_only: bool = False,
                  refuse_prompt_lists: bool = False, cut_off: list[str] | None = None,
-                 malformed_every: dict[int, str] | None = None):
+                 malformed_every: dict[int, str] | None = None, hold: list[str] | None = None):
         self.latency = latency
         self.script = [(re.compile(pattern, re.DOTALL), reply) for pattern, reply in script or []]
         self.fail_every = fail_every or {}
@@ -116,6 +116,11 @@ class FakeOpenAI:
         # cut by max_tokens
         self.cut_off = [re.compile(pattern, re.DOTALL) for pattern in cut_off or []]
         self.delays = [(re.compile(pattern, re.DOTALL), seconds) for pattern, seconds in delays or []]
+        # requests whose prompt matches one of these get no reply until `release()`: a test holds a run
+        # open for as long as it needs, however fast or slow the machine
+        self.hold = [re.compile(pattern, re.DOTALL) for pattern in hold or []]
+        self._released: asyncio.Event | None = None
+        self.held = 0
         self.headers_seen: list[dict[str, str]] = []
         self.model = model
         self.port = port
@@ -166,6 +171,7 @@ class FakeOpenAI:
         self._loop.close()
 
     async def _start_site(self) -> None:
+        self._released = asyncio.Event()
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._completions)
@@ -182,6 +188,11 @@ class FakeOpenAI:
             self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread:
             self._thread.join(10)
+
+    def release(self) -> None:
+        """Answer the held requests, and every later one that matches, at once."""
+        assert self._loop is not None and self._released is not None
+        self._loop.call_soon_threadsafe(self._released.set)
 
     def reset_counts(self) -> None:
         with self._lock:
@@ -228,6 +239,10 @@ class FakeOpenAI:
             for pattern, seconds in self.delays:
                 if pattern.search(text):
                     await asyncio.sleep(seconds)
+            if self._released is not None and any(pattern.search(text) for pattern in self.hold):
+                with self._lock:
+                    self.held += 1
+                await self._released.wait()
             status = self.fail_status
             for every, code in self.fail_every.items():
                 if number % every == 0:

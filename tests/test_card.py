@@ -249,6 +249,37 @@ def test_push_writes_a_missing_card_in_place_of_a_link_never_through_it(finished
     assert commit["README.md"] == (finished_run / "README.md").read_bytes() and b"qa-card" in commit["README.md"]
 
 
+def test_push_dry_run_lists_the_files_and_prints_the_card_without_a_request(finished_run: Path,
+                                                                           fake_hub: FakeHub) -> None:
+    env = {**__import__("os").environ, "HF_ENDPOINT": fake_hub.url, "HF_HUB_OFFLINE": "1"}
+    env.pop("HF_TOKEN", None)  # no token needed: nothing is sent
+    done = subprocess.run([sys.executable, "-m", "synthloom.cli", "push", str(finished_run), "me/qa-data",
+                           "--dry-run", "--all"], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    head, card = done.stdout.split("\n--- README.md (the dataset card) ---\n")
+    assert head.splitlines()[0] == f"would upload to {fake_hub.url}/datasets/me/qa-data from {finished_run}:"
+    listed = [line.split()[0] for line in head.splitlines()[1:]]
+    assert listed == ["README.md", "dropped.jsonl", "manifest.json", "sft.jsonl"]
+    assert f"sft.jsonl  ({(finished_run / 'sft.jsonl').stat().st_size:,} bytes)" in head
+    assert card == (finished_run / "README.md").read_text()
+    assert fake_hub.created == [] and fake_hub.commits == [] and fake_hub.validated == []
+
+
+def test_the_card_names_the_graphs_language(fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path],
+                                            finished_run: Path, tmp_path: Path) -> None:
+    assert DatasetCard.load(finished_run / "README.md").data.to_dict()["language"] == ["en"]  # unsaid: English
+    spec = {**qa_graph(fake_llm()), "language": "fr"}
+    graph = write_graph(spec, [{"id": "r1", "question": "q1"}], name="french.yaml")
+    out = tmp_path / "french"
+    synthloom.run(graph, out)
+    assert DatasetCard.load(out / "README.md").data.to_dict()["language"] == ["fr"]
+    graph.unlink()  # `synthloom card` rebuilds it from the manifest alone
+    assert DatasetCard.load(synthloom.build_card(out)).data.to_dict()["language"] == ["fr"]
+    for bad in ("English", ["en", 3], []):
+        with pytest.raises(synthloom.ConfigError, match="language"):
+            synthloom.load(write_graph({**spec, "language": bad}, name="bad.yaml"))
+
+
 def test_push_without_a_run_is_one_line_exit_2(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "synthloom.cli", "push", str(tmp_path), "me/x"],
                           capture_output=True, text=True, timeout=120)

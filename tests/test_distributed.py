@@ -74,6 +74,40 @@ def test_two_shards_write_every_record_once_into_one_directory(
         run_on_ray(graph, out, shards=3, resume=True)
 
 
+def test_a_ray_run_leaves_the_layout_of_a_one_process_run(
+        fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    """The same files at the top of the run directory: the dataset card, the outputs, dropped.jsonl (no
+    failed.jsonl where nothing failed, no traces.jsonl without --trace), and a card with the same header and
+    counts. Each way keeps its own bookkeeping beside them (the journal; the plan and the shards)."""
+    server = fake_llm()
+    spec = chain_graph(server)
+    spec["nodes"]["keep"] = {"type": "filter", "rules": [{"when": "keep", "reason": "not wanted"}]}
+    spec["edges"].append(["answer", "keep"])
+    graph = write_graph(spec, [{**seed, "keep": index % 4 != 0} for index, seed in enumerate(seeds_of(20))])
+    one, many = tmp_path / "one", tmp_path / "many"
+    assert synthloom.run(graph, one).manifest["status"] == "completed"
+    assert run_on_ray(graph, many, shards=2, num_cpus_per_shard=0.5)["status"] == "completed"
+
+    def listing(directory: Path, own: set[str]) -> list[str]:
+        return sorted(path.name for path in directory.iterdir() if path.name not in own | {".synthloom.lock"})
+
+    assert listing(one, {"journal.jsonl"}) == ["README.md", "dropped.jsonl", "manifest.json", "raw.jsonl",
+                                               "sft.jsonl"]
+    assert listing(many, {"ray.json", "shards"}) == listing(one, {"journal.jsonl"})
+
+    def card_header_and_counts(directory: Path) -> tuple[str, str]:
+        card = (directory / "README.md").read_text()
+        counts = card[card.index("## Counts"):card.index("## Graph\n")]
+        return card.split("\n---\n")[0], counts
+
+    assert card_header_and_counts(many) == card_header_and_counts(one)
+    assert "| 20 | 15 | 5 | 0 |" in card_header_and_counts(many)[1] and "keep: not wanted | 5 |" in (
+        many / "README.md").read_text()
+    written = card_header_and_counts(many)
+    rebuilt = synthloom.build_card(many).read_text()  # `synthloom card DIR`: from the manifest alone
+    assert card_header_and_counts(many) == written and "```mermaid" in rebuilt and "## Models" in rebuilt
+
+
 def test_progress_sums_every_shard_into_one_figure(
         fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
     """The CLI's one bar is fed these totals: every shard's records, not one shard's."""
@@ -214,7 +248,7 @@ def test_a_resumed_run_rebuilds_the_shared_index_before_any_shard_goes_on(
 
 def test_resume_of_an_interrupted_ray_run_through_the_cli(
         fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
-    server = fake_llm(latency=0.05)
+    server = fake_llm(latency=0.05, hold=["^Ask about topic 119$"])  # the first part cannot finish
     seeds = seeds_of(120)
     spec = chain_graph(server, max_concurrency=4)
     spec["run"] = {"drain_seconds": 1}
@@ -235,8 +269,13 @@ def test_resume_of_an_interrupted_ray_run_through_the_cli(
     assert stopped["status"] == "interrupted" and 0 < stopped["counts"]["written"] < 120
     assert len(lines(out / "sft.jsonl")) == stopped["counts"]["written"]
 
-    done = cli("run", str(graph), "-o", str(out), "--ray", "--address", "auto", "--resume", "-q", "--no-cache")
+    server.release()
+    done = cli("run", str(graph), "-o", str(out), "--ray", "--address", "auto", "--resume", "--no-cache",
+               "--progress-every", "0.2")  # stderr is a pipe: progress lines, the shards among them
     assert done.returncode == 0, done.stderr
+    beats = [line for line in done.stderr.splitlines() if line.startswith("progress ")]
+    assert beats and re.search(r"settled 120 \(\d+ by earlier parts\) · written", beats[-1]), done.stderr
+    assert "shards 2/2 finished" in beats[-1]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "completed" and manifest["counts"]["written"] == 120
     assert ids_in(out / "sft.jsonl") == [seed["id"] for seed in seeds]

@@ -37,13 +37,17 @@ def test_embedded_model_honours_a_json_schema() -> None:
     assert completion.completion_tokens > 0
 
 
+QUICKSTART_TIMEOUT_S = 900
+
+
+@pytest.mark.timeout(QUICKSTART_TIMEOUT_S + 60)  # the subprocess's own limit decides, not pytest's 300 s
 def test_quickstart_runs_on_the_embedded_model(tmp_path: Path) -> None:
     """Every seed record lands somewhere; what is written passes the quickstart's hygiene (a question that
     ends with ?, an answer that was not cut off), and what is not is counted by its reason."""
     out = tmp_path / "qs"
     done = subprocess.run([sys.executable, "-m", "synthloom.cli", "run", str(ROOT / "graphs" / "quickstart.yaml"),
                            "-o", str(out), "-n", "3", "-q", "--set", "models.default.params.max_tokens=64"],
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=QUICKSTART_TIMEOUT_S)
     assert done.returncode == 0, done.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     counts = manifest["counts"]

@@ -22,6 +22,9 @@ from synthloom_nodes.tagger import INPUT_QUALITY
 pytestmark = pytest.mark.embedded
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 120.0
+RUN_TIMEOUT_S = 600.0
+# pytest's own limit for a test here: its run's, plus the module's server start (counted in the first test)
+within_the_run_timeout = pytest.mark.timeout(START_TIMEOUT_S + RUN_TIMEOUT_S + 60)
 
 
 def _free_port() -> int:
@@ -74,7 +77,8 @@ def llama_cpp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def run_workflow(name: str, url: str, out: Path, *overrides: str) -> dict[str, Any]:
     sets = [part for override in ("models.default.params.max_tokens=24", *overrides) for part in ("--set", override)]
     done = subprocess.run([sys.executable, "-m", "synthloom.cli", "run", name, "-n", "3", "--endpoint", url,
-                           "-o", str(out), "-q", "--no-cache", *sets], capture_output=True, text=True, timeout=600)
+                           "-o", str(out), "-q", "--no-cache", *sets], capture_output=True, text=True,
+                          timeout=RUN_TIMEOUT_S)
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("refused json_schema") == 1, done.stderr  # the step down, said once
     manifest: dict[str, Any] = json.loads((out / "manifest.json").read_text())
@@ -89,6 +93,7 @@ def records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@within_the_run_timeout
 def test_quickstart_through_llama_cpp_server(llama_cpp_server: str, tmp_path: Path) -> None:
     opened = "[{when: 'True', reason: opened for the test}]"  # which drafts a 135M model gets right is not the point
     manifest = run_workflow("quickstart", llama_cpp_server, tmp_path / "qs", "nodes.question.params.max_tokens=24",
@@ -98,6 +103,7 @@ def test_quickstart_through_llama_cpp_server(llama_cpp_server: str, tmp_path: Pa
     assert all(1 <= record["metadata"]["score"] <= 10 for record in sft)  # the critic's parsed verdict
 
 
+@within_the_run_timeout
 def test_magpie_through_llama_cpp_server(llama_cpp_server: str, tmp_path: Path) -> None:
     """Raw /v1/completions for the instruction, a structured tagger call on chat; the Magpie-Pro gate is
     opened because a 135M judge rates nearly every instruction poor."""
@@ -108,6 +114,7 @@ def test_magpie_through_llama_cpp_server(llama_cpp_server: str, tmp_path: Path) 
     assert all(record["metadata"]["input_quality"] in INPUT_QUALITY for record in sft)
 
 
+@within_the_run_timeout
 def test_sycophancy_through_llama_cpp_server(llama_cpp_server: str, tmp_path: Path) -> None:
     """The knowledge check is structured (A or B); its filter is opened: which claims a 135M model knows is
     not what this test is about."""
@@ -116,6 +123,7 @@ def test_sycophancy_through_llama_cpp_server(llama_cpp_server: str, tmp_path: Pa
     assert len(sft) == manifest["counts"]["outputs"]["sft"] == 3
 
 
+@within_the_run_timeout
 def test_micro_batching_on_a_server_without_prompt_lists(llama_cpp_server: str, tmp_path: Path) -> None:
     """llama-cpp-python's server answers a prompt list with a bare 500: the model goes to single prompts."""
     graph = tmp_path / "batch.yaml"
@@ -127,7 +135,7 @@ def test_micro_batching_on_a_server_without_prompt_lists(llama_cpp_server: str, 
     out = tmp_path / "out"
     done = subprocess.run([sys.executable, "-m", "synthloom.cli", "run", str(graph), "-n", "4", "--endpoint",
                            llama_cpp_server, "-o", str(out), "-q", "--no-cache"], capture_output=True, text=True,
-                          timeout=300)
+                          timeout=RUN_TIMEOUT_S)
     assert done.returncode == 0, done.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"]["written"] == 4 and manifest["counts"]["failed"] == 0

@@ -114,6 +114,7 @@ async def test_the_yaml_sampler_walks_a_yaml_slot_in_a_full_pass_and_repeats_it_
 
 
 @pytest.mark.embedded
+@pytest.mark.timeout(360)  # past the subprocess's own 300 s, so its limit is the one that speaks
 def test_fables_run_on_the_embedded_model(tmp_path: Path) -> None:
     pytest.importorskip("llama_cpp", reason="needs the 'local' extra")
     out = tmp_path / "fables"
