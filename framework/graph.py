@@ -3,6 +3,7 @@ references, reachability, bounded loops, and that every key a template reads is 
 from __future__ import annotations
 
 import difflib
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -229,7 +230,7 @@ def _check_keys(graph: Graph, full: nx.MultiDiGraph, smap: SourceMap) -> None:
     base = graph.seed_columns | RESERVED_KEYS
     writes = {name: node.writes() for name, node in graph.nodes.items()}
     everything = base.union(*writes.values())
-    unread = _unread_writes(graph, writes)
+    readers = _Readers.of(graph, writes)
     for name, node in graph.nodes.items():
         upstream = nx.ancestors(full, name)
         if any(ANY_KEY in writes[other] for other in upstream) or not graph.seed_columns and \
@@ -238,7 +239,7 @@ def _check_keys(graph: Graph, full: nx.MultiDiGraph, smap: SourceMap) -> None:
         available = base.union(*(writes[other] for other in upstream))
         missing = sorted(key for key in node.reads() if key not in available)
         if missing:
-            _blame_misspelt_writer(graph, missing[0], f"node '{name}'", upstream, unread, smap)
+            _blame_misspelt_writer(graph, missing[0], f"node '{name}'", upstream, readers, smap)
             path = ("nodes", name, *_locate_word(graph.config.nodes[name], missing[0]))
             raise ConfigError(_missing_message(missing, name, graph) + did_you_mean(missing[0], available),
                               where=smap.where(path), key=dotted(path))
@@ -252,8 +253,8 @@ def _check_keys(graph: Graph, full: nx.MultiDiGraph, smap: SourceMap) -> None:
             available = base.union(*(writes[other] for other in upstream))
             missing = sorted(edge.when.names - available)
             if missing:
-                _blame_misspelt_writer(graph, missing[0], f"the condition of edges.{edge.index}", upstream, unread,
-                                       smap)
+                _blame_misspelt_writer(graph, missing[0], f"the condition of edges.{edge.index}", upstream,
+                                       readers, smap)
                 raise ConfigError(f"condition reads {', '.join(missing)}, which nothing before it writes"
                                   f"{did_you_mean(missing[0], available)}",
                                   where=smap.where(("edges", edge.index, "when")), key=f"edges.{edge.index}.when")
@@ -266,37 +267,54 @@ def _check_keys(graph: Graph, full: nx.MultiDiGraph, smap: SourceMap) -> None:
         except ValueError as error:
             raise ConfigError(str(error), where=smap.where(("outputs", index)), key=f"outputs.{index}") from None
         if missing:
-            _blame_misspelt_writer(graph, missing[0], f"output '{output.name}'", set(graph.nodes), unread, smap)
+            _blame_misspelt_writer(graph, missing[0], f"output '{output.name}'", set(graph.nodes), readers, smap)
             raise ConfigError(f"output '{output.name}' reads {', '.join(missing)}, which no node or seed "
                               f"column gives{did_you_mean(missing[0], everything)}",
                               where=smap.where(("outputs", index)), key=f"outputs.{index}")
 
 
-def _unread_writes(graph: Graph, writes: dict[str, set[str]]) -> dict[str, set[str]]:
-    """Per node, the keys it writes that no node, condition or output reads: where a misspelt `output:`
-    shows itself."""
-    read: set[str] = set().union(*(node.reads() for node in graph.nodes.values()))
-    for edges in graph.edges_from.values():
-        read |= set().union(*(edge.when.names for edge in edges if edge.when))
-    for output in graph.config.outputs:
-        try:
-            read |= output_reads(output)
-        except ValueError:
-            pass  # reported where the outputs are checked
-    return {name: keys - read - {ANY_KEY} for name, keys in writes.items()}
+@dataclass
+class _Readers:
+    """How often each key is read (by nodes, conditions and outputs), and per node the keys it writes that
+    nothing reads: where a misspelt `output:` shows itself."""
+
+    counts: Counter[str]
+    unread: dict[str, set[str]]
+
+    @classmethod
+    def of(cls, graph: Graph, writes: dict[str, set[str]]) -> _Readers:
+        counts: Counter[str] = Counter()
+        for node in graph.nodes.values():
+            counts.update(node.reads())
+        for edges in graph.edges_from.values():
+            for edge in edges:
+                counts.update(edge.when.names if edge.when else ())
+        for output in graph.config.outputs:
+            try:
+                counts.update(output_reads(output))
+            except ValueError:
+                pass  # reported where the outputs are checked
+        unread = {name: {key for key in keys - {ANY_KEY} if not counts[key]} for name, keys in writes.items()}
+        return cls(counts, unread)
 
 
-def _blame_misspelt_writer(graph: Graph, key: str, reader: str, writers: Iterable[str],
-                           unread: dict[str, set[str]], smap: SourceMap) -> None:
-    """When `key` is read but never written, and a node that could have written it writes a near spelling
-    that nothing reads, the writer's spelling is the mistake: point at the writer, not the reader."""
+def _blame_misspelt_writer(graph: Graph, key: str, reader: str, writers: Iterable[str], readers: _Readers,
+                           smap: SourceMap) -> None:
+    """`key` is read but never written, and a node that could have written it writes a near spelling that
+    nothing reads: one of the two is misspelt. The writer is blamed (pointing at its line) when the evidence
+    says its spelling is the odd one: the read key is the writer's own name (`question` writing `qestion`),
+    or more than one place reads it; otherwise the reader is, with the writer's spelling suggested."""
     for writer in sorted(writers):
-        close = difflib.get_close_matches(key, sorted(unread[writer]), n=1, cutoff=0.6)
-        if close:
-            path = ("nodes", writer, *_locate_word(graph.config.nodes[writer], close[0]))
-            raise ConfigError(f"node '{writer}' writes '{close[0]}', which nothing reads, while {reader} reads "
+        close = difflib.get_close_matches(key, sorted(readers.unread[writer]), n=1, cutoff=0.6)
+        if not close:
+            continue
+        written = close[0]
+        if (key == writer) + (readers.counts[key] > 1) > (written == writer):
+            path = ("nodes", writer, *_locate_word(graph.config.nodes[writer], written))
+            raise ConfigError(f"node '{writer}' writes '{written}', which nothing reads, while {reader} reads "
                               f"'{key}', which nothing writes; did you mean '{key}'?", where=smap.where(path),
                               key=dotted(path))
+        return
 
 
 def _check_parallel_writes(graph: Graph, smap: SourceMap) -> None:

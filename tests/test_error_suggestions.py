@@ -64,6 +64,9 @@ def refusal(tmp_path: Path, text: str) -> ConfigError:
     ("About {{ topic }}", "About {{ topik }}", "nodes.question.messages.0.content",
      "reads topik, which no upstream node writes and the seed does not have (seed columns: topic); did you mean "
      "'topic'?"),
+    ("{{ question }}", "{{ qestion }}", "nodes.answer.messages.0.content",  # the reader's spelling is the odd one
+     "node 'answer' reads qestion, which no upstream node writes and the seed does not have (seed columns: topic); "
+     "did you mean 'question'?"),
 ])
 def test_a_misspelling_gets_the_closest_name(tmp_path: Path, old: str, new: str, key: str, message: str) -> None:
     error = refusal(tmp_path, BASE.replace(old, new, 1))
