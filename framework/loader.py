@@ -307,7 +307,8 @@ def _read_profile(profile: str, base_dir: Path, where: str, key: str) -> dict[st
 
 def point_models_at(raw: dict[str, Any], endpoint: str) -> None:
     """`--endpoint URL`: every model (and the implicit default) becomes that OpenAI-compatible server;
-    `--endpoint URL1,URL2` makes them replicas of one model."""
+    `--endpoint URL1,URL2` makes them replicas of one model. A model that names none is the one the server
+    serves, asked when the run starts (`OpenAIClient.name_the_model`)."""
     models = raw.setdefault("models", {}) or {}
     if not isinstance(models, dict):
         return  # the schema check says what is wrong with it
@@ -319,7 +320,6 @@ def point_models_at(raw: dict[str, Any], endpoint: str) -> None:
             continue
         spec["backend"] = "openai"
         spec["base_url"] = endpoint.split(",") if "," in endpoint else endpoint
-        spec.setdefault("model", "default")
         spec.pop("path", None)
 
 
