@@ -148,7 +148,8 @@ def _instantiate(name: str, spec: dict[str, Any], smap: SourceMap, code: CodePol
                                           "parameter", f" for a {type_name} node")
         elif first["type"] == "missing":
             message = f"a {type_name} node needs '{first['loc'][-1]}'"
-        raise ConfigError(message, where=smap.where(loc), key=dotted(loc)) from None
+        raise ConfigError(message + _described(node_type, first["loc"]), where=smap.where(loc), key=dotted(loc)) \
+            from None
     except ConfigError as error:
         key = error.key or dotted(path)
         where = error.where or smap.where(tuple(int(part) if part.isdigit() else part for part in key.split(".")))
@@ -158,6 +159,13 @@ def _instantiate(name: str, spec: dict[str, Any], smap: SourceMap, code: CodePol
     except (RecursionError, MemoryError):
         raise ConfigError("too deeply nested or too big to check", where=smap.where(path), key=dotted(path)) \
             from None
+
+
+def _described(node_type: type[Node[Any]], loc: tuple[str | int, ...]) -> str:
+    """" (field: what it is)" from the parameter's `Field(description=...)`, which the node type's author
+    writes for exactly this; "" when there is none."""
+    field = node_type.Params.model_fields.get(str(loc[0])) if len(loc) == 1 else None
+    return f" ({loc[0]}: {one_line(field.description, 200)})" if field is not None and field.description else ""
 
 
 def _condition(source: str | None, smap: SourceMap, path: KeyPath) -> Condition | None:

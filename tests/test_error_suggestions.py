@@ -138,3 +138,28 @@ def test_a_node_returning_an_undeclared_key_fails_naming_node_and_key(tmp_path: 
     assert failed[0]["message"] == ("node 'count' returned 'wordz', which its writes (words) do not declare; "
                                     "declare it in @node(writes=[...]) or return only declared keys")
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["counts"]["written"] == 0
+
+
+def test_a_plugin_parameter_error_shows_the_field_description(tmp_path: Path) -> None:
+    """The description a node type's author gives with `Field(description=...)` is shown with its error."""
+    (tmp_path / "described_nodes.py").write_text(textwrap.dedent('''
+        from pydantic import Field
+        from synthloom import Node, NodeParams
+
+        class TrimParams(NodeParams):
+            limit: int = Field(description="the most words a text keeps")
+            field: str = "answer"
+            mode: str
+
+        class Trim(Node[TrimParams]):
+            """Cut a text to `limit` words."""
+    '''))
+    text = BASE.replace("type: llm\n    model: w\n    messages: [{role: user, content: \"{{ question }}\"}]\n"
+                        "    output: answer", "type: described_nodes:Trim\n    mode: cut", 1)
+    error = refusal(tmp_path, text)
+    assert error.key == "nodes.answer.limit"
+    assert error.message == "a described_nodes:Trim node needs 'limit' (limit: the most words a text keeps)"
+    error = refusal(tmp_path, text.replace("mode: cut", "mode: cut\n    limit: many"))
+    assert error.message.endswith("unable to parse string as an integer (limit: the most words a text keeps)")
+    error = refusal(tmp_path, text.replace("    mode: cut", "    limit: 3"))
+    assert error.message == "a described_nodes:Trim node needs 'mode'"  # no description given, none shown
