@@ -397,11 +397,13 @@ def serve_command(port: int = typer.Option(8765, help="port (0 picks a free one)
 @app.command()
 def report(output_dir: Path = typer.Argument(..., help="a run's output directory"),
            compare: Path | None = typer.Option(None, "--compare", help="another run's dir, side by side"),
-           graph: str | None = typer.Option(None, "--graph", help="the run's graph file, to draw it")) -> None:
+           graph: str | None = typer.Option(None, "--graph", help="the run's graph file, to draw it"),
+           output: Path | None = typer.Option(None, "-o", "--output", help="write the page here (default "
+                                              "<output dir>/report.html, or report-vs-<other dir>.html)")) -> None:
     """Write <output dir>/report.html: counts, drops, histograms, diversity, cost, examples, traces."""
     from .report import build_report
     try:
-        path = build_report(output_dir, compare, graph)
+        path = build_report(output_dir, compare, graph, to=output)
     except SynthloomError as error:
         _fail(str(error))
         return

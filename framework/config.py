@@ -97,7 +97,7 @@ class ModelConfig(_Strict):
     def _remote_needs_url(self) -> ModelConfig:
         if self.backend == "openai" and not self.base_url:
             raise ValueError("backend 'openai' needs a base_url (e.g. http://127.0.0.1:8000/v1)")
-        if self.backend in ("openai", "vllm") and not self.model:
+        if self.backend == "vllm" and not self.model:  # a server model without one: the one it serves
             raise ValueError(f"backend '{self.backend}' needs a model name")
         return self
 

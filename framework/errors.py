@@ -5,6 +5,9 @@ never a traceback. Errors raised while a record runs fail that record only (see 
 """
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 MESSAGE_LIMIT = 400
 
 
@@ -12,6 +15,12 @@ def one_line(value: object, limit: int = MESSAGE_LIMIT) -> str:
     """A message for one terminal line: user values may hold newlines or be megabytes long."""
     text = " ".join(str(value).split())
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """"; did you mean 'x'?" for the choice closest to a misspelt word, or "" when none is close."""
+    close = difflib.get_close_matches(word, sorted(set(choices)), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 class SynthloomError(Exception):

@@ -2,6 +2,8 @@
 references, reachability, bounded loops, and that every key a template reads is written upstream."""
 from __future__ import annotations
 
+import difflib
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,9 +13,9 @@ import networkx as nx
 from pydantic import ValidationError
 
 from .config import MESSAGE_PARTS, GraphConfig, OutputConfig
-from .errors import ConfigError, one_line
+from .errors import ConfigError, did_you_mean, one_line
 from .expressions import Condition
-from .loader import KeyPath, LoadedConfig, SourceMap, dotted
+from .loader import KeyPath, LoadedConfig, SourceMap, dotted, first_error, unknown_key_message, valid_keys
 from .node import ANY_KEY, Node
 from .registry import CodePolicy, resolve_node_type
 from .templates import Template
@@ -103,7 +105,8 @@ def build_graph(loaded: LoadedConfig, seed_columns: Iterable[str] = (), code: Co
     for index, edge_config in enumerate(config.edges):
         for end, value in (("from", edge_config.source), ("to", edge_config.target)):
             if value not in nodes:
-                raise ConfigError(f"edge {end} unknown node '{value}' (nodes: {', '.join(nodes)})",
+                raise ConfigError(f"edge {end} unknown node '{value}'{did_you_mean(value, nodes)} (nodes: "
+                                  f"{', '.join(nodes)})",
                                   where=smap.where(("edges", index)), key=f"edges.{index}")
         when = _condition(edge_config.when, smap, ("edges", index, "when"))
         edge = Edge(index, edge_config.source, edge_config.target, when, edge_config.max_visits)
@@ -137,15 +140,16 @@ def _instantiate(name: str, spec: dict[str, Any], smap: SourceMap, code: CodePol
     try:
         return node_type(name, node_type.Params.model_validate(params))
     except ValidationError as error:
-        first = error.errors()[0]
+        first = first_error(error)
         loc = (*path, *first["loc"])
         message = first["msg"].removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
-            allowed = ", ".join(node_type.Params.model_fields)
-            message = f"unknown parameter '{first['loc'][-1]}' for a {type_name} node (it takes: {allowed})"
+            message = unknown_key_message(str(first["loc"][-1]), valid_keys(node_type.Params, first["loc"][:-1]),
+                                          "parameter", f" for a {type_name} node")
         elif first["type"] == "missing":
             message = f"a {type_name} node needs '{first['loc'][-1]}'"
-        raise ConfigError(message, where=smap.where(loc), key=dotted(loc)) from None
+        raise ConfigError(message + _described(node_type, first["loc"]), where=smap.where(loc), key=dotted(loc)) \
+            from None
     except ConfigError as error:
         key = error.key or dotted(path)
         where = error.where or smap.where(tuple(int(part) if part.isdigit() else part for part in key.split(".")))
@@ -155,6 +159,13 @@ def _instantiate(name: str, spec: dict[str, Any], smap: SourceMap, code: CodePol
     except (RecursionError, MemoryError):
         raise ConfigError("too deeply nested or too big to check", where=smap.where(path), key=dotted(path)) \
             from None
+
+
+def _described(node_type: type[Node[Any]], loc: tuple[str | int, ...]) -> str:
+    """" (field: what it is)" from the parameter's `Field(description=...)`, which the node type's author
+    writes for exactly this; "" when there is none."""
+    field = node_type.Params.model_fields.get(str(loc[0])) if len(loc) == 1 else None
+    return f" ({loc[0]}: {one_line(field.description, 200)})" if field is not None and field.description else ""
 
 
 def _condition(source: str | None, smap: SourceMap, path: KeyPath) -> Condition | None:
@@ -217,7 +228,8 @@ def _check_models(graph: Graph, smap: SourceMap) -> None:
     for name, node in graph.nodes.items():
         for model in node.models():
             if model not in known:
-                raise ConfigError(f"unknown model '{model}' (models: {', '.join(sorted(known))})",
+                raise ConfigError(f"unknown model '{model}'{did_you_mean(model, known)} (models: "
+                                  f"{', '.join(sorted(known))})",
                                   where=smap.where(("nodes", name, "model")), key=f"nodes.{name}.model")
 
 
@@ -226,6 +238,7 @@ def _check_keys(graph: Graph, full: nx.MultiDiGraph, smap: SourceMap) -> None:
     base = graph.seed_columns | RESERVED_KEYS
     writes = {name: node.writes() for name, node in graph.nodes.items()}
     everything = base.union(*writes.values())
+    readers = _Readers.of(graph, writes)
     for name, node in graph.nodes.items():
         upstream = nx.ancestors(full, name)
         if any(ANY_KEY in writes[other] for other in upstream) or not graph.seed_columns and \
@@ -234,8 +247,10 @@ def _check_keys(graph: Graph, full: nx.MultiDiGraph, smap: SourceMap) -> None:
         available = base.union(*(writes[other] for other in upstream))
         missing = sorted(key for key in node.reads() if key not in available)
         if missing:
-            path = ("nodes", name, *_locate(graph.config.nodes[name], missing[0]))
-            raise ConfigError(_missing_message(missing, name, graph), where=smap.where(path), key=dotted(path))
+            _blame_misspelt_writer(graph, missing[0], f"node '{name}'", upstream, readers, smap)
+            path = ("nodes", name, *_locate_word(graph.config.nodes[name], missing[0]))
+            raise ConfigError(_missing_message(missing, name, graph) + did_you_mean(missing[0], available),
+                              where=smap.where(path), key=dotted(path))
     for edges in graph.edges_from.values():
         for edge in edges:
             if edge.when is None:
@@ -246,7 +261,10 @@ def _check_keys(graph: Graph, full: nx.MultiDiGraph, smap: SourceMap) -> None:
             available = base.union(*(writes[other] for other in upstream))
             missing = sorted(edge.when.names - available)
             if missing:
-                raise ConfigError(f"condition reads {', '.join(missing)}, which nothing before it writes",
+                _blame_misspelt_writer(graph, missing[0], f"the condition of edges.{edge.index}", upstream,
+                                       readers, smap)
+                raise ConfigError(f"condition reads {', '.join(missing)}, which nothing before it writes"
+                                  f"{did_you_mean(missing[0], available)}",
                                   where=smap.where(("edges", edge.index, "when")), key=f"edges.{edge.index}.when")
     graph.unchecked = [name for name, keys in writes.items() if ANY_KEY in keys]
     if graph.unchecked:
@@ -257,8 +275,54 @@ def _check_keys(graph: Graph, full: nx.MultiDiGraph, smap: SourceMap) -> None:
         except ValueError as error:
             raise ConfigError(str(error), where=smap.where(("outputs", index)), key=f"outputs.{index}") from None
         if missing:
+            _blame_misspelt_writer(graph, missing[0], f"output '{output.name}'", set(graph.nodes), readers, smap)
             raise ConfigError(f"output '{output.name}' reads {', '.join(missing)}, which no node or seed "
-                              f"column gives", where=smap.where(("outputs", index)), key=f"outputs.{index}")
+                              f"column gives{did_you_mean(missing[0], everything)}",
+                              where=smap.where(("outputs", index)), key=f"outputs.{index}")
+
+
+@dataclass
+class _Readers:
+    """How often each key is read (by nodes, conditions and outputs), and per node the keys it writes that
+    nothing reads: where a misspelt `output:` shows itself."""
+
+    counts: Counter[str]
+    unread: dict[str, set[str]]
+
+    @classmethod
+    def of(cls, graph: Graph, writes: dict[str, set[str]]) -> _Readers:
+        counts: Counter[str] = Counter()
+        for node in graph.nodes.values():
+            counts.update(node.reads())
+        for edges in graph.edges_from.values():
+            for edge in edges:
+                counts.update(edge.when.names if edge.when else ())
+        for output in graph.config.outputs:
+            try:
+                counts.update(output_reads(output))
+            except ValueError:
+                pass  # reported where the outputs are checked
+        unread = {name: {key for key in keys - {ANY_KEY} if not counts[key]} for name, keys in writes.items()}
+        return cls(counts, unread)
+
+
+def _blame_misspelt_writer(graph: Graph, key: str, reader: str, writers: Iterable[str], readers: _Readers,
+                           smap: SourceMap) -> None:
+    """`key` is read but never written, and a node that could have written it writes a near spelling that
+    nothing reads: one of the two is misspelt. The writer is blamed (pointing at its line) when the evidence
+    says its spelling is the odd one: the read key is the writer's own name (`question` writing `qestion`),
+    or more than one place reads it; otherwise the reader is, with the writer's spelling suggested."""
+    for writer in sorted(writers):
+        close = difflib.get_close_matches(key, sorted(readers.unread[writer]), n=1, cutoff=0.6)
+        if not close:
+            continue
+        written = close[0]
+        if (key == writer) + (readers.counts[key] > 1) > (written == writer):
+            path = ("nodes", writer, *_locate_word(graph.config.nodes[writer], written))
+            raise ConfigError(f"node '{writer}' writes '{written}', which nothing reads, while {reader} reads "
+                              f"'{key}', which nothing writes; did you mean '{key}'?", where=smap.where(path),
+                              key=dotted(path))
+        return
 
 
 def _check_parallel_writes(graph: Graph, smap: SourceMap) -> None:
@@ -286,6 +350,13 @@ def _check_parallel_writes(graph: Graph, smap: SourceMap) -> None:
                                       f"so which value stays would depend on timing; give one another output key "
                                       f"or order them with an edge", where=smap.where(("nodes", second)),
                                       key=f"nodes.{second}")
+
+
+def _locate_word(spec: Any, word: str) -> tuple[str | int, ...]:
+    """The key path in a node's spec of the first string that mentions `word`; () when none does (the node
+    reads it through its code, not its YAML)."""
+    found = _locate(spec, word)
+    return () if found == ("",) else found
 
 
 def _locate(spec: Any, word: str) -> tuple[str | int, ...]:

@@ -3,15 +3,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from .config import GraphConfig
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 from .spellings import modernize
 
 KeyPath = tuple[str | int, ...]
@@ -305,7 +307,8 @@ def _read_profile(profile: str, base_dir: Path, where: str, key: str) -> dict[st
 
 def point_models_at(raw: dict[str, Any], endpoint: str) -> None:
     """`--endpoint URL`: every model (and the implicit default) becomes that OpenAI-compatible server;
-    `--endpoint URL1,URL2` makes them replicas of one model."""
+    `--endpoint URL1,URL2` makes them replicas of one model. A model that names none is the one the server
+    serves, asked when the run starts (`OpenAIClient.name_the_model`)."""
     models = raw.setdefault("models", {}) or {}
     if not isinstance(models, dict):
         return  # the schema check says what is wrong with it
@@ -317,7 +320,6 @@ def point_models_at(raw: dict[str, Any], endpoint: str) -> None:
             continue
         spec["backend"] = "openai"
         spec["base_url"] = endpoint.split(",") if "," in endpoint else endpoint
-        spec.setdefault("model", "default")
         spec.pop("path", None)
 
 
@@ -326,14 +328,68 @@ def validate_raw(raw: dict[str, Any], source_map: SourceMap) -> GraphConfig:
     try:
         return GraphConfig.model_validate({key: value for key, value in raw.items() if not key.startswith("x-")})
     except ValidationError as error:
-        first = error.errors()[0]
+        first = first_error(error)
         loc = tuple(part for part in first["loc"] if not _is_union_tag(part))
         message = first["msg"].removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
-            message = f"unknown key '{loc[-1]}' (check the spelling; see the config reference in README)"
+            message = unknown_key_message(str(loc[-1]), valid_keys(GraphConfig, loc[:-1]), "key")
         elif first["type"] == "missing":
             message = f"missing required key '{loc[-1]}'"
         raise ConfigError(message, where=source_map.where(loc), key=dotted(loc)) from None
+
+
+def first_error(error: ValidationError) -> Any:
+    """The error to report: the first, unless it is a missing key beside an unknown one (`rol:` for
+    `role:`), where the unknown key, with its closest spelling, says what to fix."""
+    errors = error.errors()
+    first = errors[0]
+    if first["type"] == "missing":
+        for other in errors:
+            if other["type"] == "extra_forbidden" and other["loc"][:-1] == first["loc"][:-1]:
+                return other
+    return first
+
+
+def unknown_key_message(key: str, valid: list[str], noun: str, owner: str = "") -> str:
+    """"unknown key 'edgse'; did you mean 'edges'? (valid keys here: ...)": the closest, then them all."""
+    listed = ", ".join(valid) if valid else "see the config reference in README"
+    return f"unknown {noun} '{key}'{owner}{did_you_mean(key, valid)} (valid {noun}s here: {listed})"
+
+
+def valid_keys(model: type[BaseModel], path: KeyPath) -> list[str]:
+    """The keys a mapping at `path` inside `model` may have (aliases as the file spells them), found by
+    following the field types down the path: through unions, lists (an index) and dicts (a key)."""
+    kinds: list[Any] = [model]
+    for part in path:
+        kinds = [inner for kind in kinds for inner in _step(kind, part)]
+    keys: list[str] = []
+    for kind in kinds:
+        for member in _members(kind):
+            if isinstance(member, type) and issubclass(member, BaseModel):
+                keys += [info.alias or name for name, info in member.model_fields.items()]
+    return list(dict.fromkeys(keys))
+
+
+def _members(kind: Any) -> list[Any]:
+    """A union's members (Optional included), else the type itself."""
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return [inner for member in typing.get_args(kind) for inner in _members(member)]
+    return [kind]
+
+
+def _step(kind: Any, part: str | int) -> list[Any]:
+    found: list[Any] = []
+    for member in _members(kind):
+        origin, args = typing.get_origin(member), typing.get_args(member)
+        if isinstance(member, type) and issubclass(member, BaseModel) and isinstance(part, str):
+            for name, info in member.model_fields.items():
+                if part in (name, info.alias):
+                    found.append(info.annotation)
+        elif origin in (list, tuple) and isinstance(part, int) and args:
+            found.append(args[0])
+        elif origin is dict and len(args) == 2:
+            found.append(args[1])
+    return found
 
 
 def _is_union_tag(part: Any) -> bool:

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypeVar, ca
 
 from pydantic import BaseModel, ConfigDict, create_model
 
+from .errors import RecordError
+
 if TYPE_CHECKING:
     from .context import RunContext
 
@@ -197,6 +199,12 @@ def node_type_of(fn: Callable[..., Any], *, writes: list[str] | None = None,
         output = _output(self)
         if output is not None and not isinstance(result, Drop):
             return {output: result}
+        if declared_writes is not None and isinstance(result, Mapping):
+            undeclared = sorted(str(key) for key in result if key not in declared_writes)
+            if undeclared:  # the graph was checked against the declared keys: a surprise here is a bug
+                raise RecordError(f"node '{self.name}' returned {', '.join(map(repr, undeclared))}, which its "
+                                  f"writes ({', '.join(sorted(declared_writes)) or 'none'}) do not declare; "
+                                  f"declare it in @node(writes=[...]) or return only declared keys")
         return result
 
     if is_async:

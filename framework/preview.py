@@ -41,8 +41,7 @@ async def apreview(graph: Graph | str | Path, n: int = 3, node: str | None = Non
     ctx = RunContext(models=models, base_dir=graph.base_dir, graph_name=graph.name)
     previewer = _Previewer(graph, ctx, node)
     try:
-        for model in graph.models_used():
-            models.client(model)
+        await models.prepare(graph.models_used())
         for each in graph.nodes.values():
             await each.setup(ctx)
         records: list[dict[str, Any]] = []

@@ -30,7 +30,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, one_line
+from .errors import ConfigError, did_you_mean, one_line
 from .node import Node, NodeFunction
 
 ENTRY_POINT_GROUP = "synthloom.nodes"
@@ -183,12 +183,15 @@ def import_object(path: str) -> Any:
     except Exception as error:  # the module's own top-level code failed: still the user's file to fix
         raise ConfigError(f"importing '{module_name}' failed: {type(error).__name__}: {one_line(error)}") \
             from None
-    try:
-        target = module
-        for part in attribute.split("."):
+    target = module
+    parts = attribute.split(".")
+    for depth, part in enumerate(parts):
+        try:
             target = getattr(target, part)
-    except AttributeError:
-        raise ConfigError(f"module '{module_name}' has no '{one_line(attribute)}'") from None
+        except AttributeError:
+            near = [".".join([*parts[:depth], name]) for name in dir(target) if not name.startswith("_")]
+            raise ConfigError(f"module '{module_name}' has no '{one_line(attribute)}'"
+                              f"{did_you_mean('.'.join(parts[:depth + 1]), near)}") from None
     policy.uses.append(CodeUse(policy.where, path, reason))
     return target
 
@@ -202,8 +205,8 @@ def resolve_node_type(type_name: Any) -> type[Node[Any]]:
         point = _entry_points().get(type_name)
         if point is None:
             known = ", ".join(node_type_names())
-            raise ConfigError(f"unknown node type '{one_line(type_name)}' (known: {known}; or use "
-                              f"package.module:Name)")
+            raise ConfigError(f"unknown node type '{one_line(type_name)}'{did_you_mean(type_name, node_type_names())} "
+                              f"(known: {known}; or use package.module:Name)")
         try:
             found = point.load()
         except Exception as error:  # a broken plugin must not crash the CLI with a traceback

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,20 +32,30 @@ BINS = 20
 
 
 def build_report(output_dir: str | Path, compare: str | Path | None = None,
-                 graph: Graph | str | Path | None = None) -> Path:
-    """Write `<output_dir>/report.html` (with `compare`, both runs side by side) with the picture of `graph`,
-    or of the graph file the run's manifest names; return its path."""
+                 graph: Graph | str | Path | None = None, to: str | Path | None = None) -> Path:
+    """Write the report of a run (with `compare`, both runs side by side) with the picture of `graph`, or of
+    the graph file the run's manifest names, to `to`; return its path. By default it is
+    `<output_dir>/report.html`, and a comparison `<output_dir>/report-vs-<other dir>.html`, so comparing
+    never overwrites the run's own report."""
     runs = [read_run(output_dir)] + ([read_run(compare)] if compare is not None else [])
     if graph is None:  # the graph file the manifest names, while it is still there and loads
         graph = run_graph(runs[0].manifest)
     elif not isinstance(graph, Graph):
         graph = load(graph)
-    path = Path(output_dir) / REPORT
+    path = Path(to) if to is not None else Path(output_dir) / report_name(compare)
     try:
         path.write_text(render(runs, graph), encoding="utf-8")
     except OSError as error:
         raise ReportError(f"cannot write {path}: {error.strerror or error}") from None
     return path
+
+
+def report_name(compare: str | Path | None = None) -> str:
+    """`report.html`, or `report-vs-<other run's dir name>.html` (a plain file name) for a comparison."""
+    if compare is None:
+        return REPORT
+    other = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(compare).resolve().name).strip("_") or "other"
+    return f"report-vs-{other}.html"
 
 
 # -- what the template shows ------------------------------------------------------------------------

@@ -195,8 +195,7 @@ class Runner:
         """Everything that can refuse the run (a missing API key, model file or pool file) happens before
         the output directory is touched (but for the lock of a resumed run), so a mistake never leaves a
         half-started run behind."""
-        for model in self.graph.models_used():
-            self.models.client(model)
+        await self.models.prepare(self.graph.models_used())
         for node in self.graph.nodes.values():
             await node.setup(self.ctx)
 

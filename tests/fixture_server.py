@@ -98,8 +98,10 @@ class FakeOpenAI:
                  capacity: int | None = None, raw_every: dict[int, str] | None = None,
                  echo_auth: bool = False, refuse_json_schema: bool = False, prompt_only: bool = False,
                  refuse_prompt_lists: bool = False, cut_off: list[str] | None = None,
-                 malformed_every: dict[int, str] | None = None, hold: list[str] | None = None):
+                 malformed_every: dict[int, str] | None = None, hold: list[str] | None = None,
+                 served: list[str] | None = None):
         self.latency = latency
+        self.served = served  # what /v1/models lists (default: the one model); a vLLM serving several
         self.script = [(re.compile(pattern, re.DOTALL), reply) for pattern, reply in script or []]
         self.fail_every = fail_every or {}
         self.hang_every = hang_every
@@ -208,7 +210,8 @@ class FakeOpenAI:
     # -- handlers ------------------------------------------------------------------------------------
 
     async def _models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model"}]})
+        served = self.served if self.served is not None else [self.model]
+        return web.json_response({"object": "list", "data": [{"id": name, "object": "model"} for name in served]})
 
     async def _admit(self, body: dict[str, Any], request: web.Request | None = None) -> web.Response | None:
         """Count the request and apply latency and faults; a response here replaces the normal one."""

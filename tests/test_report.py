@@ -135,6 +135,32 @@ def test_compare_puts_both_runs_side_by_side(make_run: Callable[[dict[str, str],
     assert "n 3 · mean 3 · median 3 · range 3 to 3" in page and "n 3 · mean 4 · median 4 · range 3 to 5" in page
 
 
+def test_compare_keeps_the_runs_own_report_and_o_writes_anywhere(
+        make_run: Callable[[dict[str, str], str], Path], tmp_path: Path) -> None:
+    first, second = make_run(RUN_A, "first"), make_run(RUN_B, "second")
+
+    def report(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "synthloom.cli", "report", str(first), *args],
+                              capture_output=True, text=True, timeout=120)
+
+    assert report().returncode == 0
+    own = (first / "report.html").read_bytes()
+    done = report("--compare", str(second))
+    assert done.returncode == 0, done.stderr
+    compared = first / "report-vs-second.html"
+    assert done.stdout.strip() == f"report -> {compared}"
+    assert (first / "report.html").read_bytes() == own  # the run's own report is left as it was
+    assert f"<code>{second}</code>" in compared.read_text(encoding="utf-8")
+    elsewhere = tmp_path / "pages" / "first.html"
+    elsewhere.parent.mkdir()
+    done = report("-o", str(elsewhere))
+    assert done.returncode == 0 and done.stdout.strip() == f"report -> {elsewhere}", done.stderr
+    assert f"<code>{first}</code>" in elsewhere.read_text(encoding="utf-8")
+    done = report("-o", str(tmp_path / "missing" / "r.html"))
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"error: cannot write {tmp_path / 'missing' / 'r.html'}: ")
+
+
 def test_cli_writes_report_and_rejects_a_dir_without_manifest(
         make_run: Callable[[dict[str, str], str], Path], tmp_path: Path) -> None:
     run = make_run(RUN_A, "a")

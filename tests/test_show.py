@@ -66,7 +66,7 @@ class BalancedTags(HTMLParser):
 def svg_texts(svg: str) -> list[str]:
     root = ET.fromstring(svg)  # well-formed XML, or this raises
     assert root.tag == f"{SVG}svg"
-    return [element.text or "" for element in root.iter(f"{SVG}text")]
+    return [" ".join(element.itertext()) for element in root.iter(f"{SVG}text")]  # a wrapped label's lines
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -90,6 +90,33 @@ class OpenAIClient:
                 timeout=aiohttp.ClientTimeout(total=self.config.timeout))
         return self._session
 
+    async def name_the_model(self) -> None:
+        """A model given no name (`--endpoint URL` alone) is the one model the server serves (`GET /models`),
+        asked once before the first call; a server serving several is a choice the user makes, so the error
+        lists them."""
+        if self.config.model is not None or not self.config.urls():
+            return
+        url = self.config.urls()[0].rstrip("/") + "/models"
+        key = f"models.{self.name}.model"
+        advice = f"give the name with --set {key}=NAME"
+        try:
+            async with self._session_for_loop().get(url) as response:
+                status = response.status
+                payload = await response.json(content_type=None) if status == 200 else None
+        except (TimeoutError, aiohttp.ClientError, ValueError) as error:
+            raise ConfigError(f"no model name, and asking {url} which model it serves failed "
+                              f"({type(error).__name__}: {one_line(error, 160)}); {advice}", key=key) from None
+        if status != 200:
+            raise ConfigError(f"no model name, and {url} answered HTTP {status} when asked which model it serves; "
+                              f"{advice}", key=key)
+        entries = payload.get("data") if isinstance(payload, dict) else None
+        served = [str(entry["id"]) for entry in entries or [] if isinstance(entry, dict) and "id" in entry]
+        if len(served) != 1:
+            listing = one_line(", ".join(served), 300) if served else "none"
+            raise ConfigError(f"no model name, and {url} serves {len(served)} models ({listing}); {advice}", key=key)
+        self.config.model = served[0]
+        log.info("model '%s': the server at %s serves one model, %s", self.name, url, served[0])
+
     async def close(self) -> None:
         if self._session is not None and not self._session.closed:
             await self._session.close()

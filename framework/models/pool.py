@@ -2,6 +2,7 @@
 usage per model (the per-node count is passed in by the caller)."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from ..config import ModelConfig
@@ -46,6 +47,16 @@ class ModelPool:
             self._clients[name] = build_client(name, self.configs[name], self.retry_base_delay)
             self.usage[name] = UsageStats()
         return self._clients[name]
+
+    async def prepare(self, names: Iterable[str]) -> None:
+        """Build the clients a run calls before its first record, so a missing key or file refuses the run;
+        a server model given no name is named here by asking the server (before any cache key uses it)."""
+        for name in names:
+            client = self.client(name)
+            if self.configs[name].backend == "openai" and self.configs[name].model is None:
+                from .openai_http import OpenAIClient
+                assert isinstance(client, OpenAIClient)
+                await client.name_the_model()
 
     def identity(self, name: str) -> dict[str, Any]:
         config = self.configs[name]
