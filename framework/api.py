@@ -15,6 +15,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from .errors import ConfigError
 from .graph import Graph, build_graph
 from .journal import DROPPED, FAILED, JOURNAL, MANIFEST, TRACES
@@ -38,19 +40,39 @@ def find_graph_file(name_or_path: str | Path) -> Path:
 
 
 def load(path: str | Path, overrides: list[str] | None = None, endpoint: str | None = None, *,
-         allow_code: list[str] | None = None, trust_graph: bool = False) -> Graph:
+         allow_code: list[str] | None = None, trust_graph: bool = False,
+         allow_key_hosts: list[str] | None = None, run_folder_code: bool = True) -> Graph:
     """Read and validate a graph file (or ready-made workflow name). Raises `ConfigError`.
 
     The Python the graph names may come only from node types, the graph's folder, and the modules in
-    `allow_code`; `trust_graph=True` also honours the graph's own `run.allow_code` (see README, "Graphs
-    from strangers")."""
+    `allow_code`; a model's API key goes only to its provider's host or to a host the user named
+    (`endpoint`, a `base_url` in `overrides`, `allow_key_hosts`); `trust_graph=True` also honours the
+    graph's own `run.allow_code` and lets keys go where the graph says (see README, "Graphs from
+    strangers"). `run_folder_code=False` (validate, show) lists graph-folder code without running it."""
     loaded = load_config(find_graph_file(path), overrides, endpoint)
     try:
         columns = seed_columns(loaded.config.seed, loaded.base_dir)
     except ConfigError as error:
         raise pinpoint(error, loaded.source_map) from None
-    code = CodePolicy.for_graph(loaded.base_dir, allow_code or (), loaded.config.run.allow_code, trust_graph)
+    hosts = [*(allow_key_hosts or ()), *user_named_urls(overrides or [], endpoint)]
+    code = CodePolicy.for_graph(loaded.base_dir, allow_code or (), loaded.config.run.allow_code, trust_graph,
+                                run_folder_code=run_folder_code, allow_key_hosts=hosts)
     return build_graph(loaded, columns, code)
+
+
+def user_named_urls(overrides: list[str], endpoint: str | None) -> list[str]:
+    """The servers the user typed: `--endpoint`'s URLs and `--set models.<m>.base_url=` values."""
+    urls = endpoint.split(",") if endpoint else []
+    for assignment in overrides:
+        key, _, value = assignment.partition("=")
+        parts = key.strip().split(".")
+        if len(parts) == 3 and parts[0] == "models" and parts[2] == "base_url":
+            try:
+                given = yaml.safe_load(value)
+            except yaml.YAMLError:
+                continue  # load_config has said what is wrong with it
+            urls.extend(str(url) for url in (given if isinstance(given, list) else [given]) if url)
+    return urls
 
 
 @dataclass
@@ -124,11 +146,13 @@ def read_manifest(output_dir: str | Path) -> dict[str, Any]:
 
 
 async def arun(graph: Graph | str | Path, output_dir: str | Path, *, options: RunOptions | None = None,
-               allow_code: list[str] | None = None, **option_values: Any) -> RunResult:
-    """Run a graph inside a running event loop (a notebook cell can `await` it). `allow_code`: see `load`.
-    Messages that name the CLI's flags (`--resume`) name this function's options (`resume=True`) instead."""
+               allow_code: list[str] | None = None, trust_graph: bool = False,
+               allow_key_hosts: list[str] | None = None, **option_values: Any) -> RunResult:
+    """Run a graph inside a running event loop (a notebook cell can `await` it). `allow_code`,
+    `trust_graph`, `allow_key_hosts`: see `load`. Messages that name the CLI's flags (`--resume`) name this
+    function's options (`resume=True`) instead."""
     if not isinstance(graph, Graph):
-        graph = load(graph, allow_code=allow_code)
+        graph = load(graph, allow_code=allow_code, trust_graph=trust_graph, allow_key_hosts=allow_key_hosts)
     options = options or RunOptions(**option_values)
     try:
         runner = Runner(graph, Path(output_dir), options)
@@ -147,6 +171,7 @@ def run(graph: Graph | str | Path, output_dir: str | Path, *, ray: bool = False,
     if ray:
         from .distributed import run_on_ray
         return RunResult(Path(output_dir), run_on_ray(graph, output_dir, shards, address=address, **option_values))
+    # allow_code, trust_graph and allow_key_hosts go on to `arun`, as run_on_ray takes them too
     return asyncio.run(arun(graph, output_dir, **option_values))
 
 

@@ -9,6 +9,7 @@ Every figure comes from the run's manifest and output files, so `synthloom card 
 """
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from .journal import CARD, MANIFEST, TEMPORARY
+from .redact import redact, scrub, secret_values
 from .report_data import OutputSummary, ReportError, summarise_output
 
 if TYPE_CHECKING:
@@ -73,13 +75,15 @@ def _write(directory: Path, text: str) -> Path:
 
 
 def run_graph(manifest: dict[str, Any]) -> Graph | None:
-    """The run's graph, for its picture, when its file is still where the run read it."""
+    """The run's graph, for its picture, when its file is still where the run read it. A run directory may
+    be a stranger's download, so its graph is loaded as `validate` loads one: the Python in its folder is
+    read, never run, and the key and code rules of a run apply."""
     from .api import load  # the API imports the scheduler, which calls this module
     graph_file = manifest.get("graph_file")
     if not isinstance(graph_file, str) or not Path(graph_file).is_file():
         return None
     try:
-        return load(graph_file)
+        return load(graph_file, run_folder_code=False)
     except Exception:  # a graph that no longer loads (a moved seed, a missing plugin) just has no picture
         return None
 
@@ -96,7 +100,7 @@ def card_text(directory: Path, manifest: dict[str, Any], graph: Graph | None) ->
     header = card_header(summaries, formats, str(manifest.get("graph") or directory.name),
                          _languages(manifest, graph))
     body = "\n".join([
-        f"# {manifest.get('graph') or directory.name}", "",
+        f"# {as_text(manifest.get('graph') or directory.name)}", "",
         _description(manifest, graph),
         *_loading(summaries),
         *_outputs_section(summaries, formats),
@@ -155,13 +159,25 @@ def _languages(manifest: dict[str, Any], graph: Graph | None) -> list[str]:
 
 def _description(manifest: dict[str, Any], graph: Graph | None) -> str:
     said = graph.config.description if graph is not None and graph.config.description else None
-    lines = [said + "\n" if said else "",
-             f"Synthetic data made by synthloom from the graph `{manifest.get('graph')}` "
-             f"(config hash `{manifest.get('config_hash')}`): run status **{manifest.get('status')}**, "
-             f"{_seconds(manifest.get('elapsed_s'))}, ended {manifest.get('ended') or 'n/a'}."]
+    lines = [as_text(said) + "\n" if said else "",
+             f"Synthetic data made by synthloom from the graph {as_text(manifest.get('graph'))} "
+             f"(config hash {as_text(manifest.get('config_hash'))}): run status **{as_text(manifest.get('status'))}**, "
+             f"{_seconds(manifest.get('elapsed_s'))}, ended {as_text(manifest.get('ended') or 'n/a')}."]
     if manifest.get("message"):
-        lines.append(f"\nRun message: {manifest['message']}")
+        lines.append(f"\nRun message: {as_text(manifest['message'])}")
     return "\n".join(line for line in lines if line)
+
+
+_INLINE = re.compile(r"([\\`\[\]!|])")
+_LINE_START = re.compile(r"^(\s*)([#+\-=>]|\d+[.)])", re.MULTILINE)
+
+
+def as_text(value: Any) -> str:
+    """A string a graph or a manifest gives, shown as plain text in the card's markdown: HTML escaped, and
+    the markdown characters backslashed that could add a link, image, code span or fence, table cell,
+    heading, quote or list, so it reads as the same words and nothing more."""
+    text = _INLINE.sub(r"\\\1", html.escape(str(value), quote=False))
+    return _LINE_START.sub(lambda match: match.group(1) + "\\" + match.group(2), text)
 
 
 def _loading(summaries: list[OutputSummary]) -> list[str]:
@@ -219,9 +235,10 @@ def _models_section(manifest: dict[str, Any]) -> list[str]:
         used = _dict(usage.get(name))
         tokens = int(used.get("prompt_tokens") or 0) + int(used.get("completion_tokens") or 0)
         key_env = setting.get("api_key_env")
-        rows.append(f"| {name} | {setting.get('backend', '')} | {_cell(setting.get('model') or '')} | "
-                    f"{_cell(setting.get('base_url') or '')} | `{_cell(json.dumps(setting.get('params') or {}))}` | "
-                    f"{'$' + str(key_env) if key_env else ''} | {used.get('calls', 0)} | {tokens} |")
+        rows.append(f"| {_cell(name)} | {_cell(setting.get('backend', ''))} | {_cell(setting.get('model') or '')} | "
+                    f"{_cell(redact(setting.get('base_url') or ''))} | "
+                    f"{_cell(json.dumps(redact(setting.get('params') or {})))} | "
+                    f"{_cell('$' + str(key_env)) if key_env else ''} | {used.get('calls', 0)} | {tokens} |")
     return rows
 
 
@@ -257,17 +274,29 @@ def _count(value: Any) -> int:
 
 
 def _graph_file_section(manifest: dict[str, Any]) -> list[str]:
+    """The graph file as run, when it is still there and reads as a graph (a crafted manifest may name any
+    file: only a graph file is quoted), with its secrets cut out and a fence no line of it can close."""
     graph_file = manifest.get("graph_file")
-    try:
-        text = Path(str(graph_file)).read_text(encoding="utf-8") if graph_file else None
-    except (OSError, UnicodeDecodeError):
-        text = None
+    text = _graph_file_text(graph_file)
     if text is None:
-        return ["", "## Graph file", "", f"Not found at `{graph_file}`; the manifest names the graph "
-                f"`{manifest.get('graph')}`."]
-    fence = "````" if "```" in text else "```"
-    return ["", "## Graph file", "", f"`{Path(str(graph_file)).name}`, as run (settings changed with `--set` or "
-            "`--endpoint` show in Models above):", "", f"{fence}yaml", text.rstrip("\n"), fence]
+        return ["", "## Graph file", "", f"Not found at {as_text(graph_file)}; the manifest names the graph "
+                f"{as_text(manifest.get('graph'))}."]
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return ["", "## Graph file", "", f"{as_text(Path(str(graph_file)).name)}, as run (settings changed with "
+            "`--set` or `--endpoint` show in Models above):", "", f"{fence}yaml", text.rstrip("\n"), fence]
+
+
+def _graph_file_text(graph_file: Any) -> str | None:
+    from .loader import load_config
+    if not isinstance(graph_file, str) or not graph_file:
+        return None
+    try:
+        loaded = load_config(graph_file)
+        text = Path(graph_file).read_text(encoding="utf-8")
+    except Exception:  # gone, unreadable, or not a graph file: the card says so instead
+        return None
+    return scrub(text, list(secret_values(loaded.raw)))
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -280,7 +309,8 @@ def _plain(name: Any) -> bool:
 
 
 def _cell(value: Any) -> str:
-    return re.sub(r"\s+", " ", str(value)).replace("|", "\\|")
+    """A table cell: one line, as plain text (see `as_text`)."""
+    return as_text(re.sub(r"\s+", " ", str(value)))
 
 
 def _number(value: float | None) -> str:

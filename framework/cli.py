@@ -22,7 +22,7 @@ from rich.table import Table
 
 from . import api
 from .errors import ConfigError, OutputWriteError, SynthloomError
-from .graph import Graph
+from .graph import Graph, ListedNode
 from .progress import Heartbeat, LiveProgress, heartbeat_interval, progress_display, top_reasons
 from .registry import node_type_names, resolve_node_type
 from .scheduler import Runner, RunOptions
@@ -37,7 +37,10 @@ EndpointOption = typer.Option(None, "--endpoint", help="point every model at thi
 AllowCodeOption = typer.Option(None, "--allow-code", help="let the graph import this module and its submodules "
                                "(repeatable); see README, Graphs from strangers")
 TrustGraphOption = typer.Option(False, "--trust-graph", help="also allow the modules the graph's own "
-                                "run.allow_code lists (only for graphs you wrote)")
+                                "run.allow_code lists, and its models' keys to go where it says (only for graphs "
+                                "you wrote)")
+KeyHostOption = typer.Option(None, "--allow-key-host", help="let a model's API key go to this host (repeatable; "
+                             "also SYNTHLOOM_KEY_HOSTS); see README, Graphs from strangers")
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -46,9 +49,10 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def _load(graph: str, overrides: list[str] | None, endpoint: str | None, allow_code: list[str] | None = None,
-          trust_graph: bool = False) -> Graph:
+          trust_graph: bool = False, key_hosts: list[str] | None = None, run_folder_code: bool = True) -> Graph:
     try:
-        return api.load(graph, overrides or [], endpoint, allow_code=allow_code, trust_graph=trust_graph)
+        return api.load(graph, overrides or [], endpoint, allow_code=allow_code, trust_graph=trust_graph,
+                        allow_key_hosts=key_hosts, run_folder_code=run_folder_code)
     except ConfigError as error:
         _fail(str(error))
         raise  # unreachable: _fail exits
@@ -63,6 +67,7 @@ def run(graph: str = typer.Argument(..., help="graph file, or a ready-made workf
         limit: int | None = typer.Option(None, "-n", "--limit", help="records to run"),
         overrides: list[str] | None = SetOption, endpoint: str | None = EndpointOption,
         allow_code: list[str] | None = AllowCodeOption, trust_graph: bool = TrustGraphOption,
+        key_hosts: list[str] | None = KeyHostOption,
         resume: bool = typer.Option(False, "--resume", help="finish an interrupted run in the same dir"),
         overwrite: bool = typer.Option(False, "--overwrite", help="start again in a dir that holds a run"),
         no_retry_failed: bool = typer.Option(False, "--no-retry-failed",
@@ -82,7 +87,9 @@ def run(graph: str = typer.Argument(..., help="graph file, or a ready-made workf
     if on_ray:
         if shard:
             _fail("--shard k/n splits a run by hand; with --ray use --shards N")
+        consent = dict(allow_code=allow_code, trust_graph=trust_graph, allow_key_hosts=key_hosts)
         _run_on_ray(graph, output, limit, overrides, endpoint, address, shards, _display(quiet, progress_every),
+                    consent,
                     dict(resume=resume, overwrite=overwrite, use_cache=not no_cache, max_in_flight=max_in_flight,
                          retry_failed=not no_retry_failed, trace=trace))
         return
@@ -94,7 +101,7 @@ def run(graph: str = typer.Argument(..., help="graph file, or a ready-made workf
             _fail(f"--shard '{shard}' should look like 0/4 (shard k of n, 0-based)")
         overrides = [*(overrides or []), f"seed.shard=[{index}, {count}]"]
     display = _display(quiet, progress_every)
-    loaded = _load(graph, overrides, endpoint, allow_code, trust_graph)
+    loaded = _load(graph, overrides, endpoint, allow_code, trust_graph, key_hosts)
     output_dir = output or Path("runs") / loaded.name
     total = limit if limit is not None else loaded.config.seed.limit
     progress = display(total) if display else None
@@ -127,10 +134,13 @@ def _display(quiet: bool, every: float | None) -> Callable[[int | None], Display
 
 def _run_on_ray(graph: str, output: Path | None, limit: int | None, overrides: list[str] | None,
                 endpoint: str | None, address: str | None, shards: int | None,
-                display: Callable[[int | None], Display] | None, options: dict[str, Any]) -> None:
-    """`run --ray`: one progress display for every shard; Ctrl-C drains every shard (a second stops at once)."""
+                display: Callable[[int | None], Display] | None, consent: dict[str, Any],
+                options: dict[str, Any]) -> None:
+    """`run --ray`: one progress display for every shard; Ctrl-C drains every shard (a second stops at once).
+    `consent` (--allow-code, --trust-graph, --allow-key-host) goes to the driver and every shard."""
     from .distributed import StopRequests, run_on_ray
-    loaded = _load(graph, overrides, endpoint)
+    loaded = _load(graph, overrides, endpoint, consent["allow_code"], consent["trust_graph"],
+                   consent["allow_key_hosts"])
     output_dir = output or Path("runs") / loaded.name
     total = limit if limit is not None else loaded.config.seed.limit
     progress = display(total) if display else None
@@ -152,7 +162,7 @@ def _run_on_ray(graph: str, output: Path | None, limit: int | None, overrides: l
     previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         manifest = run_on_ray(graph, output_dir, shards, overrides=overrides, endpoint=endpoint, address=address,
-                              limit=limit, on_progress=show, stops=stops, **options)
+                              limit=limit, on_progress=show, stops=stops, **consent, **options)
     except SynthloomError as error:
         _fail(str(error), code=1 if isinstance(error, OutputWriteError) else 2)
         return
@@ -260,9 +270,11 @@ def _summarise(manifest: dict[str, Any], output_dir: Path) -> None:
 
 @app.command()
 def validate(graph: str, overrides: list[str] | None = SetOption, endpoint: str | None = EndpointOption,
-             allow_code: list[str] | None = AllowCodeOption, trust_graph: bool = TrustGraphOption) -> None:
-    """Check a graph without calling any model; list the Python it would run."""
-    loaded = _load(graph, overrides, endpoint, allow_code, trust_graph)
+             allow_code: list[str] | None = AllowCodeOption, trust_graph: bool = TrustGraphOption,
+             key_hosts: list[str] | None = KeyHostOption) -> None:
+    """Check a graph without calling any model; list the Python it would run (graph-folder code is read,
+    not run) and which API key would go to which host."""
+    loaded = _load(graph, overrides, endpoint, allow_code, trust_graph, key_hosts, run_folder_code=False)
     console.print(f"ok: {loaded.name} ({len(loaded.nodes)} nodes, {len(loaded.config.edges)} edges, "
                   f"outputs: {', '.join(o.name for o in loaded.config.outputs)})", highlight=False, markup=False)
     uses = loaded.code.uses
@@ -271,15 +283,26 @@ def validate(graph: str, overrides: list[str] | None = SetOption, endpoint: str 
     for use in uses:
         console.print(f"  {use.where}: {use.target} <- {use.reason}", highlight=False, markup=False,
                       soft_wrap=True)
-    if loaded.unchecked:
-        console.print(f"not checked: keys read after {', '.join(loaded.unchecked)} and the outputs' keys, since "
+    keys = loaded.code.keys
+    console.print(f"API keys it sends: {'none' if not keys else len(keys)}", highlight=False, markup=False)
+    for key in keys:
+        console.print(f"  models.{key.model}: ${key.env} -> {key.host} <- {key.reason}", highlight=False,
+                      markup=False, soft_wrap=True)
+    listed = [name for name, node in loaded.nodes.items() if isinstance(node, ListedNode)]
+    unknown = [name for name in loaded.unchecked if name not in listed]
+    if listed:
+        console.print(f"not checked: the keys of {', '.join(listed)}, keys read after them and the outputs' keys, "
+                      f"since validate reads the graph folder's Python without running it (run checks them as it "
+                      f"starts)", highlight=False, markup=False, soft_wrap=True)
+    if unknown:
+        console.print(f"not checked: keys read after {', '.join(unknown)} and the outputs' keys, since "
                       f"what those nodes write is unknown (give @node(writes=[...]) or a TypedDict return)",
                       highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()
 def show(graph: str, overrides: list[str] | None = SetOption, allow_code: list[str] | None = AllowCodeOption,
-         trust_graph: bool = TrustGraphOption,
+         trust_graph: bool = TrustGraphOption, key_hosts: list[str] | None = KeyHostOption,
          kind: str = typer.Option("mermaid", "--format", "-f", help="mermaid (text), html (a page) or svg"),
          output: Path | None = typer.Option(None, "-o", "--output", help="write to this file, not stdout")) -> None:
     """Show the graph: Mermaid text, a self-contained HTML page with its diagram, or the diagram as SVG."""
@@ -287,7 +310,7 @@ def show(graph: str, overrides: list[str] | None = SetOption, allow_code: list[s
     renderers = {"mermaid": Graph.mermaid, "html": render_page, "svg": render_svg}
     if kind not in renderers:
         _fail(f"--format '{kind}' is not one of {', '.join(renderers)}")
-    text = renderers[kind](_load(graph, overrides, None, allow_code, trust_graph))
+    text = renderers[kind](_load(graph, overrides, None, allow_code, trust_graph, key_hosts, run_folder_code=False))
     if output is None:
         print(text)
         return
@@ -305,11 +328,12 @@ def preview(graph: str = typer.Argument(..., help="graph file, or a ready-made w
             as_json: bool = typer.Option(False, "--json", help="the records as JSON, for tools"),
             overrides: list[str] | None = SetOption, endpoint: str | None = EndpointOption,
             no_cache: bool = typer.Option(False, "--no-cache", help="do not read or write the response cache"),
-            allow_code: list[str] | None = AllowCodeOption, trust_graph: bool = TrustGraphOption) -> None:
+            allow_code: list[str] | None = AllowCodeOption, trust_graph: bool = TrustGraphOption,
+            key_hosts: list[str] | None = KeyHostOption) -> None:
     """Run a few records without writing a run directory; show each node's prompt, reply, edges, outputs."""
     from .preview import preview as run_preview
     from .preview_view import render_plain, render_rich
-    loaded = _load(graph, overrides, endpoint, allow_code, trust_graph)
+    loaded = _load(graph, overrides, endpoint, allow_code, trust_graph, key_hosts)
     try:
         records = run_preview(loaded, limit, node, use_cache=not no_cache)
     except SynthloomError as error:

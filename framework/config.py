@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .run_paths import plain_name
+
 MAX_NODES = 1000
 """Nodes one graph may have: checking a graph is quadratic in them, and graphs may come from strangers."""
 
@@ -273,6 +275,7 @@ class GraphConfig(_Strict):
         if len(nodes) > MAX_NODES:
             raise ValueError(f"a graph has at most {MAX_NODES} nodes")
         for name, spec in nodes.items():
+            plain_name(name, "a node name")  # it names files in the run directory (pools/dedup-<name>.jsonl)
             if not isinstance(spec, dict) or "type" not in spec:
                 raise ValueError(f"node '{name}' needs a type (see `synthloom nodes`)")
         return nodes

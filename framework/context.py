@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from .models.base import Completion, LLMRequest
 from .models.pool import ModelPool
 from .record_pool import POOL_DIR, RecordPool
+from .run_paths import path_in_run
 from .shared_state import LocalSharedState, SharedIndex, SharedStateProvider
 from .stats import NodeStats
 from .trace import current_step
@@ -105,7 +106,7 @@ class RunContext:
     def record_pool(self, name: str, max_size: int = 100_000) -> RecordPool:
         """The run-wide record pool `name`, persisted under <output dir>/pools/ and restored on --resume."""
         if name not in self._pools:
-            path = self.output_dir / POOL_DIR / f"{name}.jsonl" if self.output_dir else None
+            path = path_in_run(self.output_dir, POOL_DIR, name) if self.output_dir else None
             self._pools[name] = RecordPool(name, max_size, path, self.resume_done)
         return self._pools[name]
 

@@ -56,48 +56,65 @@ REPORT_EVERY_S = 0.3
 @dataclass(frozen=True)
 class GraphSource:
     """How a shard finds the graph: a workflow name or a file path, loaded in the worker (so a packaged
-    workflow resolves in the worker's own install), or the config of a `Graph` built in Python."""
+    workflow resolves in the worker's own install), or the config of a `Graph` built in Python. It carries
+    the user's consent (modules allowed, key hosts, --trust-graph) as the driver resolved it, so every shard
+    applies the policy the driver did."""
 
     reference: str | None = None
     overrides: tuple[str, ...] = ()
     endpoint: str | None = None
     raw: dict[str, Any] | None = None
     base_dir: str | None = None
+    allow_code: tuple[str, ...] = ()
+    trust_graph: bool = False
+    allow_key_hosts: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, graph: Graph | str | Path, overrides: list[str] | None, endpoint: str | None) -> GraphSource:
+    def of(cls, graph: Graph | str | Path, overrides: list[str] | None, endpoint: str | None,
+           allow_code: list[str] | None = None, trust_graph: bool = False,
+           allow_key_hosts: list[str] | None = None) -> GraphSource:
         if isinstance(graph, Graph):
-            if overrides or endpoint:
-                raise ConfigError("pass overrides and endpoint to synthloom.load, not with a loaded graph")
-            return cls(raw=copy.deepcopy(graph.loaded.raw), base_dir=str(graph.base_dir))
+            if overrides or endpoint or allow_code or trust_graph or allow_key_hosts:
+                raise ConfigError("pass overrides, endpoint, allow_code, trust_graph and allow_key_hosts to "
+                                  "synthloom.load, not with a loaded graph")
+            return cls(raw=copy.deepcopy(graph.loaded.raw), base_dir=str(graph.base_dir),
+                       allow_code=graph.code.allowed, trust_graph=graph.code.trust_graph,
+                       allow_key_hosts=graph.code.key_hosts.named)
         path = Path(graph)
         reference = str(path.resolve()) if path.exists() else str(graph)  # a name stays a name
-        return cls(reference=reference, overrides=tuple(overrides or ()), endpoint=endpoint)
+        return cls(reference=reference, overrides=tuple(overrides or ()), endpoint=endpoint,
+                   allow_code=tuple(allow_code or ()), trust_graph=trust_graph,
+                   allow_key_hosts=tuple(allow_key_hosts or ()))
 
     def load(self, shard: tuple[int, int] | None = None) -> Graph:
         from . import api
         if self.reference is not None:
             extra = [f"seed.shard=[{shard[0]}, {shard[1]}]"] if shard else []
-            return api.load(self.reference, [*self.overrides, *extra], self.endpoint)
+            return api.load(self.reference, [*self.overrides, *extra], self.endpoint,
+                            allow_code=list(self.allow_code), trust_graph=self.trust_graph,
+                            allow_key_hosts=list(self.allow_key_hosts))
         assert self.raw is not None and self.base_dir is not None
         raw = copy.deepcopy(self.raw)
         if shard:
             raw.setdefault("seed", {})["shard"] = list(shard)
-        return _build(raw, Path(self.base_dir))
+        return self._build(raw, Path(self.base_dir))
 
     def load_shard(self, index: int, count: int) -> Graph:
         """Shard `index`'s graph: its part of the seed, and its part of each model's replicas (see
         `split_replicas`)."""
         graph = self.load((index, count))
         raw = split_replicas(graph, index, count)
-        return graph if raw is None else _build(raw, graph.base_dir)
+        return graph if raw is None else self._build(raw, graph.base_dir, graph.code.key_hosts.named)
 
-
-def _build(raw: dict[str, Any], base: Path) -> Graph:
-    from .loader import LoadedConfig, SourceMap, config_hash, validate_raw
-    source_map = SourceMap("<graph>")
-    loaded = LoadedConfig(validate_raw(raw, source_map), raw, source_map, base, config_hash(raw, base))
-    return build_graph(loaded, seed_columns(loaded.config.seed, base))
+    def _build(self, raw: dict[str, Any], base: Path, hosts: tuple[str, ...] = ()) -> Graph:
+        """A graph from its config, under this source's consent (`hosts`: those the user named for it)."""
+        from .loader import LoadedConfig, SourceMap, config_hash, validate_raw
+        from .registry import CodePolicy
+        source_map = SourceMap("<graph>")
+        loaded = LoadedConfig(validate_raw(raw, source_map), raw, source_map, base, config_hash(raw, base))
+        code = CodePolicy.for_graph(base, self.allow_code, loaded.config.run.allow_code, self.trust_graph,
+                                    allow_key_hosts=(*self.allow_key_hosts, *hosts))
+        return build_graph(loaded, seed_columns(loaded.config.seed, base), code)
 
 
 def split_replicas(graph: Graph, index: int, count: int) -> dict[str, Any] | None:
@@ -206,16 +223,18 @@ class StopRequests:
 def run_on_ray(graph: Graph | str | Path, output_dir: str | Path, shards: int | None = None, *,
                overrides: list[str] | None = None, endpoint: str | None = None, address: str | None = None,
                num_cpus_per_shard: float = 1, on_progress: Callable[[dict[str, Any]], None] | None = None,
-               stops: StopRequests | None = None, **options: Any) -> dict[str, Any]:
+               stops: StopRequests | None = None, allow_code: list[str] | None = None, trust_graph: bool = False,
+               allow_key_hosts: list[str] | None = None, **options: Any) -> dict[str, Any]:
     """Run the graph as `shards` Ray tasks into one run directory; returns its manifest.
 
     `address`: None or "local" starts a Ray on this machine (or joins the one `RAY_ADDRESS` names),
     "auto" joins the running cluster, "ray://host:10001" goes through Ray Client. `options` are those of
     `synthloom.run` (limit, resume, overwrite, use_cache, retry_failed, trace, max_in_flight, ...);
     `on_progress` gets the run's summed figures (done, skipped, failed, dropped, tokens, drop_reasons) and
-    the shards finished (shards_done of shards) every ~0.3 s."""
+    the shards finished (shards_done of shards) every ~0.3 s.
+    `allow_code`, `trust_graph`, `allow_key_hosts`: as for `synthloom.load`; they travel to every shard."""
     ray = _import_ray()
-    source = GraphSource.of(graph, overrides, endpoint)
+    source = GraphSource.of(graph, overrides, endpoint, allow_code, trust_graph, allow_key_hosts)
     loaded = source.load()  # a bad graph is refused here, once, not in every task
     if shards is not None and shards < 1:
         raise ConfigError("--shards must be at least 1")

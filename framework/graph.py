@@ -3,8 +3,10 @@ references, reachability, bounded loops, and that every key a template reads is 
 from __future__ import annotations
 
 import difflib
+import re
 from collections import Counter
 from collections.abc import Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,8 +18,8 @@ from .config import MESSAGE_PARTS, GraphConfig, OutputConfig
 from .errors import ConfigError, did_you_mean, one_line
 from .expressions import Condition
 from .loader import KeyPath, LoadedConfig, SourceMap, dotted, first_error, unknown_key_message, valid_keys
-from .node import ANY_KEY, Node
-from .registry import CodePolicy, resolve_node_type
+from .node import ANY_KEY, Node, NodeParams
+from .registry import CodePolicy, import_object, resolve_node_type
 from .templates import Template
 
 RESERVED_KEYS = {"id"}
@@ -67,14 +69,14 @@ class Graph:
     def mermaid(self) -> str:
         lines = ["flowchart TD"]
         for name in self.nodes:
-            label = f"{name}<br/><small>{graph_type(self, name)}</small>"
+            label = f"{mermaid_text(name)}<br/><small>{mermaid_text(graph_type(self, name))}</small>"
             lines.append(f'    {_mermaid_id(name)}["{label}"]')
         for edges in self.edges_from.values():
             for edge in edges:
                 notes = [edge.when.source] if edge.when else []
                 if edge.max_visits:
                     notes.append(f"max {edge.max_visits}")
-                arrow = f' -- "{_mermaid_escape(", ".join(notes))}" --> ' if notes else " --> "
+                arrow = f' -- "{mermaid_text(", ".join(notes))}" --> ' if notes else " --> "
                 lines.append(f"    {_mermaid_id(edge.source)}{arrow}{_mermaid_id(edge.target)}")
         return "\n".join(lines)
 
@@ -87,18 +89,39 @@ def _mermaid_id(name: str) -> str:
     return "n_" + "".join(ch if ch.isalnum() else "_" for ch in name)
 
 
-def _mermaid_escape(text: str) -> str:
-    return text.replace('"', "#quot;")
+_MERMAID_UNSAFE = re.compile(r'["`#]|[\x00-\x1f\x7f]|<(?=[A-Za-z/!?])')
+
+
+def mermaid_text(text: str) -> str:
+    """Text a graph gives (a node name, a type, a condition) as Mermaid label text: quotes, backticks, `#`,
+    control characters and a `<` that could open a tag become entity codes (`#60;`), so nothing in it can
+    close the label, the diagram or the card's code fence, or be read as HTML; `words < 10` stays readable."""
+    return _MERMAID_UNSAFE.sub(lambda match: f"#{ord(match.group(0))};", text)
+
+
+_building: ContextVar[Path | None] = ContextVar("graph_folder", default=None)
+
+
+def building_folder() -> Path:
+    """The folder of the graph file being built: a subgraph node's `graph:` path is relative to it."""
+    return _building.get() or Path.cwd()
 
 
 def build_graph(loaded: LoadedConfig, seed_columns: Iterable[str] = (), code: CodePolicy | None = None) -> Graph:
     """Build and check a graph; the Python it names is imported only as `code` allows (default: the
-    graph's folder, node types and the user's SYNTHLOOM_ALLOW_CODE)."""
+    graph's folder, node types and the user's SYNTHLOOM_ALLOW_CODE), and its models' keys go only to the
+    hosts `code.key_hosts` allows. Subgraph files are built here too, under the same policy."""
     config, smap = loaded.config, loaded.source_map
     if code is None:
         code = CodePolicy.for_graph(loaded.base_dir, requested=config.run.allow_code)
-    with code.active():
-        nodes = {name: _instantiate(name, spec, smap, code) for name, spec in config.nodes.items()}
+    code.keys.extend(code.key_hosts.check(config.models, {name: smap.where(("models", name, "base_url"))
+                                                          for name in config.models}))
+    folder = _building.set(loaded.base_dir)
+    try:
+        with code.active():
+            nodes = {name: _instantiate(name, spec, smap, code) for name, spec in config.nodes.items()}
+    finally:
+        _building.reset(folder)
     graph = nx.MultiDiGraph()
     graph.add_nodes_from(nodes)
     edges_from: dict[str, list[Edge]] = {name: [] for name in nodes}
@@ -128,7 +151,64 @@ def build_graph(loaded: LoadedConfig, seed_columns: Iterable[str] = (), code: Co
     return result
 
 
+class ListedNode(Node[NodeParams]):
+    """Stands for a node whose graph-folder code `validate` listed without running: its keys are unknown."""
+
+    def __init__(self, name: str, spec: dict[str, Any]):
+        super().__init__(name, NodeParams())
+        self.spec = spec
+
+    def writes(self) -> set[str]:
+        return {ANY_KEY}
+
+    def models(self) -> set[str]:
+        model = self.spec.get("model")
+        return {model} if isinstance(model, str) else set()
+
+
+CODE_KEYS = ("type", "function", "tools", "verifier", "output_schema")
+"""Node keys that name code (`package.module:Name`); a langgraph node's `graph` too."""
+
+
+def code_references(spec: dict[str, Any]) -> list[tuple[str, str]]:
+    """(key path under the node, reference) for every piece of code a node's spec names."""
+    found: list[tuple[str, str]] = []
+    keys = (*CODE_KEYS, "graph") if spec.get("type") == "langgraph" else CODE_KEYS
+    for key in keys:
+        value = spec.get(key)
+        values = list(enumerate(value)) if isinstance(value, list) else [(None, value)]
+        for index, item in values:
+            if isinstance(item, str) and ":" in item:
+                found.append((key if index is None else f"{key}.{index}", item))
+    return found
+
+
 def _instantiate(name: str, spec: dict[str, Any], smap: SourceMap, code: CodePolicy) -> Node[Any]:
+    """The node; while listing (`validate`), a node naming graph-folder code is a `ListedNode`, after every
+    reference it makes has been checked and listed without running any of it."""
+    listed, used = code.listed, len(code.uses)
+    if not code.run_folder_code:
+        for key, reference in code_references(spec):
+            code.where = f"nodes.{name}"
+            try:
+                import_object(reference)
+            except ConfigError as error:
+                if code.listed > listed:
+                    continue
+                path = ("nodes", name, *(int(part) if part.isdigit() else part for part in key.split(".")))
+                raise ConfigError(error.message, where=smap.where(path), key=dotted(path)) from None
+        if code.listed > listed:
+            return ListedNode(name, spec)
+        del code.uses[used:]  # constructing the node lists them again
+    try:
+        return _construct(name, spec, smap, code)
+    except ConfigError:
+        if code.listed > listed:  # a plugin's own reference to graph-folder code, listed not run
+            return ListedNode(name, spec)
+        raise
+
+
+def _construct(name: str, spec: dict[str, Any], smap: SourceMap, code: CodePolicy) -> Node[Any]:
     path: KeyPath = ("nodes", name)
     type_name = spec["type"]
     code.where = f"nodes.{name}"

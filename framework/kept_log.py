@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from .record_pool import POOL_DIR
+from .run_paths import path_in_run
 
 if TYPE_CHECKING:
     from .context import RunContext
@@ -64,7 +65,7 @@ def kept_log(ctx: RunContext, name: str) -> KeptLog:
     """The run's log `pools/<name>.jsonl`, one object per run whichever record asks first (no file without
     an output directory: a preview)."""
     def open_log() -> KeptLog:
-        path = ctx.output_dir / POOL_DIR / f"{name}.jsonl" if ctx.output_dir else None
+        path = path_in_run(ctx.output_dir, POOL_DIR, name) if ctx.output_dir else None
         return KeptLog(path, ctx.resume_done)
     log: KeptLog = ctx.shared(f"kept-log:{name}", open_log).value
     return log

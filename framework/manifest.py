@@ -3,12 +3,10 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 if TYPE_CHECKING:
     from .graph import Graph
@@ -17,6 +15,7 @@ if TYPE_CHECKING:
 from .config import ModelConfig
 from .journal import MANIFEST, TEMPORARY
 from .models.local import DEFAULT_GGUF_NAME
+from .redact import redact, redact_url
 
 
 def _utc(stamp: float | None) -> str | None:
@@ -76,30 +75,18 @@ def card_facts(graph: Graph) -> dict[str, Any]:
     }
 
 
-SECRET_PARAM = re.compile(r"key|secret|password|passwd|auth|bearer|credential", re.IGNORECASE)
-
-
 def public_settings(model: ModelConfig) -> dict[str, Any]:
-    """A model's settings fit to publish: no API key (only the name of its variable), no password in a URL,
-    no parameter whose name says it is a secret."""
+    """A model's settings fit to publish: no API key (only the name of its variable), no credentials in a
+    URL, no value of a setting whose name says it is a secret, at any depth (see `redact`)."""
     urls = model.base_url if isinstance(model.base_url, list) else [model.base_url] if model.base_url else []
-    shown = [_without_userinfo(url) for url in urls]
+    shown = [redact_url(url) for url in urls]
     name = model.model or (Path(model.path).name if model.path else None)
     if name is None and model.backend == "local":
         name = DEFAULT_GGUF_NAME  # the embedded default
     return {"backend": model.backend, "model": name,
             "base_url": shown if isinstance(model.base_url, list) else (shown[0] if shown else None),
-            "params": {key: ("<hidden>" if SECRET_PARAM.search(key) else value)
-                       for key, value in model.params.items()},
+            "params": redact(model.params),
             "api_key_env": model.api_key_env}
-
-
-def _without_userinfo(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    return urlunsplit(parts._replace(netloc=host + (f":{parts.port}" if parts.port else "")))
 
 
 _PERCENTILES = {"latency_s", "step_seconds"}

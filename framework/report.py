@@ -41,7 +41,7 @@ def build_report(output_dir: str | Path, compare: str | Path | None = None,
     if graph is None:  # the graph file the manifest names, while it is still there and loads
         graph = run_graph(runs[0].manifest)
     elif not isinstance(graph, Graph):
-        graph = load(graph)
+        graph = load(graph, run_folder_code=False)  # a picture needs no code run
     path = Path(to) if to is not None else Path(output_dir) / report_name(compare)
     try:
         path.write_text(render(runs, graph), encoding="utf-8")

@@ -38,6 +38,7 @@ from .node import Drop
 from .outputs import OutputShaper
 from .permits import PermitProvider
 from .run_lock import RunLock
+from .run_paths import path_in_run
 from .seeds import BadSeed, read_seeds, row_id
 from .shared_state import LocalSharedState, SharedStateProvider
 from .stats import NodeStats
@@ -104,7 +105,8 @@ class Runner:
         self.walker = GraphWalk(graph, self.ctx)
         self.shapers = [OutputShaper(output) for output in config.outputs]
         self._flush_scheduled = False
-        self.writers = {shaper.name: JsonlWriter(self.output_dir / f"{shaper.name}.jsonl", self._schedule_flush)
+        self.writers = {shaper.name: JsonlWriter(path_in_run(self.output_dir, None, shaper.name),
+                                                 self._schedule_flush)
                         for shaper in self.shapers}
         self.failed_writer = JsonlWriter(self.output_dir / FAILED, self._schedule_flush)
         self.dropped_writer = JsonlWriter(self.output_dir / DROPPED, self._schedule_flush)

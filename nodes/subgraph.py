@@ -2,9 +2,10 @@
 round) is written once and reused. The child graph runs for the record through the same per-record walk as
 the top-level graph (`synthloom.walk`), on a state holding only its `inputs`; its `outputs` are copied back.
 
-The child file is read in `setup`, not at construction: its path is relative to the parent graph file, and
-only the run context knows where that is. Validation of the parent therefore sees the mapped keys only.
-The child may name Python only as the parent graph may (the parent's folder and allow-list, not its own).
+The child file is read and built when the parent is built (its path is relative to the parent graph file),
+so `validate` checks it, lists the Python it names and where its models' keys go, and refuses what `run`
+would. The child may name Python and send keys only as the parent graph may (the parent's folder,
+allow-list and key hosts, not its own).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from pydantic import Field
 from synthloom.config import ModelConfig
 from synthloom.context import RunContext
 from synthloom.errors import ConfigError
-from synthloom.graph import Graph, build_graph
+from synthloom.graph import Graph, build_graph, building_folder
 from synthloom.loader import load_config
 from synthloom.node import ANY_KEY, Drop, Node, NodeParams
 from synthloom.registry import CodeUse, current_policy
@@ -45,10 +46,19 @@ class Subgraph(Node[SubgraphParams]):
         self.walk: GraphWalk | None = None
         self.child_ctx: RunContext | None = None
         self.code = current_policy()
-        self.code.uses.append(CodeUse(f"nodes.{name}", params.graph, "a subgraph file: the Python it names "
-                                      "is checked by the same rules when the run starts"))
         if not params.outputs:
             raise ValueError("outputs: name at least one {our key: child key} to bring back")
+        self.code.uses.append(CodeUse(f"nodes.{name}", params.graph, "a subgraph file, under this graph's rules"))
+        path = (building_folder() / params.graph).resolve()
+        chain = _loading.get()
+        if path in chain:
+            loop = " -> ".join(str(part) for part in (*chain, path))
+            raise ConfigError(f"subgraph includes itself ({loop})", key=f"nodes.{name}.graph")
+        token = _loading.set((*chain, path))
+        try:
+            self.child = self._load(path)
+        finally:
+            _loading.reset(token)
 
     def reads(self) -> set[str]:
         return set(self.params.inputs.values())
@@ -57,22 +67,14 @@ class Subgraph(Node[SubgraphParams]):
         return set(self.params.outputs)
 
     async def setup(self, ctx: RunContext) -> None:
-        path = ctx.resolve_path(self.params.graph).resolve()
-        chain = _loading.get()
-        if path in chain:
-            loop = " -> ".join(str(part) for part in (*chain, path))
-            raise ConfigError(f"subgraph includes itself ({loop})", key=f"nodes.{self.name}.graph")
-        self.child = self._load(path)
+        if self.child is None:
+            raise RuntimeError("subgraph node set up without its child graph")
         _merge_models(ctx, self.child.config.models)
         for model in self.child.models_used():
             ctx.models.client(model)  # a missing key or model file is a config error now, not per record
         self.child_ctx = dataclasses.replace(ctx, base_dir=self.child.base_dir)
-        token = _loading.set((*chain, path))
-        try:
-            for node in self.child.nodes.values():
-                await node.setup(self.child_ctx)
-        finally:
-            _loading.reset(token)
+        for node in self.child.nodes.values():
+            await node.setup(self.child_ctx)
         self.walk = GraphWalk(self.child, self.child_ctx)
 
     def _load(self, path: Path) -> Graph:

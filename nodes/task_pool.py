@@ -11,13 +11,14 @@ import asyncio
 import json
 import random
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 from synthloom.context import RunContext
 from synthloom.errors import ConfigError
 from synthloom.node import Drop, Node, NodeParams
 from synthloom.record_pool import RecordPool
+from synthloom.run_paths import plain_name
 from synthloom.shared_state import LocalSharedState
 
 from .rouge_index import Closest, RougeIndex, tokenize
@@ -43,9 +44,13 @@ async def _preload(ctx: RunContext, pool_name: str, preload: PreloadSpec | None,
             [((str(item["text"]), None), None) for item in pool.items if item.get("record") is None])
 
 
+PoolName = Annotated[str, AfterValidator(lambda name: plain_name(name, "a pool name"))]
+"""A pool's name names its file, <run dir>/pools/<name>.jsonl: a plain name, never a path."""
+
+
 class NoveltyParams(NodeParams):
     field: str = Field(description="the state key holding the new item's text")
-    pool: str = Field(description="the pool's name (shared by every node naming it)")
+    pool: PoolName = Field(description="the pool's name (shared by every node naming it)")
     method: Literal["rouge_l"] = Field(default="rouge_l", description="similarity measure")
     threshold: float = Field(default=0.7, gt=0, le=1, description="drop when similarity to any pooled item "
                                                                   "reaches this (Self-Instruct: 0.7)")
@@ -155,7 +160,7 @@ def _run_wide(ctx: RunContext) -> bool:
 
 
 class PoolSampleParams(NodeParams):
-    pool: str = Field(description="the pool's name")
+    pool: PoolName = Field(description="the pool's name")
     k_seed: int = Field(default=6, ge=0, description="items drawn from the preloaded (human) part")
     k_generated: int = Field(default=2, ge=0, description="items drawn from those records added")
     seed: int = 0

@@ -34,6 +34,12 @@ def qa_graph(server: FakeOpenAI) -> dict[str, Any]:
     }
 
 
+@pytest.fixture(autouse=True)
+def keys_may_go_to_the_fixture_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer model sends CARD_TEST_KEY to the fixture server: the user's one line of configuration."""
+    monkeypatch.setenv("SYNTHLOOM_KEY_HOSTS", "127.0.0.1")
+
+
 @pytest.fixture
 def finished_run(fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path,
                  monkeypatch: pytest.MonkeyPatch) -> Path:

@@ -343,3 +343,33 @@ def test_an_endpoint_list_becomes_replicas_split_across_shards(
     assert shard.urls() == [urls[1], urls[3]] and shard.max_concurrency == 4
     three = source.load_shard(0, 5).config.models["w"]  # fewer replicas than shards: all of them, full budget
     assert three.urls() == urls and three.max_concurrency == 8
+
+
+def test_ray_carries_the_users_consent_to_the_driver_and_every_shard(
+        fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    """`run --ray` used to drop --allow-code and --trust-graph (refused with --ray, accepted without, and the
+    message told the user to pass the flag they had passed). --allow-key-host travels the same way."""
+    server = fake_llm()
+    spec = chain_graph(server, api_key_env="RAY_CONSENT_KEY")
+    spec["nodes"]["dump"] = {"type": "python", "function": "json:dumps", "output": "dumped"}
+    spec["edges"].append(["answer", "dump"])
+    spec["run"] = {"allow_code": ["json"]}
+    graph = write_graph(spec, [{"id": f"r{n}", "topic": f"topic {n}", "obj": [n]} for n in range(6)])
+    env = {**os.environ, "RAY_CONSENT_KEY": "sk-ray-consent"}
+    env.pop("SYNTHLOOM_ALLOW_CODE", None)
+    env.pop("SYNTHLOOM_KEY_HOSTS", None)
+
+    def run(*flags: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "synthloom.cli", "run", str(graph), "-o", str(tmp_path / "out"),
+                               "--ray", "--address", "auto", "--shards", "2", "-q", "--no-cache", *flags],
+                              capture_output=True, text=True, timeout=300, env=env)
+
+    refused = run("--allow-key-host", "127.0.0.1")
+    assert refused.returncode == 2 and "--trust-graph" in refused.stderr and "Traceback" not in refused.stderr
+    done = run("--trust-graph", "--allow-key-host", "127.0.0.1")
+    assert done.returncode == 0, done.stderr
+    records = lines(tmp_path / "out" / "raw.jsonl")
+    assert sorted(record["dumped"] for record in records) == [f"[{n}]" for n in range(6)]
+    assert {headers["Authorization"] for headers in server.headers_seen} == {"Bearer sk-ray-consent"}
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["status"] == "completed" and len(manifest["shards"]) == 2

@@ -60,7 +60,7 @@ async def test_an_echoed_api_key_never_reaches_a_file(fake_llm: Callable[..., Fa
     server = fake_llm(fail_status=401, echo_auth=True)
     spec = one_node_graph({"w": model_spec(server, api_key_env="FAULT_TEST_KEY")})
     out = tmp_path / "out"
-    await synthloom.arun(write_graph(spec, SEEDS[:3]), out)
+    await synthloom.arun(write_graph(spec, SEEDS[:3]), out, allow_key_hosts=["127.0.0.1"])
     failed = lines(out / "failed.jsonl")
     assert len(failed) == 3 and "Authorization: Bearer ***" in failed[0]["message"]
     for path in out.rglob("*"):

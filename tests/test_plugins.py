@@ -37,8 +37,10 @@ def test_bad_type_paths_are_config_errors() -> None:
         resolve_node_type("no_such_module:thing")
     with pytest.raises(ConfigError, match="has no 'nothing'"):
         resolve_node_type("tests.plugins_for_tests:nothing")
+    with pytest.raises(ConfigError, match="is 'collections.abc' code reached through 'tests.plugins_for_tests'"):
+        resolve_node_type("tests.plugins_for_tests:Mapping")  # imported there, not defined there
     with pytest.raises(ConfigError, match="is not a node type"):
-        resolve_node_type("tests.plugins_for_tests:Mapping")
+        resolve_node_type("synthloom_nodes.llm:LLMParams")
 
 
 def test_custom_nodes_run_in_a_graph_with_output_key(fake_llm: Callable[..., FakeOpenAI],

@@ -218,7 +218,7 @@ async def test_api_key_is_sent_but_never_written(fake_llm: Callable[..., FakeOpe
     monkeypatch.setenv("FAKE_KEY", secret)
     server = fake_llm()
     result = await synthloom.arun(write_graph(chain_graph(server, api_key_env="FAKE_KEY"), TOPICS[:3]),
-                                  tmp_path / "out")
+                                  tmp_path / "out", allow_key_hosts=["127.0.0.1"])
     assert server.headers_seen[0]["Authorization"] == f"Bearer {secret}"
     for path in (tmp_path / "out").iterdir():
         assert secret not in path.read_text(), path
@@ -230,7 +230,7 @@ async def test_missing_api_key_env_is_a_clear_error(fake_llm: Callable[..., Fake
     server = fake_llm()
     with pytest.raises(synthloom.ConfigError, match="NO_SUCH_KEY is not set"):
         await synthloom.arun(write_graph(chain_graph(server, api_key_env="NO_SUCH_KEY"), TOPICS[:1]),
-                             tmp_path / "out")
+                             tmp_path / "out", allow_key_hosts=["127.0.0.1"])
 
 
 async def test_dpo_output_from_pairs_and_from_templates(fake_llm: Callable[..., FakeOpenAI],

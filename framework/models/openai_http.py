@@ -24,6 +24,7 @@ import aiohttp
 from ..config import ModelConfig
 from ..errors import ConfigError, ModelCallError, one_line
 from ..fast_json import dumps, loads
+from ..redact import redact_text, redact_url
 from .base import Completion, LLMRequest
 from .batcher import MicroBatcher
 from .limits import AdaptiveLimiter, TokenBucket
@@ -257,9 +258,10 @@ class OpenAIClient:
 
     async def _post(self, url: str, body: dict[str, Any]) -> list[Completion]:
         session = self._session_for_loop()
+        target, url = url, redact_url(url)  # messages reach failed.jsonl and logs: no credentials in them
         try:
             # bytes from orjson; the session's headers say it is JSON
-            async with session.post(url, data=dumps(body)) as response:
+            async with session.post(target, data=dumps(body)) as response:
                 raw = await response.read()
                 if response.status != 200:
                     message = _server_message(raw.decode("utf-8", "replace"))
@@ -275,7 +277,8 @@ class OpenAIClient:
             raise ModelCallError(f"{self.name}: no answer from {url} within {self.config.timeout:g}s",
                                  retryable=True, overload=True) from None
         except aiohttp.ClientError as error:
-            raise ModelCallError(f"{self.name}: cannot reach {url}: {error}", retryable=True) from None
+            raise ModelCallError(f"{self.name}: cannot reach {url}: {redact_text(str(error))}",
+                                 retryable=True) from None
         try:
             data = loads(raw)
         except ValueError:  # HTML from a proxy, a body cut short: the server's fault, worth another try
