@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from . import ceilings
 from .run_paths import plain_name
 
 MAX_NODES = 1000
@@ -29,7 +30,8 @@ class SourceConfig(_Strict):
     path: str | None = None
     split: str = "train"
     name: str | None = Field(default=None, description="hf dataset config name")
-    rows: int | None = Field(default=None, description="with type none: how many empty seed rows to make")
+    rows: int | None = Field(default=None, ge=0, le=ceilings.MAX_ROWS,
+                             description="with type none: how many empty seed rows to make")
 
     @model_validator(mode="after")
     def _path_needed(self) -> SourceConfig:
@@ -40,12 +42,12 @@ class SourceConfig(_Strict):
 
 class SeedConfig(_Strict):
     source: SourceConfig = SourceConfig(type="none")
-    limit: int | None = Field(default=None, ge=0)
+    limit: int | None = Field(default=None, ge=0, le=ceilings.MAX_ROWS)
     shuffle: bool = False
-    shuffle_seed: int = Field(default=0, description="the seed of the streaming shuffle")
-    shuffle_buffer: int = Field(default=10_000, ge=1)
+    shuffle_seed: ceilings.Seed = Field(default=0, description="the seed of the streaming shuffle")
+    shuffle_buffer: int = Field(default=10_000, ge=1, le=ceilings.MAX_SHUFFLE_BUFFER)
     id_field: str = "id"
-    shard: tuple[int, int] | None = Field(
+    shard: tuple[ceilings.ShardPart, ceilings.ShardPart] | None = Field(
         default=None, description="[k, n]: only the records whose id hashes to shard k of n (0-based), so n "
                                   "processes or Ray tasks can split one seed file without overlap")
 
@@ -68,25 +70,26 @@ class ModelConfig(_Strict):
     backend: Literal["openai", "local", "vllm"] = "local"
     base_url: str | list[str] | None = None
     model: str | None = None
-    max_concurrency: int = Field(default=16, ge=1)
+    max_concurrency: int = Field(default=16, ge=1, le=ceilings.MAX_CONCURRENCY)
     params: dict[str, Any] = Field(default_factory=dict)
     api_key_env: str | None = None
-    timeout: float = Field(default=120.0, gt=0)
-    max_retries: int = Field(default=6, ge=0)
+    timeout: float = Field(default=120.0, gt=0, le=ceilings.MAX_SECONDS)
+    max_retries: int = Field(default=6, ge=0, le=ceilings.MAX_MODEL_RETRIES)
     endpoint: Literal["chat", "completions"] = "chat"
-    rpm: float | None = Field(default=None, gt=0, description="requests per minute ceiling")
-    tpm: float | None = Field(default=None, gt=0, description="tokens per minute ceiling")
+    rpm: float | None = Field(default=None, gt=0, le=ceilings.MAX_RATE, description="requests per minute ceiling")
+    tpm: float | None = Field(default=None, gt=0, le=ceilings.MAX_RATE, description="tokens per minute ceiling")
     adaptive: bool = Field(default=True, description="cut concurrency on 429s/timeouts, grow it back")
-    batch_size: int = Field(default=1, ge=1, description="completions prompts coalesced per request")
-    batch_wait_ms: float = Field(default=5.0, ge=0)
+    batch_size: int = Field(default=1, ge=1, le=ceilings.MAX_BATCH,
+                            description="completions prompts coalesced per request")
+    batch_wait_ms: float = Field(default=5.0, ge=0, le=ceilings.MAX_SECONDS * 1000)
     structured: Literal["auto", "json_schema", "json_object", "guided_json", "prompt"] = Field(
         default="auto", description="how an openai-backend server is asked for schema-shaped JSON: json_schema "
         "(OpenAI, vLLM), json_object (llama.cpp servers), guided_json (older vLLM), prompt (the schema in the "
         "prompt, parsed and asked again); auto starts at json_schema and steps down when a server refuses it")
-    price: dict[str, float] | None = Field(
+    price: dict[str, ceilings.Price] | None = Field(
         default=None, description="USD per million tokens: {prompt: x, completion: y}")
     path: str | None = Field(default=None, description="local backend: a GGUF file (default: SmolLM2-135M)")
-    n_ctx: int = 2048
+    n_ctx: int = Field(default=2048, ge=16, le=ceilings.MAX_CONTEXT)
 
     @field_validator("base_url")
     @classmethod
@@ -124,7 +127,7 @@ class EdgeConfig(_Strict):
     source: str = Field(alias="from")
     target: str = Field(alias="to")
     when: str | None = None
-    max_visits: int | None = Field(default=None, ge=1)
+    max_visits: int | None = Field(default=None, ge=1, le=ceilings.MAX_VISITS)
 
     @model_validator(mode="before")
     @classmethod
@@ -209,10 +212,10 @@ class OutputConfig(_Strict):
 class RunConfig(_Strict):
     """How a run behaves; none of these change what a record contains."""
 
-    max_in_flight: int | None = Field(default=None, ge=1)
+    max_in_flight: int | None = Field(default=None, ge=1, le=ceilings.MAX_IN_FLIGHT)
     max_failure_rate: float = Field(default=0.5, ge=0, le=1)
-    failure_window: int = Field(default=50, ge=1)
-    drain_seconds: float = Field(default=10.0, ge=0)
+    failure_window: int = Field(default=50, ge=1, le=ceilings.MAX_FAILURE_WINDOW)
+    drain_seconds: float = Field(default=10.0, ge=0, le=ceilings.MAX_SECONDS)
     write_dropped: bool = True
     allow_code: list[str] = Field(default_factory=list, description="modules this graph needs that are not "
                                   "node types or in its folder; honoured only with --trust-graph, since a "

@@ -2,98 +2,77 @@
 
 simpleeval walks the AST with a whitelist: comparisons, and/or/not, arithmetic, literals, dict access by
 attribute (`review.score`) or subscript, and the few functions below. `BoundedEval` also bounds what one
-evaluation may cost (graph files may come from strangers): `4000000**4000000`, `text.center(3*10**9)`,
-`'%0999999999d' % 1` are refused before they allocate; simpleeval itself caps comprehensions at
-10,000 items per evaluation.
+evaluation may cost (graph files may come from strangers) through sandbox_budget: `4000000**4000000`,
+`text.center(3*10**9)`, `'%0999999999d' % 1`, `'x'.join(big_list)` are refused before they allocate, what
+every call and comprehension makes is measured against a per-evaluation total, and CPU time is read as it
+goes; simpleeval itself caps comprehensions at 10,000 items per evaluation.
 """
 from __future__ import annotations
 
 import ast
 import operator
-import re
 from collections.abc import Mapping
-from contextvars import ContextVar
 from typing import Any
 
 from simpleeval import EvalWithCompoundTypes, InvalidExpression
 
 from .errors import RecordError
+from .sandbox_budget import (
+    MAX_MADE,
+    SandboxLimit,
+    charge_result,
+    check_bits,
+    check_clock,
+    check_format,
+    check_size,
+    check_str_method,
+    check_sum,
+    close_budget,
+    measure,
+    open_budget,
+    step,
+)
 
 MAX_EXPRESSION_LENGTH = 10_000
 """Characters of one expression's source."""
-MAX_VALUE_LENGTH = 1_000_000
-"""Length of a string or list an expression makes."""
-MAX_TOTAL_LENGTH = 10_000_000
-"""Length of all strings and lists one evaluation makes (a comprehension of 10,000 big strings)."""
-MAX_INT_BITS = 14_000
-"""Size of an integer an expression makes (about 4,200 digits, what Python still prints)."""
+MAX_TOTAL_LENGTH = MAX_MADE
+"""Characters and items one evaluation makes in all (see sandbox_budget)."""
 
 
-class ExpressionLimit(InvalidExpression):  # type: ignore[misc]
-    """An expression went past one of the bounds above."""
-
-
-def _length(value: Any) -> int:
-    return len(value) if isinstance(value, (str, bytes, list, tuple)) else 0
-
-
-_made: ContextVar[list[int] | None] = ContextVar("expression_made", default=None)
-
-
-def _check_length(size: int, what: str) -> None:
-    if size > MAX_VALUE_LENGTH:
-        raise ExpressionLimit(f"{what} would make a value of {size} items (the limit is {MAX_VALUE_LENGTH})")
-    made = _made.get()
-    if made is not None:
-        made[0] += size
-        if made[0] > MAX_TOTAL_LENGTH:
-            raise ExpressionLimit(f"the expression made more than {MAX_TOTAL_LENGTH} characters or items in all")
-
-
-def _check_bits(bits: int, what: str) -> None:
-    if bits > MAX_INT_BITS:
-        raise ExpressionLimit(f"{what} would make an integer of more than {MAX_INT_BITS} bits")
+class ExpressionLimit(SandboxLimit, InvalidExpression):  # type: ignore[misc]
+    """An expression went past one of the bounds of sandbox_budget."""
 
 
 def _power(left: Any, right: Any) -> Any:
     if isinstance(left, int) and isinstance(right, int) and right > 0:
-        _check_bits(max(left.bit_length(), 1) * right, "'**'")
+        check_bits(max(left.bit_length(), 1) * right, "'**'")
     return left ** right
 
 
 def _multiply(left: Any, right: Any) -> Any:
     for sequence, times in ((left, right), (right, left)):
-        if _length(sequence) and isinstance(times, int):
-            _check_length(_length(sequence) * times, "'*'")
+        if measure(sequence) and isinstance(times, int):
+            check_size(measure(sequence) * times, "'*'")
     if isinstance(left, int) and isinstance(right, int):
-        _check_bits(left.bit_length() + right.bit_length(), "'*'")
-    return left * right
+        check_bits(left.bit_length() + right.bit_length(), "'*'")
+    return charge_result(left * right, "'*'")
 
 
 def _add(left: Any, right: Any) -> Any:
-    _check_length(_length(left) + _length(right), "'+'")
-    return left + right
-
-
-_WIDTHS = re.compile(r"\d+")
-
-
-def _check_format_string(text: str, what: str) -> None:
-    for number in _WIDTHS.findall(text):
-        if len(number) > 7 or int(number) > MAX_VALUE_LENGTH:
-            raise ExpressionLimit(f"{what} names a width of {number}, more than {MAX_VALUE_LENGTH}")
+    check_size(measure(left) + measure(right), "'+'")
+    return charge_result(left + right, "'+'")
 
 
 def _modulo(left: Any, right: Any) -> Any:
     if isinstance(left, str):
-        _check_format_string(left, "'%' formatting")
-    return left % right
+        check_format(left, [right], "'%' formatting")
+    return charge_result(left % right, "'%'")
 
 
 def _shift(function: Any) -> Any:
     def shifted(left: Any, right: Any) -> Any:
         if isinstance(left, int) and isinstance(right, int) and function is operator.lshift:
-            _check_bits(left.bit_length() + max(right, 0), "'<<'")
+            check_bits(left.bit_length() + max(right, 0), "'<<'")
         return function(left, right)
     return shifted
 
@@ -104,31 +83,14 @@ def _round(number: Any, ndigits: Any = None) -> Any:
     return round(number, ndigits)
 
 
+_SCALARS = frozenset({int, float, str, bool, type(None), bytes})
 SAFE_FUNCTIONS = {"len": len, "min": min, "max": max, "abs": abs, "round": _round, "str": str, "int": int,
                   "float": float, "bool": bool, "any": any, "all": all, "sum": sum}
 
-_ALLOCATING_STR_METHODS = {"center", "ljust", "rjust", "zfill", "expandtabs"}
-
-
-def _check_method(owner: Any, name: str, args: list[Any]) -> None:
-    """str methods whose arguments say how much to allocate."""
-    if not isinstance(owner, (str, bytes)):
-        return
-    if name in _ALLOCATING_STR_METHODS:
-        for value in args:
-            if isinstance(value, int) and abs(value) > MAX_VALUE_LENGTH:
-                raise ExpressionLimit(f"str.{name} was given {value}, more than {MAX_VALUE_LENGTH}")
-    elif name in ("format", "format_map") and isinstance(owner, str):
-        _check_format_string(owner, f"str.{name}")
-    elif name == "replace" and len(args) >= 2 and isinstance(owner, str):
-        old, new = args[0], args[1]
-        if isinstance(old, str) and isinstance(new, str):
-            occurrences = owner.count(old) if old else len(owner) + 1
-            _check_length(len(owner) + occurrences * max(len(new) - len(old), 0), "str.replace")
-
 
 class BoundedEval(EvalWithCompoundTypes):  # type: ignore[misc]
-    """simpleeval with the allocating operators, functions and str methods bounded."""
+    """simpleeval under the evaluation's budget: every node is a step (the clock is read every few), every
+    call is checked from its arguments before it runs and its result measured after."""
 
     def __init__(self, names: Mapping[str, Any]):
         super().__init__(names=dict(names), functions=SAFE_FUNCTIONS)
@@ -136,19 +98,51 @@ class BoundedEval(EvalWithCompoundTypes):  # type: ignore[misc]
                                ast.LShift: _shift(operator.lshift), ast.RShift: _shift(operator.rshift)})
         self.nodes[ast.Call] = self._eval_bounded_call
         self.nodes[ast.FormattedValue] = self._eval_bounded_formattedvalue
+        for kind in (ast.ListComp, ast.GeneratorExp, ast.DictComp):
+            self.nodes[kind] = self._eval_bounded_comprehension
+        self._checked: dict[int, Any] = {}
+
+    def _check_disallowed_items(self, item: Any) -> None:
+        """simpleeval walks every container a node returns, again at every node: `[[1]*10**6]*100` cost
+        100 million steps. Each container is walked once per evaluation here (kept, so its id stays its own)."""
+        if isinstance(item, (list, tuple, set, frozenset, dict)):
+            if id(item) in self._checked:
+                return
+            self._checked[id(item)] = item
+            step()
+            for element in item.values() if isinstance(item, dict) else item:
+                if type(element) not in _SCALARS:
+                    self._check_disallowed_items(element)
+            return
+        super()._check_disallowed_items(item)
+
+    def _eval(self, node: ast.AST) -> Any:
+        step()
+        return super()._eval(node)
 
     def _eval_bounded_call(self, node: ast.Call) -> Any:
+        check_clock()
         if not isinstance(node.func, ast.Attribute):
-            return self._eval_call(node)  # one of SAFE_FUNCTIONS
+            name = getattr(node.func, "id", "")
+            if name == "sum" and node.args:
+                args = [self._eval(arg) for arg in node.args]
+                check_sum(args[0], args[1] if len(args) > 1 else 0, "sum()")
+                return charge_result(sum(*args), "sum()")
+            return charge_result(self._eval_call(node), f"{name}()")  # one of SAFE_FUNCTIONS
         method = self._eval(node.func)  # simpleeval refuses _private and unsafe attributes here
         args = [self._eval(arg) for arg in node.args]
         kwargs = dict(self._eval(keyword) for keyword in node.keywords)
-        _check_method(getattr(method, "__self__", None), getattr(method, "__name__", ""), [*args, *kwargs.values()])
-        return method(*args, **kwargs)
+        owner, name = getattr(method, "__self__", None), getattr(method, "__name__", "")
+        if isinstance(owner, str):
+            check_str_method(owner, name, args, kwargs)
+        return charge_result(method(*args, **kwargs), f"{type(owner).__name__}.{name}")
+
+    def _eval_bounded_comprehension(self, node: ast.AST) -> Any:
+        return charge_result(self._eval_comprehension(node), "a comprehension")
 
     def _eval_bounded_formattedvalue(self, node: ast.FormattedValue) -> Any:
         if node.format_spec is not None:
-            _check_format_string(str(self._eval(node.format_spec)), "an f-string")
+            check_format(str(self._eval(node.format_spec)), [], "an f-string")
         return self._eval_formattedvalue(node)
 
 
@@ -180,16 +174,18 @@ class Condition:
         if extra:
             names.update(extra)
         evaluator = BoundedEval(names)
-        token = _made.set([0])
+        budget = open_budget()
         try:
             return evaluator.eval(self.source.strip(), previously_parsed=self._tree)
+        except SandboxLimit as error:
+            raise RecordError(f"condition '{self.source}' went past a bound: {error}") from None
         except (InvalidExpression, TypeError, ValueError, KeyError, IndexError, ArithmeticError,
                 AttributeError) as error:
             raise RecordError(f"condition '{self.source}' failed: {error}") from None
         except (RecursionError, MemoryError):
             raise RecordError(f"condition '{self.source}' recursed too deeply or ran out of memory") from None
         finally:
-            _made.reset(token)
+            close_budget(budget)
 
     def holds(self, state: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> bool:
         return bool(self.evaluate(state, extra))

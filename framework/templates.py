@@ -1,11 +1,13 @@
 """Jinja2 templates rendered in the sandbox: graph files may come from strangers.
 
 The sandbox stops escapes (`__class__` chains, `__globals__`); `BoundedEnvironment` also bounds what a
-render may cost, because one template must not freeze the run: strings and numbers a template makes are
-capped (`'a' * 10**9`, `2 ** (10**10)`, `x|center(10**9)`, `'{:>999999999}'.format(1)`), as are loop
-iterations (`range` nested in `range`), calls (a macro calling itself twice per level) and the rendered
-length. Jinja's constant folding at compile time is refused for the capped operators, so `validate` never
-evaluates them. A bound that trips fails the record with a message saying which.
+render may cost, because one template must not freeze the run. What a render *makes* is metered through
+sandbox_budget: every operator, call and filter result is measured, the filters and methods that can grow
+a value past their input (`indent`, `join`, `center`, `format`, `replace`, `wordwrap`, `sum`, `'a' * n`,
+`2 ** n`...) are refused from their arguments before they run, and CPU time is read at every call and
+every few loop steps. Loop iterations, calls (a macro calling itself twice per level) and the rendered
+length are counted here. Jinja's constant folding at compile time is refused for the capped operators, so
+`validate` never evaluates them. A bound that trips fails the record with a message saying which.
 
 Templates are compiled once per graph (not per record) and fail loudly on a missing variable.
 """
@@ -28,100 +30,74 @@ from jinja2.utils import generate_lorem_ipsum
 from jinja2.visitor import NodeTransformer
 
 from .errors import RecordError
+from .sandbox_budget import (
+    SandboxLimit,
+    charge,
+    charge_result,
+    check_bits,
+    check_clock,
+    check_format,
+    check_join,
+    check_size,
+    check_str_method,
+    check_sum,
+    check_width,
+    close_budget,
+    measure,
+    open_budget,
+    step,
+)
 
 MAX_RENDERED = 1_000_000
 """Characters one render may produce."""
-MAX_VALUE_LENGTH = 1_000_000
-"""Length of a string or list a template makes (by *, +, %, str methods, filters)."""
-MAX_INT_BITS = 14_000
-"""Size of an integer a template makes (about 4,200 digits, what Python still prints)."""
 MAX_LOOP_ITEMS = 1_000_000
 """Loop iterations (over ranges and data alike) in one render."""
 MAX_CALLS = 100_000
-"""Function, method and macro calls in one render."""
+"""Function, method, filter and macro calls in one render."""
 LOOP_GUARD = "_synthloom_loop_items"
 CONCAT_GUARD = "_synthloom_concat"
 
 
-class TemplateLimit(SecurityError):
-    """A template went past one of the bounds above."""
+class TemplateLimit(SandboxLimit, SecurityError):
+    """A template went past one of the bounds above or those of sandbox_budget."""
 
 
 @dataclass
-class _Budget:
+class _Counts:
     loop_items: int = 0
     calls: int = 0
 
 
-_budget: ContextVar[_Budget | None] = ContextVar("template_budget", default=None)
+_counts: ContextVar[_Counts | None] = ContextVar("template_counts", default=None)
 
 
 def _spend(loop_items: int = 0, calls: int = 0) -> None:
-    budget = _budget.get()
-    if budget is None:
+    counts = _counts.get()
+    if counts is None:
         return
-    budget.loop_items += loop_items
-    budget.calls += calls
-    if budget.loop_items > MAX_LOOP_ITEMS:
+    counts.loop_items += loop_items
+    counts.calls += calls
+    if counts.loop_items > MAX_LOOP_ITEMS:
         raise TemplateLimit(f"more than {MAX_LOOP_ITEMS} loop iterations in one render")
-    if budget.calls > MAX_CALLS:
+    if counts.calls > MAX_CALLS:
         raise TemplateLimit(f"more than {MAX_CALLS} calls in one render (a macro calling itself?)")
-
-
-def _length(value: Any) -> int:
-    return len(value) if isinstance(value, (str, bytes, list, tuple)) else 0
-
-
-def _check_length(size: int, what: str) -> None:
-    if size > MAX_VALUE_LENGTH:
-        raise TemplateLimit(f"{what} would make a value of {size} items (the limit is {MAX_VALUE_LENGTH})")
-
-
-def _check_int(value: Any, what: str) -> None:
-    if isinstance(value, int) and abs(value) > MAX_VALUE_LENGTH:
-        raise TemplateLimit(f"{what} was given {value}, more than {MAX_VALUE_LENGTH}")
-
-
-_WIDTHS = re.compile(r"\d+")
-
-
-def _check_format_string(text: str, what: str) -> None:
-    """`'%0999999999d' % 1` and `'{:>999999999}'.format(1)` allocate the width they name."""
-    for number in _WIDTHS.findall(text):
-        if len(number) > 7 or int(number) > MAX_VALUE_LENGTH:
-            raise TemplateLimit(f"{what} names a width of {number}, more than {MAX_VALUE_LENGTH}")
 
 
 def bounded_binop(operator: str, left: Any, right: Any) -> None:
     """Refuse an operation whose result would be too big, before computing it."""
     if operator == "*":
         for sequence, times in ((left, right), (right, left)):
-            if _length(sequence) and isinstance(times, int):
-                _check_length(_length(sequence) * times, "'*'")
-        if isinstance(left, int) and isinstance(right, int) and left.bit_length() + right.bit_length() > MAX_INT_BITS:
-            raise TemplateLimit(f"'*' would make an integer of more than {MAX_INT_BITS} bits")
+            if measure(sequence) and isinstance(times, int):
+                check_size(measure(sequence) * times, "'*'")
+        if isinstance(left, int) and isinstance(right, int):
+            check_bits(left.bit_length() + right.bit_length(), "'*'")
     elif operator == "**":
-        if isinstance(left, int) and isinstance(right, int) and right > 0 \
-                and max(left.bit_length(), 1) * right > MAX_INT_BITS:
-            raise TemplateLimit(f"'**' would make an integer of more than {MAX_INT_BITS} bits")
+        if isinstance(left, int) and isinstance(right, int) and right > 0:
+            check_bits(max(left.bit_length(), 1) * right, "'**'")
     elif operator == "+":
-        _check_length(_length(left) + _length(right), "'+'")
+        check_size(measure(left) + measure(right), "'+'")
     elif operator == "%" and isinstance(left, str):
-        _check_format_string(left, "'%' formatting")
-
-
-_ALLOCATING_STR_METHODS = {"center", "ljust", "rjust", "zfill", "expandtabs"}
-
-
-def _check_str_method(text: str, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    if name in _ALLOCATING_STR_METHODS:
-        for value in (*args, *kwargs.values()):
-            _check_int(value, f"str.{name}")
-    elif name in ("format", "format_map"):
-        _check_format_string(text, f"str.{name}")
-    elif name == "replace" and len(args) >= 2 and isinstance(args[0], str) and isinstance(args[1], str):
-        growth = max(len(args[1]) - len(args[0]), 0)
-        _check_length(len(text) + (text.count(args[0]) if args[0] else len(text) + 1) * growth, "str.replace")
+        check_format(left, [right], "'%' formatting")
 
 
 def _bounded_lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str:  # noqa: A002
@@ -130,19 +106,51 @@ def _bounded_lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100
     return str(generate_lorem_ipsum(n, html, min, max))
 
 
+def _argument(args: tuple[Any, ...], kwargs: dict[str, Any], index: int, name: str, default: Any) -> Any:
+    return args[index] if len(args) > index else kwargs.get(name, default)
+
+
+def _check_filter(name: str, value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """The filters whose result can be much bigger than their input, refused from their arguments."""
+    for argument in (*args, *kwargs.values()):
+        check_width(argument, f"the {name} filter")
+    if name == "indent":
+        text = str(value)
+        width = _argument(args, kwargs, 0, "width", 4)
+        per_line = width if isinstance(width, int) else len(str(width))
+        check_size(len(text) + (text.count("\n") + 1) * max(per_line, 0), "the indent filter")
+    elif name == "join":
+        check_join(value, str(_argument(args, kwargs, 0, "d", "")), "the join filter")
+    elif name == "format" and isinstance(value, str):
+        check_format(value, (*args, *kwargs.values()), "the format filter")
+    elif name == "replace" and len(args) >= 2:
+        check_str_method(str(value), "replace", args[:2], {})
+    elif name == "wordwrap":
+        text = str(value)
+        width = _argument(args, kwargs, 0, "width", 79)
+        wrap = _argument(args, kwargs, 2, "wrapstring", None) or "\n"
+        lines = len(text) // max(width if isinstance(width, int) else 1, 1) + text.count("\n") + 1
+        check_size(len(text) + lines * len(str(wrap)), "the wordwrap filter")
+    elif name == "sum":
+        check_sum(value, _argument(args, kwargs, 1, "start", 0), "the sum filter")
+
+
 def _bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
-    """A built-in filter whose integer arguments (widths, counts) and format strings are capped."""
+    """A built-in filter under the render's budget: checked from its arguments before it runs, its result
+    measured after (an iterator as it is consumed), the clock read at every call."""
+    passes_context = getattr(function, "jinja_pass_arg", None) is not None
 
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        for value in (*args, *kwargs.values()):
-            _check_int(value, f"the {name} filter")
-        if name == "format" and len(args) > 0 and isinstance(args[0], str):
-            _check_format_string(args[0], "the format filter")
-        if name == "replace":
-            strings = [value for value in args if isinstance(value, str)]
-            if len(strings) >= 3:
-                _check_str_method(strings[0], "replace", (strings[1], strings[2]), {})
-        return function(*args, **kwargs)
+        _spend(calls=1)
+        check_clock()
+        leading, rest = (args[:1], args[1:]) if passes_context else ((), args)
+        if rest:
+            value = rest[0]
+            if name in ("join", "sum") and isinstance(value, Iterator):
+                value = list(value)  # counted item by item if another filter made it
+            _check_filter(name, value, tuple(rest[1:]), kwargs)
+            args = (*leading, value, *rest[1:])
+        return charge_result(function(*args, **kwargs), f"the {name} filter")
 
     for attribute in ("jinja_pass_arg",):
         if hasattr(function, attribute):
@@ -154,13 +162,14 @@ def _bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., An
 def _loop_items(iterable: Iterable[Any]) -> Iterator[Any]:
     for item in iterable:
         _spend(loop_items=1)
+        step()
         yield item
 
 
 def _bounded_concat(parts: list[Any]) -> str:
     """`a ~ b`: the joined length is checked before joining."""
     texts = [str(part) for part in parts]
-    _check_length(sum(len(text) for text in texts), "'~'")
+    charge(sum(len(text) for text in texts), "'~'")
     return "".join(texts)
 
 
@@ -178,15 +187,25 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         bounded_binop(operator, left, right)
-        return super().call_binop(context, operator, left, right)
+        return charge_result(super().call_binop(context, operator, left, right), f"'{operator}'")
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        step()
+        return super().getattr(obj, attribute)
 
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        if __obj is _loop_items or __obj is _bounded_concat:
+            return __context.call(__obj, *args, **kwargs)
         _spend(calls=1)
+        check_clock()
         target = getattr(__obj, "__wrapped__", __obj)  # the sandbox wraps str.format
         owner = getattr(target, "__self__", None)
+        name = getattr(target, "__name__", "")
         if isinstance(owner, str):
-            _check_str_method(owner, getattr(target, "__name__", ""), args, kwargs)
-        return super().call(__context, __obj, *args, **kwargs)
+            check_str_method(owner, name, args, kwargs)
+        elif name == "sum" and args:
+            check_sum(args[0], args[1] if len(args) > 1 else kwargs.get("start", 0), "sum()")
+        return charge_result(super().call(__context, __obj, *args, **kwargs), f"{name or 'a call'}()")
 
 
 def _tojson(value: Any) -> str:
@@ -246,12 +265,12 @@ class Template:
     def render(self, state: Mapping[str, Any]) -> str:
         if self._is_plain:
             return self.source
-        token = _budget.set(_Budget())
+        counts, budget = _counts.set(_Counts()), open_budget()
         try:
             return self._render(state)
         except jinja2.UndefinedError as error:
             raise RecordError(self._undefined_message(error, state)) from None
-        except TemplateLimit as error:
+        except SandboxLimit as error:
             raise RecordError(f"template went past a bound: {error}") from None
         except jinja2.exceptions.SecurityError as error:
             raise RecordError(f"template tried something the sandbox forbids: {error}") from None
@@ -260,7 +279,8 @@ class Template:
         except (TypeError, ValueError, ArithmeticError, LookupError) as error:
             raise RecordError(f"template failed: {type(error).__name__}: {error}") from None
         finally:
-            _budget.reset(token)
+            close_budget(budget)
+            _counts.reset(counts)
 
     def _render(self, state: Mapping[str, Any]) -> str:
         if self._substitution is not None and all(name in state for name in self._names):

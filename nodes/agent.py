@@ -13,6 +13,7 @@ from langchain_core.tools import BaseTool, StructuredTool
 from langgraph.errors import GraphRecursionError
 from langgraph.prebuilt import create_react_agent
 from pydantic import Field
+from synthloom import ceilings
 from synthloom.context import RunContext
 from synthloom.errors import ConfigError, RecordError
 from synthloom.node import Node, NodeParams
@@ -31,9 +32,11 @@ class AgentParams(NodeParams):
     output: str = Field(default="answer", description="state key for the final answer")
     trace: str | None = Field(default=None, description="state key for the whole exchange as TRL messages, "
                               "tool calls and results included")
-    max_steps: int = Field(default=5, ge=1, description="most tool calls; a record needing more fails")
+    max_steps: int = Field(default=5, ge=1, le=ceilings.MAX_STEPS,
+                           description="most tool calls; a record needing more fails")
     params: dict[str, Any] = Field(default_factory=dict, description="overrides of the model's params")
-    parse_retries: int = Field(default=2, ge=0, description="retries of a reply that is not valid JSON")
+    parse_retries: int = Field(default=2, ge=0, le=ceilings.MAX_RETRIES,
+                               description="retries of a reply that is not valid JSON")
 
 
 class Agent(Node[AgentParams]):

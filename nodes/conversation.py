@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from synthloom import ceilings
 from synthloom.context import RunContext
 from synthloom.expressions import Condition
 from synthloom.generate import generate
@@ -36,7 +37,8 @@ class Role(BaseModel):
 class ConversationParams(NodeParams):
     roles: list[Role] = Field(min_length=2, description="the speakers, in turn order: {name, model, system, as}")
     opening: str = Field(description="template of the first message, said by the first role as written")
-    max_turns: int = Field(default=6, ge=1, description="the most messages, the opening included")
+    max_turns: int = Field(default=6, ge=1, le=ceilings.MAX_STEPS,
+                           description="the most messages, the opening included")
     stop_when: str | None = Field(default=None, description="expression over the state plus `last` (the last "
                                   "message), `turn` (messages so far) and `speaker`; true ends the dialogue")
     stop_phrases: list[str] = Field(default_factory=list, description="a message containing one ends the "

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pydantic import Field, field_validator, model_validator
+from synthloom import ceilings
 from synthloom.context import RunContext
 from synthloom.generate import generate
 from synthloom.node import Node, NodeParams
@@ -21,15 +22,18 @@ class CriticParams(NodeParams):
     context: str | None = Field(default=None, description="template shown with the text (e.g. the question)")
     criteria: list[str] = Field(default_factory=lambda: ["overall quality"],
                                 description="each is scored on the scale; `score` is their mean")
-    scale: tuple[int, int] = Field(default=(1, 10), description="[lowest, highest] integer score")
-    pass_score: float | None = Field(default=None, description="score at or above which `passed` is true "
+    scale: tuple[ceilings.ScaleEnd, ceilings.ScaleEnd] = Field(default=(1, 10),
+                                                               description="[lowest, highest] integer score")
+    pass_score: float | None = Field(default=None, ge=-ceilings.MAX_SCORE, le=ceilings.MAX_SCORE,
+                                     description="score at or above which `passed` is true "
                                      "(default: 70% of the way up the scale)")
     rubric: str | None = Field(default=None, description="extra guidance for the judge")
     output: str = Field(default="review", description="state key for {score, feedback, scores, passed}; "
                         "`<output>_history` gets [{draft, score, feedback}], one entry per review")
     params: dict[str, Any] = Field(default_factory=lambda: {"temperature": 0.0, "max_tokens": 200},
                                    description="overrides of the model's params")
-    parse_retries: int = Field(default=2, ge=0, description="retries of a verdict that does not parse")
+    parse_retries: int = Field(default=2, ge=0, le=ceilings.MAX_RETRIES,
+                               description="retries of a verdict that does not parse")
 
     @field_validator("scale")
     @classmethod

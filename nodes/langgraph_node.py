@@ -8,6 +8,7 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage
 from pydantic import Field
+from synthloom import ceilings
 from synthloom.context import RunContext
 from synthloom.errors import ConfigError
 from synthloom.node import Node, NodeParams
@@ -21,7 +22,8 @@ class LangGraphParams(NodeParams):
     graph: str = Field(description="package.module:app, a compiled LangGraph graph (a StateGraph is compiled)")
     inputs: KeyMap = Field(description="{app state key: our key}: the app's input state")
     outputs: KeyMap = Field(description="{our key: app state key}: what comes back from its final state")
-    recursion_limit: int | None = Field(default=None, ge=1, description="LangGraph's step limit per record")
+    recursion_limit: int | None = Field(default=None, ge=1, le=ceilings.MAX_RECURSION,
+                                        description="LangGraph's step limit per record")
 
 
 class LangGraphNode(Node[LangGraphParams]):

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pydantic import Field, model_validator
+from synthloom import ceilings
 from synthloom.config import MessageTemplate
 from synthloom.context import RunContext
 from synthloom.generate import generate_with_finish
@@ -25,13 +26,15 @@ class LLMParams(NodeParams):
     output: str | None = Field(default=None, description="state key for the reply; with output_schema and "
                                "no output, the object's fields are written as keys")
     params: dict[str, Any] = Field(default_factory=dict, description="overrides of the model's params")
-    n: int = Field(default=1, ge=1, description="samples per record; with n > 1 the output is a list")
+    n: int = Field(default=1, ge=1, le=ceilings.MAX_SAMPLES,
+                   description="samples per record; with n > 1 the output is a list")
     vary_by: str | None = Field(default=None, description="a state key (e.g. index or id) that makes each "
                                 "record's sample its own when every record sends the same prompt (Magpie): "
                                 "it enters the sample index, hence the cache key and the seed")
     output_schema: dict[str, Any] | str | None = Field(
         default=None, description="JSON Schema, or package.module:PydanticModel")
-    parse_retries: int = Field(default=2, ge=0, description="a reply that does not fit output_schema is asked "
+    parse_retries: int = Field(default=2, ge=0, le=ceilings.MAX_RETRIES,
+                               description="a reply that does not fit output_schema is asked "
                                "again this many times: shown its error (messages), or sampled anew (prompt)")
     finish_reason_key: str | None = Field(
         default=None, description="also write the model's finish reason (stop, length, ...) to this state key "

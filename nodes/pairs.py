@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
+from synthloom import ceilings
 from synthloom.context import RunContext
 from synthloom.errors import RecordError
 from synthloom.expressions import Condition
@@ -37,8 +38,10 @@ class PairsParams(NodeParams):
     strategy: Literal["best_worst", "all_pairs"] = Field(
         default="best_worst", description="best_worst: one pair, the best text against the worst; all_pairs: "
                                           "every pair of texts that clears the margin")
-    min_margin: float = Field(default=0.0, ge=0, description="chosen must score at least this much higher")
-    max_pairs: int | None = Field(default=None, ge=1, description="all_pairs: keep the widest margins")
+    min_margin: float = Field(default=0.0, ge=0, le=ceilings.MAX_SCORE,
+                              description="chosen must score at least this much higher")
+    max_pairs: int | None = Field(default=None, ge=1, le=ceilings.MAX_DRAW,
+                                  description="all_pairs: keep the widest margins")
     output: str = Field(default="pairs", description="state key for the list of {prompt, chosen, rejected, "
                         "chosen_score, rejected_score, margin}")
     drop_if_none: bool = Field(default=False, description="drop the record when no pair qualifies "

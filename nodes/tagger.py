@@ -46,6 +46,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from synthloom import ceilings
 from synthloom.context import RunContext
 from synthloom.errors import RecordError
 from synthloom.generate import generate
@@ -116,7 +117,7 @@ class LLMTags(BaseModel):
                     "(Magpie: very poor .. excellent)")
     categories: list[str] | None = Field(default=None, description="the allowed categories (default: free text)")
     params: dict[str, Any] = Field(default_factory=lambda: {"temperature": 0.0, "max_tokens": 120})
-    parse_retries: int = Field(default=2, ge=0)
+    parse_retries: int = Field(default=2, ge=0, le=ceilings.MAX_RETRIES)
 
     @model_validator(mode="after")
     def _sensible(self) -> LLMTags:

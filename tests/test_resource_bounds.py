@@ -5,26 +5,34 @@ from __future__ import annotations
 
 import json
 import time
+import types
+import typing
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import annotated_types
 import jinja2
 import pytest
 import synthloom
 import yaml
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 from synthloom.errors import ConfigError, RecordError
 from synthloom.expressions import Condition
 from synthloom.templates import Template
 
 from tests.test_graph_trust import assert_refused, cli
 
-STATE = {"question": "What is a tide?", "review": {"score": 4}, "text": "abc" * 1000}
+STATE = {"question": "What is a tide?", "review": {"score": 4}, "text": "abc" * 1000, "big": "a" * 1_000_000}
 
 
 @pytest.mark.parametrize("source,words", [
     ("{{ 'a' * 10**9 }}", "'*' would make a value of 1000000000"),
     ("{{ 2 ** (10**10) }}", "'**' would make an integer"),
-    ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "loop iterations"),
-    ("{% for a in text %}{% for b in text %}{% endfor %}{% endfor %}", "loop iterations"),
+    ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+     "loop iterations|ran more than 0.5 CPU seconds"),
+    ("{% for a in text %}{% for b in text %}{% endfor %}{% endfor %}", "loop iterations|ran more than 0.5 CPU"),
     ("{{ lipsum(10**6) }}", "lipsum is bounded"),
     ("{{ text|center(10**9) }}", "the center filter was given 1000000000"),
     ("{{ text.center(3 * 10**9) }}", "str.center was given 3000000000"),
@@ -32,10 +40,29 @@ STATE = {"question": "What is a tide?", "review": {"score": 4}, "text": "abc" * 
     ("{{ '%0999999999d' % 1 }}", "names a width"),
     ("{{ text|replace('', text) }}", "str.replace would make"),
     ("{% set a = text * 300 %}{% set b = a ~ a %}{{ b }}", "'~' would make"),
-    ("{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(60) }}", "calls"),
+    ("{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(60) }}",
+     "calls|ran more than 0.5 CPU seconds"),
     ("{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}", "recursed too deeply"),
     ("{% for i in range(99999) %}{{ text }}{% endfor %}", "rendered text longer than"),
     ("{{ range(10**7)|list }}", "MAX_RANGE"),
+    # issue 19: what filters and methods produce, not what is typed
+    ("{{ ('\\n' * 1000) | indent(1000000, true, true) }}", "the indent filter would make a value of 1001001000"),
+    ("{{ ('\\n' * 10000) | indent(1000000, true, true) }}", "the indent filter would make a value"),
+    ("{% for i in range(1000) %}{% for j in range(900) %}{{ range(100000)|sort|length }}{% endfor %}{% endfor %}",
+     "made more than 10000000 characters|ran more than 0.5 CPU seconds"),
+    ("{{ (['a' * 1000000] * 1000) | join }}", "the join filter would make a value"),
+    ("{{ (['a' * 1000000] * 1000) | join('-', attribute='upper') }}", "the join filter would make a value"),
+    ("{{ '-'.join(['a' * 1000000] * 1000) }}", "str.join would make a value"),
+    ("{{ ('%(a)s' * 100000) | format(a=text) }}", "the format filter would make a value"),
+    ("{{ ('{0}' * 300000).format(text) }}", "str.format would make a value"),
+    ("{{ text | wordwrap(1, wrapstring='y' * 100000) }}", "the wordwrap filter would make a value"),
+    ("{{ ([[1] * 1000000] * 10) | sum(start=[]) }}", "the sum filter would make a value"),
+    ("{{ text.translate({97: 'x' * 100000}) }}", "str.translate would make a value"),
+    ("{{ ('\\t' * 1000).expandtabs(1000000) }}", "str.expandtabs would make a value"),
+    ("{% for x in ['a', 'b'] | batch(1000000, 'x') %}{{ x | length }}{% endfor %}", "the batch filter would make"),
+    ("{% for i in range(1000) %}{{ (text * 300) | list | length }}{% endfor %}", "made more than 10000000"),
+    ("{% for i in range(1000) %}{% for j in range(1000) %}{{ big.count('b') }}{% endfor %}{% endfor %}",
+     "ran more than 0.5 CPU seconds"),
 ])
 def test_template_bounds_fail_the_record_quickly(source: str, words: str) -> None:
     started = time.monotonic()
@@ -94,11 +121,24 @@ def test_a_missing_attribute_names_the_variable() -> None:
     ("[text * 300 for t in text]", "more than 10000000 characters"),
     ("round(5, -10**9)", "round\\(\\) takes at most"),
     ("2 << 10**9", "'<<' would make an integer"),
+    # issue 19: what calls and comprehensions produce
+    ("'x'.join(['a' * 1000000] * 1000)", "str.join would make a value"),
+    ("[x.upper() for x in ['a' * 1000000] * 10000]", "made more than 10000000 characters or items in all"),
+    ("sum(len(x.split('a')) for x in ['a' * 1000000] * 10000)", "str.split would make a value"),
+    ("sum(len(x.split('b')) for x in [big] * 10000)", "ran more than 0.5 CPU seconds"),
+    ("sum([[1] * 1000000] * 100, [])", "sum\\(\\) would make a value of 100000000"),
+    ("len([[1] * 1000000] * 100) + len([[1] * 1000000] * 100)", "^$"),
+    ("any(t.count('b') > 0 for t in [big] * 10000)", "ran more than 0.5 CPU seconds"),
+    ("len(str(list(big)))", "str\\(\\) would make a value"),
+    ("text.expandtabs(10**6) and ('\\t' * 1000).expandtabs(10**6)", "str.expandtabs would make a value"),
 ])
 def test_expression_bounds_fail_the_record_quickly(source: str, words: str) -> None:
     started = time.monotonic()
-    with pytest.raises(RecordError, match=words):
-        Condition(source).evaluate(STATE)
+    if words == "^$":  # within the bounds, and quick: simpleeval's own walk of big lists is bounded too
+        assert Condition(source).evaluate(STATE) == 200
+    else:
+        with pytest.raises(RecordError, match=words):
+            Condition(source).evaluate(STATE)
     assert time.monotonic() - started < 5
 
 
@@ -158,3 +198,87 @@ def test_seed_paths_that_are_not_files_are_refused(tmp_path: Path, make: str) ->
     path.write_text(yaml.safe_dump({"name": "t", "seed": {"source": {"type": "jsonl", "path": target}},
                                     "nodes": {"keep": {"type": "filter", "when": "True", "reason": "x"}}}))
     assert_refused(cli("validate", path), "g.yaml:", ": seed.source.path: seed file")
+
+
+# -- issue 19.2: every number a graph gives has a ceiling ----------------------------------------------
+
+def _numeric_fields(model: type[BaseModel], prefix: str, seen: set[type]) -> Iterator[tuple[str, list[Any]]]:
+    """(dotted name, constraints) of every int or float a graph can write into `model`, nested models and
+    the items of lists, tuples and dicts included."""
+    if model in seen:
+        return
+    seen.add(model)
+    for name, field in model.model_fields.items():
+        yield from _numeric_leaves(field.annotation, list(field.metadata), f"{prefix}{name}", seen)
+
+
+def _numeric_leaves(annotation: Any, constraints: list[Any], where: str,
+                    seen: set[type]) -> Iterator[tuple[str, list[Any]]]:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        base, *extra = typing.get_args(annotation)
+        more = [item for info in extra for item in (info.metadata if isinstance(info, FieldInfo) else [info])]
+        yield from _numeric_leaves(base, constraints + more, where, seen)
+    elif annotation in (int, float):
+        yield where, constraints
+    elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield from _numeric_fields(annotation, f"{where}.", seen)
+    elif origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(annotation):
+            yield from _numeric_leaves(option, constraints, where, seen)
+    elif origin in (list, tuple, dict, set, frozenset):
+        for item in typing.get_args(annotation):
+            if item is not Ellipsis:
+                yield from _numeric_leaves(item, [], f"{where}[]", seen)
+
+
+def _has_ceiling(constraints: list[Any]) -> bool:
+    return any(isinstance(item, (annotated_types.Le, annotated_types.Lt))
+               or (isinstance(item, annotated_types.Interval) and (item.le is not None or item.lt is not None))
+               for item in constraints)
+
+
+def test_every_numeric_parameter_of_every_node_type_and_the_graph_has_a_ceiling() -> None:
+    from synthloom.config import GraphConfig
+    from synthloom.registry import node_type_names, resolve_node_type
+
+    models: dict[str, type[BaseModel]] = {"graph": GraphConfig}
+    models.update({f"nodes.<{name}>": resolve_node_type(name).Params for name in node_type_names()})
+    assert len(models) > 10
+    found: list[str] = []
+    unbounded: list[str] = []
+    for prefix, model in models.items():
+        for where, constraints in _numeric_fields(model, f"{prefix}.", set()):
+            found.append(where)
+            if not _has_ceiling(constraints):
+                unbounded.append(where)
+    assert "nodes.<llm>.n" in found and "graph.run.max_in_flight" in found and "nodes.<dedup>.num_perm" in found
+    assert "nodes.<sampler>.slots[].choices[]" in found
+    assert unbounded == [], f"numeric parameters without a ceiling (add one in synthloom.ceilings): {unbounded}"
+
+
+@pytest.mark.parametrize("node,words", [
+    ({"type": "llm", "prompt": "hi", "n": 100000}, "nodes.make.n: Input should be less than or equal to 100"),
+    ({"type": "dedup", "field": "text", "method": "minhash", "num_perm": 20000},
+     "nodes.make.num_perm: Input should be less than or equal to 1024"),
+    ({"type": "sampler", "mode": "cover", "slots": {"x": {"choices": {"a": 100000000}}}},
+     "nodes.make.slots: slot 'x': a weight is at most 1000000"),
+    ({"type": "sampler", "mode": "cover", "slots": {"x": {"choices": {"a": 600000, "b": 600000}}}},
+     "the weights add up to at most 1000000"),
+])
+def test_a_parameter_past_its_ceiling_is_refused_by_validate(tmp_path: Path, node: dict[str, Any],
+                                                              words: str) -> None:
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump({"name": "t", "seed": {"source": {"type": "none", "rows": 1}},
+                                    "models": {"default": {"backend": "openai", "base_url": "http://127.0.0.1:9/v1",
+                                                           "model": "m"}},
+                                    "nodes": {"make": node}}))
+    assert_refused(cli("validate", path), words)
+
+
+def test_max_in_flight_past_its_ceiling_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump({"name": "t", "seed": {"source": {"type": "none", "rows": 1}},
+                                    "run": {"max_in_flight": 1_000_000_000},
+                                    "nodes": {"keep": {"type": "filter", "when": "True", "reason": "x"}}}))
+    assert_refused(cli("validate", path), "run.max_in_flight: Input should be less than or equal to 10000")

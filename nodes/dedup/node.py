@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
+from synthloom import ceilings
 from synthloom.context import RunContext
 from synthloom.errors import ConfigError
 from synthloom.kept_log import KeptLog, kept_log
@@ -32,8 +33,9 @@ class DedupParams(NodeParams):
                                        "embedding (cosine; needs the embed extra)")
     threshold: float | None = Field(default=None, gt=0, le=1, description="similarity at which a text is a "
                                     "duplicate: Jaccard for minhash (default 0.8), cosine for embedding (0.9)")
-    ngram: int = Field(default=5, ge=1, description="minhash: words per shingle")
-    num_perm: int = Field(default=128, ge=16, description="minhash: permutations (more: finer estimate)")
+    ngram: int = Field(default=5, ge=1, le=ceilings.MAX_NGRAM, description="minhash: words per shingle")
+    num_perm: int = Field(default=128, ge=16, le=ceilings.MAX_NUM_PERM,
+                          description="minhash: permutations (more: finer estimate)")
     index: str | None = Field(default=None, description="folder that keeps the index between runs "
                                                         "(relative to the graph file)")
 
