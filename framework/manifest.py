@@ -80,9 +80,13 @@ def public_settings(model: ModelConfig) -> dict[str, Any]:
         name = DEFAULT_GGUF_NAME  # the embedded default
     return {"backend": model.backend, "model": name,
             "base_url": shown if isinstance(model.base_url, list) else (shown[0] if shown else None),
-            "params": {key: ("<hidden>" if SECRET_PARAM.search(key) else value)
-                       for key, value in model.params.items()},
-            "api_key_env": model.api_key_env}
+            "params": _hide_secrets(model.params), "api_key_env": model.api_key_env}
+
+
+def _hide_secrets(params: dict[str, Any]) -> dict[str, Any]:
+    """Secret-named values hidden, in nested mappings too (`params.extra` fields go to the server as they are)."""
+    return {key: "<hidden>" if SECRET_PARAM.search(key) else _hide_secrets(value) if isinstance(value, dict)
+            else value for key, value in params.items()}
 
 
 def _without_userinfo(url: str) -> str:
