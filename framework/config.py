@@ -82,10 +82,11 @@ class ModelConfig(_Strict):
     batch_size: int = Field(default=1, ge=1, le=ceilings.MAX_BATCH,
                             description="completions prompts coalesced per request")
     batch_wait_ms: float = Field(default=5.0, ge=0, le=ceilings.MAX_SECONDS * 1000)
-    structured: Literal["auto", "json_schema", "json_object", "guided_json", "prompt"] = Field(
+    structured: Literal["auto", "json_schema", "json_object", "structured_outputs", "guided_json", "prompt"] = Field(
         default="auto", description="how an openai-backend server is asked for schema-shaped JSON: json_schema "
-        "(OpenAI, vLLM), json_object (llama.cpp servers), guided_json (older vLLM), prompt (the schema in the "
-        "prompt, parsed and asked again); auto starts at json_schema and steps down when a server refuses it")
+        "(OpenAI, vLLM, SGLang), json_object (llama.cpp servers), structured_outputs (vLLM 0.10 and newer), "
+        "guided_json (older vLLM), prompt (the schema in the prompt, parsed and asked again); auto starts at "
+        "json_schema and steps down when a server refuses it")
     price: dict[str, ceilings.Price] | None = Field(
         default=None, description="USD per million tokens: {prompt: x, completion: y}")
     path: str | None = Field(default=None, description="local backend: a GGUF file (default: SmolLM2-135M)")

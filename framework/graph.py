@@ -18,6 +18,7 @@ from .config import MESSAGE_PARTS, GraphConfig, OutputConfig
 from .errors import ConfigError, did_you_mean, one_line
 from .expressions import Condition
 from .loader import KeyPath, LoadedConfig, SourceMap, dotted, first_error, unknown_key_message, valid_keys
+from .models.sampling import params_problem
 from .node import ANY_KEY, Node, NodeParams
 from .registry import CodePolicy, import_object, resolve_node_type
 from .templates import Template
@@ -311,6 +312,31 @@ def _check_models(graph: Graph, smap: SourceMap) -> None:
                 raise ConfigError(f"unknown model '{model}'{did_you_mean(model, known)} (models: "
                                   f"{', '.join(sorted(known))})",
                                   where=smap.where(("nodes", name, "model")), key=f"nodes.{name}.model")
+    _check_params(graph, smap)
+
+
+def _check_params(graph: Graph, smap: SourceMap) -> None:
+    """Every `params` key, a model's or a node's, must mean something to the backend of each model it is
+    sent to (`models.sampling`): a server drops a name it does not know without a word."""
+    backends = {name: config.backend for name, config in graph.config.models.items()}
+    places: list[tuple[KeyPath, dict[str, Any], set[str]]] = [
+        (("models", name, "params"), config.params, {name}) for name, config in graph.config.models.items()]
+    for name, node in graph.nodes.items():
+        node_params = node.params
+        if isinstance(getattr(node_params, "params", None), dict):
+            places.append((("nodes", name, "params"), node_params.params, node.models()))
+        for field_name in type(node_params).model_fields:  # per-role params (conversation roles)
+            items = getattr(node_params, field_name)
+            for index, item in enumerate(items if isinstance(items, list) else ()):
+                if isinstance(getattr(item, "params", None), dict) and isinstance(getattr(item, "model", None), str):
+                    places.append((("nodes", name, field_name, index, "params"), item.params, {item.model}))
+    for path, params, models in places:
+        for model in sorted(models):
+            problem = params_problem(params, backends.get(model, "local"))
+            if problem is not None:
+                key, message = problem
+                raise ConfigError(f"{message} (model '{model}')", where=smap.where((*path, key)),
+                                  key=dotted((*path, key)))
 
 
 def _check_keys(graph: Graph, full: nx.MultiDiGraph, smap: SourceMap) -> None:

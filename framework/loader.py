@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from .config import GraphConfig
 from .errors import ConfigError, did_you_mean
+from .models.sampling import ALIASES, ENGINE_KEY, EXTRA_KEY, SENT_AS
 from .spellings import modernize
 
 KeyPath = tuple[str | int, ...]
@@ -58,13 +59,9 @@ def dotted(path: KeyPath) -> str:
     return ".".join(str(part) for part in path)
 
 
-REQUEST_PARAMS = frozenset({
-    "temperature", "top_p", "top_k", "min_p", "max_tokens", "max_completion_tokens", "stop", "seed", "n",
-    "presence_penalty", "frequency_penalty", "repetition_penalty", "repeat_penalty", "logit_bias", "logprobs",
-    "top_logprobs", "response_format", "tool_choice", "tools", "user", "reasoning_effort", "extra_body",
-    "chat_template_kwargs", "guided_json", "guided_regex", "guided_choice", "grammar", "typical_p", "mirostat",
-    "mirostat_tau", "mirostat_eta", "tfs_z", "ignore_eos", "min_tokens", "best_of", "echo", "suffix"})
-"""Request parameters a `--set ...params.<name>=` may add; any other new name there is taken for a typo."""
+REQUEST_PARAMS = frozenset({*SENT_AS, *ALIASES, ENGINE_KEY, EXTRA_KEY})
+"""Request parameters a `--set ...params.<name>=` may add (`models.sampling`); any other new name there is
+taken for a typo."""
 
 
 def apply_override(raw: dict[str, Any], assignment: str) -> None:
@@ -321,6 +318,8 @@ def point_models_at(raw: dict[str, Any], endpoint: str) -> None:
         spec["backend"] = "openai"
         spec["base_url"] = endpoint.split(",") if "," in endpoint else endpoint
         spec.pop("path", None)
+        if isinstance(spec.get("params"), dict):  # an in-process engine's settings: the server has its own
+            spec["params"] = {key: value for key, value in spec["params"].items() if key != ENGINE_KEY}
 
 
 def validate_raw(raw: dict[str, Any], source_map: SourceMap) -> GraphConfig:

@@ -16,7 +16,7 @@ from .models.local import LocalClient
 
 MODEL_ID = "smollm2-135m-instruct"
 _PARAMS = ("temperature", "top_p", "top_k", "max_tokens", "stop", "seed", "presence_penalty",
-           "frequency_penalty", "repeat_penalty", "min_p")
+           "frequency_penalty", "repeat_penalty", "repetition_penalty", "min_p")
 
 
 def _error(status: int, message: str) -> web.Response:

@@ -13,7 +13,10 @@ takes no structured-output field at all: HTTP 400 naming it, as OpenAI does for 
 `refuse_prompt_lists` (llama-cpp-python again: a bare HTTP 500 for a list `prompt`).
 
 `malformed_every={n: mode}` answers every n-th request with HTTP 200 and well-formed JSON of the wrong shape,
-one of `MALFORMED` (a null content, a list of numbers for choices, a string for usage, ...).
+one of `MALFORMED` (a null content, a list of numbers for choices, a string for usage, ...). `like_vllm`
+answers as current vLLM (0.10 and newer) does: `structured_outputs: {json: schema}` and `json_schema` are followed,
+`guided_json` (removed) and the schema of `json_object` are ignored without a word. `cut_json_below` makes a
+structured reply whose `max_tokens` is below it come back cut off (half its text, finish_reason "length").
 """
 from __future__ import annotations
 
@@ -99,7 +102,7 @@ class FakeOpenAI:
                  echo_auth: bool = False, refuse_json_schema: bool = False, prompt_only: bool = False,
                  refuse_prompt_lists: bool = False, cut_off: list[str] | None = None,
                  malformed_every: dict[int, str] | None = None, hold: list[str] | None = None,
-                 served: list[str] | None = None):
+                 served: list[str] | None = None, like_vllm: bool = False, cut_json_below: int | None = None):
         self.latency = latency
         self.served = served  # what /v1/models lists (default: the one model); a vLLM serving several
         self.script = [(re.compile(pattern, re.DOTALL), reply) for pattern, reply in script or []]
@@ -114,6 +117,8 @@ class FakeOpenAI:
         self.refuse_json_schema = refuse_json_schema
         self.prompt_only = prompt_only
         self.refuse_prompt_lists = refuse_prompt_lists
+        self.like_vllm = like_vllm
+        self.cut_json_below = cut_json_below
         # replies to prompts matching one of these come back with finish_reason "length", like a reply
         # cut by max_tokens
         self.cut_off = [re.compile(pattern, re.DOTALL) for pattern in cut_off or []]
@@ -282,7 +287,7 @@ class FakeOpenAI:
             return web.json_response({"error": {"message": detail, "type": "internal_server_error",
                                                 "param": None, "code": None}}, status=500)
         if self.prompt_only:
-            for field in ("response_format", "guided_json"):
+            for field in ("response_format", "structured_outputs", "guided_json"):
                 if field in body:
                     return web.json_response({"error": {"message": f"Unrecognized request argument supplied: "
                                                                    f"{field}", "type": "invalid_request_error",
@@ -297,15 +302,28 @@ class FakeOpenAI:
             if pattern.search(text):
                 value = reply(body) if callable(reply) else reply
                 return value if isinstance(value, str) else json.dumps(value)
-        response_format = body.get("response_format") or {}
-        schema = ((response_format.get("json_schema") or {}).get("schema") or response_format.get("schema")
-                  or body.get("guided_json"))
+        if self.like_vllm and (body.get("response_format") or {}).get("type") == "json_object":
+            return "{}"  # any JSON object: vLLM ignores json_object's schema
+        schema = self._schema(body)
         if schema:
-            return json.dumps(example_for_schema(schema))
+            reply = json.dumps(example_for_schema(schema))
+            return reply[:len(reply) // 2] if self._cut_json(body) else reply
         return f"Reply to: {text[:60]}"
 
-    def _finish_reason(self, text: str) -> str:
-        return "length" if any(pattern.search(text) for pattern in self.cut_off) else "stop"
+    def _schema(self, body: dict[str, Any]) -> Any:
+        """The schema a request asks its reply to fit, as this server reads the request."""
+        response_format = body.get("response_format") or {}
+        return ((response_format.get("json_schema") or {}).get("schema") or response_format.get("schema")
+                or (body.get("structured_outputs") or {}).get("json")
+                or (None if self.like_vllm else body.get("guided_json")))
+
+    def _cut_json(self, body: dict[str, Any]) -> bool:
+        return self.cut_json_below is not None and bool(self._schema(body)) and \
+            int(body.get("max_tokens") or 0) < self.cut_json_below
+
+    def _finish_reason(self, text: str, body: dict[str, Any] | None = None) -> str:
+        cut = body is not None and self._cut_json(body)
+        return "length" if cut or any(pattern.search(text) for pattern in self.cut_off) else "stop"
 
     async def _chat(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -318,7 +336,7 @@ class FakeOpenAI:
             return web.json_response({"error": {"message": f"model '{body.get('model')}' not found"}},
                                      status=404)
         text = self._reply_text(body, last_user_text(body))
-        finish = self._finish_reason(last_user_text(body))
+        finish = self._finish_reason(last_user_text(body), body)
         prompt_words = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
         return web.json_response({
             "id": f"chatcmpl-{self.requests}", "object": "chat.completion", "created": int(time.time()),
@@ -338,7 +356,7 @@ class FakeOpenAI:
         for index, prompt in enumerate(prompts):
             text = self._reply_text({**body, "prompt": prompt}, prompt)
             completion_words += len(text.split())
-            choices.append({"index": index, "text": text, "finish_reason": self._finish_reason(prompt)})
+            choices.append({"index": index, "text": text, "finish_reason": self._finish_reason(prompt, body)})
         prompt_words = sum(len(p.split()) for p in prompts)
         return web.json_response({
             "id": f"cmpl-{self.requests}", "object": "text_completion", "created": int(time.time()),

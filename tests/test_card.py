@@ -22,7 +22,7 @@ def qa_graph(server: FakeOpenAI) -> dict[str, Any]:
         "name": "qa-card", "description": "Questions and answers for the card test.",
         "models": {"writer": model_spec(server, api_key_env="CARD_TEST_KEY", params={"temperature": 0.3}),
                    "spare": {"backend": "openai", "base_url": "http://user:pw@example.invalid/v1", "model": "m",
-                             "params": {"api_key": "sk-in-params"}}},
+                             "params": {"extra": {"api_key": "sk-in-params"}}}},
         "nodes": {"answer": {"type": "llm", "model": "writer", "output": "answer",
                              "messages": [{"role": "user", "content": "{{ question }}"}]},
                   "keep": {"type": "filter", "when": "question != 'q3'", "reason": "third question"}},

