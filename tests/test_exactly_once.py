@@ -61,8 +61,8 @@ def places(out: Path, outputs: list[str]) -> Counter[str]:
 def test_records_cut_short_by_a_stop_are_never_journaled_as_failed(
         how: str, fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
     """Most records wait for one of 2 model slots when the stop comes; none of them may be called failed."""
-    server = fake_llm(latency=0.03)
-    spec = chain_graph(server, max_concurrency=2)
+    server = fake_llm(latency=0.03, hold=["^Ask about topic 119$"])  # the run cannot end before the stop
+    spec = chain_graph(server, max_concurrency=2, timeout=600)
     spec["run"] = {"max_in_flight": 100, "drain_seconds": 30}
     graph = write_graph(spec, TOPICS[:120])
     out = tmp_path / "out"
@@ -79,6 +79,7 @@ def test_records_cut_short_by_a_stop_are_never_journaled_as_failed(
     assert "Traceback" not in stderr
     assert json.loads((out / "manifest.json").read_text())["status"] == "interrupted"
     assert lines(out / "failed.jsonl") == []
+    server.release()
     done = cli(*run_args(graph, out, "--resume"))
     assert done.returncode == 0, done.stderr
     assert record_ids(out, "sft") == Counter({row["id"]: 1 for row in TOPICS[:120]})
