@@ -11,6 +11,10 @@ It can also refuse what some real servers refuse, with their own status and word
 (llama-cpp-python's server: HTTP 500 for `response_format: json_schema`), `prompt_only` (a server that
 takes no structured-output field at all: HTTP 400 naming it, as OpenAI does for unknown arguments) and
 `refuse_prompt_lists` (llama-cpp-python again: a bare HTTP 500 for a list `prompt`).
+
+`hold=[pattern]` keeps the replies to matching prompts until the test calls `release()`: a test that needs
+a run to still be going (a second run against its lock, a signal, progress lines) holds it open instead of
+hoping the machine is slow enough.
 """
 from __future__ import annotations
 
