@@ -211,6 +211,9 @@ class FakeOpenAI:
                 with self._lock:
                     self.held += 1
                 await self._released.wait()
+                if request is not None and (request.transport is None or request.transport.is_closing()):
+                    self.statuses[499] += 1  # the client gave up while held (a stopped run): no answer
+                    return web.Response(status=499)
             status = self.fail_status
             for every, code in self.fail_every.items():
                 if number % every == 0:

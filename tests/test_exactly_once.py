@@ -268,17 +268,19 @@ def test_a_small_run_mostly_failing_exits_1(fake_llm: Callable[..., FakeOpenAI],
 
 def test_manifest_totals_accumulate_over_resumed_parts(
         fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
-    server = fake_llm(latency=0.02)
+    server = fake_llm(latency=0.02, hold=["^Ask about topic 299$"])  # the first part cannot end before the stop
     server.keep_bodies = False
-    spec = chain_graph(server, max_concurrency=8)
+    spec = chain_graph(server, max_concurrency=8, timeout=600)
     spec["nodes"]["gate"] = {"type": "filter", "when": "'7' not in topic", "reason": "has a seven"}
     spec["edges"].append(["answer", "gate"])
+    spec["run"] = {"drain_seconds": 1}
     graph = write_graph(spec, TOPICS)
     out = tmp_path / "out"
     process = start(*run_args(graph, out))
     wait_for_journal(out, 60)
     process.send_signal(signal.SIGINT)
     process.communicate(timeout=60)
+    server.release()
     assert cli(*run_args(graph, out, "--resume")).returncode == 0
     finished = json.loads((out / "manifest.json").read_text())
     again = cli(*run_args(graph, out, "--resume"))  # nothing left to do: totals must not reset
