@@ -164,13 +164,15 @@ def _run_on_ray(graph: str, output: Path | None, limit: int | None, overrides: l
         manifest = run_on_ray(graph, output_dir, shards, overrides=overrides, endpoint=endpoint, address=address,
                               limit=limit, on_progress=show, stops=stops, **consent, **options)
     except SynthloomError as error:
+        if progress is not None and shown:
+            progress.__exit__(type(error), error, None)  # the error is the last line, not the progress
         _fail(str(error), code=1 if isinstance(error, OutputWriteError) else 2)
         return
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        if progress is not None and shown:
-            progress.__exit__(None, None, None)
+    if progress is not None and shown:
+        progress.__exit__(None, None, None)
     _end(manifest, output_dir)
 
 

@@ -192,12 +192,14 @@ class Heartbeat(_Display):
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        """The last line has the figures the run ended with."""
+    def __exit__(self, kind: object, *rest: object) -> None:
+        """The last line has the figures the run ended with; a run refused before it began (an exception
+        on its way to a one-line error) gets none."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        self._print()
+        if kind is None:
+            self._print()
 
     def _beat(self) -> None:
         while not self._stop.wait(self.every):

@@ -17,6 +17,9 @@ one of `MALFORMED` (a null content, a list of numbers for choices, a string for 
 answers as current vLLM (0.10 and newer) does: `structured_outputs: {json: schema}` and `json_schema` are followed,
 `guided_json` (removed) and the schema of `json_object` are ignored without a word. `cut_json_below` makes a
 structured reply whose `max_tokens` is below it come back cut off (half its text, finish_reason "length").
+`hold=[pattern]` keeps the replies to matching prompts until the test calls `release()`: a test that needs
+a run to still be going (a second run against its lock, a signal, progress lines) holds it open instead of
+hoping the machine is slow enough.
 """
 from __future__ import annotations
 
@@ -251,6 +254,9 @@ class FakeOpenAI:
                 with self._lock:
                     self.held += 1
                 await self._released.wait()
+                if request is not None and (request.transport is None or request.transport.is_closing()):
+                    self.statuses[499] += 1  # the client gave up while held (a stopped run): no answer
+                    return web.Response(status=499)
             status = self.fail_status
             for every, code in self.fail_every.items():
                 if number % every == 0:

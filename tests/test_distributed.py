@@ -25,6 +25,7 @@ from tests.fixture_server import FakeOpenAI
 from tests.test_run import chain_graph, lines
 
 ray = pytest.importorskip("ray", reason="run --ray needs the ray extra (pip install -e '.[ray]')")
+pytestmark = pytest.mark.slow  # a local Ray and its workers: minutes for the module on 2 cores
 
 
 @pytest.fixture(scope="module", autouse=True)

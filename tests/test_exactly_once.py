@@ -62,8 +62,8 @@ def places(out: Path, outputs: list[str]) -> Counter[str]:
 def test_records_cut_short_by_a_stop_are_never_journaled_as_failed(
         how: str, fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
     """Most records wait for one of 2 model slots when the stop comes; none of them may be called failed."""
-    server = fake_llm(latency=0.03)
-    spec = chain_graph(server, max_concurrency=2)
+    server = fake_llm(latency=0.03, hold=["^Ask about topic 119$"])  # the run cannot end before the stop
+    spec = chain_graph(server, max_concurrency=2, timeout=600)
     spec["run"] = {"max_in_flight": 100, "drain_seconds": 30}
     graph = write_graph(spec, TOPICS[:120])
     out = tmp_path / "out"
@@ -80,6 +80,7 @@ def test_records_cut_short_by_a_stop_are_never_journaled_as_failed(
     assert "Traceback" not in stderr
     assert json.loads((out / "manifest.json").read_text())["status"] == "interrupted"
     assert lines(out / "failed.jsonl") == []
+    server.release()
     done = cli(*run_args(graph, out, "--resume"))
     assert done.returncode == 0, done.stderr
     assert record_ids(out, "sft") == Counter({row["id"]: 1 for row in TOPICS[:120]})
@@ -268,17 +269,19 @@ def test_a_small_run_mostly_failing_exits_1(fake_llm: Callable[..., FakeOpenAI],
 
 def test_manifest_totals_accumulate_over_resumed_parts(
         fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
-    server = fake_llm(latency=0.02)
+    server = fake_llm(latency=0.02, hold=["^Ask about topic 299$"])  # the first part cannot end before the stop
     server.keep_bodies = False
-    spec = chain_graph(server, max_concurrency=8)
+    spec = chain_graph(server, max_concurrency=8, timeout=600)
     spec["nodes"]["gate"] = {"type": "filter", "when": "'7' not in topic", "reason": "has a seven"}
     spec["edges"].append(["answer", "gate"])
+    spec["run"] = {"drain_seconds": 1}
     graph = write_graph(spec, TOPICS)
     out = tmp_path / "out"
     process = start(*run_args(graph, out))
     wait_for_journal(out, 60)
     process.send_signal(signal.SIGINT)
     process.communicate(timeout=60)
+    server.release()
     assert cli(*run_args(graph, out, "--resume")).returncode == 0
     finished = json.loads((out / "manifest.json").read_text())
     again = cli(*run_args(graph, out, "--resume"))  # nothing left to do: totals must not reset

@@ -97,7 +97,8 @@ def records(path: Path) -> list[dict[str, Any]]:
 def test_quickstart_through_llama_cpp_server(llama_cpp_server: str, tmp_path: Path) -> None:
     opened = "[{when: 'True', reason: opened for the test}]"  # which drafts a 135M model gets right is not the point
     manifest = run_workflow("quickstart", llama_cpp_server, tmp_path / "qs", "nodes.question.params.max_tokens=24",
-                            f"nodes.keep_question.rules={opened}", f"nodes.keep_answer.rules={opened}")
+                            f"nodes.keep_question.rules={opened}", f"nodes.keep_answer.rules={opened}",
+                            f"nodes.judge_floor.rules={opened}")
     sft = records(tmp_path / "qs" / "sft.jsonl")
     assert len(sft) == manifest["counts"]["outputs"]["sft"] == 3
     assert all(1 <= record["metadata"]["score"] <= 10 for record in sft)  # the critic's parsed verdict

@@ -25,7 +25,9 @@ def run_workflow(name: str, out: Path, server: FakeOpenAI) -> Path:
 
 def test_two_workflows_sft_load_in_one_call(fake_llm: Callable[..., FakeOpenAI], tmp_path: Path) -> None:
     server = fake_llm(model="*", script=[("^Topic:", "Why is the sky blue?"),
-                                         (r"^Why is the sky blue\?$", "Air scatters blue light more than red.")])
+                                         (r"^Why is the sky blue\?$", "Air scatters blue light more than red."),
+                                         ("Text to review:", {"feedback": "Clear.",  # past quickstart's floor
+                                                              "scores": {"accuracy": 8, "clarity": 8}})])
     quickstart = run_workflow("quickstart", tmp_path / "qs", server)
     sycophancy = run_workflow("sycophancy", tmp_path / "syc", server)
     files = [str(quickstart), str(sycophancy)]
@@ -38,6 +40,6 @@ def test_two_workflows_sft_load_in_one_call(fake_llm: Callable[..., FakeOpenAI],
                                   features=synthloom.mixed_features(files))
     assert len(mixed) == sum(counts)
     first, last = mixed[0]["metadata"], mixed[len(mixed) - 1]["metadata"]
-    assert first["graph"] == "quickstart" and first["score"] == 1.0 and first["label"] is None
+    assert first["graph"] == "quickstart" and first["score"] == 8.0 and first["label"] is None
     assert last["graph"] == "sycophancy" and last["score"] is None and last["label"] is not None
     assert mixed[0]["messages"][1]["content"] == "Air scatters blue light more than red."

@@ -81,3 +81,18 @@ def test_a_bad_interval_is_one_line(write_graph: Callable[..., Path], tmp_path: 
 
 def heartbeats_of(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("progress ")]
+
+
+def test_a_run_refused_at_its_start_is_still_one_line(fake_llm: Callable[..., FakeOpenAI],
+                                                       write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    """The refusal comes after the heartbeat started (the directory is checked as the run begins): no
+    progress line joins the one-line error."""
+    server = fake_llm()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sft.jsonl").write_text("someone's own data\n")
+    done = subprocess.run([sys.executable, "-m", "synthloom.cli", "run", str(write_graph(chain_graph(server),
+                           SEEDS[:2])), "-o", str(out), "--progress-every", "30"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and "sft.jsonl" in done.stderr and "--overwrite" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr

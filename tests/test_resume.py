@@ -40,9 +40,11 @@ def ids_in(path: Path) -> Counter[str]:
 @pytest.mark.parametrize("how", ["kill", "interrupt"])
 def test_resume_after_kill_or_ctrl_c_writes_each_record_once(
         how: str, fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
-    server = fake_llm(latency=0.02)
+    server = fake_llm(latency=0.02, hold=["^Ask about topic 299$"])  # the run cannot end before the stop
     server.keep_bodies = False
-    graph = write_graph(chain_graph(server, max_concurrency=16), SEEDS)
+    spec = chain_graph(server, max_concurrency=16, timeout=600)
+    spec["run"] = {"drain_seconds": 1}  # the held record is cancelled after it, not waited for
+    graph = write_graph(spec, SEEDS)
     out = tmp_path / "out"
     process = start_run(graph, out)
     wait_for_journal(out, 40)
@@ -58,6 +60,7 @@ def test_resume_after_kill_or_ctrl_c_writes_each_record_once(
         assert manifest["status"] == "interrupted"
     partial = ids_in(out / "sft.jsonl")
     assert 0 < len(partial) < 300
+    server.release()
     done = subprocess.run([sys.executable, "-m", "synthloom.cli", "run", str(graph), "-o", str(out), "-q",
                            "--resume"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
