@@ -12,29 +12,32 @@ import sys
 import threading
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import api
 from .errors import ConfigError, OutputWriteError, SynthloomError
-from .graph import Graph
-from .progress import LiveProgress
-from .registry import node_type_names, resolve_node_type
-from .scheduler import Runner, RunOptions
+
+if TYPE_CHECKING:  # imported inside the commands that need them, so that `list`, `--help`, `validate` and
+    # `show` do not pay for the engine, the report or the hub (`python -X importtime -m synthloom.cli list`)
+    from .graph import Graph
+    from .progress import LiveProgress
+    from .scheduler import Runner
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,  # click's plain help: rich's panels print <bool> beside every flag
                   help="Synthetic training data from YAML graphs of LLM roles.")
 console = Console()
 errors = Console(stderr=True)
 
-SetOption = typer.Option(None, "--set", help="override a key: dotted.path=value (repeatable)")
-EndpointOption = typer.Option(None, "--endpoint", help="point every model at this OpenAI-compatible URL")
-AllowCodeOption = typer.Option(None, "--allow-code", help="let the graph import this module and its submodules "
-                               "(repeatable); see README, Graphs from strangers")
+SetOption = typer.Option(None, "--set", metavar="KEY=VALUE", help="override a key: dotted.path=value (repeatable)")
+EndpointOption = typer.Option(None, "--endpoint", metavar="URL",
+                              help="point every model at this OpenAI-compatible URL")
+AllowCodeOption = typer.Option(None, "--allow-code", metavar="MODULE", help="let the graph import this module and "
+                               "its submodules (repeatable); see README, Graphs from strangers")
 TrustGraphOption = typer.Option(False, "--trust-graph", help="also allow the modules the graph's own "
                                 "run.allow_code lists (only for graphs you wrote)")
 
@@ -46,6 +49,7 @@ def _fail(message: str, code: int = 2) -> None:
 
 def _load(graph: str, overrides: list[str] | None, endpoint: str | None, allow_code: list[str] | None = None,
           trust_graph: bool = False) -> Graph:
+    from . import api
     try:
         return api.load(graph, overrides or [], endpoint, allow_code=allow_code, trust_graph=trust_graph)
     except ConfigError as error:
@@ -89,6 +93,8 @@ def run(graph: str = typer.Argument(..., help="graph file, or a ready-made workf
         if not (index.isdigit() and count.isdigit()):
             _fail(f"--shard '{shard}' should look like 0/4 (shard k of n, 0-based)")
         overrides = [*(overrides or []), f"seed.shard=[{index}, {count}]"]
+    from .progress import LiveProgress
+    from .scheduler import Runner, RunOptions
     loaded = _load(graph, overrides, endpoint, allow_code, trust_graph)
     output_dir = output or Path("runs") / loaded.name
     total = limit if limit is not None else loaded.config.seed.limit
@@ -110,6 +116,7 @@ def _run_on_ray(graph: str, output: Path | None, limit: int | None, overrides: l
                 options: dict[str, Any]) -> None:
     """`run --ray`: one progress bar for every shard; Ctrl-C drains every shard (a second stops at once)."""
     from .distributed import StopRequests, run_on_ray
+    from .progress import LiveProgress
     loaded = _load(graph, overrides, endpoint)
     output_dir = output or Path("runs") / loaded.name
     total = limit if limit is not None else loaded.config.seed.limit
@@ -258,6 +265,7 @@ def show(graph: str, overrides: list[str] | None = SetOption, allow_code: list[s
          output: Path | None = typer.Option(None, "-o", "--output", help="write to this file, not stdout")) -> None:
     """Show the graph: Mermaid text, a self-contained HTML page with its diagram, or the diagram as SVG."""
     from .diagram import render_page, render_svg
+    from .graph import Graph
     renderers = {"mermaid": Graph.mermaid, "html": render_page, "svg": render_svg}
     if kind not in renderers:
         _fail(f"--format '{kind}' is not one of {', '.join(renderers)}")
@@ -300,6 +308,7 @@ def preview(graph: str = typer.Argument(..., help="graph file, or a ready-made w
 @app.command()
 def nodes(name: str | None = typer.Argument(None, help="one node type, in full")) -> None:
     """List every node type, built-in and plugin, with its parameters."""
+    from .registry import node_type_names, resolve_node_type
     names = [name] if name else node_type_names()
     table = Table("type", "what it does", "parameters", show_lines=True)
     for type_name in names:
@@ -337,7 +346,8 @@ def list_workflows() -> None:
 def manifest(output_dir: Path) -> None:
     """Print a finished run's manifest."""
     try:
-        print(json.dumps(api.read_manifest(output_dir), indent=2))
+        from .api import read_manifest
+        print(json.dumps(read_manifest(output_dir), indent=2))
     except OSError:
         _fail(f"{output_dir} has no manifest.json; is it a run's output directory?")
 
