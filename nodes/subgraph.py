@@ -64,8 +64,7 @@ class Subgraph(Node[SubgraphParams]):
             raise ConfigError(f"subgraph includes itself ({loop})", key=f"nodes.{self.name}.graph")
         self.child = self._load(path)
         _merge_models(ctx, self.child.config.models)
-        for model in self.child.models_used():
-            ctx.models.client(model)  # a missing key or model file is a config error now, not per record
+        await ctx.models.prepare(self.child.models_used())  # a missing key or model file: a config error now
         self.child_ctx = dataclasses.replace(ctx, base_dir=self.child.base_dir)
         token = _loading.set((*chain, path))
         try:
