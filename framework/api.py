@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -22,8 +22,10 @@ from .graph import Graph, build_graph
 from .journal import DROPPED, FAILED, JOURNAL, MANIFEST, TRACES
 from .loader import load_config, pinpoint
 from .registry import CodePolicy
-from .scheduler import Runner, RunOptions
 from .seeds import seed_columns
+
+if TYPE_CHECKING:  # the engine is imported by the functions that run a graph: loading one does not need it
+    from .scheduler import RunOptions
 
 
 def find_graph_file(name_or_path: str | Path) -> Path:
@@ -151,6 +153,7 @@ async def arun(graph: Graph | str | Path, output_dir: str | Path, *, options: Ru
     """Run a graph inside a running event loop (a notebook cell can `await` it). `allow_code`,
     `trust_graph`, `allow_key_hosts`: see `load`. Messages that name the CLI's flags (`--resume`) name this
     function's options (`resume=True`) instead."""
+    from .scheduler import Runner, RunOptions
     if not isinstance(graph, Graph):
         graph = load(graph, allow_code=allow_code, trust_graph=trust_graph, allow_key_hosts=allow_key_hosts)
     options = options or RunOptions(**option_values)

@@ -13,29 +13,32 @@ import threading
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import api
 from .errors import ConfigError, OutputWriteError, SynthloomError
-from .graph import Graph, ListedNode
 from .progress import Heartbeat, LiveProgress, heartbeat_interval, progress_display, top_reasons
-from .registry import node_type_names, resolve_node_type
-from .scheduler import Runner, RunOptions
+
+if TYPE_CHECKING:  # imported inside the commands that need them, so that `list`, `--help`, `validate` and
+    # `show` do not pay for the engine, the report or the hub (`python -X importtime -m synthloom.cli list`)
+    from .graph import Graph
+    from .scheduler import Runner
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,  # click's plain help: rich's panels print <bool> beside every flag
                   help="Synthetic training data from YAML graphs of LLM roles.")
 console = Console()
 errors = Console(stderr=True)
 
-SetOption = typer.Option(None, "--set", help="override a key: dotted.path=value (repeatable)")
-EndpointOption = typer.Option(None, "--endpoint", help="point every model at this OpenAI-compatible URL")
-AllowCodeOption = typer.Option(None, "--allow-code", help="let the graph import this module and its submodules "
-                               "(repeatable); see README, Graphs from strangers")
+SetOption = typer.Option(None, "--set", metavar="KEY=VALUE", help="override a key: dotted.path=value (repeatable)")
+EndpointOption = typer.Option(None, "--endpoint", metavar="URL",
+                              help="point every model at this OpenAI-compatible URL")
+AllowCodeOption = typer.Option(None, "--allow-code", metavar="MODULE", help="let the graph import this module and "
+                               "its submodules (repeatable); see README, Graphs from strangers")
 TrustGraphOption = typer.Option(False, "--trust-graph", help="also allow the modules the graph's own "
                                 "run.allow_code lists, and its models' keys to go where it says (only for graphs "
                                 "you wrote)")
@@ -50,6 +53,7 @@ def _fail(message: str, code: int = 2) -> None:
 
 def _load(graph: str, overrides: list[str] | None, endpoint: str | None, allow_code: list[str] | None = None,
           trust_graph: bool = False, key_hosts: list[str] | None = None, run_folder_code: bool = True) -> Graph:
+    from . import api
     try:
         return api.load(graph, overrides or [], endpoint, allow_code=allow_code, trust_graph=trust_graph,
                         allow_key_hosts=key_hosts, run_folder_code=run_folder_code)
@@ -100,6 +104,7 @@ def run(graph: str = typer.Argument(..., help="graph file, or a ready-made workf
         if not (index.isdigit() and count.isdigit()):
             _fail(f"--shard '{shard}' should look like 0/4 (shard k of n, 0-based)")
         overrides = [*(overrides or []), f"seed.shard=[{index}, {count}]"]
+    from .scheduler import Runner, RunOptions
     display = _display(quiet, progress_every)
     loaded = _load(graph, overrides, endpoint, allow_code, trust_graph, key_hosts)
     output_dir = output or Path("runs") / loaded.name
@@ -290,6 +295,7 @@ def validate(graph: str, overrides: list[str] | None = SetOption, endpoint: str 
     for key in keys:
         console.print(f"  models.{key.model}: ${key.env} -> {key.host} <- {key.reason}", highlight=False,
                       markup=False, soft_wrap=True)
+    from .graph import ListedNode
     listed = [name for name, node in loaded.nodes.items() if isinstance(node, ListedNode)]
     unknown = [name for name in loaded.unchecked if name not in listed]
     if listed:
@@ -309,6 +315,7 @@ def show(graph: str, overrides: list[str] | None = SetOption, allow_code: list[s
          output: Path | None = typer.Option(None, "-o", "--output", help="write to this file, not stdout")) -> None:
     """Show the graph: Mermaid text, a self-contained HTML page with its diagram, or the diagram as SVG."""
     from .diagram import render_page, render_svg
+    from .graph import Graph
     renderers = {"mermaid": Graph.mermaid, "html": render_page, "svg": render_svg}
     if kind not in renderers:
         _fail(f"--format '{kind}' is not one of {', '.join(renderers)}")
@@ -352,6 +359,7 @@ def preview(graph: str = typer.Argument(..., help="graph file, or a ready-made w
 @app.command()
 def nodes(name: str | None = typer.Argument(None, help="one node type, in full")) -> None:
     """List every node type, built-in and plugin, with its parameters."""
+    from .registry import node_type_names, resolve_node_type
     names = [name] if name else node_type_names()
     table = Table("type", "what it does", "parameters", show_lines=True)
     for type_name in names:
@@ -389,7 +397,8 @@ def list_workflows() -> None:
 def manifest(output_dir: Path) -> None:
     """Print a finished run's manifest."""
     try:
-        print(json.dumps(api.read_manifest(output_dir), indent=2))
+        from .api import read_manifest
+        print(json.dumps(read_manifest(output_dir), indent=2))
     except OSError:
         _fail(f"{output_dir} has no manifest.json; is it a run's output directory?")
 

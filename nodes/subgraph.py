@@ -70,8 +70,7 @@ class Subgraph(Node[SubgraphParams]):
         if self.child is None:
             raise RuntimeError("subgraph node set up without its child graph")
         _merge_models(ctx, self.child.config.models)
-        for model in self.child.models_used():
-            ctx.models.client(model)  # a missing key or model file is a config error now, not per record
+        await ctx.models.prepare(self.child.models_used())  # a missing key or model file: a config error now
         self.child_ctx = dataclasses.replace(ctx, base_dir=self.child.base_dir)
         for node in self.child.nodes.values():
             await node.setup(self.child_ctx)

@@ -66,3 +66,23 @@ def test_preview_names_the_model_too(tmp_path: Path, fake_llm: Callable[..., Fak
     done = run_cli(tmp_path, "preview", "g.yaml", "-n", "1", "--json", "--endpoint", server.url)
     assert done.returncode == 0, done.stderr
     assert [body["model"] for body in server.bodies] == ["only-one"]
+
+
+def test_a_subgraphs_unnamed_model_is_named_too(tmp_path: Path, fake_llm: Callable[..., FakeOpenAI]) -> None:
+    """A child graph's server model with no name, merged in when the subgraph node is set up."""
+    server = fake_llm(model="child-model")
+    child = {"name": "child", "models": {"c": {"backend": "openai", "base_url": server.url}},
+             "nodes": {"say": {"type": "llm", "model": "c", "messages": [{"role": "user", "content": "{{ t }}"}],
+                               "output": "said"}}}
+    (tmp_path / "child.yaml").write_text(yaml.safe_dump(child))
+    parent = {"name": "parent", "seed": {"source": {"type": "jsonl", "path": "seeds.jsonl"}},
+              "nodes": {"sub": {"type": "subgraph", "graph": "child.yaml", "inputs": {"t": "topic"},
+                                "outputs": {"answer": "said"}}},
+              "outputs": [{"name": "raw", "format": "raw", "fields": ["answer"]}]}
+    (tmp_path / "seeds.jsonl").write_text('{"topic": "tides"}\n')
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(parent))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-m", "synthloom.cli", "run", "p.yaml", "-o", "out", "-q"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    assert [body["model"] for body in server.bodies] == ["child-model"]
