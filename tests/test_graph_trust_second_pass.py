@@ -20,7 +20,6 @@ import pytest
 import synthloom
 import yaml
 from synthloom.errors import ConfigError
-from synthloom.run_paths import path_in_run
 
 from tests.conftest import model_spec
 from tests.fixture_server import FakeOpenAI
@@ -307,6 +306,7 @@ def test_pool_and_node_names_cannot_lead_out_of_the_run(tmp_path: Path) -> None:
 
 
 def test_a_run_file_is_never_reached_through_a_symlink_out(tmp_path: Path) -> None:
+    from synthloom.run_paths import path_in_run
     run, outside = tmp_path / "run", tmp_path / "outside"
     run.mkdir()
     outside.mkdir()
