@@ -47,7 +47,8 @@ def graph_file(folder: Path, nodes: dict[str, Any], **extra: Any) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     spec = {"name": "g", "seed": {"source": {"type": "jsonl", "path": "seeds.jsonl"}}, "nodes": nodes, **extra}
     if not (folder / "seeds.jsonl").exists():
-        (folder / "seeds.jsonl").write_text('{"id": "r1", "command": "touch pwned", "topic": "tides"}\n')
+        (folder / "seeds.jsonl").write_text('{"id": "r1", "command": "touch pwned", "topic": "tides", '
+                                            '"stream": "!!python/object/apply:os.system [touch pwned]", "pid": 1}\n')
     path = folder / "graph.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
@@ -68,7 +69,7 @@ WALKS = {
     "pairs verifier": {"type": "pairs", "prompt": "x", "candidates": "command",
                        "verifier": "synthloom_nodes.dedup.disk:os.system"},
     "output_schema model": {"type": "llm", "prompt": "x", "output_schema": "synthloom_nodes.sampler:BaseModel"},
-    "a private name": {"type": "python", "function": "synthloom_nodes.dedup.disk:_connect", "output": "x"},
+    "a private name": {"type": "python", "function": "synthloom_nodes.dedup.disk:_alive", "output": "x"},
 }
 
 
