@@ -333,3 +333,18 @@ def test_the_card_shows_names_and_description_as_text(tmp_path: Path) -> None:
     assert '#96;#60;img src=x onerror=alert(1)>#96;<br/>' in body
     shown = synthloom_cli("show", path)
     assert shown.returncode == 0 and "<img" not in shown.stdout, shown.stderr
+
+
+def test_a_package_beside_the_graph_imports_its_own_modules_but_no_sibling(tmp_path: Path) -> None:
+    """Without the folder on sys.path, a package's relative imports work and a bare sibling import does not."""
+    folder = tmp_path / "project_with_package"
+    (folder / "pkg_nodes").mkdir(parents=True)
+    (folder / "pkg_nodes" / "__init__.py").write_text("from .counting import word_count\n")
+    (folder / "pkg_nodes" / "counting.py").write_text(NODES.format(marker=str(tmp_path / "ran.txt")))
+    graph = synthloom.load(graph_file(folder, {"count": {"type": "pkg_nodes.counting:word_count"}}))
+    assert graph.nodes["count"].writes() == {"words"}
+    (folder / "lone_nodes.py").write_text("from sibling_helper import WORDS\n")
+    (folder / "sibling_helper.py").write_text("WORDS = 1\n")
+    with pytest.raises(ConfigError, match=r"cannot import 'lone_nodes' \(No module named 'sibling_helper'\); "
+                                          r"the graph's folder is not on the import path"):
+        synthloom.load(graph_file(folder, {"count": {"type": "lone_nodes:WORDS"}}))
