@@ -364,7 +364,11 @@ def import_object(path: str) -> Any:
         module = load_folder_module(module_name, folder_file) if folder_file is not None \
             else importlib.import_module(module_name)
     except ImportError as error:
-        raise ConfigError(f"cannot import '{module_name}' ({one_line(error)})") from None
+        missing = (getattr(error, "name", None) or "").split(".")[0]
+        hint = (f"; the graph's folder is not on the import path, so make {missing}.py part of one package "
+                f"with it (a folder with __init__.py, imported as `from . import {missing}`)"
+                if folder_file is not None and missing and policy._in_folder(missing) else "")
+        raise ConfigError(f"cannot import '{module_name}' ({one_line(error)}){hint}") from None
     except Exception as error:  # the module's own top-level code failed: still the user's file to fix
         raise ConfigError(f"importing '{module_name}' failed: {type(error).__name__}: {one_line(error)}") \
             from None

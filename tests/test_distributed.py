@@ -351,12 +351,12 @@ def test_ray_carries_the_users_consent_to_the_driver_and_every_shard(
     """`run --ray` used to drop --allow-code and --trust-graph (refused with --ray, accepted without, and the
     message told the user to pass the flag they had passed). --allow-key-host travels the same way."""
     server = fake_llm()
-    spec = chain_graph(server, api_key_env="RAY_CONSENT_KEY")
+    spec = chain_graph(server, api_key_env="HOME")  # a variable the module's Ray workers have: the "key"
     spec["nodes"]["dump"] = {"type": "python", "function": "json:dumps", "output": "dumped"}
     spec["edges"].append(["answer", "dump"])
     spec["run"] = {"allow_code": ["json"]}
     graph = write_graph(spec, [{"id": f"r{n}", "topic": f"topic {n}", "obj": [n]} for n in range(6)])
-    env = {**os.environ, "RAY_CONSENT_KEY": "sk-ray-consent"}
+    env = dict(os.environ)
     env.pop("SYNTHLOOM_ALLOW_CODE", None)
     env.pop("SYNTHLOOM_KEY_HOSTS", None)
 
@@ -371,6 +371,6 @@ def test_ray_carries_the_users_consent_to_the_driver_and_every_shard(
     assert done.returncode == 0, done.stderr
     records = lines(tmp_path / "out" / "raw.jsonl")
     assert sorted(record["dumped"] for record in records) == [f"[{n}]" for n in range(6)]
-    assert {headers["Authorization"] for headers in server.headers_seen} == {"Bearer sk-ray-consent"}
+    assert {headers["Authorization"] for headers in server.headers_seen} == {f"Bearer {os.environ['HOME']}"}
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["status"] == "completed" and len(manifest["shards"]) == 2

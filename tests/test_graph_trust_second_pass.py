@@ -20,7 +20,6 @@ import pytest
 import synthloom
 import yaml
 from synthloom.errors import ConfigError
-from synthloom.run_paths import path_in_run
 
 from tests.conftest import model_spec
 from tests.fixture_server import FakeOpenAI
@@ -48,7 +47,8 @@ def graph_file(folder: Path, nodes: dict[str, Any], **extra: Any) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     spec = {"name": "g", "seed": {"source": {"type": "jsonl", "path": "seeds.jsonl"}}, "nodes": nodes, **extra}
     if not (folder / "seeds.jsonl").exists():
-        (folder / "seeds.jsonl").write_text('{"id": "r1", "command": "touch pwned", "topic": "tides"}\n')
+        (folder / "seeds.jsonl").write_text('{"id": "r1", "command": "touch pwned", "topic": "tides", '
+                                            '"stream": "!!python/object/apply:os.system [touch pwned]", "pid": 1}\n')
     path = folder / "graph.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
@@ -69,7 +69,7 @@ WALKS = {
     "pairs verifier": {"type": "pairs", "prompt": "x", "candidates": "command",
                        "verifier": "synthloom_nodes.dedup.disk:os.system"},
     "output_schema model": {"type": "llm", "prompt": "x", "output_schema": "synthloom_nodes.sampler:BaseModel"},
-    "a private name": {"type": "python", "function": "synthloom_nodes.dedup.disk:_connect", "output": "x"},
+    "a private name": {"type": "python", "function": "synthloom_nodes.dedup.disk:_alive", "output": "x"},
 }
 
 
@@ -307,6 +307,7 @@ def test_pool_and_node_names_cannot_lead_out_of_the_run(tmp_path: Path) -> None:
 
 
 def test_a_run_file_is_never_reached_through_a_symlink_out(tmp_path: Path) -> None:
+    from synthloom.run_paths import path_in_run
     run, outside = tmp_path / "run", tmp_path / "outside"
     run.mkdir()
     outside.mkdir()
@@ -332,3 +333,18 @@ def test_the_card_shows_names_and_description_as_text(tmp_path: Path) -> None:
     assert '#96;#60;img src=x onerror=alert(1)>#96;<br/>' in body
     shown = synthloom_cli("show", path)
     assert shown.returncode == 0 and "<img" not in shown.stdout, shown.stderr
+
+
+def test_a_package_beside_the_graph_imports_its_own_modules_but_no_sibling(tmp_path: Path) -> None:
+    """Without the folder on sys.path, a package's relative imports work and a bare sibling import does not."""
+    folder = tmp_path / "project_with_package"
+    (folder / "pkg_nodes").mkdir(parents=True)
+    (folder / "pkg_nodes" / "__init__.py").write_text("from .counting import word_count\n")
+    (folder / "pkg_nodes" / "counting.py").write_text(NODES.format(marker=str(tmp_path / "ran.txt")))
+    graph = synthloom.load(graph_file(folder, {"count": {"type": "pkg_nodes.counting:word_count"}}))
+    assert graph.nodes["count"].writes() == {"words"}
+    (folder / "lone_nodes.py").write_text("from sibling_helper import WORDS\n")
+    (folder / "sibling_helper.py").write_text("WORDS = 1\n")
+    with pytest.raises(ConfigError, match=r"cannot import 'lone_nodes' \(No module named 'sibling_helper'\); "
+                                          r"the graph's folder is not on the import path"):
+        synthloom.load(graph_file(folder, {"count": {"type": "lone_nodes:WORDS"}}))
