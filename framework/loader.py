@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from .config import GraphConfig
 from .errors import ConfigError
+from .graph_files import read_graph_bytes
 from .spellings import modernize
 
 KeyPath = tuple[str | int, ...]
@@ -147,10 +148,13 @@ def _subgraph_texts(raw: dict[str, Any], base_dir: Path) -> dict[str, str]:
     nodes = raw.get("nodes")
     for name, spec in (nodes.items() if isinstance(nodes, dict) else []):
         if isinstance(spec, dict) and spec.get("type") == "subgraph" and isinstance(spec.get("graph"), str):
-            try:
-                texts[name] = (base_dir / spec["graph"]).read_text(encoding="utf-8", errors="replace")
-            except OSError:
+            path = base_dir / spec["graph"]
+            if not path.exists():
                 texts[name] = ""  # reported by the subgraph node's own check
+                continue
+            # through the one reader: a FIFO, a device or a file outside the graph's folder is refused now
+            texts[name] = read_graph_bytes(path, base_dir, f"nodes.{name}.graph",
+                                           limit=MAX_YAML_BYTES).decode("utf-8", errors="replace")
     return texts
 
 

@@ -19,6 +19,7 @@ from synthloom.config import ModelConfig
 from synthloom.context import RunContext
 from synthloom.errors import ConfigError
 from synthloom.graph import Graph, build_graph
+from synthloom.graph_files import checked_path, open_graph_file
 from synthloom.loader import load_config
 from synthloom.node import ANY_KEY, Drop, Node, NodeParams
 from synthloom.registry import CodeUse, current_policy
@@ -57,7 +58,11 @@ class Subgraph(Node[SubgraphParams]):
         return set(self.params.outputs)
 
     async def setup(self, ctx: RunContext) -> None:
-        path = ctx.resolve_path(self.params.graph).resolve()
+        key = f"nodes.{self.name}.graph"
+        path = checked_path(ctx.resolve_path(self.params.graph), ctx.base_dir, key)
+        if path.exists():  # a missing file is reported by load_config, naming the subgraph
+            with open_graph_file(path, ctx.base_dir, key):
+                pass  # a regular file: a FIFO or a device is refused here, not read by the YAML loader
         chain = _loading.get()
         if path in chain:
             loop = " -> ".join(str(part) for part in (*chain, path))
