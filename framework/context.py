@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .graph_files import read_graph_text
 from .models.base import Completion, LLMRequest
 from .models.pool import ModelPool
 from .record_pool import POOL_DIR, RecordPool
@@ -123,3 +124,10 @@ class RunContext:
         """Paths in a graph file are relative to the graph file."""
         candidate = Path(path).expanduser()
         return candidate if candidate.is_absolute() else self.base_dir / candidate
+
+    def read_file(self, path: str, key: str, what: str = "") -> tuple[Path, str]:
+        """A file the graph names (a sampler file, a few-shot pool, a preload) and its text, through the one
+        reader (graph_files): beside the graph or in a folder the user allowed, a regular file, capped.
+        `what` starts each refusal ("slot file ")."""
+        resolved = self.resolve_path(path)
+        return resolved, read_graph_text(resolved, self.base_dir, key, what=what)

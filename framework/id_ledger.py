@@ -63,6 +63,15 @@ class IdLedger:
         while rows := cursor.fetchmany(batch):
             yield [str(row[0]) for row in rows]
 
+    def reasons_with_status(self, status: str, batch: int = 10_000) -> Iterator[list[tuple[str, str | None]]]:
+        cursor = self._db.execute("SELECT id, reason FROM done WHERE status = ?", (status,))
+        while rows := cursor.fetchmany(batch):
+            yield [(str(row[0]), None if row[1] is None else str(row[1])) for row in rows]
+
+    def change_status(self, old: str, new: str) -> None:
+        self._guard(lambda: self._db.execute("UPDATE done SET status = ? WHERE status = ?", (new, old)))
+        self._commit()
+
     def tally(self) -> list[tuple[str, str | None, int]]:
         """`(status, reason, records)` over the settled ids: the earlier parts' counts and reasons."""
         rows = self._db.execute("SELECT status, reason, count(*) FROM done GROUP BY status, reason")

@@ -42,6 +42,9 @@ DROPPED_STATUS = "dropped"
 FAILED_STATUS = "failed"
 RETRYING = "retrying"
 """Written by a part that runs failed records again: they are no longer failed, nor yet settled."""
+SET_ASIDE = ".failed-retrying.jsonl"
+"""The failed.jsonl lines of records being retried, kept until a retry settles them: a retry that is
+killed leaves them here, and a later `--no-retry-failed` puts them back instead of running them again."""
 
 
 class JsonlWriter:
@@ -170,9 +173,19 @@ class Journal:
         ledger = self.open_ledger()
         ledger.load_done(self._settled_entries())
         if retry_failed and announce_retries:  # (not when only reading, as `run --ray` does before shards go on)
-            for batch in ledger.ids_with_status(FAILED_STATUS):
-                self.writer.write([{"id": record_id, "status": RETRYING} for record_id in batch])
+            for batch in ledger.reasons_with_status(FAILED_STATUS):
+                self.writer.write([{"id": record_id, "status": RETRYING, **({"reason": reason} if reason else {})}
+                                   for record_id, reason in batch])
                 self.writer.flush_pending()
+            _move_failed_lines(self.directory, ledger, aside=True)
+        elif not retry_failed:
+            # a retry that was cut short: its records are failed again, with their lines put back
+            _move_failed_lines(self.directory, ledger, aside=False)
+            for batch in ledger.reasons_with_status(RETRYING):
+                self.writer.write([{"id": record_id, "status": FAILED_STATUS, **({"reason": reason} if reason else {})}
+                                   for record_id, reason in batch])
+                self.writer.flush_pending()
+            ledger.change_status(RETRYING, FAILED_STATUS)
         ledger.keep_only({WRITTEN, DROPPED_STATUS} if retry_failed else {WRITTEN, DROPPED_STATUS, FAILED_STATUS})
         for status, reason, records in ledger.tally():
             self.previous[status] += records
@@ -185,7 +198,7 @@ class Journal:
         On a resume, `load` has run first."""
         exists = self.holds_a_run()
         if overwrite:
-            for name in [*data_files, JOURNAL, *OWN_FILES]:
+            for name in [*data_files, JOURNAL, *OWN_FILES, SET_ASIDE]:
                 if name != POOL_DIR:
                     (self.directory / name).unlink(missing_ok=True)
             shutil.rmtree(self.directory / POOL_DIR, ignore_errors=True)
@@ -288,20 +301,76 @@ def _keep_lines_of(path: Path, status: str | None, ledger: IdLedger) -> int:
     return kept_lines
 
 
-def _truncate_partial_last_line(path: Path) -> None:
+def _move_failed_lines(directory: Path, ledger: IdLedger, *, aside: bool) -> None:
+    """`aside`: the failed.jsonl lines of records to retry (journaled `retrying`) move to SET_ASIDE, joining
+    those an earlier, cut-short retry left there. Otherwise the SET_ASIDE lines of records still `retrying`
+    go back to failed.jsonl. Each file is rewritten whole and replaced; a line is never in both once done
+    (an id already in the target is not copied again, so a kill between the two replaces is harmless)."""
+    failed, set_aside = directory / FAILED, directory / SET_ASIDE
+    source, target = (failed, set_aside) if aside else (set_aside, failed)
+    if not source.exists():
+        return
+    moving = {FAILED_STATUS, RETRYING} if aside else {RETRYING}
+
+    def retried(line: str) -> str | None:
+        try:
+            record_id = line_id(loads(line))
+        except json.JSONDecodeError:
+            return None
+        return str(record_id) if record_id is not None and ledger.status(str(record_id)) in moving else None
+
+    present: set[str] = set()
+    kept_target: list[str] = []
+    if target.exists():
+        with target.open(encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                record_id = retried(line)
+                if record_id is not None or not aside:
+                    kept_target.append(line if line.endswith("\n") else line + "\n")
+                    if record_id is not None:
+                        present.add(record_id)
+    target_temporary = target.with_name(target.name + ".tmp")
+    source_temporary = source.with_name(source.name + ".tmp")
+    with source.open(encoding="utf-8", errors="replace") as lines, \
+            target_temporary.open("w", encoding="utf-8") as to_target, \
+            source_temporary.open("w", encoding="utf-8") as to_source:
+        to_target.writelines(kept_target)
+        for line in lines:
+            line = line if line.endswith("\n") else line + "\n"
+            record_id = retried(line)
+            if record_id is None:
+                if aside:
+                    to_source.write(line)
+            elif record_id not in present:
+                to_target.write(line)
+                present.add(record_id)
+    os.replace(target_temporary, target)
+    if aside:
+        os.replace(source_temporary, source)
+    else:
+        source_temporary.unlink()
+        source.unlink()
+
+
+def _truncate_partial_last_line(path: Path, block_size: int = 1 << 20) -> None:
+    """Cut a last line that a kill left without its newline, and nothing before it: the last newline is
+    searched for block by block back from the end, however long that line is."""
     with path.open("rb+") as handle:
-        handle.seek(0, os.SEEK_END)
-        size = handle.tell()
-        if size == 0:
+        end = handle.seek(0, os.SEEK_END)
+        if end == 0:
             return
-        handle.seek(size - 1)
+        handle.seek(end - 1)
         if handle.read(1) == b"\n":
             return
-        block = min(size, 1 << 20)
-        handle.seek(size - block)
-        tail = handle.read(block)
-        cut = tail.rfind(b"\n")
-        handle.truncate(size - block + cut + 1 if cut >= 0 else 0)
+        while end > 0:
+            start = max(0, end - block_size)
+            handle.seek(start)
+            cut = handle.read(end - start).rfind(b"\n")
+            if cut >= 0:
+                handle.truncate(start + cut + 1)
+                return
+            end = start
+        handle.truncate(0)
 
 
 def sync_directory(directory: Path) -> None:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from .config import GraphConfig
 from .errors import ConfigError, did_you_mean
+from .graph_files import read_graph_bytes
 from .models.sampling import ALIASES, ENGINE_KEY, EXTRA_KEY, SENT_AS
 from .spellings import modernize
 
@@ -146,10 +147,13 @@ def _subgraph_texts(raw: dict[str, Any], base_dir: Path) -> dict[str, str]:
     nodes = raw.get("nodes")
     for name, spec in (nodes.items() if isinstance(nodes, dict) else []):
         if isinstance(spec, dict) and spec.get("type") == "subgraph" and isinstance(spec.get("graph"), str):
-            try:
-                texts[name] = (base_dir / spec["graph"]).read_text(encoding="utf-8", errors="replace")
-            except OSError:
+            path = base_dir / spec["graph"]
+            if not path.exists():
                 texts[name] = ""  # reported by the subgraph node's own check
+                continue
+            # through the one reader: a FIFO, a device or a file outside the graph's folder is refused now
+            texts[name] = read_graph_bytes(path, base_dir, f"nodes.{name}.graph",
+                                           limit=MAX_YAML_BYTES).decode("utf-8", errors="replace")
     return texts
 
 

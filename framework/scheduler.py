@@ -83,6 +83,8 @@ class RunOptions:
     """Write each record's node steps (rendered input, output, edges, tokens) to traces.jsonl."""
     on_progress: Callable[[Runner], None] | None = None
     manifest_every_s: float = 5.0
+    watch_every_s: float = 0.1
+    """How often the output directory is looked at (vanished, replaced, read-only stop the run)."""
     """How often manifest.json is rewritten while the run goes on, so a kill -9 loses little of its figures."""
     permits: PermitProvider | None = None
     """Model budgets shared with other processes (`run --ray`); None: this process's own."""
@@ -162,6 +164,7 @@ class Runner:
         self._kept_lines = {name: kept[f"{name}.jsonl"] for name in self.writers}
         self.counts.skipped = self.journal.done_count
         reporter = asyncio.create_task(self._write_manifest_now_and_then())
+        watcher = asyncio.create_task(self._watch_directory())
         try:
             await self._feed()
             self._flush_tick()  # the last records settled count only once their journal lines are written
@@ -175,6 +178,7 @@ class Runner:
             raise
         finally:
             reporter.cancel()
+            watcher.cancel()
             await self._finish()
         return self.manifest
 
@@ -354,6 +358,19 @@ class Runner:
                             f"again with --resume to finish")
         self._cancel_all_but_current()
 
+    async def _watch_directory(self) -> None:
+        """Open files would go on writing into a removed or moved directory while the run counted records
+        that are not there: a vanished, replaced or read-only directory stops the run at once (exit 1)."""
+        while True:
+            await asyncio.sleep(self.options.watch_every_s)
+            problem = self.lock.directory_problem()
+            if problem is not None:
+                self.status = "aborting"
+                self.message = (f"{problem}; stopped sending records. Restore it (or choose it again) and run "
+                                f"again with --resume to finish")
+                self._cancel_all_but_current()
+                return
+
     def _cancel_all_but_current(self) -> None:
         self._stop.set()
         current = asyncio.current_task()
@@ -395,6 +412,8 @@ class Runner:
     async def _write_manifest_now_and_then(self) -> None:
         while True:
             await asyncio.sleep(self.options.manifest_every_s)
+            if not self.lock.directory_is_ours():
+                continue  # never re-create a vanished directory, nor write into its replacement
             try:
                 write_manifest(self.output_dir, self.manifest)
             except OSError:
@@ -443,15 +462,16 @@ class Runner:
         self.journal.close()
         self.ctx.close_pools()
         manifest = self.manifest
-        try:
-            write_manifest(self.output_dir, manifest)
-        except OSError as error:
-            self.message = (self.message + f"; manifest.json not written: {error.strerror or error}").strip("; ")
-        try:  # README.md, the dataset card: after the manifest, so a slow or failing card never costs it
-            write_card(self.output_dir, manifest, self.graph)
-        except Exception as error:
-            self.message = (self.message + f"; README.md (dataset card) not written: {error}").strip("; ")
-        sync_directory(self.output_dir)
+        if self.lock.directory_is_ours():  # a vanished directory is not re-created, a replacement not written
+            try:
+                write_manifest(self.output_dir, manifest)
+            except OSError as error:
+                self.message = (self.message + f"; manifest.json not written: {error.strerror or error}").strip("; ")
+            try:  # README.md, the dataset card: after the manifest, so a slow or failing card never costs it
+                write_card(self.output_dir, manifest, self.graph)
+            except Exception as error:
+                self.message = (self.message + f"; README.md (dataset card) not written: {error}").strip("; ")
+            sync_directory(self.output_dir)
         self.lock.release()
 
     # -- reporting -----------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 
 from .config import SeedConfig
 from .errors import ConfigError
+from .graph_files import MAX_LINE_BYTES, LineTooLong, capped_lines, open_graph_file, read_graph_text
 
 
 @dataclass(frozen=True)
@@ -41,12 +42,17 @@ def row_id(row: dict[str, Any], id_field: str) -> str:
     return hashlib.sha1(canonical.encode()).hexdigest()[:16]
 
 
-MAX_SEED_LINE = 10_000_000
-"""Bytes one jsonl row may take: a file without newlines (or /dev/zero) must not be read whole into memory."""
+MAX_SEED_LINE = MAX_LINE_BYTES
+"""Bytes one jsonl or csv row may take: a file without newlines must not be read whole into memory."""
+SEED_KEY = "seed.source.path"
 
 
-def _jsonl(path: Path) -> Iterator[SeedItem]:
-    with path.open("rb") as handle:
+def _open_seed(path: Path, base_dir: Path) -> Any:
+    return open_graph_file(path, base_dir, SEED_KEY, anywhere=True, what="seed file ")
+
+
+def _jsonl(path: Path, base_dir: Path) -> Iterator[SeedItem]:
+    with _open_seed(path, base_dir) as handle:
         for number in count(1):
             raw = handle.readline(MAX_SEED_LINE + 1)
             if not raw:
@@ -70,9 +76,11 @@ def _jsonl(path: Path) -> Iterator[SeedItem]:
             yield row if isinstance(row, dict) else {"value": row}
 
 
-def _json(path: Path) -> Iterator[SeedItem]:
+def _json(path: Path, base_dir: Path) -> Iterator[SeedItem]:
+    """A json seed is parsed whole, so it is capped (graph_files.MAX_FILE_BYTES); jsonl streams any size."""
+    text = read_graph_text(path, base_dir, SEED_KEY, anywhere=True, what="seed file ")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(text)
     except json.JSONDecodeError as error:
         raise ConfigError(f"not valid JSON ({error.msg}, line {error.lineno}); use jsonl for big files",
                           where=str(path)) from None
@@ -87,16 +95,22 @@ def _json(path: Path) -> Iterator[SeedItem]:
         yield row if isinstance(row, dict) else {"value": row}
 
 
-def _csv(path: Path) -> Iterator[SeedItem]:
-    with path.open(encoding="utf-8", newline="") as handle:
+def _csv(path: Path, base_dir: Path) -> Iterator[SeedItem]:
+    """Streamed line by line, each line capped: a 2 GB file without newlines is refused, not read whole."""
+    with _open_seed(path, base_dir) as handle:
+        lines = (raw.decode("utf-8") for raw in capped_lines(handle, MAX_SEED_LINE))
         try:
-            yield from csv.DictReader(handle)
+            yield from csv.DictReader(lines)
         except (UnicodeDecodeError, csv.Error) as error:
             raise ConfigError(f"cannot read it as UTF-8 CSV ({error})", where=str(path)) from None
+        except LineTooLong as error:
+            raise ConfigError(f"{error}; a csv row is at most {MAX_SEED_LINE} bytes", where=str(path)) from None
 
 
-def _parquet(path: Path) -> Iterator[SeedItem]:
+def _parquet(path: Path, base_dir: Path) -> Iterator[SeedItem]:
     import pyarrow.parquet as pq
+    with _open_seed(path, base_dir):
+        pass  # a regular file of the user's, not a device or pipe
     try:
         batches = pq.ParquetFile(path).iter_batches(batch_size=1024)
     except Exception as error:  # pyarrow raises its own ArrowInvalid / OSError family
@@ -161,14 +175,10 @@ def _raw_rows(config: SeedConfig, base_dir: Path) -> Iterator[SeedItem]:
     if source.type == "hf":
         return _hf(source.path, config, base_dir)
     path = (base_dir / source.path) if not Path(source.path).is_absolute() else Path(source.path)
-    if not path.exists():
-        raise ConfigError(f"seed file {path} does not exist; fix seed.source.path (relative to the graph "
-                          f"file)", key="seed.source.path")
-    if not path.is_file():
-        kind = "a folder" if path.is_dir() else "not a regular file (a device or a pipe)"
-        raise ConfigError(f"seed file {path} is {kind}; give a {source.type} file", key="seed.source.path")
+    with _open_seed(path, base_dir):
+        pass  # refused now (missing, a folder, a device or pipe, under /proc), not at the first row
     readers = {"jsonl": _jsonl, "json": _json, "csv": _csv, "parquet": _parquet}
-    return readers[source.type](path)
+    return readers[source.type](path, base_dir)
 
 
 def _shuffled(rows: Iterator[SeedItem], buffer_size: int, seed: int) -> Iterator[SeedItem]:

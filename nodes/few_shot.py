@@ -8,6 +8,7 @@ import random
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from synthloom import ceilings
 from synthloom.context import RunContext
 from synthloom.errors import ConfigError
 
@@ -17,8 +18,9 @@ class FewShotConfig(BaseModel):
 
     pool: str | list[Any] = Field(description="a .jsonl or .json file (relative to the graph file), or an "
                                   "inline list of examples")
-    k: int = Field(default=3, ge=1, description="examples per record (all of them if the pool is smaller)")
-    seed: int = Field(default=0, description="with the record id, decides which examples a record gets")
+    k: int = Field(default=3, ge=1, le=ceilings.MAX_DRAW,
+                   description="examples per record (all of them if the pool is smaller)")
+    seed: ceilings.Seed = Field(default=0, description="with the record id, decides which examples a record gets")
     as_: str = Field(default="examples", alias="as", description="the template variable holding the draw")
 
     @field_validator("pool")
@@ -44,12 +46,7 @@ class FewShotPool:
     def load(self, ctx: RunContext) -> None:
         if isinstance(self.config.pool, list):
             return
-        path = ctx.resolve_path(self.config.pool)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as error:
-            raise ConfigError(f"cannot read the few-shot pool {path} ({error.strerror}); the path is relative "
-                              f"to the graph file", key=f"{self.where}.pool") from None
+        path, text = ctx.read_file(self.config.pool, f"{self.where}.pool", "the few-shot pool ")
         try:
             examples = _parse(text, whole=path.suffix == ".json")
         except ValueError as error:

@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from synthloom import ceilings
 from synthloom.context import RunContext
 from synthloom.errors import ConfigError
 from synthloom.kept_log import KeptLog, kept_log
@@ -47,7 +48,7 @@ class WeightedSlot(BaseModel):
     """Values with relative weights, e.g. {formal: 3, casual: 1} draws formal three times as often."""
 
     model_config = ConfigDict(extra="forbid")
-    choices: dict[str, float] = Field(description="value: weight (> 0)")
+    choices: dict[str, ceilings.Weight] = Field(description="value: weight (> 0)")
 
 
 SlotSpec = list[Any] | FileSlot | WeightedSlot
@@ -59,7 +60,7 @@ class SamplerParams(NodeParams):
     mode: Literal["random", "cover"] = Field(
         default="random", description="random: seeded draw per record; cover: every combination once, "
                                       "in a seeded shuffled order, then a new pass")
-    seed: int = Field(default=0, description="same seed, same records")
+    seed: ceilings.Seed = Field(default=0, description="same seed, same records")
     distinct: list[str] | None = Field(
         default=None, description="slot names that must take different values from one shared "
                                   "list, e.g. speaker_a and speaker_b (a YAML anchor keeps the lists equal)")
@@ -76,6 +77,10 @@ class SamplerParams(NodeParams):
             if not (isinstance(spec, list) or isinstance(spec, dict) and set(spec) in ({"file"}, {"choices"})):
                 raise ValueError(f"slot '{name}' should be a list of values, {{file: path}} or "
                                  f"{{choices: {{value: weight}}}}")
+            choices = spec.get("choices") if isinstance(spec, dict) else None
+            if isinstance(choices, dict) and any(isinstance(weight, (int, float)) and weight > ceilings.MAX_WEIGHT
+                                                 for weight in choices.values()):
+                raise ValueError(f"slot '{name}': a weight is at most {ceilings.MAX_WEIGHT}")
         return slots
 
     @model_validator(mode="after")
@@ -93,6 +98,9 @@ class SamplerParams(NodeParams):
                 if self.mode == "cover" and any(weight != int(weight) for weight in spec.choices.values()):
                     raise ValueError(f"slot '{name}': in mode: cover a weight is how many times a value comes "
                                      f"per pass, so give whole numbers")
+                if self.mode == "cover" and sum(spec.choices.values()) > ceilings.MAX_WEIGHT:
+                    raise ValueError(f"slot '{name}': in mode: cover the weights add up to at most "
+                                     f"{ceilings.MAX_WEIGHT} (each is a copy of the value per pass)")
                 if self.mode == "cover" and name in (self.distinct or []):
                     raise ValueError(f"slot '{name}' is in distinct, whose pairs mode: cover walks once "
                                      f"each; give it a plain list")
@@ -199,10 +207,7 @@ def _load_slot(name: str, spec: SlotSpec, ctx: RunContext, key: str) -> Slot:
     if isinstance(spec, list):
         return Slot(name, spec)
     path_text, _, list_key = spec.file.partition("#")
-    path = ctx.resolve_path(path_text)
-    if not path.is_file():
-        raise ConfigError(f"slot file {path} does not exist (paths are relative to the graph file)", key=key)
-    text = path.read_text(encoding="utf-8")
+    path, text = ctx.read_file(path_text, key, "slot file ")
     try:
         if path.suffix in (".yaml", ".yml"):
             values = _yaml_list(path, text, list_key or name, key)

@@ -20,6 +20,7 @@ from synthloom.config import ModelConfig
 from synthloom.context import RunContext
 from synthloom.errors import ConfigError
 from synthloom.graph import Graph, build_graph, building_folder
+from synthloom.graph_files import checked_path, open_graph_file
 from synthloom.loader import load_config
 from synthloom.node import ANY_KEY, Drop, Node, NodeParams
 from synthloom.registry import CodeUse, current_policy
@@ -49,7 +50,11 @@ class Subgraph(Node[SubgraphParams]):
         if not params.outputs:
             raise ValueError("outputs: name at least one {our key: child key} to bring back")
         self.code.uses.append(CodeUse(f"nodes.{name}", params.graph, "a subgraph file, under this graph's rules"))
-        path = (building_folder() / params.graph).resolve()
+        key, folder = f"nodes.{name}.graph", building_folder()
+        path = checked_path(folder / params.graph, folder, key)
+        if path.exists():  # a missing file is reported by load_config, naming the subgraph
+            with open_graph_file(path, folder, key):
+                pass  # a regular file: a FIFO or a device is refused here, not read by the YAML loader
         chain = _loading.get()
         if path in chain:
             loop = " -> ".join(str(part) for part in (*chain, path))

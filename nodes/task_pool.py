@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field
+from synthloom import ceilings
 from synthloom.context import RunContext
-from synthloom.errors import ConfigError
 from synthloom.node import Drop, Node, NodeParams
 from synthloom.record_pool import RecordPool
 from synthloom.run_paths import plain_name
@@ -29,15 +29,14 @@ class PreloadSpec(NodeParams):
     field: str = Field(description="the key of each line holding the text")
 
 
-async def _preload(ctx: RunContext, pool_name: str, preload: PreloadSpec | None, max_size: int) -> None:
+async def _preload(ctx: RunContext, pool_name: str, preload: PreloadSpec | None, max_size: int,
+                   key: str) -> None:
     """Fill a pool from its seed file once per run, whichever node sets it up first."""
     pool = ctx.record_pool(pool_name, max_size)
     if preload is None or pool.preloaded:
         return
-    path = ctx.resolve_path(preload.file)
-    if not path.exists():
-        raise ConfigError(f"pool preload file {path} does not exist")
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    _, text = ctx.read_file(preload.file, key, "pool preload file ")
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
     pool.preload({"text": row[preload.field], **row} for row in rows if row.get(preload.field))
     if ctx.has_shared_index(f"novelty:{pool_name}"):  # a novelty node was set up first: it learns them too
         await (await ctx.shared_index(f"novelty:{pool_name}")).check_and_add_many(
@@ -54,7 +53,8 @@ class NoveltyParams(NodeParams):
     method: Literal["rouge_l"] = Field(default="rouge_l", description="similarity measure")
     threshold: float = Field(default=0.7, gt=0, le=1, description="drop when similarity to any pooled item "
                                                                   "reaches this (Self-Instruct: 0.7)")
-    max_size: int = Field(default=100_000, ge=1, description="oldest items leave a full pool")
+    max_size: int = Field(default=100_000, ge=1, le=ceilings.MAX_POOL_SIZE,
+                          description="oldest items leave a full pool")
     preload: PreloadSpec | None = Field(default=None, description="items the pool starts with")
     keep: list[str] = Field(default_factory=list, description="other state keys stored with the item")
     output: str | None = Field(default=None, description="state key for {max_similarity, most_similar}")
@@ -72,7 +72,8 @@ class Novelty(Node[NoveltyParams]):
         return {self.params.output} if self.params.output else set()
 
     async def setup(self, ctx: RunContext) -> None:
-        await _preload(ctx, self.params.pool, self.params.preload, self.params.max_size)
+        await _preload(ctx, self.params.pool, self.params.preload, self.params.max_size,
+                       f"nodes.{self.name}.preload.file")
         if _run_wide(ctx):
             await _novelty_index(ctx, self.params.pool, ctx.record_pool(self.params.pool, self.params.max_size))
         await asyncio.to_thread(tokenize, "")  # imports rouge-score (and nltk) now, before records are in flight
@@ -161,11 +162,12 @@ def _run_wide(ctx: RunContext) -> bool:
 
 class PoolSampleParams(NodeParams):
     pool: PoolName = Field(description="the pool's name")
-    k_seed: int = Field(default=6, ge=0, description="items drawn from the preloaded (human) part")
-    k_generated: int = Field(default=2, ge=0, description="items drawn from those records added")
-    seed: int = 0
+    k_seed: int = Field(default=6, ge=0, le=ceilings.MAX_DRAW,
+                        description="items drawn from the preloaded (human) part")
+    k_generated: int = Field(default=2, ge=0, le=ceilings.MAX_DRAW, description="items drawn from those records added")
+    seed: ceilings.Seed = 0
     output: str = Field(default="examples", description="state key for the list of drawn items")
-    max_size: int = 100_000
+    max_size: int = Field(default=100_000, ge=1, le=ceilings.MAX_POOL_SIZE)
     preload: PreloadSpec | None = None
 
 
@@ -177,7 +179,8 @@ class PoolSample(Node[PoolSampleParams]):
         return {self.params.output}
 
     async def setup(self, ctx: RunContext) -> None:
-        await _preload(ctx, self.params.pool, self.params.preload, self.params.max_size)
+        await _preload(ctx, self.params.pool, self.params.preload, self.params.max_size,
+                       f"nodes.{self.name}.preload.file")
 
     async def run(self, state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
         p = self.params

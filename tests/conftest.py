@@ -1,14 +1,29 @@
 """Shared fixtures: the fixture OpenAI server, an isolated response cache, and graph-file helpers."""
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from hypothesis import settings
 
 from tests.fixture_server import FakeOpenAI
+
+# Under CI (CI=true) the property tests are derandomized: the same examples on every run, each test's seed
+# derived from the test itself, and a failure prints the blob that reproduces it. Elsewhere they draw anew.
+settings.register_profile("ci", derandomize=True, print_blob=True, database=None)
+if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+    settings.load_profile("ci")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    seed = config.getoption("hypothesis_seed", default=None)
+    how = ("derandomized: each test's seed is derived from its name" if settings.default.derandomize
+           else f"seed {seed}" if seed is not None else "random seed (printed with any failure)")
+    return f"hypothesis: profile '{settings.get_current_profile_name()}', {how}"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -251,9 +251,18 @@ def test_a_retry_cut_short_never_loses_the_failures_it_was_retrying(
     retry.send_signal(signal.SIGKILL)
     retry.wait(30)
     server.latency = 0
+    asked = server.requests
     kept = cli(*run_args(graph, out, "--resume", "--no-retry-failed"))
     assert kept.returncode == 1
     assert record_ids(out, "failed") == Counter({row["id"]: 1 for row in TOPICS[:20]})
+    assert server.requests == asked  # issue 19: --no-retry-failed means it, after a retry cut short too
+    assert json.loads((out / "manifest.json").read_text())["counts"]["failed"] == 20
+
+    server.fail_status = None  # and a later retry still finds them, and settles each exactly once
+    retried = cli(*run_args(graph, out, "--resume"))
+    assert retried.returncode == 0, retried.stderr
+    assert lines(out / "failed.jsonl") == [] and record_ids(out, "sft") == Counter(
+        {row["id"]: 1 for row in TOPICS[:20]})
 
 
 def test_a_small_run_mostly_failing_exits_1(fake_llm: Callable[..., FakeOpenAI],

@@ -72,7 +72,8 @@ async def test_few_shot_pool_errors_name_the_key(fake_llm: Callable[..., FakeOpe
                                                 write_graph: Callable[..., Path], tmp_path: Path) -> None:
     server = fake_llm()
     graph = write_graph(few_shot_graph(server, {"pool": "nowhere.jsonl"}), [{"topic": "t"}])
-    with pytest.raises(synthloom.ConfigError, match=r"nodes\.ask\.few_shot\.pool: cannot read the few-shot pool"):
+    with pytest.raises(synthloom.ConfigError,
+                       match=r"nodes\.ask\.few_shot\.pool: the few-shot pool .*nowhere.jsonl does not exist"):
         await synthloom.arun(graph, tmp_path / "out")
     (tmp_path / "bad.jsonl").write_text('{"q": 1}\n{oops\n')
     graph = write_graph(few_shot_graph(server, {"pool": "bad.jsonl"}), [{"topic": "t"}])

@@ -4,6 +4,7 @@ A bound that trips fails that record (or the graph check) with a message saying 
 from __future__ import annotations
 
 import json
+import os
 import time
 import types
 import typing
@@ -16,6 +17,8 @@ import jinja2
 import pytest
 import synthloom
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from synthloom.errors import ConfigError, RecordError
@@ -282,3 +285,91 @@ def test_max_in_flight_past_its_ceiling_is_refused(tmp_path: Path) -> None:
                                     "run": {"max_in_flight": 1_000_000_000},
                                     "nodes": {"keep": {"type": "filter", "when": "True", "reason": "x"}}}))
     assert_refused(cli("validate", path), "run.max_in_flight: Input should be less than or equal to 10000")
+
+
+# -- issue 19.5: templates and conditions from a grammar, with large constants --------------------------
+
+BIG_NUMBERS = st.sampled_from(["3", "100", "10**5", "10**6", "999999", "10**7", "10**9", "2**40", "4000000"])
+STRINGS = st.sampled_from(["'a'", "'ab\\\\n'", "'\\\\t'", "'%s%s'", "'{0}{0}'", "text", "big", "question", "''"])
+
+
+def _expressions(names: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    """Python-ish expressions both sandboxes parse: the allocating operators, str methods and builtins,
+    nested, with numbers up to 2**40."""
+    def grow(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+        method = st.sampled_from(["upper()", "split('a')", "split()", "center({n})", "ljust({n})", "zfill({n})",
+                                  "expandtabs({n})", "replace('a', {s})", "replace('', {s})", "join({l})",
+                                  "format({s})", "count('a')", "strip()", "splitlines()"])
+        return st.one_of(
+            st.tuples(inner, st.sampled_from(["+", "*", "%", "**"]), st.one_of(inner, BIG_NUMBERS)).map(
+                lambda parts: f"({parts[0]} {parts[1]} {parts[2]})"),
+            st.tuples(inner, method, BIG_NUMBERS, inner).map(
+                lambda parts: f"{parts[0]}.{parts[1].format(n=parts[2], s=parts[3], l=f'[{parts[3]}] * {parts[2]}')}"),
+            st.tuples(st.sampled_from(["len", "str", "sum", "list", "max"]), inner).map(
+                lambda parts: f"{parts[0]}({parts[1]})"),
+            st.tuples(inner, BIG_NUMBERS).map(lambda parts: f"[{parts[0]}] * {parts[1]}"),
+            st.tuples(inner, inner, BIG_NUMBERS).map(
+                lambda parts: f"[{parts[0]} for x in [{parts[1]}] * {parts[2]}]"),
+            st.tuples(inner, BIG_NUMBERS).map(lambda parts: f"sum([[{parts[0]}] * {parts[1]}] * {parts[1]}, [])"),
+        )
+    return st.recursive(st.one_of(names, BIG_NUMBERS), grow, max_leaves=6)
+
+
+FILTERS = st.sampled_from(["indent({n}, true, true)", "join('-')", "center({n})", "format({n})", "wordwrap(1)",
+                           "replace('a', 'bb')", "sort", "list", "unique|list", "reverse|list", "string", "e",
+                           "tojson", "pprint", "batch({n}, 'x')|list", "slice({n})|list", "sum(start=[])",
+                           "truncate({n})", "wordcount", "title"])
+
+
+@st.composite
+def _templates(draw: st.DrawFn) -> str:
+    expression = draw(_expressions(STRINGS))
+    chain = "".join("|" + draw(FILTERS).format(n=draw(BIG_NUMBERS)) for _ in range(draw(st.integers(0, 3))))
+    body = f"{{{{ ({expression}){chain} }}}}"
+    for _ in range(draw(st.integers(0, 2))):
+        body = f"{{% for i in range({draw(BIG_NUMBERS)}) %}}{body}{{% endfor %}}"
+    return body
+
+
+def _check_bounded(run: Any) -> None:
+    """A stranger's template or condition: renders, or fails the record with one message, in seconds."""
+    started = time.monotonic()
+    try:
+        run()
+    except RecordError as error:
+        assert "\n" not in str(error)
+    assert time.monotonic() - started < 10
+
+
+@pytest.fixture(scope="module")
+def memory_at_start() -> int:
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "60")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                 HealthCheck.function_scoped_fixture])
+@given(source=_templates())
+def test_generated_templates_stay_bounded(source: str, memory_at_start: int) -> None:
+    import resource
+    try:
+        template = Template(source)
+    except ValueError:
+        return
+    _check_bounded(lambda: template.render(STATE))
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - memory_at_start < 200_000, source  # KiB
+
+
+@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "60")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                 HealthCheck.function_scoped_fixture])
+@given(source=_expressions(st.sampled_from(["'a'", "'ab\\n'", "'\\t'", "text", "big", "question", "''"])))
+def test_generated_conditions_stay_bounded(source: str, memory_at_start: int) -> None:
+    import resource
+    try:
+        condition = Condition(source)
+    except ValueError:
+        return
+    _check_bounded(lambda: condition.evaluate(STATE))
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - memory_at_start < 200_000, source  # KiB

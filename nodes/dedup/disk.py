@@ -152,10 +152,13 @@ class IndexFile:
 
     @staticmethod
     def _layout(db: sqlite3.Connection) -> list[tuple[str, str, list[tuple[Any, ...]]]]:
-        """Every object (tables and indexes only, so no view or trigger) with its columns."""
+        """Every object (tables and indexes only, so no view or trigger) with its columns, hidden and
+        generated ones included (`table_xinfo`: a generated column `randomblob(10**6)` grows the file at
+        every insert), and every index's columns."""
         objects = db.execute("SELECT type, name FROM sqlite_master ORDER BY type, name").fetchall()
-        return [(kind, name, db.execute(f"PRAGMA table_info({json.dumps(name)})").fetchall()
-                 if kind == "table" else []) for kind, name in objects]
+        pragmas = {"table": "table_xinfo", "index": "index_xinfo"}
+        return [(kind, name, db.execute(f"PRAGMA {pragmas[kind]}({json.dumps(name)})").fetchall()
+                 if kind in pragmas else []) for kind, name in objects]
 
 
 class DiskIndex:

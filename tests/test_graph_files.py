@@ -1,0 +1,165 @@
+"""Every file a graph names goes through one reader (synthloom.graph_files): regular files only, from the
+graph's folder or a folder the user allowed, never /proc, /dev or /sys, capped or streamed.
+
+The refusals run in real subprocesses, capped in CPU time (a FIFO that blocked would hang the test, not pass
+it), and the seed files' peak memory is measured."""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+PEAK_SCRIPT = ("import resource, subprocess, sys; done = subprocess.run(sys.argv[1:]); "
+               "print('peak-kib', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
+               "sys.exit(done.returncode)")
+CPU_SECONDS = 60
+WALL_SECONDS = 120
+MEMORY_BYTES = 3 << 30
+"""Address space of the capped process: far above a run's, far below what reading /dev/zero whole takes."""
+
+
+def _cap() -> None:
+    resource.setrlimit(resource.RLIMIT_CPU, (CPU_SECONDS, CPU_SECONDS))
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_BYTES, MEMORY_BYTES))
+
+
+def capped_cli(*args: str | Path, cwd: Path, env: dict[str, str] | None = None) -> tuple[int, list[str], float]:
+    """`synthloom ARGS` in a CPU-, memory- and time-capped process group: (exit code, error lines, peak MB).
+    A process blocked on a FIFO uses no CPU, so the wall-clock cap kills the whole group."""
+    environment = {key: value for key, value in os.environ.items() if key != "SYNTHLOOM_ALLOW_CODE"}
+    process = subprocess.Popen([sys.executable, "-c", PEAK_SCRIPT, sys.executable, "-m", "synthloom.cli",
+                                *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=cwd, env={**environment, **(env or {})}, preexec_fn=_cap,
+                               start_new_session=True)
+    try:
+        _, stderr = process.communicate(timeout=WALL_SECONDS)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise AssertionError(f"synthloom {' '.join(map(str, args))} still ran after {WALL_SECONDS} s") from None
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    peak = [line for line in lines if line.startswith("peak-kib ")]
+    errors = [line for line in lines if line.startswith("error: ") or "Traceback" in line]
+    return process.returncode, errors, int(peak[-1].split()[1]) / 1024 if peak else 0.0
+
+
+def write_graph(folder: Path, nodes: dict[str, Any], **extra: Any) -> Path:
+    spec = {"name": "t", "seed": {"source": {"type": "none", "rows": 2}},
+            "models": {"default": {"backend": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m"}},
+            "nodes": nodes, **extra}
+    path = folder / "g.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def plant(folder: Path, kind: str, name: str) -> str:
+    """A path of the given kind, as the graph would write it."""
+    if kind == "fifo":
+        os.mkfifo(folder / name)
+        return name
+    if kind == "symlink to /dev/zero":
+        (folder / name).symlink_to("/dev/zero")
+        return name
+    if kind == "outside":
+        (folder.parent / "elsewhere").mkdir(exist_ok=True)
+        (folder.parent / "elsewhere" / name).write_text('{"text": "a secret"}\n')
+        return str(folder.parent / "elsewhere" / name)
+    return kind  # an absolute system path
+
+
+def sampler(path: str) -> dict[str, Any]:
+    return {"pick": {"type": "sampler", "slots": {"x": {"file": path}}}}
+
+
+def few_shot(path: str) -> dict[str, Any]:
+    return {"ask": {"type": "llm", "prompt": "{{ examples }}", "output": "answer",
+                    "few_shot": {"pool": path, "k": 1}}}
+
+
+def preload(path: str) -> dict[str, Any]:
+    return {"novel": {"type": "novelty", "field": "index", "pool": "tasks",
+                      "preload": {"file": path, "field": "text"}}}
+
+
+CASES = [
+    (sampler, "/proc/self/environ", "nodes.pick.slots.x: slot file /proc/self/environ is under /proc"),
+    (sampler, "fifo", "nodes.pick.slots.x: .*pool.jsonl is a pipe; give a regular file"),
+    (sampler, "outside", "is outside the graph's folder .*SYNTHLOOM_ALLOW_READ="),
+    (few_shot, "/dev/zero", "nodes.ask.few_shot.pool: the few-shot pool /dev/zero is under /dev"),
+    (few_shot, "symlink to /dev/zero", "nodes.ask.few_shot.pool: .*pool.jsonl is under /dev"),
+    (few_shot, "fifo", "nodes.ask.few_shot.pool: .*is a pipe"),
+    (few_shot, "outside", "nodes.ask.few_shot.pool: .*is outside the graph's folder"),
+    (preload, "/dev/zero", "nodes.novel.preload.file: pool preload file /dev/zero is under /dev"),
+    (preload, "fifo", "nodes.novel.preload.file: .*is a pipe"),
+    (preload, "/proc/self/environ",
+     "nodes.novel.preload.file: pool preload file /proc/self/environ is under /proc"),
+]
+
+
+@pytest.mark.parametrize("make,kind,words", CASES, ids=[f"{make.__name__}-{kind}" for make, kind, _ in CASES])
+def test_a_file_a_graph_names_must_be_a_regular_file_beside_it(tmp_path: Path, make: Any, kind: str,
+                                                                words: str) -> None:
+    import re
+    folder = tmp_path / "graph"
+    folder.mkdir()
+    path = write_graph(folder, make(plant(folder, kind, "pool.jsonl")))
+    code, errors, _ = capped_cli("run", path, "-o", tmp_path / "out", cwd=tmp_path)
+    assert code == 2 and len(errors) == 1 and re.search(words, errors[0]), (code, errors)
+
+
+def test_a_folder_the_user_allows_can_be_read(tmp_path: Path) -> None:
+    folder = tmp_path / "graph"
+    folder.mkdir()
+    path = write_graph(folder, sampler(plant(folder, "outside", "values.jsonl")),
+                       outputs=[{"name": "rows", "format": "raw"}])
+    code, errors, _ = capped_cli("run", path, "-o", tmp_path / "out", cwd=tmp_path,
+                                 env={"SYNTHLOOM_ALLOW_READ": str(tmp_path / "elsewhere")})
+    assert code == 0, errors
+    rows = [json.loads(line) for line in (tmp_path / "out" / "rows.jsonl").read_text().splitlines()]
+    assert [row["x"] for row in rows] == [{"text": "a secret"}] * 2
+
+
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero"])
+def test_a_subgraph_that_is_not_a_regular_file_fails_validate_at_once(tmp_path: Path, kind: str) -> None:
+    folder = tmp_path / "graph"
+    folder.mkdir()
+    child = plant(folder, kind, "child.yaml")
+    path = write_graph(folder, {"sub": {"type": "subgraph", "graph": child, "outputs": {"y": "y"}}})
+    code, errors, _ = capped_cli("validate", path, cwd=tmp_path)
+    assert code == 2 and len(errors) == 1 and "nodes.sub.graph: " in errors[0], errors
+    assert "is a pipe" in errors[0] or "is under /dev" in errors[0]
+
+
+def test_a_huge_json_seed_is_refused_without_reading_it_whole(tmp_path: Path) -> None:
+    """2 GB (sparse, so it costs no disk): refused at the 64 MB a json seed may be, in memory far below it."""
+    seed = tmp_path / "rows.json"
+    with seed.open("wb") as handle:
+        handle.truncate(2_000_000_000)
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump({"name": "t", "seed": {"source": {"type": "json", "path": "rows.json"}},
+                                    "nodes": {"keep": {"type": "filter", "when": "True", "reason": "x"}}}))
+    code, errors, peak = capped_cli("run", path, "-o", tmp_path / "out", cwd=tmp_path)
+    assert code == 2 and len(errors) == 1 and "seed file" in errors[0] and "larger than 64 MB" in errors[0], errors
+    assert peak < 400, peak
+
+
+def test_a_csv_seed_line_past_the_cap_is_refused_without_reading_it_whole(tmp_path: Path) -> None:
+    seed = tmp_path / "rows.csv"
+    with seed.open("w") as handle:
+        handle.write("text\n")
+        for _ in range(12):
+            handle.write("a" * 1_000_000)  # 12 MB on one line, past the 10 MB a row may be
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump({"name": "t", "seed": {"source": {"type": "csv", "path": "rows.csv"}},
+                                    "nodes": {"keep": {"type": "filter", "when": "True", "reason": "x"}}}))
+    code, errors, peak = capped_cli("run", path, "-o", tmp_path / "out", cwd=tmp_path)
+    assert code == 2 and len(errors) == 1 and "a line longer than 10000000 bytes" in errors[0], errors
+    assert peak < 400, peak
