@@ -46,20 +46,24 @@ def _least_of_type(kind: str, schema: dict[str, Any], depth: int) -> int:
         return 4
     if kind == "array":
         items = _count(schema.get("minItems"))
-        prefix = schema.get("prefixItems") if isinstance(schema.get("prefixItems"), list) else []
+        prefix = _list(schema.get("prefixItems"))
         each = least_characters(schema.get("items"), depth)
         leading = sum(least_characters(item, depth) for item in prefix[:items])
         return 2 + leading + max(items - len(prefix), 0) * each + max(items - 1, 0)
     if kind == "object":
-        properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
-        required = [name for name in schema.get("required") or [] if isinstance(name, str)] \
-            if isinstance(schema.get("required"), list) else []
+        properties = schema.get("properties")
+        properties = properties if isinstance(properties, dict) else {}
+        required = [name for name in _list(schema.get("required")) if isinstance(name, str)]
         members = [len(json.dumps(name)) + 1 + least_characters(properties.get(name), depth)
                    for name in dict.fromkeys(required)]
         extra = max(_count(schema.get("minProperties")) - len(members), 0)
         count = len(members) + extra
         return 2 + sum(members) + extra * 4 + max(count - 1, 0)  # 4: the shortest member, "":0
     return 1  # integer, number, or a type it does not know
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _count(value: Any) -> int:
