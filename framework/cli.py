@@ -406,14 +406,17 @@ def manifest(output_dir: Path) -> None:
 @app.command("serve")
 def serve_command(port: int = typer.Option(8765, help="port (0 picks a free one)"),
                   host: str = typer.Option("127.0.0.1", help="address; loopback by default"),
-                  model_path: Path | None = typer.Option(None, "--model-path", help="another GGUF file")) -> None:
-    """Serve the embedded model as an OpenAI-compatible API (chat and completions)."""
+                  model_path: Path | None = typer.Option(None, "--model-path", help="another GGUF file"),
+                  deadline: float = typer.Option(60.0, "--deadline", min=0.1,
+                                                 help="seconds a request may take before it is cut (504)")) -> None:
+    """Serve the embedded model as an OpenAI-compatible API (chat and completions) to programs on this
+    machine: requests from web pages (another Host or Origin, a body not sent as JSON) are refused."""
     from .config import ModelConfig
     from .serve import serve
 
     async def forever() -> None:
         config = ModelConfig(backend="local", path=str(model_path) if model_path else None)
-        runner, url = await serve(host, port, config)
+        runner, url = await serve(host, port, config, deadline_s=deadline)
         print(url, flush=True)
         errors.print(f"serving the embedded model at {url} (Ctrl-C stops)")
         try:
