@@ -21,12 +21,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from .errors import ConfigError, OutputWriteError, SynthloomError
-from .progress import Heartbeat, LiveProgress, heartbeat_interval, progress_display, top_reasons
 
 if TYPE_CHECKING:  # imported inside the commands that need them, so that `list`, `--help`, `validate` and
     # `show` do not pay for the engine, the report or the hub (`python -X importtime -m synthloom.cli list`)
     from .graph import Graph
+    from .progress import Heartbeat, LiveProgress
     from .scheduler import Runner
+
+    Display = LiveProgress | Heartbeat
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None,  # click's plain help: rich's panels print <bool> beside every flag
@@ -42,8 +44,8 @@ AllowCodeOption = typer.Option(None, "--allow-code", metavar="MODULE", help="let
 TrustGraphOption = typer.Option(False, "--trust-graph", help="also allow the modules the graph's own "
                                 "run.allow_code lists, and its models' keys to go where it says (only for graphs "
                                 "you wrote)")
-KeyHostOption = typer.Option(None, "--allow-key-host", help="let a model's API key go to this host (repeatable; "
-                             "also SYNTHLOOM_KEY_HOSTS); see README, Graphs from strangers")
+KeyHostOption = typer.Option(None, "--allow-key-host", metavar="HOST", help="let a model's API key go to this "
+                             "host (repeatable; also SYNTHLOOM_KEY_HOSTS); see README, Graphs from strangers")
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -122,13 +124,11 @@ def run(graph: str = typer.Argument(..., help="graph file, or a ready-made workf
     _end(manifest, output_dir)
 
 
-Display = LiveProgress | Heartbeat
-
-
 def _display(quiet: bool, every: float | None) -> Callable[[int | None], Display] | None:
     """How the run shows its progress (given its total once the graph is loaded); None with --quiet."""
     if quiet:
         return None
+    from .progress import heartbeat_interval, progress_display
     try:
         seconds = heartbeat_interval(every)
     except ConfigError as error:
@@ -263,6 +263,7 @@ def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
 
 def _summarise(manifest: dict[str, Any], output_dir: Path) -> None:
     """The final line: what was written where, and why records were dropped or failed (the top reasons)."""
+    from .progress import top_reasons
     counts = manifest["counts"]
     outputs = ", ".join(f"{name}: {count}" for name, count in counts["outputs"].items())
     failed, dropped = f"{counts['failed']} failed", f"{counts['dropped']} dropped"

@@ -380,8 +380,6 @@ class Runner:
 
     def _settle(self, *, ok: bool) -> None:
         self._recent.append(ok)
-        if self.options.on_progress:
-            self.options.on_progress(self)
         run = self.graph.config.run
         if len(self._recent) == self._recent.maxlen and self.status == "running":
             rate = self._recent.count(False) / len(self._recent)
@@ -442,6 +440,8 @@ class Runner:
             self._stop_on_write_error(error)
             return
         self.counts.add(settled)
+        if self.options.on_progress:  # the counts change here, once the tick's lines are written
+            self.options.on_progress(self)
 
     def _data_writers(self) -> list[JsonlWriter]:
         return [*self.writers.values(), self.failed_writer, self.dropped_writer, self.trace_writer]
