@@ -80,11 +80,13 @@ class GraphSource:
             return cls(raw=copy.deepcopy(graph.loaded.raw), base_dir=str(graph.base_dir),
                        allow_code=graph.code.allowed, trust_graph=graph.code.trust_graph,
                        allow_key_hosts=graph.code.key_hosts.named)
+        from .key_hosts import hosts_from_environment
+        from .registry import allow_code_from_environment
         path = Path(graph)
         reference = str(path.resolve()) if path.exists() else str(graph)  # a name stays a name
-        return cls(reference=reference, overrides=tuple(overrides or ()), endpoint=endpoint,
-                   allow_code=tuple(allow_code or ()), trust_graph=trust_graph,
-                   allow_key_hosts=tuple(allow_key_hosts or ()))
+        return cls(reference=reference, overrides=tuple(overrides or ()), endpoint=endpoint,  # the driver's env
+                   allow_code=(*(allow_code or ()), *allow_code_from_environment()), trust_graph=trust_graph,
+                   allow_key_hosts=(*(allow_key_hosts or ()), *hosts_from_environment()))
 
     def load(self, shard: tuple[int, int] | None = None) -> Graph:
         from . import api

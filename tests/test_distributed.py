@@ -360,17 +360,21 @@ def test_ray_carries_the_users_consent_to_the_driver_and_every_shard(
     env.pop("SYNTHLOOM_ALLOW_CODE", None)
     env.pop("SYNTHLOOM_KEY_HOSTS", None)
 
-    def run(*flags: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "synthloom.cli", "run", str(graph), "-o", str(tmp_path / "out"),
+    def run(out: str, *flags: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "synthloom.cli", "run", str(graph), "-o", str(tmp_path / out),
                                "--ray", "--address", "auto", "--shards", "2", "-q", "--no-cache", *flags],
-                              capture_output=True, text=True, timeout=300, env=env)
+                              capture_output=True, text=True, timeout=300, env={**env, **extra_env})
 
-    refused = run("--allow-key-host", "127.0.0.1")
+    refused = run("out", "--allow-key-host", "127.0.0.1")
     assert refused.returncode == 2 and "--trust-graph" in refused.stderr and "Traceback" not in refused.stderr
-    done = run("--trust-graph", "--allow-key-host", "127.0.0.1")
+    # --allow-code, and a key host from the driver's environment (the workers' lacks it)
+    done = run("out", "--allow-code", "json", SYNTHLOOM_KEY_HOSTS="127.0.0.1")
     assert done.returncode == 0, done.stderr
     records = lines(tmp_path / "out" / "raw.jsonl")
     assert sorted(record["dumped"] for record in records) == [f"[{n}]" for n in range(6)]
     assert {headers["Authorization"] for headers in server.headers_seen} == {f"Bearer {os.environ['HOME']}"}
+    trusted = run("trusted", "--trust-graph")  # the graph's own run.allow_code, and its key host
+    assert trusted.returncode == 0, trusted.stderr
+    assert len(lines(tmp_path / "trusted" / "raw.jsonl")) == 6
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["status"] == "completed" and len(manifest["shards"]) == 2
