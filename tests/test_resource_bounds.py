@@ -35,7 +35,7 @@ STATE = {"question": "What is a tide?", "review": {"score": 4}, "text": "abc" * 
     ("{{ 2 ** (10**10) }}", "'**' would make an integer"),
     ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
      "loop iterations|ran more than 0.5 CPU seconds"),
-    ("{% for a in text %}{% for b in text %}{% endfor %}{% endfor %}", "loop iterations|ran more than 0.5 CPU"),
+    ("{% for a in text %}{% for b in text %}{% endfor %}{% endfor %}", "loop iterations|ran more than 0.5 CPU seconds"),
     ("{{ lipsum(10**6) }}", "lipsum is bounded"),
     ("{{ text|center(10**9) }}", "the center filter was given 1000000000"),
     ("{{ text.center(3 * 10**9) }}", "str.center was given 3000000000"),
@@ -63,7 +63,8 @@ STATE = {"question": "What is a tide?", "review": {"score": 4}, "text": "abc" * 
     ("{{ text.translate({97: 'x' * 100000}) }}", "str.translate would make a value"),
     ("{{ ('\\t' * 1000).expandtabs(1000000) }}", "str.expandtabs would make a value"),
     ("{% for x in ['a', 'b'] | batch(1000000, 'x') %}{{ x | length }}{% endfor %}", "the batch filter would make"),
-    ("{% for i in range(1000) %}{{ (text * 300) | list | length }}{% endfor %}", "made more than 10000000"),
+    ("{% for i in range(1000) %}{{ (text * 300) | list | length }}{% endfor %}",
+     "made more than 10000000|ran more than 0.5 CPU seconds"),
     ("{% for i in range(1000) %}{% for j in range(1000) %}{{ big.count('b') }}{% endfor %}{% endfor %}",
      "ran more than 0.5 CPU seconds"),
 ])
