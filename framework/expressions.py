@@ -89,7 +89,7 @@ SAFE_FUNCTIONS = {"len": len, "min": min, "max": max, "abs": abs, "round": _roun
 
 
 class BoundedEval(EvalWithCompoundTypes):  # type: ignore[misc]
-    """simpleeval under the evaluation's budget: every node is a step (the clock is read every few), every
+    """simpleeval under the evaluation's budget: every node is a step (the clock is read every 64), every
     call is checked from its arguments before it runs and its result measured after."""
 
     def __init__(self, names: Mapping[str, Any]):
@@ -101,10 +101,18 @@ class BoundedEval(EvalWithCompoundTypes):  # type: ignore[misc]
         for kind in (ast.ListComp, ast.GeneratorExp, ast.DictComp):
             self.nodes[kind] = self._eval_bounded_comprehension
         self._checked: dict[int, Any] = {}
+        self._steps = 0
 
     def _check_disallowed_items(self, item: Any) -> None:
         """simpleeval walks every container a node returns, again at every node: `[[1]*10**6]*100` cost
-        100 million steps. Each container is walked once per evaluation here (kept, so its id stays its own)."""
+        100 million steps. Each container is walked once per evaluation here (kept, so its id stays its own).
+        simpleeval calls this once per node evaluated, so it is also where the steps are counted and the clock
+        read every 64 of them."""
+        self._steps += 1
+        if self._steps % 64 == 0:
+            check_clock()
+        if type(item) in _SCALARS:
+            return
         if isinstance(item, (list, tuple, set, frozenset, dict)):
             if id(item) in self._checked:
                 return
@@ -115,10 +123,6 @@ class BoundedEval(EvalWithCompoundTypes):  # type: ignore[misc]
                     self._check_disallowed_items(element)
             return
         super()._check_disallowed_items(item)
-
-    def _eval(self, node: ast.AST) -> Any:
-        step()
-        return super()._eval(node)
 
     def _eval_bounded_call(self, node: ast.Call) -> Any:
         check_clock()

@@ -5,7 +5,7 @@ Both sandboxes (templates.py, expressions.py) open a `Budget` per render / evalu
 hooks: every value a call, filter or operator produces is measured (`charge`), and the calls that can make a
 value much bigger than their inputs (`indent`, `join`, `format`, `replace`, `expandtabs`, `translate`, `sum`,
 `wordwrap`...) are checked *before* they run, from their arguments (`check_str_method`, `check_join`...).
-CPU time is checked at every call and every few loop or comprehension steps, so no render holds the event loop
+CPU time is read at every call and every few loop or comprehension steps, so no render holds the event loop
 for more than about `MAX_SECONDS` plus one bounded step. A bound that trips raises `SandboxLimit`, which the
 caller turns into a failed record naming the bound.
 """
@@ -22,7 +22,8 @@ MAX_VALUE_LENGTH = 1_000_000
 MAX_MADE = 10_000_000
 """Characters and items made in all by one render or one evaluation (a loop of sorts, a comprehension of copies)."""
 MAX_SECONDS = 0.5
-"""CPU seconds one render or one evaluation may run."""
+"""CPU seconds one render or one evaluation may run (so it holds the event loop about that long at most). The
+thread's CPU clock is a system call, so it is read only once the wall clock says the budget could be spent."""
 MAX_INT_BITS = 14_000
 """Size of an integer a template or expression makes (about 4,200 digits, what Python still prints)."""
 _CLOCK_EVERY = 64
@@ -36,12 +37,26 @@ class SandboxLimit(Exception):
 class Budget:
     """What one render or evaluation has spent so far."""
 
-    __slots__ = ("made", "steps", "deadline")
+    __slots__ = ("made", "steps", "loop_items", "calls", "started", "cpu_started")
 
     def __init__(self) -> None:
         self.made = 0
         self.steps = 0
-        self.deadline = time.thread_time() + MAX_SECONDS
+        self.loop_items = 0
+        self.calls = 0
+        """Counted by templates.py against its own bounds."""
+        self.started: float | None = None
+        """Set at the first look at the clock: a render that calls nothing (most prompts) never reads it."""
+        self.cpu_started = 0.0
+
+    def past_deadline(self) -> bool:
+        now = time.monotonic()
+        if self.started is None:
+            self.started, self.cpu_started = now, time.thread_time()
+            return False
+        if now - self.started <= MAX_SECONDS:
+            return False  # no more CPU time than wall time has passed
+        return time.thread_time() - self.cpu_started > MAX_SECONDS
 
 
 _current: ContextVar[Budget | None] = ContextVar("sandbox_budget", default=None)
@@ -56,9 +71,13 @@ def close_budget(token: Any) -> None:
     _current.reset(token)
 
 
+def current_budget() -> Budget | None:
+    return _current.get()
+
+
 def check_clock() -> None:
     budget = _current.get()
-    if budget is not None and time.thread_time() > budget.deadline:
+    if budget is not None and budget.past_deadline():
         raise SandboxLimit(f"ran more than {MAX_SECONDS} CPU seconds")
 
 
@@ -68,7 +87,7 @@ def step() -> None:
     if budget is None:
         return
     budget.steps += 1
-    if budget.steps % _CLOCK_EVERY == 0 and time.thread_time() > budget.deadline:
+    if budget.steps % _CLOCK_EVERY == 1 and budget.past_deadline():
         raise SandboxLimit(f"ran more than {MAX_SECONDS} CPU seconds")
 
 
@@ -94,11 +113,19 @@ def charge(size: int, what: str) -> None:
         raise SandboxLimit(f"made more than {MAX_MADE} characters or items in all (at {what})")
 
 
+_SIZED = frozenset({str, bytes, list, tuple, dict, set, frozenset})
+_UNSIZED = frozenset({int, float, bool, type(None)})
+
+
 def charge_result(value: Any, what: str) -> Any:
     """Measure what a call produced; an iterator is measured item by item as it is consumed."""
-    if isinstance(value, Iterator) and not isinstance(value, (str, bytes)):
+    kind = type(value)
+    if kind in _SIZED:
+        charge(len(value), what)
+    elif kind not in _UNSIZED and isinstance(value, Iterator):
         return _metered(value, what)
-    charge(measure(value), what)
+    elif isinstance(value, (str, list, tuple, dict)):  # Markup and other subclasses
+        charge(len(value), what)
     return value
 
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextvars import ContextVar
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -43,6 +41,7 @@ from .sandbox_budget import (
     check_sum,
     check_width,
     close_budget,
+    current_budget,
     measure,
     open_budget,
     step,
@@ -62,17 +61,8 @@ class TemplateLimit(SandboxLimit, SecurityError):
     """A template went past one of the bounds above or those of sandbox_budget."""
 
 
-@dataclass
-class _Counts:
-    loop_items: int = 0
-    calls: int = 0
-
-
-_counts: ContextVar[_Counts | None] = ContextVar("template_counts", default=None)
-
-
 def _spend(loop_items: int = 0, calls: int = 0) -> None:
-    counts = _counts.get()
+    counts = current_budget()
     if counts is None:
         return
     counts.loop_items += loop_items
@@ -110,10 +100,15 @@ def _argument(args: tuple[Any, ...], kwargs: dict[str, Any], index: int, name: s
     return args[index] if len(args) > index else kwargs.get(name, default)
 
 
+_GROWING_FILTERS = frozenset({"indent", "join", "format", "replace", "wordwrap", "sum"})
+
+
 def _check_filter(name: str, value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     """The filters whose result can be much bigger than their input, refused from their arguments."""
     for argument in (*args, *kwargs.values()):
         check_width(argument, f"the {name} filter")
+    if name not in _GROWING_FILTERS:
+        return
     if name == "indent":
         text = str(value)
         width = _argument(args, kwargs, 0, "width", 4)
@@ -160,8 +155,12 @@ def _bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., An
 
 
 def _loop_items(iterable: Iterable[Any]) -> Iterator[Any]:
+    budget = current_budget()
     for item in iterable:
-        _spend(loop_items=1)
+        if budget is not None:
+            budget.loop_items += 1
+            if budget.loop_items > MAX_LOOP_ITEMS:
+                raise TemplateLimit(f"more than {MAX_LOOP_ITEMS} loop iterations in one render")
         step()
         yield item
 
@@ -188,10 +187,6 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         bounded_binop(operator, left, right)
         return charge_result(super().call_binop(context, operator, left, right), f"'{operator}'")
-
-    def getattr(self, obj: Any, attribute: str) -> Any:
-        step()
-        return super().getattr(obj, attribute)
 
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
         if __obj is _loop_items or __obj is _bounded_concat:
@@ -265,7 +260,7 @@ class Template:
     def render(self, state: Mapping[str, Any]) -> str:
         if self._is_plain:
             return self.source
-        counts, budget = _counts.set(_Counts()), open_budget()
+        budget = open_budget()
         try:
             return self._render(state)
         except jinja2.UndefinedError as error:
@@ -280,7 +275,6 @@ class Template:
             raise RecordError(f"template failed: {type(error).__name__}: {error}") from None
         finally:
             close_budget(budget)
-            _counts.reset(counts)
 
     def _render(self, state: Mapping[str, Any]) -> str:
         if self._substitution is not None and all(name in state for name in self._names):
