@@ -22,14 +22,16 @@ from rich.table import Table
 from . import api
 from .errors import ConfigError, OutputWriteError, SynthloomError
 from .graph import Graph
+from .loader import pinpoint
 from .progress import LiveProgress
 from .registry import node_type_names, resolve_node_type
 from .scheduler import Runner, RunOptions
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Synthetic training data from YAML graphs of LLM roles.")
-console = Console()
-errors = Console(stderr=True)
+# no emoji codes: ':100:' in 'graph.yaml:100: ...' would print as an emoji and the line number would be lost
+console = Console(emoji=False)
+errors = Console(stderr=True, emoji=False)
 
 SetOption = typer.Option(None, "--set", help="override a key: dotted.path=value (repeatable)")
 EndpointOption = typer.Option(None, "--endpoint", help="point every model at this OpenAI-compatible URL")
@@ -287,7 +289,7 @@ def preview(graph: str = typer.Argument(..., help="graph file, or a ready-made w
     try:
         records = run_preview(loaded, limit, node, use_cache=not no_cache)
     except SynthloomError as error:
-        _fail(str(error))
+        _fail(str(pinpoint(error, loaded.loaded.source_map) if isinstance(error, ConfigError) else error))
         return
     if as_json:
         print(json.dumps(records, indent=2, ensure_ascii=False, default=str))

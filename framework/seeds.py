@@ -74,25 +74,49 @@ def _json(path: Path) -> Iterator[SeedItem]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
-        raise ConfigError(f"not valid JSON ({error.msg}, line {error.lineno}); use jsonl for big files",
-                          where=str(path)) from None
-    except (UnicodeDecodeError, RecursionError, ValueError):
-        raise ConfigError("not UTF-8 JSON text, or nested too deeply", where=str(path)) from None
+        raise ConfigError(f"not valid JSON ({error.msg}, column {error.colno}); use jsonl for big files",
+                          where=f"{path}:{error.lineno}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"not UTF-8 text (byte {error.start}); save the file as UTF-8",
+                          where=f"{path}:{_line_of_byte(error)}") from None
+    except (RecursionError, ValueError):
+        raise ConfigError(f"{path}: nested too deeply (or a number too long) to read", key="seed.source.path") \
+            from None
     if isinstance(data, dict):
         data = data.get("data") or data.get("rows") or [data]
     if not isinstance(data, list):
         raise ConfigError(f"holds a single {type(data).__name__}; a json seed file is a list of objects (or "
-                          f"{{\"data\": [...]}})", where=str(path))
+                          f"{{\"data\": [...]}})", where=f"{path}:1")
     for row in data:
         yield row if isinstance(row, dict) else {"value": row}
 
 
 def _csv(path: Path) -> Iterator[SeedItem]:
     with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
         try:
-            yield from csv.DictReader(handle)
-        except (UnicodeDecodeError, csv.Error) as error:
-            raise ConfigError(f"cannot read it as UTF-8 CSV ({error})", where=str(path)) from None
+            yield from reader
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"cannot read it as UTF-8 CSV ({error.reason}); save the file as UTF-8",
+                              where=f"{path}:{_first_line_not_utf8(path)}") from None
+        except csv.Error as error:
+            raise ConfigError(f"cannot read it as CSV ({error})", where=f"{path}:{reader.line_num}") from None
+
+
+def _line_of_byte(error: UnicodeDecodeError) -> int:
+    data = error.object
+    return bytes(data[:error.start]).count(b"\n") + 1
+
+
+def _first_line_not_utf8(path: Path) -> int:
+    """The text decoder reads ahead in blocks, so its error does not say which line; the bytes do."""
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return 1
 
 
 def _parquet(path: Path) -> Iterator[SeedItem]:
@@ -100,7 +124,7 @@ def _parquet(path: Path) -> Iterator[SeedItem]:
     try:
         batches = pq.ParquetFile(path).iter_batches(batch_size=1024)
     except Exception as error:  # pyarrow raises its own ArrowInvalid / OSError family
-        raise ConfigError(f"not a parquet file ({error})", where=str(path)) from None
+        raise ConfigError(f"{path} is not a parquet file ({error})", key="seed.source.path") from None
     for batch in batches:
         yield from batch.to_pylist()
 
