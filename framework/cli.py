@@ -33,8 +33,9 @@ if TYPE_CHECKING:  # imported inside the commands that need them, so that `list`
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None,  # click's plain help: rich's panels print <bool> beside every flag
                   help="Synthetic training data from YAML graphs of LLM roles.")
-console = Console()
-errors = Console(stderr=True)
+# no emoji codes: ':100:' in 'graph.yaml:100: ...' would print as an emoji and the line number would be lost
+console = Console(emoji=False)
+errors = Console(stderr=True, emoji=False)
 
 SetOption = typer.Option(None, "--set", metavar="KEY=VALUE", help="override a key: dotted.path=value (repeatable)")
 EndpointOption = typer.Option(None, "--endpoint", metavar="URL",
@@ -341,13 +342,14 @@ def preview(graph: str = typer.Argument(..., help="graph file, or a ready-made w
             allow_code: list[str] | None = AllowCodeOption, trust_graph: bool = TrustGraphOption,
             key_hosts: list[str] | None = KeyHostOption) -> None:
     """Run a few records without writing a run directory; show each node's prompt, reply, edges, outputs."""
+    from .loader import pinpoint
     from .preview import preview as run_preview
     from .preview_view import render_plain, render_rich
     loaded = _load(graph, overrides, endpoint, allow_code, trust_graph, key_hosts)
     try:
         records = run_preview(loaded, limit, node, use_cache=not no_cache)
     except SynthloomError as error:
-        _fail(str(error))
+        _fail(str(pinpoint(error, loaded.loaded.source_map) if isinstance(error, ConfigError) else error))
         return
     if as_json:
         print(json.dumps(records, indent=2, ensure_ascii=False, default=str))

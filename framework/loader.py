@@ -173,7 +173,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None,
     text = read_yaml_text(path, str(path))
     tree, raw = parse_yaml(text, str(path))
     if not isinstance(raw, dict):
-        raise ConfigError("a graph file is a mapping with name, nodes, edges, ...", where=str(path))
+        line = tree.start_mark.line + 1 if tree is not None else 1
+        raise ConfigError("a graph file is a mapping with name, nodes, edges, ...", where=f"{path}:{line}")
     source_map = SourceMap(str(path))
     if tree is not None:
         _collect_lines(tree, (), source_map.lines)
@@ -218,19 +219,47 @@ def read_yaml_text(path: Path, where: str, key: str | None = None) -> str:
 def parse_yaml(text: str, file: str, key: str | None = None) -> tuple[yaml.Node | None, Any]:
     """Compose, check bounds and duplicate keys, then construct. Every failure is one `ConfigError` line."""
     try:
-        tree = yaml.compose(text, Loader=yaml.SafeLoader)
+        tree = yaml.compose(text, Loader=_DepthLoader)
         if tree is not None:
             _check_tree(tree, file, key)
         return tree, yaml.safe_load(text)
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"{file}:{mark.line + 1}" if mark else file
+        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+        position = getattr(error, "position", None)  # a ReaderError (a character YAML does not allow) has no mark
+        line = mark.line + 1 if mark else text.count("\n", 0, position) + 1 if isinstance(position, int) else 1
+        where = f"{file}:{line}"
         problem = getattr(error, "problem", None) or str(error)
         raise ConfigError(f"not valid YAML ({problem})", where=where, key=key) from None
+    except _TooDeep as error:
+        raise ConfigError(f"nested more than {MAX_YAML_DEPTH} levels deep", where=f"{file}:{error.line}",
+                          key=key) from None
     except RecursionError:
         raise ConfigError(f"nested more than {MAX_YAML_DEPTH} levels deep", where=file, key=key) from None
     except ValueError as error:  # e.g. an integer of more digits than Python converts
         raise ConfigError(f"a value cannot be read ({error})", where=file, key=key) from None
+
+
+class _TooDeep(Exception):
+    def __init__(self, line: int):
+        super().__init__(line)
+        self.line = line
+
+
+class _DepthLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no types for its loaders
+    """Composes as SafeLoader does, but stops past MAX_YAML_DEPTH levels at the node's own line, long before
+    the composer's recursion would hit Python's limit (which took seconds and knew no line)."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH + 1:
+                raise _TooDeep(int(self.peek_event().start_mark.line) + 1)
+            node: yaml.Node | None = super().compose_node(parent, index)
+            return node
+        finally:
+            self._depth -= 1
 
 
 def _check_tree(root: yaml.Node, file: str, key: str | None) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from .card import write_card
 from .context import RecordUsage, RunContext, record_usage
-from .errors import ModelCallError, OutputWriteError, RunAborted, SynthloomError
+from .errors import ConfigError, ModelCallError, OutputWriteError, RunAborted, SynthloomError
 from .graph import Graph
 from .journal import (
     DROPPED,
@@ -31,6 +31,7 @@ from .journal import (
     JsonlWriter,
     sync_directory,
 )
+from .loader import pinpoint
 from .manifest import build_manifest, read_previous_manifest, write_manifest
 from .models.cache import ResponseCache
 from .models.pool import ModelPool
@@ -156,10 +157,12 @@ class Runner:
                 self.previous_manifest = read_previous_manifest(self.output_dir / MANIFEST)
             kept = self.journal.start(resume=options.resume, overwrite=options.overwrite, data_files=data_files,
                                       started=self.started)
-        except BaseException:
+        except BaseException as error:
             self.journal.close()
             self.lock.release()
             await self.models.close()
+            if isinstance(error, ConfigError):  # a model's missing API key, a node's missing pool file
+                raise pinpoint(error, self.graph.loaded.source_map) from None
             raise
         self._kept_lines = {name: kept[f"{name}.jsonl"] for name in self.writers}
         self.counts.skipped = self.journal.done_count

@@ -82,15 +82,19 @@ def _json(path: Path, base_dir: Path) -> Iterator[SeedItem]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
-        raise ConfigError(f"not valid JSON ({error.msg}, line {error.lineno}); use jsonl for big files",
-                          where=str(path)) from None
-    except (UnicodeDecodeError, RecursionError, ValueError):
-        raise ConfigError("not UTF-8 JSON text, or nested too deeply", where=str(path)) from None
+        raise ConfigError(f"not valid JSON ({error.msg}, column {error.colno}); use jsonl for big files",
+                          where=f"{path}:{error.lineno}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"not UTF-8 text (byte {error.start}); save the file as UTF-8",
+                          where=f"{path}:{_line_of_byte(error)}") from None
+    except (RecursionError, ValueError):
+        raise ConfigError(f"{path}: nested too deeply (or a number too long) to read", key="seed.source.path") \
+            from None
     if isinstance(data, dict):
         data = data.get("data") or data.get("rows") or [data]
     if not isinstance(data, list):
         raise ConfigError(f"holds a single {type(data).__name__}; a json seed file is a list of objects (or "
-                          f"{{\"data\": [...]}})", where=str(path))
+                          f"{{\"data\": [...]}})", where=f"{path}:1")
     for row in data:
         yield row if isinstance(row, dict) else {"value": row}
 
@@ -98,13 +102,29 @@ def _json(path: Path, base_dir: Path) -> Iterator[SeedItem]:
 def _csv(path: Path, base_dir: Path) -> Iterator[SeedItem]:
     """Streamed line by line, each line capped: a 2 GB file without newlines is refused, not read whole."""
     with _open_seed(path, base_dir) as handle:
-        lines = (raw.decode("utf-8") for raw in capped_lines(handle, MAX_SEED_LINE))
+        number = 0
+
+        def lines() -> Iterator[str]:
+            nonlocal number
+            for number, raw in enumerate(capped_lines(handle, MAX_SEED_LINE), 1):
+                yield raw.decode("utf-8")
+
+        reader = csv.DictReader(lines())
         try:
-            yield from csv.DictReader(lines)
-        except (UnicodeDecodeError, csv.Error) as error:
-            raise ConfigError(f"cannot read it as UTF-8 CSV ({error})", where=str(path)) from None
+            yield from reader
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"cannot read it as UTF-8 CSV ({error.reason}); save the file as UTF-8",
+                              where=f"{path}:{number}") from None
+        except csv.Error as error:
+            raise ConfigError(f"cannot read it as CSV ({error})", where=f"{path}:{reader.line_num}") from None
         except LineTooLong as error:
-            raise ConfigError(f"{error}; a csv row is at most {MAX_SEED_LINE} bytes", where=str(path)) from None
+            raise ConfigError(f"{error}; a csv row is at most {MAX_SEED_LINE} bytes",
+                              where=f"{path}:{number + 1}") from None
+
+
+def _line_of_byte(error: UnicodeDecodeError) -> int:
+    data = error.object
+    return bytes(data[:error.start]).count(b"\n") + 1
 
 
 def _parquet(path: Path, base_dir: Path) -> Iterator[SeedItem]:
@@ -114,7 +134,7 @@ def _parquet(path: Path, base_dir: Path) -> Iterator[SeedItem]:
     try:
         batches = pq.ParquetFile(path).iter_batches(batch_size=1024)
     except Exception as error:  # pyarrow raises its own ArrowInvalid / OSError family
-        raise ConfigError(f"not a parquet file ({error})", where=str(path)) from None
+        raise ConfigError(f"{path} is not a parquet file ({error})", key="seed.source.path") from None
     for batch in batches:
         yield from batch.to_pylist()
 

@@ -1,12 +1,14 @@
 """Broken graphs never give a traceback: property-based mutations of every shipped graph, and a corpus of
 mutations that once did (tests/fuzz_corpus/).
 
-`synthloom validate` must exit 0 or 2, in a few seconds, and on exit 2 print exactly one line on stderr.
+`synthloom validate` must exit 0 or 2, in a few seconds, and on exit 2 print exactly one line on stderr that
+names where the mistake is: `file:line` (the graph's, a profile's or a seed file's), or the key of a `--set`.
 The CLI runs in-process (typer's CliRunner) to keep this under a minute; a few corpus files also go through
 a real subprocess."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -24,6 +26,8 @@ GRAPHS = Path(__file__).resolve().parent.parent / "graphs"
 SHIPPED = sorted(GRAPHS.glob("*.yaml"))
 CORPUS = Path(__file__).resolve().parent / "fuzz_corpus"
 SECONDS = 10.0
+LOCATED = re.compile(r"error: (?:[^\s:][^:]*:\d+: |--set [^\s=]+: )")
+"""A user mistake names its file and line, or the `--set` key it comes from."""
 
 
 @pytest.fixture(autouse=True)
@@ -43,7 +47,7 @@ def check_validate(path: Path, *extra: str) -> int:
     assert result.exit_code in (0, 2), (result.exit_code, result.output, shown)
     if result.exit_code == 2:
         lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: "), (result.stderr, shown)
+        assert len(lines) == 1 and LOCATED.match(lines[0]), (result.stderr, shown)
     assert elapsed < SECONDS, (elapsed, shown)
     return result.exit_code
 
@@ -192,3 +196,32 @@ def test_corpus_cases_through_the_real_cli(name: str) -> None:
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert time.monotonic() - started < 30
+
+
+# -- every user mistake names its file and line -----------------------------------------------------------
+
+def test_a_mistake_on_line_100_keeps_its_line_number(tmp_path: Path) -> None:
+    """The terminal library read ':100:' in 'graph.yaml:100: ...' as an emoji code and printed an emoji."""
+    graph = tmp_path / "graph.yaml"
+    graph.write_text("# note\n" * 99 + "nme: typo\n")
+    done = subprocess.run([sys.executable, "-m", "synthloom.cli", "validate", str(graph)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2 and f"{graph}:100: " in done.stderr, done.stderr
+
+
+def test_mistakes_found_when_the_run_starts_name_file_and_line(tmp_path: Path) -> None:
+    """A model's unset API key variable is found by `run` and `preview`, not `validate`: it names its line too."""
+    graph = tmp_path / "graph.yaml"
+    graph.write_text(yaml.safe_dump({
+        "name": "k", "models": {"w": {"backend": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m",
+                                      "api_key_env": "FUZZ_TEST_UNSET_KEY"}},
+        "seed": {"source": {"type": "none", "rows": 1}},
+        "nodes": {"a": {"type": "llm", "model": "w", "output": "x", "messages": [{"role": "user", "content": "hi"}]}},
+        "outputs": [{"name": "raw", "format": "raw"}]}, sort_keys=False))
+    line = next(number for number, text in enumerate(graph.read_text().splitlines(), 1) if "api_key_env" in text)
+    environment = {key: value for key, value in os.environ.items() if key != "FUZZ_TEST_UNSET_KEY"}
+    for command in (["run", str(graph), "-o", str(tmp_path / "out"), "-q"], ["preview", str(graph)]):
+        done = subprocess.run([sys.executable, "-m", "synthloom.cli", *command], capture_output=True, text=True,
+                              timeout=60, env=environment)
+        assert done.returncode == 2 and LOCATED.match(done.stderr), done.stderr
+        assert f"{graph}:{line}: models.w.api_key_env: " in done.stderr, done.stderr
