@@ -106,7 +106,8 @@ def _csv(path: Path, base_dir: Path) -> Iterator[SeedItem]:
 
         def lines() -> Iterator[str]:
             nonlocal number
-            for number, raw in enumerate(capped_lines(handle, MAX_SEED_LINE), 1):
+            for raw in capped_lines(handle, MAX_SEED_LINE):
+                number += 1  # the line being decoded, for the error's file:line
                 yield raw.decode("utf-8")
 
         reader = csv.DictReader(lines())
