@@ -85,6 +85,9 @@ class ModelConfig(_Strict):
         default=None, description="USD per million tokens: {prompt: x, completion: y}")
     path: str | None = Field(default=None, description="local backend: a GGUF file (default: SmolLM2-135M)")
     n_ctx: int = 2048
+    threads: int | None = Field(
+        default=None, ge=1, description="local backend: llama.cpp threads (default: $SYNTHLOOM_THREADS, else the "
+        "CPUs not busy with other processes when the model loads, at most 8)")
 
     @field_validator("base_url")
     @classmethod
