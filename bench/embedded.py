@@ -21,6 +21,7 @@ synthloom's engine does (llama.cpp builds its thread team per calling thread).
 
     python bench/embedded.py                       # N=16, T=128, S=8, best of 2: about 2 minutes on 2 quiet cores
     python bench/embedded.py --threads 1 --repeat 3
+    python bench/embedded.py --threads-check -n 8 --tokens 32   # 1 thread against all, with and without CPU hogs
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ from typing import Any, NamedTuple
 import synthloom
 import yaml
 from synthloom.config import ModelConfig
-from synthloom.models.cpu_threads import default_threads
+from synthloom.models.cpu_threads import default_threads, usable_cpus
 from synthloom.models.local import LocalClient, default_gguf_path
 
 TOPICS = ["cat", "dog", "ship", "tree", "robot", "king", "river", "star", "lamp", "bird", "cloud", "train",
@@ -201,7 +202,8 @@ def load() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3]) if Path("/proc/loadavg").exists() else "?"
 
 
-def one_round(args: argparse.Namespace, topics: list[str], work: Path, round_: int) -> dict[str, float]:
+def one_round(args: argparse.Namespace, topics: list[str], work: Path,
+              round_: int) -> tuple[dict[str, float], dict[str, float]]:
     """Each measurement `--repeat` times, interleaved; the best of each counts, so a burst of load from other
     processes on a shared machine hurts one side less often."""
     t, s, ctx, threads = args.tokens, args.slots, args.n_ctx, args.threads
@@ -218,16 +220,44 @@ def one_round(args: argparse.Namespace, topics: list[str], work: Path, round_: i
               lambda: synthloom_run(topics, t, s, s, ctx, threads, SAMPLED, work)),
     }
     best: dict[str, float] = {}
+    best_cpu: dict[str, float] = {}
     for repeat in range(1, args.repeat + 1):
         for key, (label, measure) in measurements.items():
             before = load()
             timing: Timing = measure()
             best[key] = max(best.get(key, 0.0), timing.tokens / timing.seconds)
+            best_cpu[key] = max(best_cpu.get(key, 0.0), timing.tokens / timing.cpu)
             decoded = f"; decoded {timing.decoded}" if timing.decoded else ""
             print(f"round {round_}.{repeat} ({key}) {label}: {timing.tokens} tokens in {timing.seconds:.2f} s = "
                   f"{timing.tokens / timing.seconds:.1f} tok/s, {timing.tokens / timing.cpu:.1f} tok/CPU-s "
                   f"[load {before}]{decoded}", flush=True)
-    return best
+    return best, best_cpu
+
+
+def threads_check(args: argparse.Namespace, topics: list[str]) -> None:
+    """Greedy batched decode at 1 thread and at every usable CPU, on the machine as it is and beside as many
+    CPU-bound processes as there are CPUs (killed after each measurement), with the count synthloom's default
+    picks in each case: the evidence for the default (issue 26)."""
+    import subprocess
+    import sys
+
+    cpus = usable_cpus()
+    hog = "import time\nend = time.monotonic() + 600\nwhile time.monotonic() < end: pass"
+    for hogs in (0, cpus):
+        busy = [subprocess.Popen([sys.executable, "-c", hog]) for _ in range(hogs)]
+        try:
+            time.sleep(1.0 if hogs else 0.0)
+            chosen = default_threads()
+            for threads in sorted({1, cpus}):
+                before = load()
+                timing: Timing = on_thread(lambda: raw_greedy_batched(topics, args.tokens, args.slots, args.n_ctx,
+                                                                      threads))  # noqa: B023 (called at once)
+                print(f"{hogs} CPU-bound processes beside, {threads} thread(s): {timing.tokens / timing.seconds:.1f} "
+                      f"tok/s [load {before}]; the default picks {chosen}", flush=True)
+        finally:
+            for process in busy:
+                process.kill()
+                process.wait()
 
 
 def main() -> None:
@@ -240,23 +270,27 @@ def main() -> None:
                         "(default: synthloom's choice for this machine, measured once at the start)")
     parser.add_argument("--repeat", type=int, default=2, help="runs of each measurement; the best counts")
     parser.add_argument("--rounds", type=int, default=1, help="independent results, each best-of --repeat")
+    parser.add_argument("--threads-check", action="store_true", help="only greedy batched decode at 1 thread "
+                        "and at every CPU, alone and beside CPU-bound processes: the evidence for the default")
     args = parser.parse_args()
-    args.threads = args.threads or default_threads()
     topics = [TOPICS[i % len(TOPICS)] for i in range(args.n)]
+    if args.threads_check:
+        threads_check(args, topics)
+        return
+    args.threads = args.threads or default_threads()
     print(f"{args.n} requests x <= {args.tokens} tokens, {args.slots} sequences, {args.threads} threads, "
           f"load {load()}", flush=True)
     for round_ in range(1, args.rounds + 1):
         with tempfile.TemporaryDirectory() as folder:
-            best = one_round(args, topics, Path(folder), round_)
-        print(f"\nround {round_}, best of {args.repeat} (tok/s, load {load()}):\n"
-              f"  (a) greedy batched decode (llama.cpp batch API)  {best['a']:7.1f}\n"
-              f"  (c) sequential create_chat_completion            {best['c']:7.1f}\n"
-              f"  (b) synthloom, {args.slots} records in flight             {best['b']:7.1f}\n"
-              f"  (d) synthloom, 1 record at a time               {best['d']:7.1f}\n"
-              f"  (e) synthloom, {args.slots} in flight, sampled            {best['e']:7.1f}\n"
-              f"  (b)/(a) = {best['b'] / best['a']:.2f} (target >= 0.9)   (b)/(d) = {best['b'] / best['d']:.2f} "
-              f"(target >= 2)   (b)/(c) = {best['b'] / best['c']:.2f}   (e)/(b) = {best['e'] / best['b']:.2f}",
-              flush=True)
+            best, best_cpu = one_round(args, topics, Path(folder), round_)
+        print(f"\nround {round_}, best of {args.repeat}, {args.threads} threads (load now {load()}):", flush=True)
+        for figures, unit in ((best, "tok/s"), (best_cpu, "tok/CPU-s")):
+            print(f"  {unit}: (a) greedy batched decode {figures['a']:.1f}, (c) sequential create_chat_completion "
+                  f"{figures['c']:.1f}, (b) synthloom at {args.slots} {figures['b']:.1f}, (d) synthloom at 1 "
+                  f"{figures['d']:.1f}, (e) synthloom at {args.slots} sampled {figures['e']:.1f}\n"
+                  f"    (b)/(a) = {figures['b'] / figures['a']:.2f} (target >= 0.9)   (b)/(d) = "
+                  f"{figures['b'] / figures['d']:.2f} (target >= 2)   (b)/(c) = {figures['b'] / figures['c']:.2f}"
+                  f"   (e)/(b) = {figures['e'] / figures['b']:.2f}", flush=True)
 
 
 if __name__ == "__main__":
