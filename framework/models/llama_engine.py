@@ -7,8 +7,9 @@ the weights are read once per step; a lock that serialised requests left that on
 
 The thread admits waiting requests as llama.cpp sequences (one KV-cache stream each, `n_seq_max` streams),
 decodes each new prompt in a step of its own, then decodes one token of every running sequence per step
-(`llama_decode` with one seq_id per token), samples each with its own sampler chain (its parameters, seed
-and grammar), and retires a sequence the moment it stops, freeing its stream for the next request.
+(`llama_decode` with one seq_id per token), picks every sequence's next token from one view of the step's
+logits with its own parameters, seed and grammar (`llama_sampling`), and retires a sequence the moment it
+stops, freeing its stream for the next request. Its llama.cpp thread count is `cpu_threads`' to decide.
 
 Prompts are decoded alone rather than packed together: in this llama.cpp, several multi-token sequences in
 one batch compute slightly different logits from the same prompt decoded alone, and greedy output must
