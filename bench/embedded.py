@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import tempfile
 import threading
@@ -62,8 +63,9 @@ def messages(topic: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": f"Write a short story about a {topic}."}]
 
 
-def raw_greedy_batched(topics: list[str], max_tokens: int, slots: int, n_ctx: int, threads: int) -> Timing:
-    """(a): greedy batched decoding with nothing around it."""
+def raw_greedy_batched(topics: list[str], max_tokens: int, slots: int, n_ctx: int, threads: int,
+                       limit_s: float = float("inf")) -> Timing:
+    """(a): greedy batched decoding with nothing around it (stopped after `limit_s` seconds, if given)."""
     import llama_cpp
     import numpy as np
     from llama_cpp import Llama
@@ -108,7 +110,7 @@ def raw_greedy_batched(topics: list[str], max_tokens: int, slots: int, n_ctx: in
         free.append(seq)
 
     started, cpu = time.perf_counter(), time.process_time()
-    while waiting or running:
+    while (waiting or running) and time.perf_counter() - started < limit_s:
         while waiting and free:
             seq, tokens = free.pop(), prompts[waiting.popleft()]
             for row, token in enumerate(tokens):
@@ -237,7 +239,8 @@ def one_round(args: argparse.Namespace, topics: list[str], work: Path,
 def threads_check(args: argparse.Namespace, topics: list[str]) -> None:
     """Greedy batched decode at 1 thread and at every usable CPU, on the machine as it is and beside as many
     CPU-bound processes as there are CPUs (killed after each measurement), with the count synthloom's default
-    picks in each case: the evidence for the default (issue 26)."""
+    picks in each case: the evidence for the default (issue 26). Each measurement stops after 90 s (a
+    collapsed one would otherwise take hours)."""
     import subprocess
     import sys
 
@@ -250,8 +253,8 @@ def threads_check(args: argparse.Namespace, topics: list[str]) -> None:
             chosen = default_threads()
             for threads in sorted({1, cpus}):
                 before = load()
-                timing: Timing = on_thread(lambda: raw_greedy_batched(topics, args.tokens, args.slots, args.n_ctx,
-                                                                      threads))  # noqa: B023 (called at once)
+                timing: Timing = on_thread(functools.partial(
+                    raw_greedy_batched, topics, args.tokens, args.slots, args.n_ctx, threads, limit_s=90.0))
                 print(f"{hogs} CPU-bound processes beside, {threads} thread(s): {timing.tokens / timing.seconds:.1f} "
                       f"tok/s [load {before}]; the default picks {chosen}", flush=True)
         finally:
