@@ -47,6 +47,8 @@ MAX_BATCH = 1_024
 """A model's `batch_size`."""
 MAX_CONTEXT = 1_048_576
 """The embedded model's `n_ctx` (a KV cache of that many tokens per sequence)."""
+MAX_THREADS = 256
+"""llama.cpp threads of the embedded model: more than any machine it runs on has cores."""
 MAX_SECONDS = 86_400.0
 """Timeouts, waits and drain times."""
 MAX_RATE = 1e12

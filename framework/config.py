@@ -91,6 +91,9 @@ class ModelConfig(_Strict):
         default=None, description="USD per million tokens: {prompt: x, completion: y}")
     path: str | None = Field(default=None, description="local backend: a GGUF file (default: SmolLM2-135M)")
     n_ctx: int = Field(default=2048, ge=16, le=ceilings.MAX_CONTEXT)
+    threads: int | None = Field(
+        default=None, ge=1, le=ceilings.MAX_THREADS, description="local backend: llama.cpp threads (default: "
+        "$SYNTHLOOM_THREADS, else the CPUs not busy with other processes when the model loads, at most 8)")
 
     @field_validator("base_url")
     @classmethod

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -47,7 +48,8 @@ def test_quickstart_runs_on_the_embedded_model(tmp_path: Path) -> None:
     out = tmp_path / "qs"
     done = subprocess.run([sys.executable, "-m", "synthloom.cli", "run", str(ROOT / "graphs" / "quickstart.yaml"),
                            "-o", str(out), "-n", "3", "-q", "--set", "models.default.params.max_tokens=64"],
-                          capture_output=True, text=True, timeout=QUICKSTART_TIMEOUT_S)
+                          capture_output=True, text=True, timeout=QUICKSTART_TIMEOUT_S,
+                          env={**os.environ, "SYNTHLOOM_THREADS": "1"})
     assert done.returncode == 0, done.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     counts = manifest["counts"]
@@ -64,6 +66,7 @@ def test_quickstart_runs_on_the_embedded_model(tmp_path: Path) -> None:
     assert manifest["models"]["default"]["completion_tokens"] > 0
     decoded = manifest["concurrency"]["default"]  # sequences decoded together, not {}
     assert decoded["slots"] == 8 and 1 <= decoded["peak"] <= 8 and decoded["steps"] > 0
+    assert decoded["threads"] == 1  # SYNTHLOOM_THREADS reached the engine
     assert manifest["max_in_flight"] == 16  # twice the sequences decoded together: one ready as a slot frees
 
 
@@ -125,6 +128,48 @@ def test_batched_greedy_equals_sequential_greedy(direct_llama: Any) -> None:
     assert [outcome(c) for c in completions] == [direct(direct_llama, r) for r in requests]
     stats = client.decoded_batches() or {}
     assert stats["peak"] >= 2 and stats["prompts"] == 4  # they really were decoded together
+
+
+def test_eight_in_flight_each_sampling_path_gives_what_it_gives_alone(direct_llama: Any) -> None:
+    """Eight requests decoded together, one for each way a token is chosen from the shared logits (greedy by
+    argmax, top-k candidates handed to llama.cpp's chain, the whole chain on the full row: top_k 0, a grammar),
+    with repeat, frequency and presence penalties applied in place, and a stop string: each gets exactly
+    what create_chat_completion gives it alone."""
+    requests = [
+        chat("Write one sentence about a cat.", max_tokens=24, temperature=0),
+        chat("Write one sentence about a ship.", max_tokens=24, temperature=0, repeat_penalty=1.3,
+             frequency_penalty=0.5, presence_penalty=0.25),
+        chat("Tell me about Rome.", max_tokens=24, temperature=0.8, top_k=40, seed=11),
+        chat("Tell me about Rome.", max_tokens=24, temperature=0.8, top_k=40, seed=12, frequency_penalty=0.3),
+        chat("Tell me about Oslo.", max_tokens=24, temperature=0.7, top_k=0, top_p=0.9, seed=3),
+        chat("List three fruits, one per line.", max_tokens=40, temperature=0, stop=["\n"]),
+        LLMRequest(messages=({"role": "user", "content": "Rate 'The sky is blue.' as JSON."},),
+                   params={"max_tokens": 30, "temperature": 0}, json_schema=SCORE_SCHEMA),
+        chat("Write a long story about a dragon.", max_tokens=20, temperature=0),
+    ]
+    client = LocalClient("default", ModelConfig(backend="local"))
+    completions = asyncio.run(complete_all(client, requests))
+    assert [outcome(c) for c in completions] == [direct(direct_llama, r) for r in requests]
+    assert (client.decoded_batches() or {})["peak"] == 8  # all eight really were decoded together
+    assert completions[2].text != completions[3].text and completions[5].finish_reason == "stop"
+
+
+def test_the_threads_setting_reaches_llama_cpp() -> None:
+    import llama_cpp
+
+    async def scenario() -> tuple[int, int, dict[str, Any]]:
+        client = LocalClient("default", ModelConfig(backend="local", threads=1))
+        try:
+            await client.complete(chat("Say hi.", max_tokens=2, temperature=0))
+            engine: Any = client._engine
+            context = engine.context.ctx
+            return (llama_cpp.llama_n_threads(context), llama_cpp.llama_n_threads_batch(context),
+                    client.decoded_batches() or {})
+        finally:
+            await client.close()
+
+    threads, threads_batch, decoded = asyncio.run(scenario())
+    assert threads == threads_batch == 1 and decoded["threads"] == 1
 
 
 def test_each_request_in_a_batch_keeps_its_own_parameters(direct_llama: Any) -> None:

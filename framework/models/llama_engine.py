@@ -7,8 +7,9 @@ the weights are read once per step; a lock that serialised requests left that on
 
 The thread admits waiting requests as llama.cpp sequences (one KV-cache stream each, `n_seq_max` streams),
 decodes each new prompt in a step of its own, then decodes one token of every running sequence per step
-(`llama_decode` with one seq_id per token), samples each with its own sampler chain (its parameters, seed
-and grammar), and retires a sequence the moment it stops, freeing its stream for the next request.
+(`llama_decode` with one seq_id per token), picks every sequence's next token from one view of the step's
+logits with its own parameters, seed and grammar (`llama_sampling`), and retires a sequence the moment it
+stops, freeing its stream for the next request. Its llama.cpp thread count is `cpu_threads`' to decide.
 
 Prompts are decoded alone rather than packed together: in this llama.cpp, several multi-token sequences in
 one batch compute slightly different logits from the same prompt decoded alone, and greedy output must
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import os
 import threading
 import time
 from collections import deque
@@ -29,7 +29,9 @@ from typing import Any
 
 from ..errors import ConfigError, ModelCallError
 from .base import Completion, LLMRequest
-from .llama_sequence import PromptBuilder, Sequence, SequenceSettings, build_sampler
+from .cpu_threads import default_threads
+from .llama_sampling import next_tokens
+from .llama_sequence import PromptBuilder, Sequence, SequenceSettings
 
 N_BATCH = 512  # prompt tokens per decode step (llama-cpp-python's default)
 
@@ -74,9 +76,9 @@ class BatchStats:
         self.tokens += width
         self.peak = max(self.peak, width)
 
-    def summary(self, slots: int) -> dict[str, Any]:
+    def summary(self, slots: int, threads: int | None) -> dict[str, Any]:
         return {"slots": slots, "peak": self.peak, "mean": round(self.tokens / self.steps, 2) if self.steps else 0.0,
-                "steps": self.steps, "prompts": self.prompts}
+                "steps": self.steps, "prompts": self.prompts, "threads": threads}
 
 
 class LlamaEngine:
@@ -84,7 +86,7 @@ class LlamaEngine:
 
     def __init__(self, path: Path, n_ctx: int, slots: int, threads: int | None = None):
         self.path, self.n_ctx, self.slots = path, n_ctx, slots
-        self.threads = threads or max(1, min(os.cpu_count() or 1, 8))
+        self.threads = threads  # None: measured by `default_threads()` when the model loads
         self.stats = BatchStats()
         self._waiting: deque[Job] = deque()
         self._running: dict[int, tuple[Job, Sequence]] = {}
@@ -140,6 +142,8 @@ class LlamaEngine:
         if not self.path.exists():
             raise ConfigError(f"model file {self.path} does not exist")
         self._llama_cpp = llama_cpp
+        if self.threads is None:
+            self.threads = default_threads()
         set_verbose(False)  # llama.cpp's load-time chatter; errors still show
         llama_cpp.llama_backend_init()
         self.model = LlamaModel(path_model=str(self.path), params=llama_cpp.llama_model_default_params(),
@@ -154,6 +158,7 @@ class LlamaEngine:
             self.context = LlamaContext(model=self.model, params=params, verbose=False)
         self.batch = llama_cpp.llama_batch_init(max(params.n_batch, self.slots), 0, 1)
         self.builder = PromptBuilder(self.model)
+        self.n_vocab = self.model.n_vocab()
         self._piece = ctypes.create_string_buffer(64)
 
     def _free(self) -> None:
@@ -208,14 +213,13 @@ class LlamaEngine:
             return None
         try:
             settings = SequenceSettings.from_request(job.request, job.params, self.builder, self.n_ctx)
-            sequence = Sequence(settings=settings, sampler=build_sampler(settings, self.model))
+            sequence = Sequence.start(settings, self.model)
         except Exception as error:
             job.resolve(error if isinstance(error, ModelCallError)
                         else ModelCallError(f"embedded model refused the request: {error}", retryable=False))
             return None
         tokens = settings.prompt_tokens
         size = self.context.params.n_batch
-        row = 0
         try:
             for begin in range(0, len(tokens), size):
                 chunk = tokens[begin:begin + size]
@@ -228,7 +232,7 @@ class LlamaEngine:
             return None
         self.stats.prompts += 1
         sequence.position = len(tokens)
-        if self._advance(sequence, row):
+        if self._advance(sequence, self._next_tokens(1, [sequence])[0]):
             job.resolve(self._completion(job, sequence))
             self._forget(seq_id, sequence)
             return None
@@ -245,12 +249,18 @@ class LlamaEngine:
             sequence.position += 1
         self._decode(len(order), None)
         self.stats.record(len(order))
-        return [seq_id for row, seq_id in enumerate(order) if self._advance(running[seq_id][1], row)]
+        sequences = [running[seq_id][1] for seq_id in order]
+        tokens = self._next_tokens(len(order), sequences)
+        return [seq_id for seq_id, sequence, token in zip(order, sequences, tokens, strict=True)
+                if self._advance(sequence, token)]
 
-    def _advance(self, sequence: Sequence, row: int) -> bool:
-        """Sample the sequence's next token from its logits at batch row `row`; True when it is done."""
+    def _next_tokens(self, rows: int, sequences: list[Sequence]) -> list[int]:
+        """The token each sequence samples from the last decode's output rows (the i-th sequence, the i-th row)."""
+        return next_tokens(self._llama_cpp, self.context.ctx, rows, self.n_vocab, list(enumerate(sequences)))
+
+    def _advance(self, sequence: Sequence, token: int) -> bool:
+        """Give the sequence its sampled token; True when it is done."""
         llama_cpp = self._llama_cpp
-        token = llama_cpp.llama_sampler_sample(sequence.sampler.sampler, self.context.ctx, row)
         vocab = self.model.vocab
         if llama_cpp.llama_token_is_eog(vocab, token):
             return sequence.accept(token, b"", True)
@@ -288,7 +298,7 @@ class LlamaEngine:
 
     def _forget(self, seq_id: int, sequence: Sequence) -> None:
         self._llama_cpp.llama_memory_seq_rm(self.context.memory, seq_id, -1, -1)
-        sequence.sampler.close()
+        sequence.close()
 
     def _fail_all(self, error: Exception) -> None:
         with self._wake:

