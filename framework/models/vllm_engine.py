@@ -69,6 +69,16 @@ def _start_failure(name: str, model: str, error: BaseException) -> ConfigError:
                        f"why", key=f"models.{name}")
 
 
+def _typed(settings: dict[str, Any]) -> dict[str, Any]:
+    """`params.engine` as AsyncEngineArgs takes it: a structured-output config written as a mapping (YAML)
+    becomes vLLM's config object, which the engine arguments do not convert themselves."""
+    if isinstance(settings.get("structured_outputs_config"), dict):
+        from vllm.config import StructuredOutputsConfig
+        config = StructuredOutputsConfig(**settings["structured_outputs_config"])
+        return {**settings, "structured_outputs_config": config}
+    return settings
+
+
 class _Engine:
     """One started AsyncLLM and the model names using it."""
 
@@ -76,7 +86,7 @@ class _Engine:
         self.model, self.settings, self.owner = model, settings, name
         self.users = 0
         self.in_flight = self.peak_in_flight = 0
-        args = vllm.AsyncEngineArgs(model=model, **settings)
+        args = vllm.AsyncEngineArgs(model=model, **_typed(settings))
         started = time.monotonic()
         log.warning("model '%s': starting vLLM's engine for %s (seconds on a GPU, minutes on a CPU)", name, model)
         done = threading.Event()
