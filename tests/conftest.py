@@ -27,9 +27,9 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A real-model test is a slow test too, so `-m "not slow"` is the quick suite."""
+    """A real-model test (embedded or vLLM) is a slow test too, so `-m "not slow"` is the quick suite."""
     for item in items:
-        if item.get_closest_marker("embedded") is not None:
+        if item.get_closest_marker("embedded") is not None or item.get_closest_marker("vllm") is not None:
             item.add_marker(pytest.mark.slow)
 
 

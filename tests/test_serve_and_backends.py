@@ -35,7 +35,7 @@ def test_vllm_backend_without_vllm_or_gpu_is_one_clear_line() -> None:
         pytest.skip("vLLM is installed here; the GPU path is checked on a GPU machine")
     except ImportError:
         pass
-    with pytest.raises(ConfigError, match="backend 'vllm' needs vLLM on a GPU machine"):
+    with pytest.raises(ConfigError, match=r"backend 'vllm' needs vLLM: pip install -e '\.\[vllm\]'"):
         build_client("w", ModelConfig(backend="vllm", model="Qwen/Qwen2.5-0.5B-Instruct"), 0.5)
 
 

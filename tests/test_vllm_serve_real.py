@@ -1,0 +1,91 @@
+"""The ten ready-made workflows against a real `vllm serve` (vLLM's CPU build, `python -m
+vllm.entrypoints.openai.api_server` from vLLM's own environment, on the shipped SmolLM2 converted to a
+Hugging Face checkpoint), synthloom running from the project's environment with `--endpoint`. Each must
+exit 0 with its structured nodes answered in `json_schema` (vLLM follows it: no step down, no ignored
+field) and no record lost to a JSON reply. Marked `vllm`: minutes on a CPU (one server for the module)."""
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.vllm_support import COMPACT_JSON, smollm2_checkpoint, synthloom_here, vllm_env, vllm_python
+
+pytestmark = pytest.mark.vllm
+START_TIMEOUT_S = 1200.0
+WORKFLOWS = ["quickstart", "magpie", "self_instruct", "evol_instruct", "agentinstruct", "dialogues", "fables",
+             "rag_synth", "dpo_weak_strong", "sycophancy"]
+JSON_TROUBLE = ("not valid JSON", "does not fit the schema", "cut off by max_tokens")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/models", timeout=5) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One `vllm serve` for the module, small (eager, 2048-token context, 1 GiB KV cache), JSON without free
+    whitespace (a 135M model pads a schema's JSON with newlines until max_tokens); its base URL."""
+    python = vllm_python()
+    checkpoint = smollm2_checkpoint()
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/v1"
+    log = tmp_path_factory.mktemp("vllm_server") / "server.log"
+    with log.open("w") as sink:
+        process = subprocess.Popen(
+            [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(checkpoint),
+             "--served-model-name", "default", "--host", "127.0.0.1", "--port", str(port), "--enforce-eager",
+             "--max-model-len", "2048", "--max-num-seqs", "16", "--dtype", "float32",
+             "--structured-outputs-config", COMPACT_JSON],
+            stdout=sink, stderr=subprocess.STDOUT, env=vllm_env())
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not _answers(url):
+            if process.poll() is not None:
+                pytest.fail(f"vllm serve exited with {process.returncode}: {log.read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"vllm serve did not answer /v1/models in {START_TIMEOUT_S:g}s")
+            time.sleep(1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS)
+def test_workflow_through_vllm_serve(workflow: str, vllm_server: str, tmp_path: Path) -> None:
+    out = tmp_path / workflow
+    done = synthloom_here("run", workflow, "-n", "3", "--endpoint", vllm_server, "-o", str(out), "-q", "--no-cache")
+    assert done.returncode == 0, done.stderr[-3000:]
+    manifest: dict[str, Any] = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "completed"
+    assert sum(model["calls"] for model in manifest["models"].values()) > 0
+    for name, model in manifest["models"].items():
+        assert model["errors"] == 0, (name, model)
+        structured = model.get("structured")
+        if structured is not None:  # the model had structured calls: vLLM followed json_schema
+            assert structured == {"mode": "json_schema"}, (name, structured)
+    failed = out / "failed.jsonl"
+    messages = [json.loads(line)["message"] for line in failed.read_text().splitlines()] if failed.exists() else []
+    assert not [message for message in messages if any(trouble in message for trouble in JSON_TROUBLE)], messages
