@@ -302,10 +302,13 @@ def read_definition(module_name: str, attribute: str, source: Path | None) -> De
     scope: Iterable[ast.stmt] = tree.body
     definition: Definition | None = None
     for index, part in enumerate(parts):
-        definition = _definitions(scope).get(part)
+        defined = _definitions(scope)
+        definition = defined.get(part)
         if definition is None:
-            raise ConfigError(f"module '{module_name}' has no '{one_line(attribute)}' (it must be defined in "
-                              f"{source.name} itself)")
+            near = [".".join([*parts[:index], name]) for name in defined if not name.startswith("_")]
+            suggestion = did_you_mean(".".join(parts[:index + 1]), near)
+            raise ConfigError(f"module '{module_name}' has no '{one_line(attribute)}'"
+                              f"{suggestion or f' (it must be defined in {source.name} itself)'}")
         if index + 1 < len(parts):
             if definition.kind != "class":
                 raise ConfigError(f"'{module_name}:{attribute}' goes on through '{part}', which {source.name} "

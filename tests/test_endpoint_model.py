@@ -56,8 +56,9 @@ def test_a_server_serving_several_models_asks_the_user_to_choose(tmp_path: Path,
     server = fake_llm(model="*", served=["small", "large"])
     done = run_cli(tmp_path, "run", "g.yaml", "-o", "out", "-q", "--endpoint", server.url)
     assert done.returncode == 2
-    assert done.stderr.strip() == (f"error: models.default.model: no model name, and {server.url}/models serves 2 "
-                                   f"models (small, large); give the name with --set models.default.model=NAME")
+    assert done.stderr.startswith("error: ") and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stderr.strip().endswith(f"models.default.model: no model name, and {server.url}/models serves 2 "
+                                        f"models (small, large); give the name with --set models.default.model=NAME")
     assert server.bodies == [] and not (tmp_path / "out" / "manifest.json").exists()
 
 

@@ -220,6 +220,7 @@ def test_mistakes_found_when_the_run_starts_name_file_and_line(tmp_path: Path) -
         "outputs": [{"name": "raw", "format": "raw"}]}, sort_keys=False))
     line = next(number for number, text in enumerate(graph.read_text().splitlines(), 1) if "api_key_env" in text)
     environment = {key: value for key, value in os.environ.items() if key != "FUZZ_TEST_UNSET_KEY"}
+    environment["SYNTHLOOM_KEY_HOSTS"] = "127.0.0.1"  # the user chose this host: the key's absence is the mistake
     for command in (["run", str(graph), "-o", str(tmp_path / "out"), "-q"], ["preview", str(graph)]):
         done = subprocess.run([sys.executable, "-m", "synthloom.cli", *command], capture_output=True, text=True,
                               timeout=60, env=environment)

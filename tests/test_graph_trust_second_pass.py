@@ -269,7 +269,7 @@ def test_url_credentials_and_nested_secret_params_reach_no_file(fake_llm: Callab
     host_port = server.url.split("//", 1)[1]
     secrets = ["hunter2pass", "sk-nested-secret", "tok-in-header", "qs-secret-value"]
     models = {"w": {**model_spec(server), "base_url": f"http://alice:hunter2pass@{host_port}",
-                    "params": {"extra_body": {"api_key": "sk-nested-secret",
+                    "params": {"extra": {"api_key": "sk-nested-secret",
                                               "headers": [{"Authorization": "Bearer tok-in-header"}]}}},
               "down": {"backend": "openai", "model": "m", "max_retries": 0,
                        "base_url": "http://bob:hunter2pass@127.0.0.1:9/v1?api_key=qs-secret-value"}}
