@@ -14,31 +14,11 @@ import pytest
 import synthloom
 from synthloom import ConfigError
 
-BASE = """
-name: t
-seed: {source: {type: jsonl, path: seeds.jsonl}}
-models:
-  w: {backend: openai, base_url: "http://127.0.0.1:9/v1", model: m}
-nodes:
-  question:
-    type: llm
-    model: w
-    messages: [{role: user, content: "About {{ topic }}"}]
-    output: question
-  answer:
-    type: llm
-    model: w
-    messages: [{role: user, content: "{{ question }}"}]
-    output: answer
-edges:
-  - [question, answer]
-"""
+from tests.test_validation import BASE, graph_file
 
 
 def refusal(tmp_path: Path, text: str) -> ConfigError:
-    (tmp_path / "seeds.jsonl").write_text('{"topic": "tides"}\n')
-    path = tmp_path / "g.yaml"
-    path.write_text(textwrap.dedent(text).lstrip())
+    path = graph_file(tmp_path, text)
     with pytest.raises(ConfigError) as caught:
         synthloom.load(path)
     return caught.value

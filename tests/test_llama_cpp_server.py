@@ -7,17 +7,17 @@ CPU): marked `embedded`, few and short.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from synthloom_nodes.tagger import INPUT_QUALITY
+
+from tests.server_process import answers, free_port
 
 pytestmark = pytest.mark.embedded
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,19 +27,6 @@ RUN_TIMEOUT_S = 600.0
 within_the_run_timeout = pytest.mark.timeout(START_TIMEOUT_S + RUN_TIMEOUT_S + 60)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/models", timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
 
 @pytest.fixture(scope="module")
 def llama_cpp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
@@ -48,7 +35,7 @@ def llama_cpp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                                                        "pip install 'llama-cpp-python[server]' (in the test extra)")
     from synthloom.models.local import default_gguf_path
 
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/v1"
     log = tmp_path_factory.mktemp("llama_cpp_server") / "server.log"
     with log.open("w") as sink:
@@ -58,7 +45,7 @@ def llama_cpp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
              "--interrupt_requests", "False"], stdout=sink, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
-        while not _answers(url):
+        while not answers(url, timeout=2):
             if process.poll() is not None:
                 pytest.fail(f"llama_cpp.server exited with {process.returncode}: {log.read_text()[-2000:]}")
             if time.monotonic() > deadline:

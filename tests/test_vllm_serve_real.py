@@ -6,16 +6,15 @@ field) and no record lost to a JSON reply. Marked `vllm`: minutes on a CPU (one 
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.server_process import answers, free_port
 from tests.vllm_support import COMPACT_JSON, smollm2_checkpoint, synthloom_here, vllm_env, vllm_python
 
 pytestmark = pytest.mark.vllm
@@ -25,19 +24,6 @@ WORKFLOWS = ["quickstart", "magpie", "self_instruct", "evol_instruct", "agentins
 JSON_TROUBLE = ("not valid JSON", "does not fit the schema", "cut off by max_tokens")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/models", timeout=5) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
 
 @pytest.fixture(scope="module")
 def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
@@ -45,7 +31,7 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     whitespace (a 135M model pads a schema's JSON with newlines until max_tokens); its base URL."""
     python = vllm_python()
     checkpoint = smollm2_checkpoint()
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/v1"
     log = tmp_path_factory.mktemp("vllm_server") / "server.log"
     with log.open("w") as sink:
@@ -57,7 +43,7 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             stdout=sink, stderr=subprocess.STDOUT, env=vllm_env())
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
-        while not _answers(url):
+        while not answers(url):
             if process.poll() is not None:
                 pytest.fail(f"vllm serve exited with {process.returncode}: {log.read_text()[-3000:]}")
             if time.monotonic() > deadline:
