@@ -33,7 +33,7 @@ from .card import write_card
 from .errors import ConfigError
 from .graph import Graph, build_graph
 from .graph_files import read_folders_from_environment, resolved_folders
-from .journal import CARD, DROPPED, FAILED, JOURNAL, MANIFEST, TRACES, Journal
+from .journal import DROPPED, FAILED, JOURNAL, MANIFEST, OWN_FILES, TRACES, Journal, present
 from .manifest import card_facts, read_previous_manifest, write_manifest
 from .ray_actors import PermitBank, RayPermits, RaySharedState, RunBoard
 from .record_pool import POOL_DIR
@@ -287,8 +287,9 @@ def _plan(root: Path, loaded: Graph, shards: int | None, *, resume: bool, overwr
     if overwrite:
         shutil.rmtree(root / SHARDS_DIR, ignore_errors=True)
         shutil.rmtree(root / POOL_DIR, ignore_errors=True)
-        for name in [PLAN, MANIFEST, CARD, JOURNAL, *files]:
-            (root / name).unlink(missing_ok=True)
+        for name in [PLAN, JOURNAL, *OWN_FILES, *files]:
+            if name != POOL_DIR:
+                (root / name).unlink(missing_ok=True)
     if (root / JOURNAL).exists():
         raise ConfigError(f"{root} holds a run made without --ray; finish it without --ray, or choose another "
                           f"output directory")
@@ -305,7 +306,8 @@ def _plan(root: Path, loaded: Graph, shards: int | None, *, resume: bool, overwr
             raise ConfigError(f"{root} was started with --shards {plan['shards']}; resume it with the same "
                               f"number, or leave --shards out")
         return int(plan["shards"])
-    strays = [name for name in [*files, MANIFEST, CARD, SHARDS_DIR] if (root / name).exists()]
+    # the one-process journal's own list (temporary manifest and card, ledger, pools), so both refuse alike
+    strays = [name for name in [*files, *OWN_FILES, SHARDS_DIR] if present(root / name)]
     if strays:
         raise ConfigError(f"{root} holds {', '.join(strays)} but no run plan ({PLAN}); move them away, choose "
                           f"another output directory, or add --overwrite to delete them")

@@ -401,3 +401,27 @@ def test_the_folders_the_user_allows_reach_every_shard(write_graph: Callable[...
     assert sorted(row["id"] for row in rows) == [seed["id"] for seed in seeds]
     assert {json.dumps(row["x"]) for row in rows} == {'{"text": "from the allowed folder"}'}
     assert (allowed / "idx" / "exact.sqlite").is_file()
+
+
+@pytest.mark.parametrize("stray", ["manifest.json.tmp", "README.md.tmp", ".synthloom-ids.sqlite", "pools",
+                                   "sft.jsonl -> nowhere"])
+def test_a_ray_run_refuses_every_stray_file_the_one_process_run_refuses(
+        fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path, stray: str) -> None:
+    """The driver checks a new run's directory against the journal's own list of its files (OWN_FILES), so
+    a left-over temporary manifest or ledger, or a dangling link where an output goes, is refused as the
+    one-process run refuses it, never written through or over."""
+    graph = write_graph(chain_graph(fake_llm()), seeds_of(4))
+    out = tmp_path / "out"
+    out.mkdir()
+    name, _, target = stray.partition(" -> ")
+    if target:
+        (out / name).symlink_to(tmp_path / target)
+    elif name == "pools":
+        (out / name).mkdir()
+    else:
+        (out / name).write_text("left over\n")
+    with pytest.raises(synthloom.ConfigError, match=f"holds {re.escape(name)} but no run plan"):
+        run_on_ray(graph, out, shards=2, num_cpus_per_shard=0.5)
+    assert not (out / "ray.json").exists() and not (tmp_path / "nowhere").exists()
+    with pytest.raises(synthloom.ConfigError, match=re.escape(name)):
+        synthloom.run(graph, out)  # the one-process run refuses the same file (a link: as leading out)
