@@ -86,7 +86,10 @@ class CodePolicy:
     """The graph's own `run.allow_code`, shown in messages; part of `allowed` only with --trust-graph."""
     uses: list[CodeUse] = field(default_factory=list)
     where: str = ""
-    """The key being built (`nodes.count`), so `uses` can say who named the code."""
+    """The key being built (`nodes.count`, `nodes.sub.count` inside subgraph `sub`), so `uses` can say who
+    named the code."""
+    subgraphs: tuple[str, ...] = ()
+    """The subgraph nodes whose child graph is being built, outermost first (`at_node` prefixes them)."""
     run_folder_code: bool = True
     """False for `validate` and `show`: graph-folder modules are read (ast) and listed, never executed."""
     trust_graph: bool = False
@@ -112,6 +115,20 @@ class CodePolicy:
         return cls(folders=(folder.resolve(),), allowed=tuple(dict.fromkeys(allowed)), requested=requested,
                    run_folder_code=run_folder_code or trust_graph, trust_graph=trust_graph,
                    key_hosts=key_hosts(allow_key_hosts, trust_graph), read_folders=resolved_folders(allow_read))
+
+    def at_node(self, name: str) -> None:
+        """Node `name` of the graph being built is next: `where` is its full path from the top graph."""
+        self.where = "nodes." + ".".join((*self.subgraphs, name))
+
+    @contextlib.contextmanager
+    def inside_subgraph(self, name: str) -> Iterator[None]:
+        """Build the child graph of subgraph node `name` (of the graph being built) under this policy."""
+        outer, where = self.subgraphs, self.where
+        self.subgraphs = (*outer, name)
+        try:
+            yield
+        finally:
+            self.subgraphs, self.where = outer, where
 
     @contextlib.contextmanager
     def active(self) -> Iterator[CodePolicy]:
