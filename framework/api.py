@@ -19,6 +19,7 @@ import yaml
 
 from .errors import ConfigError
 from .graph import Graph, build_graph
+from .graph_files import resolved_folders
 from .journal import DROPPED, FAILED, JOURNAL, MANIFEST, TRACES
 from .loader import load_config, pinpoint
 from .registry import CodePolicy
@@ -43,22 +44,26 @@ def find_graph_file(name_or_path: str | Path) -> Path:
 
 def load(path: str | Path, overrides: list[str] | None = None, endpoint: str | None = None, *,
          allow_code: list[str] | None = None, trust_graph: bool = False,
-         allow_key_hosts: list[str] | None = None, run_folder_code: bool = True) -> Graph:
+         allow_key_hosts: list[str] | None = None, allow_read: list[str | Path] | None = None,
+         run_folder_code: bool = True) -> Graph:
     """Read and validate a graph file (or ready-made workflow name). Raises `ConfigError`.
 
     The Python the graph names may come only from node types, the graph's folder, and the modules in
     `allow_code`; a model's API key goes only to its provider's host or to a host the user named
     (`endpoint`, a `base_url` in `overrides`, `allow_key_hosts`); `trust_graph=True` also honours the
     graph's own `run.allow_code` and lets keys go where the graph says (see README, "Graphs from
-    strangers"). `run_folder_code=False` (validate, show) lists graph-folder code without running it."""
-    loaded = load_config(find_graph_file(path), overrides, endpoint)
+    strangers"). `allow_read`: folders the graph may read files from and keep dedup indexes in, besides its
+    own folder (and SYNTHLOOM_ALLOW_READ's). `run_folder_code=False` (validate, show) lists graph-folder code
+    without running it."""
+    read_folders = resolved_folders(allow_read or ())
+    loaded = load_config(find_graph_file(path), overrides, endpoint, read_folders)
     try:
         columns = seed_columns(loaded.config.seed, loaded.base_dir)
     except ConfigError as error:
         raise pinpoint(error, loaded.source_map) from None
     hosts = [*(allow_key_hosts or ()), *user_named_urls(overrides or [], endpoint)]
     code = CodePolicy.for_graph(loaded.base_dir, allow_code or (), loaded.config.run.allow_code, trust_graph,
-                                run_folder_code=run_folder_code, allow_key_hosts=hosts)
+                                run_folder_code=run_folder_code, allow_key_hosts=hosts, allow_read=read_folders)
     return build_graph(loaded, columns, code)
 
 
@@ -149,13 +154,15 @@ def read_manifest(output_dir: str | Path) -> dict[str, Any]:
 
 async def arun(graph: Graph | str | Path, output_dir: str | Path, *, options: RunOptions | None = None,
                allow_code: list[str] | None = None, trust_graph: bool = False,
-               allow_key_hosts: list[str] | None = None, **option_values: Any) -> RunResult:
+               allow_key_hosts: list[str] | None = None, allow_read: list[str | Path] | None = None,
+               **option_values: Any) -> RunResult:
     """Run a graph inside a running event loop (a notebook cell can `await` it). `allow_code`,
-    `trust_graph`, `allow_key_hosts`: see `load`. Messages that name the CLI's flags (`--resume`) name this
-    function's options (`resume=True`) instead."""
+    `trust_graph`, `allow_key_hosts`, `allow_read`: see `load`. Messages that name the CLI's flags (`--resume`)
+    name this function's options (`resume=True`) instead."""
     from .scheduler import Runner, RunOptions
     if not isinstance(graph, Graph):
-        graph = load(graph, allow_code=allow_code, trust_graph=trust_graph, allow_key_hosts=allow_key_hosts)
+        graph = load(graph, allow_code=allow_code, trust_graph=trust_graph, allow_key_hosts=allow_key_hosts,
+                     allow_read=allow_read)
     options = options or RunOptions(**option_values)
     try:
         runner = Runner(graph, Path(output_dir), options)
@@ -174,7 +181,7 @@ def run(graph: Graph | str | Path, output_dir: str | Path, *, ray: bool = False,
     if ray:
         from .distributed import run_on_ray
         return RunResult(Path(output_dir), run_on_ray(graph, output_dir, shards, address=address, **option_values))
-    # allow_code, trust_graph and allow_key_hosts go on to `arun`, as run_on_ray takes them too
+    # allow_code, trust_graph, allow_key_hosts and allow_read go on to `arun`, as run_on_ray takes them too
     return asyncio.run(arun(graph, output_dir, **option_values))
 
 

@@ -13,6 +13,7 @@ import html
 import json
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,9 +51,9 @@ def write_card(directory: Path, manifest: dict[str, Any], graph: Graph) -> Path 
     return _write(directory, card_text(directory, manifest, graph))
 
 
-def build_card(output_dir: str | Path) -> Path:
+def build_card(output_dir: str | Path, allow_read: Sequence[str | Path] = ()) -> Path:
     """Write `<output_dir>/README.md` from the run's manifest and files; return its path. Raises `CardError`
-    when the directory holds no readable manifest."""
+    when the directory holds no readable manifest. `allow_read`: as for `synthloom.load`, to load the graph."""
     directory = Path(output_dir)
     try:
         manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
@@ -61,7 +62,7 @@ def build_card(output_dir: str | Path) -> Path:
                         ) from None
     if not isinstance(manifest, dict):
         raise CardError(f"{directory / MANIFEST} does not hold a manifest object")
-    return _write(directory, card_text(directory, manifest, run_graph(manifest)))
+    return _write(directory, card_text(directory, manifest, run_graph(manifest, allow_read)))
 
 
 def _write(directory: Path, text: str) -> Path:
@@ -74,7 +75,7 @@ def _write(directory: Path, text: str) -> Path:
     return path
 
 
-def run_graph(manifest: dict[str, Any]) -> Graph | None:
+def run_graph(manifest: dict[str, Any], allow_read: Sequence[str | Path] = ()) -> Graph | None:
     """The run's graph, for its picture, when its file is still where the run read it. A run directory may
     be a stranger's download, so its graph is loaded as `validate` loads one: the Python in its folder is
     read, never run, and the key and code rules of a run apply."""
@@ -83,7 +84,7 @@ def run_graph(manifest: dict[str, Any]) -> Graph | None:
     if not isinstance(graph_file, str) or not Path(graph_file).is_file():
         return None
     try:
-        return load(graph_file, run_folder_code=False)
+        return load(graph_file, run_folder_code=False, allow_read=list(allow_read))
     except Exception:  # a graph that no longer loads (a moved seed, a missing plugin) just has no picture
         return None
 

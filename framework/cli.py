@@ -47,6 +47,9 @@ TrustGraphOption = typer.Option(False, "--trust-graph", help="also allow the mod
                                 "you wrote)")
 KeyHostOption = typer.Option(None, "--allow-key-host", metavar="HOST", help="let a model's API key go to this "
                              "host (repeatable; also SYNTHLOOM_KEY_HOSTS); see README, Graphs from strangers")
+AllowReadOption = typer.Option(None, "--allow-read", metavar="DIR", help="let the graph read files in this folder "
+                               "and keep dedup indexes there (repeatable; also SYNTHLOOM_ALLOW_READ); see README, "
+                               "Graphs from strangers")
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -55,11 +58,13 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def _load(graph: str, overrides: list[str] | None, endpoint: str | None, allow_code: list[str] | None = None,
-          trust_graph: bool = False, key_hosts: list[str] | None = None, run_folder_code: bool = True) -> Graph:
+          trust_graph: bool = False, key_hosts: list[str] | None = None, run_folder_code: bool = True,
+          allow_read: list[Path] | None = None) -> Graph:
     from . import api
     try:
         return api.load(graph, overrides or [], endpoint, allow_code=allow_code, trust_graph=trust_graph,
-                        allow_key_hosts=key_hosts, run_folder_code=run_folder_code)
+                        allow_key_hosts=key_hosts, allow_read=list(allow_read or ()),
+                        run_folder_code=run_folder_code)
     except ConfigError as error:
         _fail(str(error))
         raise  # unreachable: _fail exits
@@ -74,7 +79,7 @@ def run(graph: str = typer.Argument(..., help="graph file, or a ready-made workf
         limit: int | None = typer.Option(None, "-n", "--limit", help="records to run"),
         overrides: list[str] | None = SetOption, endpoint: str | None = EndpointOption,
         allow_code: list[str] | None = AllowCodeOption, trust_graph: bool = TrustGraphOption,
-        key_hosts: list[str] | None = KeyHostOption,
+        key_hosts: list[str] | None = KeyHostOption, allow_read: list[Path] | None = AllowReadOption,
         resume: bool = typer.Option(False, "--resume", help="finish an interrupted run in the same dir"),
         overwrite: bool = typer.Option(False, "--overwrite", help="start again in a dir that holds a run"),
         no_retry_failed: bool = typer.Option(False, "--no-retry-failed",
@@ -94,7 +99,8 @@ def run(graph: str = typer.Argument(..., help="graph file, or a ready-made workf
     if on_ray:
         if shard:
             _fail("--shard k/n splits a run by hand; with --ray use --shards N")
-        consent = dict(allow_code=allow_code, trust_graph=trust_graph, allow_key_hosts=key_hosts)
+        consent = dict(allow_code=allow_code, trust_graph=trust_graph, allow_key_hosts=key_hosts,
+                       allow_read=allow_read)
         _run_on_ray(graph, output, limit, overrides, endpoint, address, shards, _display(quiet, progress_every),
                     consent,
                     dict(resume=resume, overwrite=overwrite, use_cache=not no_cache, max_in_flight=max_in_flight,
@@ -109,7 +115,7 @@ def run(graph: str = typer.Argument(..., help="graph file, or a ready-made workf
         overrides = [*(overrides or []), f"seed.shard=[{index}, {count}]"]
     from .scheduler import Runner, RunOptions
     display = _display(quiet, progress_every)
-    loaded = _load(graph, overrides, endpoint, allow_code, trust_graph, key_hosts)
+    loaded = _load(graph, overrides, endpoint, allow_code, trust_graph, key_hosts, allow_read=allow_read)
     output_dir = output or Path("runs") / loaded.name
     total = limit if limit is not None else loaded.config.seed.limit
     progress = display(total) if display else None
@@ -143,10 +149,10 @@ def _run_on_ray(graph: str, output: Path | None, limit: int | None, overrides: l
                 display: Callable[[int | None], Display] | None, consent: dict[str, Any],
                 options: dict[str, Any]) -> None:
     """`run --ray`: one progress display for every shard; Ctrl-C drains every shard (a second stops at once).
-    `consent` (--allow-code, --trust-graph, --allow-key-host) goes to the driver and every shard."""
+    `consent` (--allow-code, --trust-graph, --allow-key-host, --allow-read) goes to the driver and every shard."""
     from .distributed import StopRequests, run_on_ray
     loaded = _load(graph, overrides, endpoint, consent["allow_code"], consent["trust_graph"],
-                   consent["allow_key_hosts"])
+                   consent["allow_key_hosts"], allow_read=consent["allow_read"])
     output_dir = output or Path("runs") / loaded.name
     total = limit if limit is not None else loaded.config.seed.limit
     progress = display(total) if display else None
@@ -280,10 +286,11 @@ def _summarise(manifest: dict[str, Any], output_dir: Path) -> None:
 @app.command()
 def validate(graph: str, overrides: list[str] | None = SetOption, endpoint: str | None = EndpointOption,
              allow_code: list[str] | None = AllowCodeOption, trust_graph: bool = TrustGraphOption,
-             key_hosts: list[str] | None = KeyHostOption) -> None:
+             key_hosts: list[str] | None = KeyHostOption, allow_read: list[Path] | None = AllowReadOption) -> None:
     """Check a graph without calling any model; list the Python it would run (graph-folder code is read,
     not run) and which API key would go to which host."""
-    loaded = _load(graph, overrides, endpoint, allow_code, trust_graph, key_hosts, run_folder_code=False)
+    loaded = _load(graph, overrides, endpoint, allow_code, trust_graph, key_hosts, run_folder_code=False,
+                   allow_read=allow_read)
     console.print(f"ok: {loaded.name} ({len(loaded.nodes)} nodes, {len(loaded.config.edges)} edges, "
                   f"outputs: {', '.join(o.name for o in loaded.config.outputs)})", highlight=False, markup=False)
     uses = loaded.code.uses
@@ -313,6 +320,7 @@ def validate(graph: str, overrides: list[str] | None = SetOption, endpoint: str 
 @app.command()
 def show(graph: str, overrides: list[str] | None = SetOption, allow_code: list[str] | None = AllowCodeOption,
          trust_graph: bool = TrustGraphOption, key_hosts: list[str] | None = KeyHostOption,
+         allow_read: list[Path] | None = AllowReadOption,
          kind: str = typer.Option("mermaid", "--format", "-f", help="mermaid (text), html (a page) or svg"),
          output: Path | None = typer.Option(None, "-o", "--output", help="write to this file, not stdout")) -> None:
     """Show the graph: Mermaid text, a self-contained HTML page with its diagram, or the diagram as SVG."""
@@ -321,7 +329,8 @@ def show(graph: str, overrides: list[str] | None = SetOption, allow_code: list[s
     renderers = {"mermaid": Graph.mermaid, "html": render_page, "svg": render_svg}
     if kind not in renderers:
         _fail(f"--format '{kind}' is not one of {', '.join(renderers)}")
-    text = renderers[kind](_load(graph, overrides, None, allow_code, trust_graph, key_hosts, run_folder_code=False))
+    text = renderers[kind](_load(graph, overrides, None, allow_code, trust_graph, key_hosts, run_folder_code=False,
+                                 allow_read=allow_read))
     if output is None:
         print(text)
         return
@@ -340,12 +349,12 @@ def preview(graph: str = typer.Argument(..., help="graph file, or a ready-made w
             overrides: list[str] | None = SetOption, endpoint: str | None = EndpointOption,
             no_cache: bool = typer.Option(False, "--no-cache", help="do not read or write the response cache"),
             allow_code: list[str] | None = AllowCodeOption, trust_graph: bool = TrustGraphOption,
-            key_hosts: list[str] | None = KeyHostOption) -> None:
+            key_hosts: list[str] | None = KeyHostOption, allow_read: list[Path] | None = AllowReadOption) -> None:
     """Run a few records without writing a run directory; show each node's prompt, reply, edges, outputs."""
     from .loader import pinpoint
     from .preview import preview as run_preview
     from .preview_view import render_plain, render_rich
-    loaded = _load(graph, overrides, endpoint, allow_code, trust_graph, key_hosts)
+    loaded = _load(graph, overrides, endpoint, allow_code, trust_graph, key_hosts, allow_read=allow_read)
     try:
         records = run_preview(loaded, limit, node, use_cache=not no_cache)
     except SynthloomError as error:
@@ -440,11 +449,12 @@ def report(output_dir: Path = typer.Argument(..., help="a run's output directory
            compare: Path | None = typer.Option(None, "--compare", help="another run's dir, side by side"),
            graph: str | None = typer.Option(None, "--graph", help="the run's graph file, to draw it"),
            output: Path | None = typer.Option(None, "-o", "--output", help="write the page here (default "
-                                              "<output dir>/report.html, or report-vs-<other dir>.html)")) -> None:
+                                              "<output dir>/report.html, or report-vs-<other dir>.html)"),
+           allow_read: list[Path] | None = AllowReadOption) -> None:
     """Write <output dir>/report.html: counts, drops, histograms, diversity, cost, examples, traces."""
     from .report import build_report
     try:
-        path = build_report(output_dir, compare, graph, to=output)
+        path = build_report(output_dir, compare, graph, to=output, allow_read=allow_read or ())
     except SynthloomError as error:
         _fail(str(error))
         return
@@ -452,11 +462,12 @@ def report(output_dir: Path = typer.Argument(..., help="a run's output directory
 
 
 @app.command()
-def card(output_dir: Path = typer.Argument(..., help="a run's output directory")) -> None:
+def card(output_dir: Path = typer.Argument(..., help="a run's output directory"),
+         allow_read: list[Path] | None = AllowReadOption) -> None:
     """Write <output dir>/README.md, the Hugging Face dataset card (every run also writes it at its end)."""
     from .card import build_card
     try:
-        path = build_card(output_dir)
+        path = build_card(output_dir, allow_read or ())
     except (SynthloomError, OSError) as error:
         _fail(str(error))
         return

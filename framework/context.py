@@ -53,6 +53,8 @@ class RunContext:
     base_dir: Path = field(default_factory=Path.cwd)
     node_stats: dict[str, NodeStats] = field(default_factory=dict)
     graph_name: str = ""
+    read_folders: tuple[Path, ...] = ()
+    """The folders the user allowed the graph to read and keep indexes in (`--allow-read`; see graph_files)."""
     resume_done: Container[str] | None = None
     """On --resume, the ids earlier parts settled (kept on disk: test with `in`)."""
     shared_state: SharedStateProvider = field(default_factory=LocalSharedState)
@@ -130,4 +132,4 @@ class RunContext:
         reader (graph_files): beside the graph or in a folder the user allowed, a regular file, capped.
         `what` starts each refusal ("slot file ")."""
         resolved = self.resolve_path(path)
-        return resolved, read_graph_text(resolved, self.base_dir, key, what=what)
+        return resolved, read_graph_text(resolved, self.base_dir, key, what=what, granted=self.read_folders)

@@ -32,7 +32,8 @@ from typing import Any
 from .card import write_card
 from .errors import ConfigError
 from .graph import Graph, build_graph
-from .journal import CARD, DROPPED, FAILED, JOURNAL, MANIFEST, TRACES, Journal
+from .graph_files import read_folders_from_environment, resolved_folders
+from .journal import DROPPED, FAILED, JOURNAL, MANIFEST, OWN_FILES, TRACES, Journal, present
 from .manifest import card_facts, read_previous_manifest, write_manifest
 from .ray_actors import PermitBank, RayPermits, RaySharedState, RunBoard
 from .record_pool import POOL_DIR
@@ -57,8 +58,8 @@ REPORT_EVERY_S = 0.3
 class GraphSource:
     """How a shard finds the graph: a workflow name or a file path, loaded in the worker (so a packaged
     workflow resolves in the worker's own install), or the config of a `Graph` built in Python. It carries
-    the user's consent (modules allowed, key hosts, --trust-graph) as the driver resolved it, so every shard
-    applies the policy the driver did."""
+    the user's consent (modules allowed, key hosts, --trust-graph, folders it may read) as the driver resolved
+    it, so every shard applies the policy the driver did."""
 
     reference: str | None = None
     overrides: tuple[str, ...] = ()
@@ -68,25 +69,28 @@ class GraphSource:
     allow_code: tuple[str, ...] = ()
     trust_graph: bool = False
     allow_key_hosts: tuple[str, ...] = ()
+    allow_read: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, graph: Graph | str | Path, overrides: list[str] | None, endpoint: str | None,
            allow_code: list[str] | None = None, trust_graph: bool = False,
-           allow_key_hosts: list[str] | None = None) -> GraphSource:
+           allow_key_hosts: list[str] | None = None, allow_read: list[str | Path] | None = None) -> GraphSource:
         if isinstance(graph, Graph):
-            if overrides or endpoint or allow_code or trust_graph or allow_key_hosts:
-                raise ConfigError("pass overrides, endpoint, allow_code, trust_graph and allow_key_hosts to "
-                                  "synthloom.load, not with a loaded graph")
+            if overrides or endpoint or allow_code or trust_graph or allow_key_hosts or allow_read:
+                raise ConfigError("pass overrides, endpoint, allow_code, trust_graph, allow_key_hosts and allow_read "
+                                  "to synthloom.load, not with a loaded graph")
             return cls(raw=copy.deepcopy(graph.loaded.raw), base_dir=str(graph.base_dir),
                        allow_code=graph.code.allowed, trust_graph=graph.code.trust_graph,
-                       allow_key_hosts=graph.code.key_hosts.named)
+                       allow_key_hosts=graph.code.key_hosts.named,
+                       allow_read=(*map(str, graph.code.read_folders), *map(str, read_folders_from_environment())))
         from .key_hosts import hosts_from_environment
         from .registry import allow_code_from_environment
         path = Path(graph)
         reference = str(path.resolve()) if path.exists() else str(graph)  # a name stays a name
         return cls(reference=reference, overrides=tuple(overrides or ()), endpoint=endpoint,  # the driver's env
                    allow_code=(*(allow_code or ()), *allow_code_from_environment()), trust_graph=trust_graph,
-                   allow_key_hosts=(*(allow_key_hosts or ()), *hosts_from_environment()))
+                   allow_key_hosts=(*(allow_key_hosts or ()), *hosts_from_environment()),
+                   allow_read=tuple(map(str, (*resolved_folders(allow_read or ()), *read_folders_from_environment()))))
 
     def load(self, shard: tuple[int, int] | None = None) -> Graph:
         from . import api
@@ -94,7 +98,7 @@ class GraphSource:
             extra = [f"seed.shard=[{shard[0]}, {shard[1]}]"] if shard else []
             return api.load(self.reference, [*self.overrides, *extra], self.endpoint,
                             allow_code=list(self.allow_code), trust_graph=self.trust_graph,
-                            allow_key_hosts=list(self.allow_key_hosts))
+                            allow_key_hosts=list(self.allow_key_hosts), allow_read=list(self.allow_read))
         assert self.raw is not None and self.base_dir is not None
         raw = copy.deepcopy(self.raw)
         if shard:
@@ -113,9 +117,11 @@ class GraphSource:
         from .loader import LoadedConfig, SourceMap, config_hash, validate_raw
         from .registry import CodePolicy
         source_map = SourceMap("<graph>")
-        loaded = LoadedConfig(validate_raw(raw, source_map), raw, source_map, base, config_hash(raw, base))
+        read_folders = resolved_folders(self.allow_read)
+        loaded = LoadedConfig(validate_raw(raw, source_map), raw, source_map, base,
+                              config_hash(raw, base, read_folders))
         code = CodePolicy.for_graph(base, self.allow_code, loaded.config.run.allow_code, self.trust_graph,
-                                    allow_key_hosts=(*self.allow_key_hosts, *hosts))
+                                    allow_key_hosts=(*self.allow_key_hosts, *hosts), allow_read=read_folders)
         return build_graph(loaded, seed_columns(loaded.config.seed, base), code)
 
 
@@ -226,7 +232,8 @@ def run_on_ray(graph: Graph | str | Path, output_dir: str | Path, shards: int | 
                overrides: list[str] | None = None, endpoint: str | None = None, address: str | None = None,
                num_cpus_per_shard: float = 1, on_progress: Callable[[dict[str, Any]], None] | None = None,
                stops: StopRequests | None = None, allow_code: list[str] | None = None, trust_graph: bool = False,
-               allow_key_hosts: list[str] | None = None, **options: Any) -> dict[str, Any]:
+               allow_key_hosts: list[str] | None = None, allow_read: list[str | Path] | None = None,
+               **options: Any) -> dict[str, Any]:
     """Run the graph as `shards` Ray tasks into one run directory; returns its manifest.
 
     `address`: None or "local" starts a Ray on this machine (or joins the one `RAY_ADDRESS` names),
@@ -234,9 +241,10 @@ def run_on_ray(graph: Graph | str | Path, output_dir: str | Path, shards: int | 
     `synthloom.run` (limit, resume, overwrite, use_cache, retry_failed, trace, max_in_flight, ...);
     `on_progress` gets the run's summed figures (done, skipped, failed, dropped, tokens, drop_reasons) and
     the shards finished (shards_done of shards) every ~0.3 s.
-    `allow_code`, `trust_graph`, `allow_key_hosts`: as for `synthloom.load`; they travel to every shard."""
+    `allow_code`, `trust_graph`, `allow_key_hosts`, `allow_read`: as for `synthloom.load`; they travel to every
+    shard."""
     ray = _import_ray()
-    source = GraphSource.of(graph, overrides, endpoint, allow_code, trust_graph, allow_key_hosts)
+    source = GraphSource.of(graph, overrides, endpoint, allow_code, trust_graph, allow_key_hosts, allow_read)
     loaded = source.load()  # a bad graph is refused here, once, not in every task
     if shards is not None and shards < 1:
         raise ConfigError("--shards must be at least 1")
@@ -279,8 +287,9 @@ def _plan(root: Path, loaded: Graph, shards: int | None, *, resume: bool, overwr
     if overwrite:
         shutil.rmtree(root / SHARDS_DIR, ignore_errors=True)
         shutil.rmtree(root / POOL_DIR, ignore_errors=True)
-        for name in [PLAN, MANIFEST, CARD, JOURNAL, *files]:
-            (root / name).unlink(missing_ok=True)
+        for name in [PLAN, JOURNAL, *OWN_FILES, *files]:
+            if name != POOL_DIR:
+                (root / name).unlink(missing_ok=True)
     if (root / JOURNAL).exists():
         raise ConfigError(f"{root} holds a run made without --ray; finish it without --ray, or choose another "
                           f"output directory")
@@ -297,7 +306,8 @@ def _plan(root: Path, loaded: Graph, shards: int | None, *, resume: bool, overwr
             raise ConfigError(f"{root} was started with --shards {plan['shards']}; resume it with the same "
                               f"number, or leave --shards out")
         return int(plan["shards"])
-    strays = [name for name in [*files, MANIFEST, CARD, SHARDS_DIR] if (root / name).exists()]
+    # the one-process journal's own list (temporary manifest and card, ledger, pools), so both refuse alike
+    strays = [name for name in [*files, *OWN_FILES, SHARDS_DIR] if present(root / name)]
     if strays:
         raise ConfigError(f"{root} holds {', '.join(strays)} but no run plan ({PLAN}); move them away, choose "
                           f"another output directory, or add --overwrite to delete them")

@@ -190,7 +190,7 @@ def _instantiate(name: str, spec: dict[str, Any], smap: SourceMap, code: CodePol
     listed, used = code.listed, len(code.uses)
     if not code.run_folder_code:
         for key, reference in code_references(spec):
-            code.where = f"nodes.{name}"
+            code.at_node(name)
             try:
                 import_object(reference)
             except ConfigError as error:
@@ -212,7 +212,7 @@ def _instantiate(name: str, spec: dict[str, Any], smap: SourceMap, code: CodePol
 def _construct(name: str, spec: dict[str, Any], smap: SourceMap, code: CodePolicy) -> Node[Any]:
     path: KeyPath = ("nodes", name)
     type_name = spec["type"]
-    code.where = f"nodes.{name}"
+    code.at_node(name)
     try:
         node_type = resolve_node_type(type_name)
     except ConfigError as error:

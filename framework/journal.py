@@ -207,7 +207,7 @@ class Journal:
             raise ConfigError(f"{self.directory} already holds a run; add --resume to finish it, "
                               f"--overwrite to start again, or choose another output directory")
         if not exists:  # before the ledger opens: opening it replaces a file of that name
-            strays = [name for name in [*data_files, *OWN_FILES] if _present(self.directory / name)]
+            strays = [name for name in [*data_files, *OWN_FILES] if present(self.directory / name)]
             if strays:
                 raise ConfigError(f"{self.directory} holds {', '.join(strays)} but no run journal; move them "
                                   f"away, choose another output directory, or add --overwrite to delete them")
@@ -260,7 +260,7 @@ class Journal:
             self.ledger = None
 
 
-def _present(path: Path) -> bool:
+def present(path: Path) -> bool:
     """A file, folder or symbolic link (a dangling one too: writing through it would create its target)."""
     return path.exists() or path.is_symlink()
 

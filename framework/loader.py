@@ -125,7 +125,7 @@ RUNTIME_MODEL_KEYS = frozenset({"profile", "base_url", "max_concurrency", "timeo
 """Where a model runs and how fast it is fed: none of these changes what a record contains."""
 
 
-def config_hash(raw: dict[str, Any], base_dir: Path | None = None) -> str:
+def config_hash(raw: dict[str, Any], base_dir: Path | None = None, read_folders: tuple[Path, ...] = ()) -> str:
     """A short fingerprint of what shapes the data: prompts, nodes, edges, outputs, models' names and
     sampling parameters, the seed source, and the text of subgraph files. Not where or how fast it runs
     (`run:`, replicas, concurrency, budgets, `--endpoint`'s URL), so tuning never refuses a --resume.
@@ -136,12 +136,12 @@ def config_hash(raw: dict[str, Any], base_dir: Path | None = None) -> str:
         shaping["models"] = {name: ({k: v for k, v in spec.items() if k not in RUNTIME_MODEL_KEYS}
                                     if isinstance(spec, dict) else spec) for name, spec in models.items()}
     if base_dir is not None:
-        shaping["subgraph_files"] = _subgraph_texts(raw, base_dir)
+        shaping["subgraph_files"] = _subgraph_texts(raw, base_dir, read_folders)
     canonical = json.dumps(shaping, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def _subgraph_texts(raw: dict[str, Any], base_dir: Path) -> dict[str, str]:
+def _subgraph_texts(raw: dict[str, Any], base_dir: Path, read_folders: tuple[Path, ...]) -> dict[str, str]:
     """An edited subgraph file changes the data as surely as an edited node."""
     texts: dict[str, str] = {}
     nodes = raw.get("nodes")
@@ -153,7 +153,7 @@ def _subgraph_texts(raw: dict[str, Any], base_dir: Path) -> dict[str, str]:
                 continue
             # through the one reader: a FIFO, a device or a file outside the graph's folder is refused now
             texts[name] = read_graph_bytes(path, base_dir, f"nodes.{name}.graph",
-                                           limit=MAX_YAML_BYTES).decode("utf-8", errors="replace")
+                                           limit=MAX_YAML_BYTES, granted=read_folders).decode("utf-8", errors="replace")
     return texts
 
 
@@ -167,8 +167,9 @@ class LoadedConfig:
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None,
-                endpoint: str | None = None) -> LoadedConfig:
-    """Parse, override and type-check a graph file. Raises `ConfigError` naming file, line and key."""
+                endpoint: str | None = None, read_folders: tuple[Path, ...] = ()) -> LoadedConfig:
+    """Parse, override and type-check a graph file. Raises `ConfigError` naming file, line and key.
+    `read_folders`: the folders the user allowed the graph to read (`--allow-read`), for its subgraph files."""
     path = Path(path)
     text = read_yaml_text(path, str(path))
     tree, raw = parse_yaml(text, str(path))
@@ -185,7 +186,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None,
         point_models_at(raw, endpoint)
     modernize(raw, source_map)
     base_dir = path.resolve().parent
-    return LoadedConfig(validate_raw(raw, source_map), raw, source_map, base_dir, config_hash(raw, base_dir))
+    return LoadedConfig(validate_raw(raw, source_map), raw, source_map, base_dir,
+                        config_hash(raw, base_dir, read_folders))
 
 
 MAX_YAML_BYTES = 5_000_000

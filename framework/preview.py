@@ -38,7 +38,8 @@ async def apreview(graph: Graph | str | Path, n: int = 3, node: str | None = Non
     if node is not None and node not in graph.nodes:
         raise ConfigError(f"--node '{node}' is not a node of {graph.name} (nodes: {', '.join(graph.nodes)})")
     models = ModelPool(graph.config.models, ResponseCache() if use_cache else None)
-    ctx = RunContext(models=models, base_dir=graph.base_dir, graph_name=graph.name)
+    ctx = RunContext(models=models, base_dir=graph.base_dir, graph_name=graph.name,
+                     read_folders=graph.code.read_folders)
     previewer = _Previewer(graph, ctx, node)
     try:
         await models.prepare(graph.models_used())

@@ -40,6 +40,7 @@ from types import ModuleType
 from typing import Any
 
 from .errors import ConfigError, did_you_mean, one_line
+from .graph_files import resolved_folders
 from .key_hosts import KeyHosts, KeyUse, key_hosts
 from .node import Node, NodeFunction
 
@@ -85,11 +86,17 @@ class CodePolicy:
     """The graph's own `run.allow_code`, shown in messages; part of `allowed` only with --trust-graph."""
     uses: list[CodeUse] = field(default_factory=list)
     where: str = ""
-    """The key being built (`nodes.count`), so `uses` can say who named the code."""
+    """The key being built (`nodes.count`, `nodes.sub.count` inside subgraph `sub`), so `uses` can say who
+    named the code."""
+    subgraphs: tuple[str, ...] = ()
+    """The subgraph nodes whose child graph is being built, outermost first (`at_node` prefixes them)."""
     run_folder_code: bool = True
     """False for `validate` and `show`: graph-folder modules are read (ast) and listed, never executed."""
     trust_graph: bool = False
     key_hosts: KeyHosts = field(default_factory=KeyHosts)
+    read_folders: tuple[Path, ...] = ()
+    """The folders the user allowed the graph to read and keep indexes in (`--allow-read`; see
+    `graph_files`), besides SYNTHLOOM_ALLOW_READ's: they travel with the graph to its run and its shards."""
     """The hosts the user chose for API keys (see `key_hosts`): the same consent travels with the code's."""
     keys: list[KeyUse] = field(default_factory=list)
     """Where each model's key goes, for `synthloom validate` (subgraphs' models included)."""
@@ -100,14 +107,28 @@ class CodePolicy:
     @classmethod
     def for_graph(cls, folder: Path, allow_code: Iterable[str] = (), requested: Iterable[str] = (),
                   trust_graph: bool = False, run_folder_code: bool = True,
-                  allow_key_hosts: Iterable[str] = ()) -> CodePolicy:
+                  allow_key_hosts: Iterable[str] = (), allow_read: Iterable[str | Path] = ()) -> CodePolicy:
         """The user's consent: modules (`allow_code` and SYNTHLOOM_ALLOW_CODE), key hosts (`allow_key_hosts`
         and SYNTHLOOM_KEY_HOSTS), and `trust_graph`, which adds the graph's own `run.allow_code`."""
         requested = tuple(requested)
         allowed = (*allow_code, *allow_code_from_environment(), *(requested if trust_graph else ()))
         return cls(folders=(folder.resolve(),), allowed=tuple(dict.fromkeys(allowed)), requested=requested,
                    run_folder_code=run_folder_code or trust_graph, trust_graph=trust_graph,
-                   key_hosts=key_hosts(allow_key_hosts, trust_graph))
+                   key_hosts=key_hosts(allow_key_hosts, trust_graph), read_folders=resolved_folders(allow_read))
+
+    def at_node(self, name: str) -> None:
+        """Node `name` of the graph being built is next: `where` is its full path from the top graph."""
+        self.where = "nodes." + ".".join((*self.subgraphs, name))
+
+    @contextlib.contextmanager
+    def inside_subgraph(self, name: str) -> Iterator[None]:
+        """Build the child graph of subgraph node `name` (of the graph being built) under this policy."""
+        outer, where = self.subgraphs, self.where
+        self.subgraphs = (*outer, name)
+        try:
+            yield
+        finally:
+            self.subgraphs, self.where = outer, where
 
     @contextlib.contextmanager
     def active(self) -> Iterator[CodePolicy]:

@@ -32,16 +32,17 @@ BINS = 20
 
 
 def build_report(output_dir: str | Path, compare: str | Path | None = None,
-                 graph: Graph | str | Path | None = None, to: str | Path | None = None) -> Path:
+                 graph: Graph | str | Path | None = None, to: str | Path | None = None,
+                 allow_read: Sequence[str | Path] = ()) -> Path:
     """Write the report of a run (with `compare`, both runs side by side) with the picture of `graph`, or of
     the graph file the run's manifest names, to `to`; return its path. By default it is
     `<output_dir>/report.html`, and a comparison `<output_dir>/report-vs-<other dir>.html`, so comparing
-    never overwrites the run's own report."""
+    never overwrites the run's own report. `allow_read`: as for `synthloom.load`, to load the graph."""
     runs = [read_run(output_dir)] + ([read_run(compare)] if compare is not None else [])
     if graph is None:  # the graph file the manifest names, while it is still there and loads
-        graph = run_graph(runs[0].manifest)
+        graph = run_graph(runs[0].manifest, allow_read)
     elif not isinstance(graph, Graph):
-        graph = load(graph, run_folder_code=False)  # a picture needs no code run
+        graph = load(graph, run_folder_code=False, allow_read=list(allow_read))  # a picture needs no code run
     path = Path(to) if to is not None else Path(output_dir) / report_name(compare)
     try:
         path.write_text(render(runs, graph), encoding="utf-8")

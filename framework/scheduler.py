@@ -103,6 +103,7 @@ class Runner:
         self.models = ModelPool(config.models, cache, retry_base_delay=self.options.retry_base_delay,
                                 permits=self.options.permits)
         self.ctx = RunContext(models=self.models, output_dir=self.output_dir, base_dir=graph.base_dir,
+                              read_folders=graph.code.read_folders,
                               node_stats={name: NodeStats() for name in graph.nodes}, graph_name=graph.name,
                               shared_state=self.options.shared_state or LocalSharedState())
         self.walker = GraphWalk(graph, self.ctx)

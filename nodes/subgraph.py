@@ -49,11 +49,11 @@ class Subgraph(Node[SubgraphParams]):
         self.code = current_policy()
         if not params.outputs:
             raise ValueError("outputs: name at least one {our key: child key} to bring back")
-        self.code.uses.append(CodeUse(f"nodes.{name}", params.graph, "a subgraph file, under this graph's rules"))
+        self.code.uses.append(CodeUse(self.code.where, params.graph, "a subgraph file, under this graph's rules"))
         key, folder = f"nodes.{name}.graph", building_folder()
-        path = checked_path(folder / params.graph, folder, key)
+        path = checked_path(folder / params.graph, folder, key, granted=self.code.read_folders)
         if path.exists():  # a missing file is reported by load_config, naming the subgraph
-            with open_graph_file(path, folder, key):
+            with open_graph_file(path, folder, key, granted=self.code.read_folders):
                 pass  # a regular file: a FIFO or a device is refused here, not read by the YAML loader
         chain = _loading.get()
         if path in chain:
@@ -83,7 +83,9 @@ class Subgraph(Node[SubgraphParams]):
 
     def _load(self, path: Path) -> Graph:
         try:
-            child = build_graph(load_config(path), seed_columns=set(self.params.inputs), code=self.code)
+            with self.code.inside_subgraph(self.name):  # `validate` lists the child's code as nodes.<us>.<node>
+                child = build_graph(load_config(path, read_folders=self.code.read_folders),
+                                    seed_columns=set(self.params.inputs), code=self.code)
         except ConfigError as error:
             raise ConfigError(f"in subgraph '{self.name}': {error.message}", where=error.where or str(path),
                               key=error.key) from None

@@ -87,7 +87,8 @@ def test_a_kept_text_costs_disk_not_memory(method: str, count: int, in_memory: i
     assert probe["grown"] < bound, f"resident memory grew {probe['grown'] / 2**20:.1f} MB (bound {bound / 2**20:.1f})"
 
 
-async def test_the_event_loop_keeps_beating_while_dedup_loads_and_checks(tmp_path: Path) -> None:
+async def test_the_event_loop_keeps_beating_while_dedup_loads_and_checks(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """Loading a 30,000-text MinHash index (the earlier .npz format: about 2 s of inserting its bands) and
     checking 200 records, 16 at a time, all happen in worker threads: a 10 ms heartbeat is never held up
     for 500 ms."""
@@ -96,6 +97,8 @@ async def test_the_event_loop_keeps_beating_while_dedup_loads_and_checks(tmp_pat
     settings = {"num_perm": 128, "ngram": 5, "seed": MINHASH_SEED, "scheme": MINHASH_SCHEME}
     save_arrays(tmp_path / "idx" / MinHashIndex.LEGACY_FILE, settings,
                 [Origin("earlier", f"old{n}") for n in range(len(sketches))], hashvalues=sketches)
+    monkeypatch.chdir(tmp_path)  # a node made outside a graph: its index folder is relative to here,
+    monkeypatch.setenv("SYNTHLOOM_ALLOW_READ", str(tmp_path))  # in a folder the user allowed
     node = Dedup("unique", DedupParams(field="text", method="minhash", index="idx"))
     ctx = RunContext(models=ModelPool({}), base_dir=tmp_path)
     texts = corpus(200, seed=9, planted=0.5)

@@ -378,3 +378,50 @@ def test_ray_carries_the_users_consent_to_the_driver_and_every_shard(
     assert len(lines(tmp_path / "trusted" / "raw.jsonl")) == 6
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["status"] == "completed" and len(manifest["shards"]) == 2
+
+
+def test_the_folders_the_user_allows_reach_every_shard(write_graph: Callable[..., Path], tmp_path: Path,
+                                                        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """`allow_read` (the API's `--allow-read`) travels to the shards as the key hosts do: each shard's
+    sampler reads its file from outside the graph's folder, and keeps its dedup index in the allowed one."""
+    allowed = tmp_path_factory.mktemp("allowed")  # outside the graph's folder (tmp_path)
+    (allowed / "values.jsonl").write_text('{"text": "from the allowed folder"}\n')
+    spec = {"name": "consent",
+            "nodes": {"pick": {"type": "sampler", "slots": {"x": {"file": str(allowed / "values.jsonl")}}},
+                      "unique": {"type": "dedup", "field": "topic", "method": "exact",
+                                 "index": str(allowed / "idx")}},
+            "edges": [{"from": "pick", "to": "unique"}], "outputs": [{"name": "rows", "format": "raw"}]}
+    seeds = seeds_of(8)
+    graph = write_graph(spec, seeds)
+    with pytest.raises(synthloom.ConfigError, match="allow-read"):
+        run_on_ray(graph, tmp_path / "refused", shards=2, num_cpus_per_shard=0.5)
+    manifest = run_on_ray(graph, tmp_path / "out", shards=2, num_cpus_per_shard=0.5, allow_read=[allowed])
+    assert manifest["status"] == "completed", manifest["message"]
+    rows = lines(tmp_path / "out" / "rows.jsonl")
+    assert sorted(row["id"] for row in rows) == [seed["id"] for seed in seeds]
+    assert {json.dumps(row["x"]) for row in rows} == {'{"text": "from the allowed folder"}'}
+    assert (allowed / "idx" / "exact.sqlite").is_file()
+
+
+@pytest.mark.parametrize("stray", ["manifest.json.tmp", "README.md.tmp", ".synthloom-ids.sqlite", "pools",
+                                   "sft.jsonl -> nowhere"])
+def test_a_ray_run_refuses_every_stray_file_the_one_process_run_refuses(
+        fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path, stray: str) -> None:
+    """The driver checks a new run's directory against the journal's own list of its files (OWN_FILES), so
+    a left-over temporary manifest or ledger, or a dangling link where an output goes, is refused as the
+    one-process run refuses it, never written through or over."""
+    graph = write_graph(chain_graph(fake_llm()), seeds_of(4))
+    out = tmp_path / "out"
+    out.mkdir()
+    name, _, target = stray.partition(" -> ")
+    if target:
+        (out / name).symlink_to(tmp_path / target)
+    elif name == "pools":
+        (out / name).mkdir()
+    else:
+        (out / name).write_text("left over\n")
+    with pytest.raises(synthloom.ConfigError, match=f"holds {re.escape(name)} but no run plan"):
+        run_on_ray(graph, out, shards=2, num_cpus_per_shard=0.5)
+    assert not (out / "ray.json").exists() and not (tmp_path / "nowhere").exists()
+    with pytest.raises(synthloom.ConfigError, match=re.escape(name)):
+        synthloom.run(graph, out)  # the one-process run refuses the same file (a link: as leading out)

@@ -163,3 +163,87 @@ def test_a_csv_seed_line_past_the_cap_is_refused_without_reading_it_whole(tmp_pa
     code, errors, peak = capped_cli("run", path, "-o", tmp_path / "out", cwd=tmp_path)
     assert code == 2 and len(errors) == 1 and "a line longer than 10000000 bytes" in errors[0], errors
     assert peak < 400, peak
+
+
+def dedup_graph(folder: Path, index: str) -> Path:
+    """A graph keeping a dedup index in `index` (relative to the graph file), over two texts of its own."""
+    (folder / "seeds.jsonl").write_text('{"id": "a", "text": "one"}\n{"id": "b", "text": "two"}\n')
+    return write_graph(folder, {"unique": {"type": "dedup", "field": "text", "method": "exact", "index": index}},
+                       seed={"source": {"type": "jsonl", "path": "seeds.jsonl"}},
+                       outputs=[{"name": "rows", "format": "raw"}])
+
+
+@pytest.mark.parametrize("where", ["beside the graph", "outside"])
+def test_a_dedup_index_folder_is_refused_at_validate_unless_the_user_allows_it(tmp_path: Path, where: str) -> None:
+    """An index folder is read and written across runs: not even the graph's own folder (which may be your
+    home folder) holds one without consent. The refusal names the key and the flag that allows it."""
+    folder = tmp_path / "graph"
+    folder.mkdir()
+    index = "idx" if where == "beside the graph" else str(tmp_path / "elsewhere" / "idx")
+    path = dedup_graph(folder, index)
+    for command in (["validate", path], ["run", path, "-o", tmp_path / "out"]):
+        code, errors, _ = capped_cli(*command, cwd=tmp_path)
+        assert code == 2 and len(errors) == 1, errors
+        assert "nodes.unique.index: index folder " in errors[0] and "--allow-read " in errors[0], errors
+        assert "SYNTHLOOM_ALLOW_READ=" in errors[0], errors
+    assert not (tmp_path / "out").exists() and not Path(index if Path(index).is_absolute() else folder / index
+                                                        ).exists()
+    allowed = folder if where == "beside the graph" else tmp_path / "elsewhere"
+    code, errors, _ = capped_cli("validate", path, "--allow-read", allowed, cwd=tmp_path)
+    assert code == 0, errors
+    code, errors, _ = capped_cli("run", path, "-o", tmp_path / "out", cwd=tmp_path,
+                                 env={"SYNTHLOOM_ALLOW_READ": str(allowed)})
+    assert code == 0, errors
+    assert (allowed / "idx" / "exact.sqlite").is_file()
+
+
+def test_allow_read_reaches_every_command_that_loads_a_graph(tmp_path: Path) -> None:
+    """`--allow-read DIR` (repeatable) is the flag of SYNTHLOOM_ALLOW_READ: a subgraph file, a sampler file
+    outside the graph's folder are refused without it and read with it, by run, validate, show, preview and
+    report."""
+    folder = tmp_path / "graph"
+    folder.mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "child.yaml").write_text(yaml.safe_dump(
+        {"name": "child", "nodes": {"pick": {"type": "sampler", "slots": {"x": ["a"]}}}}))
+    (tmp_path / "more").mkdir()
+    (tmp_path / "more" / "values.jsonl").write_text('{"text": "a secret"}\n')
+    path = write_graph(folder, {"sub": {"type": "subgraph", "graph": str(tmp_path / "elsewhere" / "child.yaml"),
+                                        "outputs": {"y": "x"}},
+                                "pick": {"type": "sampler", "slots": {"z": {"file": str(tmp_path / "more" /
+                                                                                      "values.jsonl")}}}},
+                       outputs=[{"name": "rows", "format": "raw"}])
+    flags = ["--allow-read", tmp_path / "elsewhere", "--allow-read", tmp_path / "more"]
+    out = tmp_path / "out"
+    for command in (["validate", path], ["show", path], ["preview", path, "--json"],
+                    ["run", path, "-o", out]):
+        code, errors, _ = capped_cli(*command, cwd=tmp_path)
+        assert code == 2 and len(errors) == 1 and "--allow-read " in errors[0], (command, errors)
+        code, errors, _ = capped_cli(*command, *flags, cwd=tmp_path)
+        assert code == 0, (command, errors)
+    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    assert [(row["y"], row["z"]) for row in rows] == [("a", {"text": "a secret"})] * 2
+    code, errors, _ = capped_cli("report", out, "--graph", path, cwd=tmp_path)
+    assert code == 2 and "--allow-read " in errors[0], errors
+    code, errors, _ = capped_cli("report", out, "--graph", path, *flags, cwd=tmp_path)
+    assert code == 0 and '<figure class="diagram">' in (out / "report.html").read_text(), errors
+    (out / "README.md").unlink()
+    assert capped_cli("card", out, cwd=tmp_path)[0] == 0
+    assert "```mermaid" not in (out / "README.md").read_text()  # the graph does not load: no picture
+    assert capped_cli("card", out, *flags, cwd=tmp_path)[0] == 0
+    assert "```mermaid" in (out / "README.md").read_text()
+
+
+def test_allow_read_in_the_python_api(tmp_path: Path) -> None:
+    import synthloom
+    folder = tmp_path / "graph"
+    folder.mkdir()
+    path = write_graph(folder, sampler(plant(folder, "outside", "values.jsonl")),
+                       outputs=[{"name": "rows", "format": "raw"}])
+    with pytest.raises(synthloom.ConfigError, match="nodes.pick.slots.x: .*allow-read"):
+        synthloom.run(path, tmp_path / "refused")
+    result = synthloom.run(path, tmp_path / "out", allow_read=[tmp_path / "elsewhere"])
+    assert [row["x"] for row in result.records("rows")] == [{"text": "a secret"}] * 2
+    graph = synthloom.load(dedup_graph(folder, "idx"), allow_read=[str(folder)])
+    synthloom.run(graph, tmp_path / "deduped")
+    assert (folder / "idx" / "exact.sqlite").is_file()

@@ -178,3 +178,19 @@ def test_a_subgraph_file_follows_the_rules_of_the_graph_that_names_it(tmp_path: 
     assert_refused(cli("run", path, "-o", tmp_path / "out", "-q", cwd=tmp_path), "child.yaml",
                    "graph files may not run 'os'")
     assert not (tmp_path / "pwned").exists()
+
+
+def test_validate_names_code_inside_a_subgraph_by_its_full_path(tmp_path: Path) -> None:
+    """The code a subgraph's node names is listed as `nodes.sub.shell`, not as the child's own `nodes.shell`
+    (which in the parent names nothing, or another node), however deep the subgraphs nest."""
+    (tmp_path / "helpers.py").write_text("def status(state):\n    return {'status': 0}\n")
+    shell = {"shell": {"type": "python", "function": "helpers:status", "output": "status"}}
+    (tmp_path / "inner.yaml").write_text(yaml.safe_dump({"name": "inner", "nodes": shell}))
+    (tmp_path / "child.yaml").write_text(yaml.safe_dump({"name": "child", "nodes": {
+        **shell, "inner": {"type": "subgraph", "graph": "inner.yaml", "outputs": {"deep": "status"}}}}))
+    path = write(tmp_path, {"sub": {"type": "subgraph", "graph": "child.yaml", "outputs": {"status": "status"}}})
+    done = cli("validate", path)
+    assert done.returncode == 0, done.stderr
+    listed = [line.strip().split(" <- ")[0] for line in done.stdout.splitlines() if line.startswith("  nodes.")]
+    assert listed == ["nodes.sub: child.yaml", "nodes.sub.inner: inner.yaml", "nodes.sub.inner.shell: helpers:status",
+                      "nodes.sub.shell: helpers:status"], done.stdout

@@ -42,6 +42,13 @@ NEAR_COPY = {"id": "near_copy", "question": "Music " + passage(6).split(" ", 1)[
 SEEDS = ORIGINALS + [EXACT_COPY, NEAR_COPY]
 
 
+@pytest.fixture(autouse=True)
+def index_folders_allowed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """These graphs keep their `index:` folders under tmp_path, which the user allows here (test_graph_files
+    shows an index folder refused without that consent)."""
+    monkeypatch.setenv("SYNTHLOOM_ALLOW_READ", str(tmp_path))
+
+
 def dedup_graph(**node: Any) -> dict[str, Any]:
     return {"name": "deduped", "nodes": {"unique": {"type": "dedup", "field": "question", **node}},
             "outputs": [{"name": "raw", "format": "raw"}]}

@@ -14,8 +14,11 @@ from pydantic import Field, model_validator
 from synthloom import ceilings
 from synthloom.context import RunContext
 from synthloom.errors import ConfigError
+from synthloom.graph import building_folder
+from synthloom.graph_files import allowed_write_folder
 from synthloom.kept_log import KeptLog, kept_log
 from synthloom.node import Drop, Node, NodeParams
+from synthloom.registry import current_policy
 
 from .base import Index, Origin
 from .embedding import EMBED_MISSING, EmbeddingIndex, sentence_encoder
@@ -36,8 +39,8 @@ class DedupParams(NodeParams):
     ngram: int = Field(default=5, ge=1, le=ceilings.MAX_NGRAM, description="minhash: words per shingle")
     num_perm: int = Field(default=128, ge=16, le=ceilings.MAX_NUM_PERM,
                           description="minhash: permutations (more: finer estimate)")
-    index: str | None = Field(default=None, description="folder that keeps the index between runs "
-                                                        "(relative to the graph file)")
+    index: str | None = Field(default=None, description="folder that keeps the index between runs (relative "
+                              "to the graph file), inside a folder you allowed with --allow-read")
 
     @model_validator(mode="after")
     def _fits_method(self) -> DedupParams:
@@ -63,6 +66,8 @@ class Dedup(Node[DedupParams]):
     def __init__(self, name: str, params: DedupParams):
         super().__init__(name, params)
         self.shared_key = f"dedup:{name}"
+        if params.index:  # refused by `validate`, not first at the end of a run
+            self._checked_folder(building_folder(), current_policy().read_folders)
 
     def reads(self) -> set[str]:
         return {self.params.field}
@@ -103,7 +108,14 @@ class Dedup(Node[DedupParams]):
         return str(ctx.output_dir.resolve()) if ctx.output_dir else ""
 
     def _folder(self, ctx: RunContext) -> Path | None:
-        return ctx.resolve_path(self.params.index) if self.params.index else None
+        return self._checked_folder(ctx.base_dir, ctx.read_folders) if self.params.index else None
+
+    def _checked_folder(self, base_dir: Path, granted: tuple[Path, ...]) -> Path:
+        """The `index:` folder (read and written across runs), if it lies in a folder the user allowed: a graph
+        may come from a stranger, and its own folder could be your home folder."""
+        assert self.params.index is not None
+        return allowed_write_folder(base_dir / Path(self.params.index).expanduser(), f"nodes.{self.name}.index",
+                                    granted, what="index folder ")
 
     async def run(self, state: Mapping[str, Any], ctx: RunContext) -> Drop | None:
         store = await ctx.shared_index(self.shared_key)
