@@ -192,7 +192,7 @@ def _instantiate(name: str, spec: dict[str, Any], smap: SourceMap, code: CodePol
         for key, reference in code_references(spec):
             code.at_node(name)
             try:
-                import_object(reference)
+                import_object(reference, node_type=key == "type")
             except ConfigError as error:
                 if code.listed > listed:
                     continue

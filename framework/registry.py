@@ -17,7 +17,10 @@ The module half is not enough: a trusted module imports `os`, so `trusted.module
 it. The attribute path is therefore walked only through names the module's own source defines (a `def`,
 `class` or assignment, read with `ast`; never a name it imported), through classes only, with no part
 starting with `_`, and the object found must itself be defined in a module the policy allows (its
-`__module__`). `synthloom validate` lists graph-folder code from that reading of the source, without
+`__module__`). And installed code (synthloom's own packages, registered plugins) holds helpers that were
+never meant for a graph's hands (a class that runs SQL from its arguments, a function that loops a count it
+is given): from those modules a graph names only what is *exported for graphs* (`_check_exported`), never
+any public name. `synthloom validate` lists graph-folder code from that reading of the source, without
 running it (`CodePolicy.run_folder_code = False`). `CodePolicy.uses` lists what was let in.
 """
 from __future__ import annotations
@@ -48,6 +51,11 @@ ENTRY_POINT_GROUP = "synthloom.nodes"
 TRUSTED_PACKAGES = ("synthloom_nodes", "synthloom_graphs")
 """Code shipped with synthloom that graphs name in full: the built-in nodes and the workflows' glue."""
 ALLOW_CODE_ENV = "SYNTHLOOM_ALLOW_CODE"
+GRAPH_API = "__graph_api__"
+"""A module-level list of the names (`Name` or `Class.member`) an installed module exports for graphs to name
+as a python `function`, agent `tools`, pairs `verifier`, `output_schema` or langgraph `graph`."""
+INSTALLED_RULES = ("part of synthloom", "a registered node plugin")
+"""The rules that let in installed code, which graphs may name only where it is exported for them."""
 
 
 @lru_cache(maxsize=1)
@@ -366,9 +374,10 @@ def load_folder_module(module_name: str, folder_file: Path) -> ModuleType:
     return importlib.import_module(module_name) if rest else module
 
 
-def import_object(path: str) -> Any:
+def import_object(path: str, *, node_type: bool = False) -> Any:
     """`package.module:attribute` -> the object, if the current `CodePolicy` lets it in (see the module
-    docstring). The one way a graph's reference to code is resolved."""
+    docstring). The one way a graph's reference to code is resolved; `node_type` when a node's `type` names
+    it, which may name a `Node` subclass of installed code besides what it exports."""
     if not isinstance(path, str):
         raise ConfigError(f"{one_line(path)} should be a string like package.module:Name")
     module_name, _, attribute = path.partition(":")
@@ -406,6 +415,8 @@ def import_object(path: str) -> Any:
             raise ConfigError(f"module '{module_name}' has no '{one_line(attribute)}'"
                               f"{did_you_mean('.'.join(parts[:depth + 1]), near)}") from None
     _check_defined_here(path, module_name, target, definition, policy)
+    if reason in INSTALLED_RULES:
+        _check_exported(path, module, attribute, target, node_type)
     policy.uses.append(CodeUse(policy.where, path, reason))
     return target
 
@@ -434,11 +445,27 @@ def _check_defined_here(path: str, module_name: str, target: Any, definition: De
             from None
 
 
+def _check_exported(path: str, module: ModuleType, attribute: str, target: Any, node_type: bool) -> None:
+    """Installed code is nameable by graphs only where it is meant to be: `@node` functions, `Node`
+    subclasses as a node `type`, and the names the module lists in `__graph_api__`."""
+    exported = getattr(module, GRAPH_API, ())
+    if isinstance(target, NodeFunction) or (isinstance(exported, (list, tuple)) and attribute in exported):
+        return
+    if node_type:
+        if isinstance(target, type) and issubclass(target, Node):
+            return
+        raise ConfigError(f"'{path}' is not a node type: from installed packages a node's type names only "
+                          f"node types (`synthloom nodes`, @node functions, synthloom.Node subclasses)")
+    raise ConfigError(f"'{path}' is not exported for graphs: from installed packages a graph names only "
+                      f"@node functions and what a module lists in {GRAPH_API}; put your own code in the "
+                      f"graph's folder or allow its module with --allow-code")
+
+
 def resolve_node_type(type_name: Any) -> type[Node[Any]]:
     if not isinstance(type_name, str):
         raise ConfigError(f"a node type is a name (see `synthloom nodes`), not {type(type_name).__name__}")
     if ":" in type_name:
-        found = import_object(type_name)
+        found = import_object(type_name, node_type=True)
     else:
         point = _entry_points().get(type_name)
         if point is None:

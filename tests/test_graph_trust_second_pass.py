@@ -9,7 +9,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import pkgutil
 import re
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
@@ -18,8 +20,12 @@ from typing import Any
 
 import pytest
 import synthloom
+import synthloom_graphs
 import yaml
 from synthloom.errors import ConfigError
+from synthloom.graph import code_references
+from synthloom.node import Node, NodeFunction
+from synthloom.registry import TRUSTED_PACKAGES, CodePolicy, import_object, resolve_node_type
 
 from tests.conftest import model_spec
 from tests.fixture_server import FakeOpenAI
@@ -110,6 +116,107 @@ def test_validate_lists_what_a_subgraph_names(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "nodes.sub: child.yaml <- a subgraph file" in done.stdout
     assert "synthloom_graphs.self_instruct:tidy_instruction <- part of synthloom" in done.stdout
+
+
+# -- 1b. installed code: a graph names only what is exported for graphs --------------------------------------
+
+def attacking_sql(victim: Path) -> list[str]:
+    return [f"ATTACH DATABASE '{victim / 'precious.sqlite'}' AS v", "DROP TABLE v.notes",
+            f"ATTACH DATABASE '{victim / 'new-file-anywhere'}' AS w", "CREATE TABLE w.t(a)"]
+
+
+def test_an_internal_class_of_synthloom_nodes_cannot_run_sql_from_a_seed(tmp_path: Path) -> None:
+    """Review: `function: synthloom_nodes.dedup.disk:IndexFile` ran the seed's `schema` list as SQL, which
+    attached and dropped a table of a database elsewhere and created files anywhere; validate said
+    `<- part of synthloom`."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    with sqlite3.connect(victim / "precious.sqlite") as db:
+        db.execute("CREATE TABLE notes (text TEXT)")
+        db.execute("INSERT INTO notes VALUES ('keep me')")
+    folder = tmp_path / "stranger"
+    folder.mkdir()
+    (folder / "seeds.jsonl").write_text(json.dumps({"id": "r1", "kind": "k", "settings": {},
+                                                    "schema": attacking_sql(victim)}) + "\n")
+    path = graph_file(folder, {"a": {"type": "python", "function": "synthloom_nodes.dedup.disk:IndexFile",
+                                     "output": "idx"}})
+    for command in (["validate", path], ["run", path, "-o", tmp_path / "out", "-q"]):
+        done = synthloom_cli(*command, cwd=folder)
+        refused(done, "graph.yaml:", "nodes.a.function", "is not exported for graphs", "@node functions",
+                "__graph_api__")
+        assert "part of synthloom" not in done.stdout
+    with sqlite3.connect(victim / "precious.sqlite") as db:
+        assert db.execute("SELECT text FROM notes").fetchall() == [("keep me",)]
+    assert sorted(item.name for item in victim.iterdir()) == ["precious.sqlite"]
+
+
+def test_a_helper_that_loops_a_count_from_the_seed_cannot_be_named(tmp_path: Path) -> None:
+    """Review: `function: synthloom_graphs.sycophancy:addition_claims` with a seed `count` of 1e8 built
+    lists until a MemoryError after 1.5 GB; it is a test fixture, not glue a graph names."""
+    (tmp_path / "seeds.jsonl").write_text('{"id": "r1", "count": 100000000, "seed": 1}\n')
+    path = graph_file(tmp_path, {"c": {"type": "python", "function": "synthloom_graphs.sycophancy:addition_claims",
+                                       "output": "claims"}})
+    for command in (["validate", path], ["run", path, "-o", tmp_path / "out", "-q"]):
+        refused(synthloom_cli(*command, cwd=tmp_path), "nodes.c.function", "is not exported for graphs")
+    assert not (tmp_path / "out" / "o.jsonl").exists()
+
+
+EXPORTED_FOR_GRAPHS = {
+    "synthloom_graphs.agentinstruct:read_document", "synthloom_graphs.agentinstruct:refined_question",
+    "synthloom_graphs.dialogues:pick_subtopic", "synthloom_graphs.dialogues:seat_prompts",
+    "synthloom_graphs.dialogues:tidy_dialogue", "synthloom_graphs.dpo_weak_strong:grade",
+    "synthloom_graphs.dpo_weak_strong:check", "synthloom_graphs.evol_instruct:begin",
+    "synthloom_graphs.evol_instruct:pick_operation", "synthloom_graphs.evol_instruct:eliminate",
+    "synthloom_graphs.evol_instruct:accept", "synthloom_graphs.fables:fable_prompt",
+    "synthloom_graphs.rag_synth:strip_preamble", "synthloom_graphs.self_instruct:tidy_instruction",
+    "synthloom_graphs.self_instruct:tidy_input", "synthloom_graphs.sycophancy:build_claim_prompts"}
+"""The @node functions the shipped workflows name, and the one plain function marked in `__graph_api__`
+(the dpo_weak_strong `pairs` verifier)."""
+
+
+def installed_callables() -> list[str]:
+    """`module:Name` for every public function and class defined in synthloom_nodes and synthloom_graphs."""
+    found = []
+    for package in TRUSTED_PACKAGES:
+        root = importlib.import_module(package)
+        names = [package, *(info.name for info in pkgutil.walk_packages(root.__path__, package + "."))]
+        for module_name in names:
+            module = importlib.import_module(module_name)
+            for name, value in vars(module).items():
+                if not name.startswith("_") and callable(value) and getattr(value, "__module__", None) == module_name:
+                    found.append(f"{module_name}:{name}")
+    return found
+
+
+def resolves(reference: str, resolve: Callable[[str], Any]) -> bool:
+    with CodePolicy().active():
+        try:
+            resolve(reference)
+        except ConfigError as error:
+            assert "\n" not in error.message
+            return False
+    return True
+
+
+def test_only_what_is_marked_for_graphs_resolves_from_synthloom_packages() -> None:
+    """Every public callable of the built-in nodes and the workflows' glue, tried as a python `function`
+    (the rule of tools, verifier, output_schema and graph too) and as a node `type`."""
+    references = installed_callables()
+    assert "synthloom_nodes.dedup.disk:IndexFile" in references and len(references) > 100
+    as_function = {reference for reference in references if resolves(reference, import_object)}
+    assert as_function == EXPORTED_FOR_GRAPHS
+    as_type = {reference for reference in references if resolves(reference, resolve_node_type)}
+    for reference in references:
+        target = getattr(importlib.import_module(reference.partition(":")[0]), reference.partition(":")[2])
+        is_node_type = isinstance(target, NodeFunction) or (isinstance(target, type) and issubclass(target, Node))
+        assert (reference in as_type) == is_node_type, reference
+    shipped = set()
+    for graph in Path(synthloom_graphs.__file__).parent.glob("*.yaml"):
+        for node_spec in yaml.safe_load(graph.read_text())["nodes"].values():
+            shipped.update(reference for key, reference in code_references(node_spec) if key != "type")
+            if ":" in node_spec["type"]:
+                assert node_spec["type"] in as_type, (graph.name, node_spec["type"])
+    assert shipped and shipped <= as_function
 
 
 # -- 2. files beside a graph: only the modules it names, loaded by path, never run by validate ---------------
