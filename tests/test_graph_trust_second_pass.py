@@ -22,7 +22,7 @@ import pytest
 import synthloom
 import synthloom_graphs
 import yaml
-from synthloom.errors import ConfigError
+from synthloom.errors import ConfigError, RecordError
 from synthloom.graph import code_references
 from synthloom.node import Node, NodeFunction
 from synthloom.registry import TRUSTED_PACKAGES, CodePolicy, import_object, resolve_node_type
@@ -217,6 +217,38 @@ def test_only_what_is_marked_for_graphs_resolves_from_synthloom_packages() -> No
             if ":" in node_spec["type"]:
                 assert node_spec["type"] in as_type, (graph.name, node_spec["type"])
     assert shipped and shipped <= as_function
+
+
+@pytest.mark.parametrize(("node_spec", "written"), [
+    ({"type": "synthloom_graphs.agentinstruct:read_document"}, "document"),
+    ({"type": "python", "function": "synthloom_graphs.sycophancy:build_claim_prompts", "args": {"names": "SECRET"}},
+     "opinion_prompt")], ids=["document path from the seed", "user names file"])
+def test_exported_workflow_glue_reads_only_files_beside_the_graph(tmp_path: Path, node_spec: dict[str, Any],
+                                                                  written: str) -> None:
+    """What stays nameable reads a file named by the seed or the graph only beside the graph or in an
+    allowed folder (both read it with `read_text` from any path and put it in the record)."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("top secret line\n")
+    folder = tmp_path / "stranger"
+    folder.mkdir()
+    (folder / "seeds.jsonl").write_text(json.dumps({"id": "r1", "path": str(secret), "claim": "c",
+                                                    "label": True}) + "\n")
+    node_spec = json.loads(json.dumps(node_spec).replace("SECRET", str(secret)))
+    path = graph_file(folder, {"a": node_spec}, outputs=[{"name": "o", "format": "sft", "messages": [
+        {"role": "user", "content": "{{ %s }}" % written},
+        {"role": "assistant", "content": "x"}]}])
+    done = synthloom_cli("run", path, "-o", tmp_path / "out", "-q", cwd=folder)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    failure = json.loads((tmp_path / "out" / "failed.jsonl").read_text())
+    assert failure["error_type"] == "RecordError" and "is outside the graph's folder" in failure["message"]
+    assert not any("top secret" in item.read_text() for item in (tmp_path / "out").iterdir() if item.is_file())
+
+
+def test_addition_claims_has_a_ceiling() -> None:
+    from synthloom_graphs.sycophancy import MAX_ADDITION_CLAIMS, addition_claims
+    assert len(addition_claims(3)) == 3
+    with pytest.raises(RecordError, match=f"count 100000000 is not between 0 and {MAX_ADDITION_CLAIMS}"):
+        addition_claims(100_000_000)
 
 
 # -- 2. files beside a graph: only the modules it names, loaded by path, never run by validate ---------------
