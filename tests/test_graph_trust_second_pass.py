@@ -235,7 +235,7 @@ def test_exported_workflow_glue_reads_only_files_beside_the_graph(tmp_path: Path
                                                     "label": True}) + "\n")
     node_spec = json.loads(json.dumps(node_spec).replace("SECRET", str(secret)))
     path = graph_file(folder, {"a": node_spec}, outputs=[{"name": "o", "format": "sft", "messages": [
-        {"role": "user", "content": "{{ %s }}" % written},
+        {"role": "user", "content": "{{ " + written + " }}"},
         {"role": "assistant", "content": "x"}]}])
     done = synthloom_cli("run", path, "-o", tmp_path / "out", "-q", cwd=folder)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
