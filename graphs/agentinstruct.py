@@ -7,7 +7,7 @@ from typing import Any
 
 from synthloom import Drop, node
 from synthloom.context import RunContext
-from synthloom.errors import RecordError
+from synthloom.errors import ConfigError, RecordError
 
 __all__ = ["read_document", "refined_question"]
 
@@ -18,12 +18,13 @@ LABEL = re.compile(r"^\W*(?:(?:rewritten|refined|new|revised|edited|final)\s+)?q
 
 @node(writes=["document", "title"])
 def read_document(path: str, ctx: RunContext) -> dict[str, Any] | Drop:
-    """The document's text (the seed row holds only its path, relative to the graph file) and its title line."""
-    file = ctx.resolve_path(path)
+    """The document's text (the seed row holds only its path, relative to the graph file) and its title line.
+    The path is read through the one reader, as a sampler `file:` is: beside the graph or in an allowed folder."""
     try:
-        text = file.read_text(encoding="utf-8").strip()
-    except OSError as error:
-        raise RecordError(f"cannot read document {file}: {error.strerror}") from None
+        _, text = ctx.read_file(path, key="path", what="document ")
+    except ConfigError as error:  # the path comes from a record: that record fails, the run goes on
+        raise RecordError(error.message) from None
+    text = text.strip()
     if not text:
         return Drop("empty document")
     return {"document": text, "title": text.splitlines()[0].strip()}
