@@ -301,3 +301,28 @@ def test_a_record_that_runs_out_of_memory_fails_in_one_line(tmp_path: Path) -> N
     assert len(failed) == 1 and failed[0]["error_type"] == "MemoryError"
     assert "traceback" not in failed[0] and "memory" in failed[0]["message"]
     assert "small" in (tmp_path / "out" / "o.jsonl").read_text()
+
+
+@pytest.mark.parametrize("kind", ["symlink to environ", "outside", "/proc/self/environ", "a name with a path"])
+def test_a_model_profile_is_a_packaged_name_or_a_file_through_the_reader(tmp_path: Path, kind: str) -> None:
+    """`models.<name>.profile` reads a packaged configs/<name>.yaml, or a YAML file beside the graph or in an
+    allowed folder: never /proc, never a file elsewhere without consent."""
+    graph_dir = tmp_path / "graph"
+    graph_dir.mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "p.yaml").write_text("backend: openai\nmodel: from-elsewhere\n")
+    profile, expected = {"symlink to environ": ("p.yaml", "under /proc"),
+                         "outside": (str(tmp_path / "elsewhere" / "p.yaml"), "outside the graph's folder"),
+                         "/proc/self/environ": ("/proc/self/environ.yaml", "under /proc"),
+                         "a name with a path": ("../../../../../../proc/self/environ", "no profile")}[kind]
+    if kind == "symlink to environ":
+        (graph_dir / "p.yaml").symlink_to("/proc/self/environ")
+    graph = write_graph(graph_dir, sampler("s.txt"),
+                        models={"default": {"profile": profile, "base_url": "http://127.0.0.1:9/v1"}})
+    (graph_dir / "s.txt").write_text("a\n")
+    code, errors, _ = capped_cli("validate", graph, cwd=tmp_path)
+    assert code == 2 and len(errors) == 1 and "models.default.profile" in errors[0] and expected in errors[0], \
+        errors
+    if kind == "outside":
+        code, errors, _ = capped_cli("validate", graph, "--allow-read", tmp_path / "elsewhere", cwd=tmp_path)
+        assert code == 0, errors
