@@ -46,7 +46,6 @@ from .stats import NodeStats
 from .trace import TRACES, RecordTrace, record_trace
 from .walk import GraphWalk, NodeFailure
 
-
 RESOURCE_ERRORS: tuple[type[BaseException], ...] = (MemoryError, RecursionError)
 """A record that ran out of memory or stack met a bound (a huge input, a deep structure), not a bug in the
 code: its failure record names the bound in one line, without a traceback."""

@@ -180,8 +180,8 @@ class RetrieveParams(NodeParams):
                                                 "cosine of embeddings a used document lies in")
     tfidf_band: tuple[float, float] = Field(default=BANDS["tfidf"], description="[low, high] TF-IDF cosine "
                                             "a used document lies in")
-    top_k: int = Field(default=3, ge=1, le=MAX_DRAW, description="in-band documents listed in `retrieved` (the first, the "
-                       "most similar, is the one rewritten)")
+    top_k: int = Field(default=3, ge=1, le=MAX_DRAW, description="in-band documents listed in `retrieved` "
+                       "(the first, the most similar, is the one rewritten)")
     output: str = Field(default="document", description="state key for the chosen {name, title, text, "
                         "similarity}; `retrieved` lists the in-band hits, `retrieval` the method and band")
 
