@@ -55,8 +55,9 @@ def build_card(output_dir: str | Path, allow_read: Sequence[str | Path] = (), gr
                ) -> Path:
     """Write `<output_dir>/README.md` from the run's manifest and files; return its path. Raises `CardError`
     when the directory holds no readable manifest. `allow_read`: as for `synthloom.load`, to load the graph.
-    `graph`: the run's graph file, drawn and quoted; without it, the file the manifest names is used only
-    when it lies inside the run directory (a downloaded run's manifest may name any file of yours)."""
+    `graph`: the run's graph file, drawn and quoted; without it, the file the manifest names is drawn (as
+    `validate` loads it) but quoted only when it lies inside the run directory (a downloaded run's manifest
+    may name any file of yours, with its comments and hosts)."""
     directory = Path(output_dir)
     try:
         manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
@@ -65,9 +66,9 @@ def build_card(output_dir: str | Path, allow_read: Sequence[str | Path] = (), gr
                         ) from None
     if not isinstance(manifest, dict):
         raise CardError(f"{directory / MANIFEST} does not hold a manifest object")
-    graph_file = str(graph) if graph is not None else graph_file_inside(directory, manifest)
-    loaded = run_graph({"graph_file": graph_file}, allow_read) if graph_file else None
-    return _write(directory, card_text(directory, manifest, loaded, graph_file))
+    loaded = run_graph({"graph_file": str(graph)} if graph is not None else manifest, allow_read)
+    quoted = str(graph) if graph is not None else graph_file_inside(directory, manifest)
+    return _write(directory, card_text(directory, manifest, loaded, quoted))
 
 
 def graph_file_inside(directory: Path, manifest: dict[str, Any]) -> str | None:
