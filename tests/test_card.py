@@ -107,6 +107,11 @@ def test_a_card_quotes_a_graph_file_outside_the_run_only_when_the_user_names_it(
 
     left_out = card()
     assert "private-comment-xyz" not in left_out and "quoted only when you name it" in left_out
+    (finished_run / "README.md").unlink()
+    pushed = subprocess.run([sys.executable, "-m", "synthloom.cli", "push", str(finished_run), "me/data",
+                             "--dry-run"], capture_output=True, text=True, timeout=120)
+    assert pushed.returncode == 0 and "## Graph file" in pushed.stdout, pushed.stderr
+    assert "private-comment-xyz" not in pushed.stdout
     assert "private-comment-xyz" in card("--graph", str(mine))
     inside = finished_run / "graph.yaml"
     inside.write_text(mine.read_text())
