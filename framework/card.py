@@ -48,12 +48,16 @@ def write_card(directory: Path, manifest: dict[str, Any], graph: Graph) -> Path 
     the card when it finishes."""
     if manifest.get("status") == "interrupted":
         return None
-    return _write(directory, card_text(directory, manifest, graph))
+    return _write(directory, card_text(directory, manifest, graph, manifest.get("graph_file")))
 
 
-def build_card(output_dir: str | Path, allow_read: Sequence[str | Path] = ()) -> Path:
+def build_card(output_dir: str | Path, allow_read: Sequence[str | Path] = (), graph: str | Path | None = None
+               ) -> Path:
     """Write `<output_dir>/README.md` from the run's manifest and files; return its path. Raises `CardError`
-    when the directory holds no readable manifest. `allow_read`: as for `synthloom.load`, to load the graph."""
+    when the directory holds no readable manifest. `allow_read`: as for `synthloom.load`, to load the graph.
+    `graph`: the run's graph file, drawn and quoted; without it, the file the manifest names is drawn (as
+    `validate` loads it) but quoted only when it lies inside the run directory (a downloaded run's manifest
+    may name any file of yours, with its comments and hosts)."""
     directory = Path(output_dir)
     try:
         manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
@@ -62,7 +66,19 @@ def build_card(output_dir: str | Path, allow_read: Sequence[str | Path] = ()) ->
                         ) from None
     if not isinstance(manifest, dict):
         raise CardError(f"{directory / MANIFEST} does not hold a manifest object")
-    return _write(directory, card_text(directory, manifest, run_graph(manifest, allow_read)))
+    loaded = run_graph({"graph_file": str(graph)} if graph is not None else manifest, allow_read)
+    quoted = str(graph) if graph is not None else graph_file_inside(directory, manifest)
+    return _write(directory, card_text(directory, manifest, loaded, quoted))
+
+
+def graph_file_inside(directory: Path, manifest: dict[str, Any]) -> str | None:
+    """The graph file the manifest names, if it lies inside the run directory (links followed)."""
+    named = manifest.get("graph_file")
+    if not isinstance(named, str) or not named:
+        return None
+    folder = directory.resolve()
+    resolved = (directory / named).resolve()
+    return named if resolved == folder or folder in resolved.parents else None
 
 
 def _write(directory: Path, text: str) -> Path:
@@ -91,7 +107,8 @@ def run_graph(manifest: dict[str, Any], allow_read: Sequence[str | Path] = ()) -
 
 # -- the card's text --------------------------------------------------------------------------------
 
-def card_text(directory: Path, manifest: dict[str, Any], graph: Graph | None) -> str:
+def card_text(directory: Path, manifest: dict[str, Any], graph: Graph | None, graph_file: Any) -> str:
+    """The card; `graph_file` is the graph file it may quote (None: quote none)."""
     counts = _dict(manifest.get("counts"))
     written = _dict(counts.get("outputs"))
     formats = _formats(manifest, graph)
@@ -109,7 +126,7 @@ def card_text(directory: Path, manifest: dict[str, Any], graph: Graph | None) ->
         *_graph_section(graph),
         *_models_section(manifest),
         *_metrics_section(summaries),
-        *_graph_file_section(manifest),
+        *_graph_file_section(manifest, graph_file),
     ])
     return f"---\n{header}---\n\n{body}\n"
 
@@ -274,10 +291,12 @@ def _count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def _graph_file_section(manifest: dict[str, Any]) -> list[str]:
+def _graph_file_section(manifest: dict[str, Any], graph_file: Any) -> list[str]:
     """The graph file as run, when it is still there and reads as a graph (a crafted manifest may name any
     file: only a graph file is quoted), with its secrets cut out and a fence no line of it can close."""
-    graph_file = manifest.get("graph_file")
+    if graph_file is None and isinstance(manifest.get("graph_file"), str):
+        return ["", "## Graph file", "", f"The manifest names {as_text(manifest['graph_file'])}, outside the run "
+                "directory; it is quoted only when you name it: `synthloom card DIR --graph FILE`."]
     text = _graph_file_text(graph_file)
     if text is None:
         return ["", "## Graph file", "", f"Not found at {as_text(graph_file)}; the manifest names the graph "

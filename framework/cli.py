@@ -463,11 +463,13 @@ def report(output_dir: Path = typer.Argument(..., help="a run's output directory
 
 @app.command()
 def card(output_dir: Path = typer.Argument(..., help="a run's output directory"),
+         graph: Path | None = typer.Option(None, "--graph", help="the run's graph file, to draw and quote it "
+                                           "(else the manifest's, only when it lies inside the run directory)"),
          allow_read: list[Path] | None = AllowReadOption) -> None:
     """Write <output dir>/README.md, the Hugging Face dataset card (every run also writes it at its end)."""
     from .card import build_card
     try:
-        path = build_card(output_dir, allow_read or ())
+        path = build_card(output_dir, allow_read or (), graph)
     except (SynthloomError, OSError) as error:
         _fail(str(error))
         return

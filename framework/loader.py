@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from .config import GraphConfig
 from .errors import ConfigError, did_you_mean
-from .graph_files import read_graph_bytes
+from .graph_files import read_graph_bytes, read_graph_text
 from .models.sampling import ALIASES, ENGINE_KEY, EXTRA_KEY, SENT_AS
 from .spellings import modernize
 
@@ -181,7 +182,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None,
         _collect_lines(tree, (), source_map.lines)
     for assignment in overrides or []:
         apply_override(raw, assignment)
-    apply_profiles(raw, path.resolve().parent, source_map)
+    apply_profiles(raw, path.resolve().parent, source_map, read_folders)
     if endpoint:
         point_models_at(raw, endpoint)
     modernize(raw, source_map)
@@ -301,8 +302,10 @@ def _check_tree(root: yaml.Node, file: str, key: str | None) -> None:
     size(root, 0)
 
 
-def apply_profiles(raw: dict[str, Any], base_dir: Path, source_map: SourceMap) -> None:
-    """`profile: vllm` fills a model's keys from configs/vllm.yaml (or a YAML path); the graph's own keys win."""
+def apply_profiles(raw: dict[str, Any], base_dir: Path, source_map: SourceMap,
+                   read_folders: tuple[Path, ...] = ()) -> None:
+    """`profile: vllm` fills a model's keys from configs/vllm.yaml (or a YAML path); the graph's own keys win.
+    A YAML path is a file the graph reads (graph_files): beside the graph or in a folder the user allowed."""
     models = raw.get("models")
     if not isinstance(models, dict):
         return  # the schema check says what is wrong with it
@@ -310,19 +313,28 @@ def apply_profiles(raw: dict[str, Any], base_dir: Path, source_map: SourceMap) -
         if not isinstance(spec, dict) or not spec.get("profile"):
             continue
         where = source_map.where(("models", name, "profile"))
-        profile = _read_profile(str(spec["profile"]), base_dir, where, f"models.{name}.profile")
+        profile = _read_profile(str(spec["profile"]), base_dir, where, f"models.{name}.profile", read_folders)
         raw["models"][name] = {**profile, **spec}
 
 
-def _read_profile(profile: str, base_dir: Path, where: str, key: str) -> dict[str, Any]:
+PROFILE_NAME = re.compile(r"[A-Za-z0-9][\w-]*")
+"""A packaged profile's name (configs/<name>.yaml): never a path."""
+
+
+def _read_profile(profile: str, base_dir: Path, where: str, key: str,
+                  read_folders: tuple[Path, ...]) -> dict[str, Any]:
     from importlib import resources
-    candidate = base_dir / profile
-    if candidate.suffix in (".yaml", ".yml") and candidate.exists():
-        text = read_yaml_text(candidate, where, key)
+    candidate = base_dir / Path(profile).expanduser()
+    if candidate.suffix in (".yaml", ".yml"):
+        try:
+            text = read_graph_text(candidate, base_dir, key, limit=MAX_YAML_BYTES, what="profile ",
+                                   granted=read_folders)
+        except ConfigError as error:
+            raise ConfigError(error.message, where=where, key=key) from None
         file = str(candidate)
     else:
         packaged = resources.files("synthloom_configs") / f"{profile}.yaml"
-        if not packaged.is_file():
+        if not PROFILE_NAME.fullmatch(profile) or not packaged.is_file():
             known = sorted(item.name[:-5] for item in resources.files("synthloom_configs").iterdir()
                            if item.name.endswith(".yaml"))
             raise ConfigError(f"no profile '{profile}' (known: {', '.join(known)}; or a .yaml path)",

@@ -46,6 +46,19 @@ from .stats import NodeStats
 from .trace import TRACES, RecordTrace, record_trace
 from .walk import GraphWalk, NodeFailure
 
+RESOURCE_ERRORS: tuple[type[BaseException], ...] = (MemoryError, RecursionError)
+"""A record that ran out of memory or stack met a bound (a huge input, a deep structure), not a bug in the
+code: its failure record names the bound in one line, without a traceback."""
+
+
+def _failure_message(error: BaseException) -> str:
+    """The failure record's message: one line, and for a resource error the bound it met."""
+    if isinstance(error, MemoryError):
+        return "the record needed more memory than the process may use (a huge input?)"
+    if isinstance(error, RecursionError):
+        return "the record's data is nested too deeply to process (maximum recursion depth exceeded)"
+    return str(error)
+
 
 @dataclass
 class Counts:
@@ -312,9 +325,9 @@ class Runner:
         if task is not None and task.cancelling():
             raise asyncio.CancelledError  # interrupted, not failed: never journaled, so --resume redoes it
         entry: dict[str, Any] = {"id": record_id, "node": node, "error_type": type(error).__name__,
-                                 "message": str(error), "attempts": getattr(error, "attempts", 1),
+                                 "message": _failure_message(error), "attempts": getattr(error, "attempts", 1),
                                  "seed": seed}
-        if not isinstance(error, (SynthloomError, ModelCallError)):
+        if not isinstance(error, (SynthloomError, ModelCallError, *RESOURCE_ERRORS)):
             entry["traceback"] = traceback.format_exception(error, limit=-3)
         reason = f"{node}: {type(error).__name__}"
         try:

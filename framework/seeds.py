@@ -21,7 +21,15 @@ from urllib.parse import urlparse
 
 from .config import SeedConfig
 from .errors import ConfigError
-from .graph_files import MAX_LINE_BYTES, LineTooLong, capped_lines, open_graph_file, read_graph_text
+from .graph_files import (
+    MAX_FILE_BYTES,
+    MAX_LINE_BYTES,
+    LineTooLong,
+    capped_lines,
+    checked_path,
+    open_graph_file,
+    read_graph_text,
+)
 
 
 @dataclass(frozen=True)
@@ -140,33 +148,85 @@ def _parquet(path: Path, base_dir: Path) -> Iterator[SeedItem]:
         yield from batch.to_pylist()
 
 
+HF_BUILDERS = {"jsonl": "json", "json": "json", "csv": "csv", "parquet": "parquet"}
+"""The local files an `hf` seed reads with `datasets`, by suffix, and the builder that reads each."""
+SAVED_DATASET_FILES = ("dataset_info.json", "dataset_dict.json")
+"""A folder holding one of these was written by `save_to_disk`."""
+
+
 def _hf(path: str, config: SeedConfig, base_dir: Path) -> Iterator[SeedItem]:
+    """A local file or folder read with `datasets` (the same rules as any seed: never /proc, /dev or /sys;
+    regular files of at most MAX_FILE_BYTES, as datasets may hold one whole), else a hub dataset id.
+    Every error of datasets is one `ConfigError` naming `seed.source.path`."""
+    local = base_dir / Path(path).expanduser()
+    if local.exists() or local.is_symlink():
+        rows = _hf_local(local, path, config, base_dir)
+    elif not HUB_ID.fullmatch(path):
+        raise ConfigError(f"{local} does not exist (and '{path}' is not a hub dataset id like owner/name)",
+                          key=SEED_KEY)
+    else:
+        rows = _hf_hub(path, config)
+    try:
+        yield from rows
+    except ConfigError:
+        raise
+    except Exception as error:  # datasets and pyarrow raise many types for a file they cannot read
+        raise ConfigError(f"cannot read '{path}' with datasets ({type(error).__name__}: {error}); check the "
+                          f"file, or use a jsonl, csv or parquet seed", key=SEED_KEY) from None
+
+
+def _hf_local(local: Path, path: str, config: SeedConfig, base_dir: Path) -> Iterator[SeedItem]:
     import datasets
-    local = base_dir / path
-    if local.is_dir() and any((local / name).exists() for name in ("dataset_info.json", "dataset_dict.json")):
-        loaded = datasets.load_from_disk(str(local))
+    resolved = checked_path(local, base_dir, SEED_KEY, anywhere=True, what="seed path ")
+    if not resolved.is_dir():
+        _check_hf_file(resolved, path, base_dir)
+        files = [resolved]
+    elif any((resolved / name).is_file() for name in SAVED_DATASET_FILES):
+        for file in resolved.rglob("*"):
+            if file.is_symlink() or not (file.is_file() or file.is_dir()):
+                raise ConfigError(f"{file} in the saved dataset {path} is a link or not a regular file; give "
+                                  f"a plain folder written by save_to_disk", key=SEED_KEY)
+        loaded = datasets.load_from_disk(str(resolved))
         if isinstance(loaded, datasets.DatasetDict):
+            if config.source.split not in loaded:
+                raise ConfigError(f"the saved dataset {path} has no split '{config.source.split}' (it has "
+                                  f"{', '.join(loaded)}); fix seed.source.split", key=SEED_KEY)
             loaded = loaded[config.source.split]
         yield from loaded
         return
-    if local.exists():
-        suffix = local.suffix.lstrip(".") if local.is_file() else "json"
-        builder = {"jsonl": "json", "json": "json", "csv": "csv", "parquet": "parquet"}.get(suffix, suffix)
-        files = str(local) if local.is_file() else str(local / "*")
-        yield from datasets.load_dataset(builder, data_files=files, split=config.source.split, streaming=True)
-        return
-    if not HUB_ID.fullmatch(path):
-        raise ConfigError(f"{local} does not exist (and '{path}' is not a hub dataset id like owner/name)",
-                          key="seed.source.path")
+    else:
+        files = sorted(file for file in resolved.iterdir() if file.suffix.lstrip(".") in HF_BUILDERS)
+        for file in files:
+            _check_hf_file(checked_path(file, base_dir, SEED_KEY, anywhere=True, what="seed file "), path,
+                           base_dir)
+    builders = {HF_BUILDERS.get(file.suffix.lstrip("."), "") for file in files}
+    if not files or len(builders) != 1 or "" in builders:
+        raise ConfigError(f"{path} is not a data folder or file: an hf seed reads .jsonl, .json, .csv or "
+                          f".parquet files of one kind, or a folder written by save_to_disk", key=SEED_KEY)
+    yield from datasets.load_dataset(builders.pop(), data_files=[str(file) for file in files],
+                                     split=config.source.split, streaming=True)
+
+
+def _check_hf_file(file: Path, path: str, base_dir: Path) -> None:
+    """A local file datasets will read: a regular file (opened without blocking) and not too big."""
+    with open_graph_file(file, base_dir, SEED_KEY, anywhere=True, what="seed file ") as handle:
+        size = os.fstat(handle.fileno()).st_size
+    if size > MAX_FILE_BYTES:
+        raise ConfigError(f"{file} is larger than {MAX_FILE_BYTES // 1_000_000} MB, the most an hf seed reads "
+                          f"from a local file; use a jsonl, csv or parquet seed (read row by row)", key=SEED_KEY)
+
+
+def _hf_hub(path: str, config: SeedConfig) -> Iterator[SeedItem]:
+    import datasets
     problem = _hub_unreachable()
     if problem:
         raise ConfigError(f"'{path}' is no local folder or file, and the Hugging Face hub cannot be reached "
-                          f"({problem}); download the dataset or fix the path", key="seed.source.path")
+                          f"({problem}); download the dataset or fix the path", key=SEED_KEY)
     try:
         rows = datasets.load_dataset(path, config.source.name, split=config.source.split, streaming=True)
     except Exception as error:  # datasets raises many types (not found, gated, bad config name, network)
         raise ConfigError(f"cannot load '{path}' from the hub ({type(error).__name__}: {error})",
-                          key="seed.source.path") from None
+                          key=SEED_KEY) from None
     yield from rows
 
 

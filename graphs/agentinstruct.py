@@ -19,11 +19,10 @@ LABEL = re.compile(r"^\W*(?:(?:rewritten|refined|new|revised|edited|final)\s+)?q
 @node(writes=["document", "title"])
 def read_document(path: str, ctx: RunContext) -> dict[str, Any] | Drop:
     """The document's text (the seed row holds only its path, relative to the graph file) and its title line.
-    The path comes from the seed, so it is read like every file a graph names: beside the graph or in a
-    folder the user allowed (`--allow-read`), capped."""
+    The path is read through the one reader, as a sampler `file:` is: beside the graph or in an allowed folder."""
     try:
-        _, text = ctx.read_file(path, "path", "document ")
-    except ConfigError as error:
+        _, text = ctx.read_file(path, key="path", what="document ")
+    except ConfigError as error:  # the path comes from a record: that record fails, the run goes on
         raise RecordError(error.message) from None
     text = text.strip()
     if not text:

@@ -25,20 +25,23 @@ import asyncio
 import math
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
+from synthloom.ceilings import MAX_DRAW
 from synthloom.context import RunContext
 from synthloom.errors import ConfigError, RecordError
+from synthloom.graph_files import MAX_FILE_BYTES, checked_path, read_graph_text
 from synthloom.node import Drop, Node, NodeParams, node
 
 Method = Literal["embedding", "tfidf"]
 BANDS: dict[str, tuple[float, float]] = {"embedding": (0.4, 0.9), "tfidf": (0.15, 0.8)}
 SHARED_KEY = "rag_synth.index"
+MAX_DOCUMENT_BYTES = 1_000_000
+"""One document (the shipped ones are ~2 KB; a document is rewritten whole in a prompt)."""
 TOKEN = re.compile(r"[a-z0-9]+")
 STOPWORDS = frozenset(
     "a about after all also an and any are as at be been before being but by can could did do does each "
@@ -96,14 +99,7 @@ class DocumentIndex:
     encoder: Any = field(default=None, repr=False)
 
     @classmethod
-    def build(cls, folder: Path, method: Literal["auto", "embedding", "tfidf"]) -> DocumentIndex:
-        paths = sorted(folder.glob("*.txt")) if folder.is_dir() else []
-        if not paths:
-            raise ConfigError(f"no .txt documents in {folder}")
-        documents = []
-        for path in paths:
-            text = path.read_text(encoding="utf-8").strip()
-            documents.append(Document(path.stem, text.split("\n", 1)[0].strip(), text))
+    def build(cls, documents: list[Document], method: Literal["auto", "embedding", "tfidf"]) -> DocumentIndex:
         encoder = None
         if method != "tfidf":
             try:
@@ -140,15 +136,36 @@ class DocumentIndex:
         return round(float(first @ second), 4)
 
 
-async def run_index(ctx: RunContext, folder: Path | None = None,
+def read_documents(folder: str, ctx: RunContext, key: str) -> list[Document]:
+    """The folder's .txt documents, read through the one reader (synthloom.graph_files): the folder lies
+    beside the graph or in a folder the user allowed, each document is a regular file of at most
+    MAX_DOCUMENT_BYTES, and all of them together at most MAX_FILE_BYTES (the index holds them all)."""
+    resolved = checked_path(ctx.resolve_path(folder), ctx.base_dir, key, what="documents folder ",
+                            granted=ctx.read_folders)
+    paths = sorted(resolved.glob("*.txt")) if resolved.is_dir() else []
+    if not paths:
+        raise ConfigError(f"no .txt documents in {resolved}", key=key)
+    documents, total = [], 0
+    for path in paths:
+        text = read_graph_text(path, ctx.base_dir, key, limit=MAX_DOCUMENT_BYTES, what="document ",
+                               granted=ctx.read_folders).strip()
+        total += len(text)
+        if total > MAX_FILE_BYTES:
+            raise ConfigError(f"the documents in {resolved} hold more than {MAX_FILE_BYTES // 1_000_000} MB, "
+                              f"the most one index holds; use fewer or shorter documents", key=key)
+        documents.append(Document(path.stem, text.split("\n", 1)[0].strip(), text))
+    return documents
+
+
+async def run_index(ctx: RunContext, documents: Callable[[], list[Document]] | None = None,
                     method: Literal["auto", "embedding", "tfidf"] = "auto") -> DocumentIndex:
-    """The run's document index: built (in a worker thread) by the first caller that names a folder."""
+    """The run's document index: built (in a worker thread) by the first caller that gives its documents."""
     shared = ctx.shared(SHARED_KEY, lambda: None)
     async with shared.lock:
         if shared.value is None:
-            if folder is None:
+            if documents is None:
                 raise RecordError("no document index in this run: a retrieve node must come first")
-            shared.value = await asyncio.to_thread(DocumentIndex.build, folder, method)
+            shared.value = await asyncio.to_thread(lambda: DocumentIndex.build(documents(), method))
         index: DocumentIndex = shared.value
         return index
 
@@ -163,8 +180,8 @@ class RetrieveParams(NodeParams):
                                                 "cosine of embeddings a used document lies in")
     tfidf_band: tuple[float, float] = Field(default=BANDS["tfidf"], description="[low, high] TF-IDF cosine "
                                             "a used document lies in")
-    top_k: int = Field(default=3, ge=1, description="in-band documents listed in `retrieved` (the first, the "
-                       "most similar, is the one rewritten)")
+    top_k: int = Field(default=3, ge=1, le=MAX_DRAW, description="in-band documents listed in `retrieved` "
+                       "(the first, the most similar, is the one rewritten)")
     output: str = Field(default="document", description="state key for the chosen {name, title, text, "
                         "similarity}; `retrieved` lists the in-band hits, `retrieval` the method and band")
 
@@ -192,7 +209,8 @@ class Retrieve(Node[RetrieveParams]):
         return {self.params.output, "retrieved", "retrieval"}
 
     async def setup(self, ctx: RunContext) -> None:
-        self.index = await run_index(ctx, ctx.resolve_path(self.params.documents), self.params.method)
+        key = f"nodes.{self.name}.documents"
+        self.index = await run_index(ctx, lambda: read_documents(self.params.documents, ctx, key), self.params.method)
 
     async def run(self, state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any] | Drop:
         index = self.index

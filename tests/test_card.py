@@ -79,11 +79,49 @@ def test_every_run_writes_a_card_the_hub_parser_reads(finished_run: Path) -> Non
 def test_card_command_rebuilds_the_same_card(finished_run: Path) -> None:
     written = (finished_run / "README.md").read_text()
     (finished_run / "README.md").unlink()
-    done = subprocess.run([sys.executable, "-m", "synthloom.cli", "card", str(finished_run)],
+    graph = finished_run.parent / "graph.yaml"
+    done = subprocess.run([sys.executable, "-m", "synthloom.cli", "card", str(finished_run), "--graph", str(graph)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert (finished_run / "README.md").read_text() == written
-    assert synthloom.build_card(finished_run) == finished_run / "README.md"
+    assert synthloom.build_card(finished_run, graph=graph) == finished_run / "README.md"
+
+
+def test_a_card_quotes_a_graph_file_outside_the_run_only_when_the_user_names_it(finished_run: Path,
+                                                                                  tmp_path: Path) -> None:
+    """A downloaded run's manifest may name any graph file of yours (with its comments and hosts): `card` and
+    `push` quote the file only when it lies inside the run directory or the user passes it with --graph."""
+    mine = tmp_path / "private" / "mine.yaml"
+    mine.parent.mkdir()
+    mine.write_text("name: mine  # private-comment-xyz\nnodes:\n  keep: {type: filter, when: 'True'}\n")
+    manifest_path = finished_run / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["graph_file"] = str(mine)
+    manifest_path.write_text(json.dumps(manifest))
+
+    def card(*extra: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "synthloom.cli", "card", str(finished_run), *extra],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return (finished_run / "README.md").read_text()
+
+    left_out = card()
+    assert "private-comment-xyz" not in left_out and "quoted only when you name it" in left_out
+    (finished_run / "README.md").unlink()
+    pushed = subprocess.run([sys.executable, "-m", "synthloom.cli", "push", str(finished_run), "me/data",
+                             "--dry-run"], capture_output=True, text=True, timeout=120)
+    assert pushed.returncode == 0 and "## Graph file" in pushed.stdout, pushed.stderr
+    assert "private-comment-xyz" not in pushed.stdout
+    assert "private-comment-xyz" in card("--graph", str(mine))
+    inside = finished_run / "graph.yaml"
+    inside.write_text(mine.read_text())
+    manifest["graph_file"] = str(inside)
+    manifest_path.write_text(json.dumps(manifest))
+    assert "private-comment-xyz" in card()
+    (finished_run / "README.md").unlink()
+    inside.unlink()
+    inside.symlink_to(mine)  # a link inside the run directory to a file outside it is outside
+    assert "private-comment-xyz" not in card()
 
 
 def test_card_of_a_directory_without_a_run_is_one_line_exit_2(tmp_path: Path) -> None:

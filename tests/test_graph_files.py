@@ -247,3 +247,82 @@ def test_allow_read_in_the_python_api(tmp_path: Path) -> None:
     graph = synthloom.load(dedup_graph(folder, "idx"), allow_read=[str(folder)])
     synthloom.run(graph, tmp_path / "deduped")
     assert (folder / "idx" / "exact.sqlite").is_file()
+
+
+def document_graph(folder: Path, paths: list[str], node_type: str) -> Path:
+    """A graph whose records each name a file, read by `node_type` (the agentinstruct workflow's reader)."""
+    (folder / "seeds.jsonl").write_text("".join(json.dumps({"id": f"r{number}", "path": path}) + "\n"
+                                                for number, path in enumerate(paths)))
+    spec = {"name": "t", "seed": {"source": {"type": "jsonl", "path": "seeds.jsonl"}},
+            "nodes": {"read": {"type": node_type}},
+            "outputs": [{"name": "o", "format": "sft", "messages": [
+                {"role": "user", "content": "{{ title }}"}, {"role": "assistant", "content": "{{ document }}"}]}]}
+    path = folder / "g.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_a_document_path_in_a_record_is_read_through_the_reader(tmp_path: Path) -> None:
+    """agentinstruct's read_document takes its path from the record: the same rules as a sampler `file:`.
+    Each bad path fails its record in one line; the environment never reaches the outputs."""
+    graph_dir = tmp_path / "graph"
+    graph_dir.mkdir()
+    paths = [plant(graph_dir, kind, f"doc{number}")
+             for number, kind in enumerate(["/proc/self/environ", "/dev/zero", "fifo", "symlink to /dev/zero",
+                                            "outside"])]
+    (graph_dir / "fine.txt").write_text("A title\nThe body.\n")
+    graph = document_graph(graph_dir, [*paths, "fine.txt"], "synthloom_graphs.agentinstruct:read_document")
+    code, errors, _ = capped_cli("run", graph, "-o", tmp_path / "out", "--set", "run.max_failure_rate=1",
+                                 cwd=tmp_path, env={"SECRET_FOR_TEST": "do-not-leak"})
+    assert code == 0, errors
+    failed = [json.loads(line) for line in (tmp_path / "out" / "failed.jsonl").read_text().splitlines()]
+    assert [entry["error_type"] for entry in failed] == ["RecordError"] * 5
+    assert all("traceback" not in entry and "\n" not in entry["message"] for entry in failed)
+    reasons = [entry["message"] for entry in failed]
+    assert "under /proc" in reasons[0] and "under /dev" in reasons[1] and "a pipe" in reasons[2]
+    assert "under /dev" in reasons[3] and "outside the graph's folder" in reasons[4], reasons
+    written = (tmp_path / "out" / "o.jsonl").read_text()
+    assert "The body." in written and "do-not-leak" not in written and "a secret" not in written
+
+
+def test_a_record_that_runs_out_of_memory_fails_in_one_line(tmp_path: Path) -> None:
+    """A MemoryError met by one record is a bound, not a bug: its failure record names it without a
+    traceback, and the run goes on."""
+    (tmp_path / "hog.py").write_text(
+        "from synthloom import node\n\n\n@node(writes=['document', 'title'])\n"
+        "def hog(path: str) -> dict[str, object]:\n"
+        "    if path == 'big':\n        return {'document': bytearray(8 << 30), 'title': ''}\n"
+        "    return {'document': path, 'title': path}\n")
+    graph = document_graph(tmp_path, ["big", "small"], "hog:hog")
+    code, errors, _ = capped_cli("run", graph, "-o", tmp_path / "out", "--set", "run.max_failure_rate=1",
+                                 cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)})
+    assert code == 0, errors
+    failed = [json.loads(line) for line in (tmp_path / "out" / "failed.jsonl").read_text().splitlines()]
+    assert len(failed) == 1 and failed[0]["error_type"] == "MemoryError"
+    assert "traceback" not in failed[0] and "memory" in failed[0]["message"]
+    assert "small" in (tmp_path / "out" / "o.jsonl").read_text()
+
+
+@pytest.mark.parametrize("kind", ["symlink to environ", "outside", "/proc/self/environ", "a name with a path"])
+def test_a_model_profile_is_a_packaged_name_or_a_file_through_the_reader(tmp_path: Path, kind: str) -> None:
+    """`models.<name>.profile` reads a packaged configs/<name>.yaml, or a YAML file beside the graph or in an
+    allowed folder: never /proc, never a file elsewhere without consent."""
+    graph_dir = tmp_path / "graph"
+    graph_dir.mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "p.yaml").write_text("backend: openai\nmodel: from-elsewhere\n")
+    profile, expected = {"symlink to environ": ("p.yaml", "under /proc"),
+                         "outside": (str(tmp_path / "elsewhere" / "p.yaml"), "outside the graph's folder"),
+                         "/proc/self/environ": ("/proc/self/environ.yaml", "under /proc"),
+                         "a name with a path": ("../../../../../../proc/self/environ", "no profile")}[kind]
+    if kind == "symlink to environ":
+        (graph_dir / "p.yaml").symlink_to("/proc/self/environ")
+    graph = write_graph(graph_dir, sampler("s.txt"),
+                        models={"default": {"profile": profile, "base_url": "http://127.0.0.1:9/v1"}})
+    (graph_dir / "s.txt").write_text("a\n")
+    code, errors, _ = capped_cli("validate", graph, cwd=tmp_path)
+    assert code == 2 and len(errors) == 1 and "models.default.profile" in errors[0] and expected in errors[0], \
+        errors
+    if kind == "outside":
+        code, errors, _ = capped_cli("validate", graph, "--allow-read", tmp_path / "elsewhere", cwd=tmp_path)
+        assert code == 0, errors

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -97,3 +98,49 @@ def test_shards_split_the_seed_without_overlap(tmp_path: Path) -> None:
     assert all(shards) and len(set(shards[0]) & set(shards[1])) == 0
     with pytest.raises(ValueError, match="0 <= k < n"):
         SeedConfig.model_validate({"shard": [3, 3]})
+
+
+HF_LOCAL_CASES = {
+    "symlink to environ": ("env.jsonl", "under /proc"),
+    "/proc/self/environ": ("/proc/self/environ", "under /proc"),
+    "symlink to /dev/zero": ("zero.jsonl", "under /dev"),
+    "/dev/zero": ("/dev/zero", "under /dev"),
+    "fifo": ("pipe.jsonl", "a pipe"),
+    "too big": ("big.jsonl", "larger than 64 MB"),
+    "the graph's folder": (".", "not a data folder"),
+    "a folder without data": ("empty", "not a data folder"),
+    "a link in a saved dataset": ("saved", "a link or not a regular file"),
+    "a missing split": ("s.jsonl", "Bad split"),
+    "a missing split of a saved dataset dict": ("saved_dict", "has no split 'nope'"),
+}
+
+
+@pytest.mark.parametrize("case", list(HF_LOCAL_CASES))
+def test_a_local_hf_seed_follows_the_seed_rules_and_fails_in_one_line(tmp_path: Path, case: str) -> None:
+    """`type: hf` with a local path reads only what other seeds may (never /proc, /dev or /sys; regular
+    files, capped), and every error of datasets is one line at seed.source.path's file:line."""
+    from tests.test_graph_files import capped_cli
+    path, expected = HF_LOCAL_CASES[case]
+    graph_dir = tmp_path / "graph"
+    graph_dir.mkdir()
+    if case != "the graph's folder":  # that folder holds the graph file only
+        (graph_dir / "env.jsonl").symlink_to("/proc/self/environ")
+        (graph_dir / "zero.jsonl").symlink_to("/dev/zero")
+        os.mkfifo(graph_dir / "pipe.jsonl")
+        with (graph_dir / "big.jsonl").open("wb") as handle:
+            handle.truncate(65_000_000)  # sparse: no disk, but past the cap
+        (graph_dir / "empty").mkdir()
+        (graph_dir / "s.jsonl").write_text("".join(json.dumps(row) + "\n" for row in ROWS))
+        datasets.Dataset.from_list(ROWS).save_to_disk(str(graph_dir / "saved"))
+        if case == "a link in a saved dataset":
+            (graph_dir / "saved" / "extra.arrow").symlink_to("/proc/self/environ")
+        datasets.DatasetDict({"train": datasets.Dataset.from_list(ROWS)}).save_to_disk(str(graph_dir / "saved_dict"))
+    source = {"type": "hf", "path": path, **({"split": "nope"} if "split" in case else {})}
+    (graph_dir / "g.yaml").write_text(
+        "name: t\n" f"seed: {{source: {json.dumps(source)}}}\n"
+        "nodes:\n  keep: {type: filter, when: 'True'}\n"
+        "outputs:\n  - {name: o, format: sft, messages: [{role: user, content: '{{ topic }}'}, "
+        "{role: assistant, content: x}]}\n")
+    code, errors, _ = capped_cli("validate", graph_dir / "g.yaml", cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
+    assert code == 2 and len(errors) == 1, errors
+    assert "g.yaml:2: seed.source.path:" in errors[0] and expected in errors[0], errors

@@ -106,7 +106,7 @@ async def test_band_decides_which_documents_each_seed_gets(fake_llm: Callable[..
     server = fake_llm(model="*", script=[("news story", rewriter)])
     graph = synthloom.load(GRAPH, endpoint=server.url, overrides=[
         f"seed.source.path={folder / 'seeds.jsonl'}", f"nodes.retrieve.documents={folder / 'docs'}",
-        "nodes.retrieve.method=tfidf"])
+        "nodes.retrieve.method=tfidf"], allow_read=[folder])
     result = await synthloom.arun(graph, tmp_path / "out", max_in_flight=1)  # in order: the first copy is kept
     assert result.manifest["status"] == "completed"
 
@@ -177,3 +177,48 @@ async def test_shipped_seeds_find_their_topic(method: str, fake_llm: Callable[..
     assert {key: record["document"]["name"] for key, record in raw.items()} == SHIPPED_CHOICES
     expected = {"tfidf": ("tfidf", [0.15, 0.8]), "auto": ("embedding", [0.4, 0.9])}[method]
     assert all((record["retrieval"]["method"], record["retrieval"]["band"]) == expected for record in raw.values())
+
+
+def retrieve_graph(folder: Path, documents: str, **params: Any) -> Path:
+    (folder / "seeds.jsonl").write_text(json.dumps({"id": "s", "text": "apple harvest", "label": "x"}) + "\n")
+    spec = {"name": "t", "seed": {"source": {"type": "jsonl", "path": "seeds.jsonl"}},
+            "nodes": {"r": {"type": "synthloom_graphs.rag_synth:Retrieve", "documents": documents,
+                            "method": "tfidf", "tfidf_band": [0.0, 1.0], **params}},
+            "outputs": [{"name": "o", "format": "sft", "messages": [
+                {"role": "user", "content": "{{ text }}"}, {"role": "assistant", "content": "{{ document.text }}"}]}]}
+    path = folder / "g.yaml"
+    path.write_text(json.dumps(spec))
+    return path
+
+
+@pytest.mark.parametrize("case", ["outside folder", "symlink to environ", "symlink to /dev/zero", "too big",
+                                  "top_k past its ceiling"])
+def test_retrieve_reads_its_documents_through_the_reader(tmp_path: Path, case: str) -> None:
+    """The documents folder lies beside the graph (or in an allowed folder), each document is a regular file
+    outside /proc and /dev of bounded size, and top_k has a ceiling: each refusal is one line, exit 2."""
+    from tests.test_graph_files import capped_cli
+    graph_dir, outside = tmp_path / "graph", tmp_path / "outside"
+    (graph_dir / "docs").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "a.txt").write_text("Secret\nsecret text\n")
+    (graph_dir / "docs" / "a.txt").write_text("Apples\napple harvest in the orchard\n")
+    documents, params, expected = "docs", {}, ""
+    if case == "outside folder":
+        documents, expected = str(outside), "outside the graph's folder"
+    elif case == "symlink to environ":
+        (graph_dir / "docs" / "b.txt").symlink_to("/proc/self/environ")
+        expected = "under /proc"
+    elif case == "symlink to /dev/zero":
+        (graph_dir / "docs" / "b.txt").symlink_to("/dev/zero")
+        expected = "under /dev"
+    elif case == "too big":
+        (graph_dir / "docs" / "b.txt").write_text("Big\n" + "word " * 300_000)
+        expected = "larger than 1 MB"
+    else:
+        params, expected = {"top_k": 10**9}, "top_k"
+    graph = retrieve_graph(graph_dir, documents, **params)
+    code, errors, _ = capped_cli("run", graph, "-o", tmp_path / "out", cwd=tmp_path)
+    assert code == 2 and len(errors) == 1 and expected in errors[0] and "Traceback" not in errors[0], errors
+    if case == "outside folder":
+        code, errors, _ = capped_cli("run", graph, "-o", tmp_path / "out", "--allow-read", outside, cwd=tmp_path)
+        assert code == 0 and "secret text" in (tmp_path / "out" / "o.jsonl").read_text(), errors
