@@ -511,6 +511,24 @@ def push(output_dir: Path = typer.Argument(..., help="a run's output directory")
                   highlight=False, soft_wrap=True)
 
 
+@app.command()
+def studio(dirs: list[Path] = typer.Argument(None, help="run directories, or folders holding them (default: runs/)"),
+           host: str = typer.Option("127.0.0.1", "--host", help="the address to listen on (another interface "
+                                    "than loopback needs the printed token in the URL)"),
+           port: int = typer.Option(8766, "--port", help="the port to listen on")) -> None:
+    """Runs, records and traces in a browser; review records (accept, reject, edit) into reviews.jsonl."""
+    from .studio.serve import serve_studio
+    roots = dirs or [Path("runs")]
+    missing = [str(root) for root in roots if not root.is_dir()]
+    if missing:
+        _fail(f"no folder {', '.join(missing)}; give run directories or folders holding them")
+        return
+    try:
+        serve_studio(roots, host, port, announce=lambda line: print(line, flush=True))
+    except OSError as error:
+        _fail(f"cannot listen on {host}:{port}: {error.strerror or error}; choose another --port", code=1)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 
