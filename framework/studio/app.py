@@ -68,6 +68,8 @@ async def errors_as_pages(request: web.Request, handler: Any) -> web.StreamRespo
     try:
         response: web.StreamResponse = await handler(request)
         return response
+    except NotFound as error:
+        return page(request, "message.html", status=404, title="not found", message=str(error))
     except SynthloomError as error:
         return page(request, "message.html", status=400, title="cannot show this", message=str(error))
 

@@ -72,7 +72,7 @@ class Guard:
         if self.needs_token_to_read:
             if self.token_ok(request.query.get("token")):
                 target = request.rel_url.without_query_params("token")
-                response: web.StreamResponse = web.HTTPSeeOther(str(target))
+                response = web.Response(status=303, headers={"Location": str(target)})
                 response.set_cookie(TOKEN_COOKIE, self.token, httponly=True, samesite="Strict")
                 return response
             if not self.token_ok(request.cookies.get(TOKEN_COOKIE)):
