@@ -87,7 +87,7 @@ class Guard:
         response = await handler(request)
         response.headers.setdefault("Content-Security-Policy", POLICY)
         response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Referrer-Policy"] = "same-origin"  # "no-referrer" makes Chromium send Origin: null
         response.headers["X-Frame-Options"] = "DENY"
         return response
 
