@@ -482,25 +482,28 @@ def push(output_dir: Path = typer.Argument(..., help="a run's output directory")
          private: bool = typer.Option(False, "--private", help="create the repository private"),
          all_files: bool = typer.Option(False, "--all", help="also upload failed.jsonl and dropped.jsonl"),
          dry_run: bool = typer.Option(False, "--dry-run", help="list the files and print the card; upload "
-                                      "nothing (no network)")) -> None:
+                                      "nothing (no network)"),
+         reviewed: bool = typer.Option(False, "--reviewed", help="only the records accepted in `synthloom "
+                                       "studio`, with their edits (reviews.jsonl)")) -> None:
     """Upload a run to the Hugging Face Hub as a dataset: outputs, README.md, manifest.json (extra `hub`).
     The Hub is $HF_ENDPOINT when set (a mirror or a private Hub), else huggingface.co."""
     from .hub import hub_url, plan_push
     from .hub import push as push_run
     if dry_run:
         try:
-            files, card_text = plan_push(output_dir, all_files)
+            files, card_text = plan_push(output_dir, all_files, reviewed)
         except (SynthloomError, OSError) as error:
             _fail(str(error))
             return
         print(f"would upload to {hub_url(repo_id)}{' (a private repository)' if private else ''} from "
               f"{output_dir}:")
         for name in files:
-            print(f"  {name}  ({(output_dir / name).stat().st_size:,} bytes)")
+            size = "" if reviewed else f"  ({(output_dir / name).stat().st_size:,} bytes)"
+            print(f"  {name}{size}")
         print(f"\n--- README.md (the dataset card) ---\n{card_text}", end="")
         return
     try:
-        info = push_run(output_dir, repo_id, private=private, all_files=all_files)
+        info = push_run(output_dir, repo_id, private=private, all_files=all_files, reviewed=reviewed)
     except SynthloomError as error:
         _fail(str(error))
         return

@@ -16,14 +16,14 @@ import pytest
 import synthloom
 from aiohttp import web
 from markupsafe import escape
+from synthloom.store.reviews import Review, append_review
 from synthloom.studio.app import make_app
 from synthloom.studio.index import LineIndex
 from synthloom.studio.serve import start_studio
 
 from tests.fixture_server import FakeOpenAI
 from tests.studio_runs import GRAPH, MARKUP, make_run, score_of, script
-
-RUNS: dict[str, Path] = {}
+from tests.test_card import FakeHub, fake_hub, push_cli  # noqa: F401  (fake_hub: a fixture)
 
 
 @pytest.fixture(scope="module")
@@ -255,3 +255,30 @@ async def test_reviews_reach_load_dataset_and_survive_a_resume(studio: str, runs
     assert resumed.manifest["counts"]["resumed_from_journal"] == 12
     assert len(synthloom.load_dataset(small, "sft", reviewed=True)) == 2
     (small / "reviews.jsonl").unlink()
+
+
+def test_push_reviewed_uploads_only_accepted_records_with_their_edits(tmp_path: Path,
+                                                                      fake_hub: FakeHub) -> None:  # noqa: F811
+    run = tmp_path / "run"
+    make_run(run, count=5)
+    records = lines(run / "sft.jsonl")
+    edited = [dict(turn) for turn in records[1]["messages"]]
+    edited[1]["content"] = "Edited by a reviewer."
+    append_review(run, Review("sft", records[0]["metadata"]["id"], "reject", "off topic"))
+    append_review(run, Review("sft", records[1]["metadata"]["id"], "accept", "", {"messages": edited}))
+    append_review(run, Review("sft", records[2]["metadata"]["id"], "accept"))
+    before = {path.name: path.read_bytes() for path in run.iterdir() if path.is_file()}
+
+    done = push_cli(run, fake_hub, "--reviewed")
+    assert done.returncode == 0, done.stderr
+    [commit] = fake_hub.commits
+    uploaded = [json.loads(line) for line in commit["sft.jsonl"].decode().splitlines()]
+    assert uploaded == [{**records[1], "messages": edited}, records[2]]
+    card = commit["README.md"].decode()
+    assert "## Human review" in card and "only the records accepted in review" in card
+    assert f"| sft | {len(records)} | 2 | 1 | 1 | {len(records) - 3} |" in card
+    assert json.loads(commit["manifest.json"])["counts"]["outputs"]["sft"] == 2
+    assert {path.name: path.read_bytes() for path in run.iterdir() if path.is_file()} == before  # run untouched
+
+    card_path = synthloom.build_card(run)  # the run's own card counts the reviews too
+    assert f"| sft | {len(records)} | 2 | 1 | 1 | {len(records) - 3} |" in card_path.read_text()

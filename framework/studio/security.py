@@ -15,6 +15,7 @@ import ipaddress
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -72,9 +73,9 @@ class Guard:
         if self.needs_token_to_read:
             if self.token_ok(request.query.get("token")):
                 target = request.rel_url.without_query_params("token")
-                response = web.Response(status=303, headers={"Location": str(target)})
-                response.set_cookie(TOKEN_COOKIE, self.token, httponly=True, samesite="Strict")
-                return response
+                moved = web.Response(status=303, headers={"Location": str(target)})
+                moved.set_cookie(TOKEN_COOKIE, self.token, httponly=True, samesite="Strict")
+                return moved
             if not self.token_ok(request.cookies.get(TOKEN_COOKIE)):
                 return _refuse(403, "open the address with the token the studio printed at start")
         if request.method not in ("GET", "HEAD"):
@@ -84,12 +85,20 @@ class Guard:
             given = form.get(TOKEN_FIELD)
             if not self.token_ok(given if isinstance(given, str) else None):
                 return _refuse(403, "this form has no valid token; reload the page and try again")
-        response = await handler(request)
-        response.headers.setdefault("Content-Security-Policy", POLICY)
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "same-origin"  # "no-referrer" makes Chromium send Origin: null
-        response.headers["X-Frame-Options"] = "DENY"
+        try:
+            response = await handler(request)
+        except web.HTTPException as raised:  # a redirect or a 404 raised by aiohttp or a handler
+            _protect(raised.headers)
+            raise
+        _protect(response.headers)
         return response
+
+
+def _protect(headers: Any) -> None:
+    headers.setdefault("Content-Security-Policy", POLICY)
+    headers["X-Content-Type-Options"] = "nosniff"
+    headers["Referrer-Policy"] = "same-origin"  # "no-referrer" makes Chromium send `Origin: null` with a form
+    headers["X-Frame-Options"] = "DENY"
 
 
 def _refuse(status: int, message: str) -> web.Response:
