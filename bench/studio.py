@@ -86,16 +86,18 @@ async def measure(root: Path, sizes: list[int]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[200, 1_000_000])
+    parser.add_argument("--keep", type=Path, help="write the runs here and keep them (written once, reused)")
     args = parser.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.2f}", file=sys.stderr)
     with tempfile.TemporaryDirectory() as folder:
-        root = Path(folder) / "runs"
-        os.environ["SYNTHLOOM_CACHE_DIR"] = str(Path(folder) / "cache")
-        write_run(root / "warm-up", 10)
-        for count in args.sizes:
-            started = time.perf_counter()
-            write_run(root / f"r{count}", count)
-            print(f"wrote {count:,} records in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        root = args.keep or Path(folder) / "runs"
+        os.environ["SYNTHLOOM_CACHE_DIR"] = str(Path(folder) / "cache")  # a fresh index every time
+        for count in [10, *args.sizes]:
+            directory = root / ("warm-up" if count == 10 else f"r{count}")
+            if not directory.exists():
+                started = time.perf_counter()
+                write_run(directory, count)
+                print(f"wrote {count:,} records in {time.perf_counter() - started:.1f} s", file=sys.stderr)
         asyncio.run(measure(root, args.sizes))
 
 

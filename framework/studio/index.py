@@ -32,6 +32,7 @@ from ..store.reviews import record_key
 BATCH = 5000           # lines a transaction
 MAX_FIELDS = 64        # fields followed per file (a record with more keeps its first ones)
 LONGEST_VALUE = 200    # longer strings are text, not metadata
+SORTABLE = 8           # numeric fields indexed as the file is (others get theirs on their first filter)
 FIELD_NAME = re.compile(r"[A-Za-z0-9_.\- ]{1,100}")
 OPERATORS = {">=": ">=", "<=": "<=", ">": ">", "<": "<", "=": "=", "!=": "!="}
 BIG_KEYS = frozenset({"messages", "prompt", "chosen", "rejected", "state", "seed", "calls", "reads", "output",
@@ -165,6 +166,9 @@ class LineIndex:
                 start, number = self._resume_point(db, handle)
                 handle.seek(start)
                 self._index_from(db, handle, start, number)
+            known = self.fields()
+            for name in [name for name, kind in known.items() if kind == "number"][:SORTABLE]:
+                self._expression(db, name, known)  # scores sort and filter at once, not after an index build
             row = db.execute("select max(n) from lines").fetchone()
             return int(row[0] or 0)
 
@@ -261,10 +265,11 @@ class LineIndex:
                 parts.append(f"{expression} {OPERATORS[condition.op]} ?")
                 values.append(condition.operand)
             order = "n"
-            if sort:
+            if sort:  # records without the field are left out of a ranking by it; ties keep the index's order
                 expression = self._expression(db, sort, known)
                 direction = "desc" if descending else "asc"
-                order = f"{expression} is null, {expression} {direction}, n"
+                parts.append(f"{expression} is not null")
+                order = f"{expression} {direction}, n {direction}"
         if keys is not None:
             mode, chosen = keys
             marks = ",".join("?" * len(chosen))
