@@ -37,6 +37,8 @@ def script() -> list[tuple[str, Any]]:
         text = body["messages"][-1]["content"]
         topic = re.search(r"(topic\d+|html|nonsense)", text)
         name = topic.group(1) if topic else "it"
+        if any("pirate" in str(message.get("content")) for message in body["messages"][:-1]):
+            return f"Arr, notes on {name} here."          # the studio's iterate test edits the system prompt
         return f"The tag {MARKUP} shows markup in html." if name == MARKUP_TOPIC else f"Notes on {name} here."
 
     def review(body: dict[str, Any]) -> dict[str, Any]:
@@ -48,7 +50,7 @@ def script() -> list[tuple[str, Any]]:
     return [("Text to review:", review), ("^Question: ", answer), ("^Topic: ", question), (".", answer)]
 
 
-def make_run(out: Path, count: int = 60, server: FakeOpenAI | None = None) -> dict[str, Any]:
+def make_run(out: Path, count: int = 60, server: FakeOpenAI | None = None, graph_file: Path = GRAPH) -> dict[str, Any]:
     """A traced quickstart run of `count` numbered topics (plus the markup and the nonsense ones) into `out`."""
     seeds = out.parent / f"{out.name}-topics.jsonl"
     seeds.write_text("".join(json.dumps({"id": topic, "topic": topic}) + "\n" for topic in topics(count)))
@@ -57,7 +59,7 @@ def make_run(out: Path, count: int = 60, server: FakeOpenAI | None = None) -> di
     if own:
         server.start()
     try:
-        graph = synthloom.load(GRAPH, endpoint=server.url, overrides=[f"seed.source.path={seeds}"])
+        graph = synthloom.load(graph_file, endpoint=server.url, overrides=[f"seed.source.path={seeds}"])
         return synthloom.run(graph, out, trace=True).manifest
     finally:
         if own:

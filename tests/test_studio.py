@@ -4,10 +4,12 @@ paging, filters, sorting and search against figures read from the files here, th
 with the file and starting over when the file is rewritten, escaping, and reviews reaching load_dataset."""
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import socket
 from collections.abc import AsyncIterator
+from html import unescape
 from pathlib import Path
 from typing import Any
 
@@ -282,3 +284,44 @@ def test_push_reviewed_uploads_only_accepted_records_with_their_edits(tmp_path: 
 
     card_path = synthloom.build_card(run)  # the run's own card counts the reviews too
     assert f"| sft | {len(records)} | 2 | 1 | 1 | {len(records) - 3} |" in card_path.read_text()
+
+
+async def test_iterate_previews_an_edited_node_beside_the_old_and_saves_a_new_file(tmp_path: Path) -> None:
+    graph_file = tmp_path / "graph" / "quickstart.yaml"
+    graph_file.parent.mkdir()
+    graph_file.write_text(GRAPH.read_text())
+    with FakeOpenAI(model="*", script=script()) as server:
+        (tmp_path / "runs").mkdir()
+        await asyncio.to_thread(make_run, tmp_path / "runs" / "it", 5, server, graph_file)
+        (graph_file.parent / "data").mkdir()   # where the graph itself looks for its seeds
+        (graph_file.parent / "data" / "topics.jsonl").write_text((tmp_path / "runs" / "it-topics.jsonl").read_text())
+        runner, url = await start_studio([tmp_path / "runs"], "127.0.0.1", 0)
+        try:
+            base = url.rstrip("/") + "/runs/it/iterate"
+            status, html = await get(base + "?node=answer")
+            assert status == 200 and "You are a patient teacher" in html
+            spec = re.search(r'<textarea name="spec"[^>]*>(.*?)</textarea>', html, re.S).group(1)  # type: ignore[union-attr]
+            edited = unescape(spec).replace("You are a patient teacher", "You are a pirate teacher")
+            form = {"_token": token_of(html), "node": "answer", "spec": edited, "ids": "topic001, topic002",
+                    "action": "preview"}
+            status, html, _ = await post(base, form, headers={"Origin": url.rstrip("/")})
+            assert status == 200 and 'class="problem"' not in html, re.findall(r'class="problem">(.*?)<', html)
+            rows = re.findall(r'<tr data-id="([^"]+)">(.*?)</tr>', html, re.S)
+            assert [row_id for row_id, _ in rows] == ["topic001", "topic002"]
+            for row_id, cells in rows:
+                old, new = cells.split('<td class="new">')
+                assert f"Notes on {row_id} here." in old and f"Arr, notes on {row_id} here." in new
+
+            before = sorted(path.name for path in graph_file.parent.iterdir())
+            status, html, _ = await post(base, {**form, "action": "save"}, headers={"Origin": url.rstrip("/")})
+            saved = graph_file.with_name("quickstart.studio-1.yaml")
+            assert status == 200 and str(saved) in html
+            assert sorted(path.name for path in graph_file.parent.iterdir()) == sorted([*before, saved.name])
+            assert graph_file.read_text() == GRAPH.read_text()        # the old file is never written over
+            assert "pirate teacher" in saved.read_text() and synthloom.load(saved).nodes["answer"]
+
+            form["spec"] = "type: llm\nmessages: [unclosed"
+            status, html, _ = await post(base, form, headers={"Origin": url.rstrip("/")})
+            assert status == 200 and "does not parse at line 2" in html
+        finally:
+            await runner.cleanup()
