@@ -220,6 +220,7 @@ def test_index_grows_with_the_file_and_starts_over_when_it_is_rewritten(tmp_path
         handle.truncate()
         handle.write("".join(json.dumps(row) + "\n" for row in rows[6:]))
     assert index.update() == 10 and index.is_current()
+    assert index.update() == 10 and index.is_current()  # a look with nothing new keeps what it had
     clause = index.select([], "score", True)
     assert [key for *_, key in index.entries(clause, 0, 3)] == ["r9", "r8", "r7"]
     path.write_text("".join(json.dumps(row) + "\n" for row in rows[:3][::-1]))  # a resume rewrote it

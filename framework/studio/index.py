@@ -179,7 +179,7 @@ class LineIndex:
         state = db.execute("select inode, indexed, last_offset, last_digest from state").fetchone()
         if state is not None and state[0] == info.st_ino and state[1] <= info.st_size:
             inode, indexed, last_offset, last_digest = state
-            if last_digest is None:
+            if last_digest is None and indexed == 0:  # it was empty when last looked at
                 return 0, 0
             handle.seek(last_offset)
             if _digest(handle.read(indexed - last_offset)) == last_digest:
@@ -220,8 +220,10 @@ class LineIndex:
             if len(rows) >= BATCH:
                 self._commit(db, rows, kinds, offset, last)
                 rows = []
-        if rows or last is None:
+        if rows:
             self._commit(db, rows, kinds, offset, last)
+        elif db.execute("select 1 from state").fetchone() is None:  # an empty file: indexed, to its 0 bytes
+            self._commit(db, [], kinds, offset, None)
 
     def _commit(self, db: sqlite3.Connection, rows: list[tuple[int, int, int, str, str]],
                 kinds: dict[str, list[int]], indexed: int, last: tuple[int, bytes] | None) -> None:
