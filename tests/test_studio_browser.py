@@ -6,6 +6,7 @@ import asyncio
 import shutil
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -21,29 +22,11 @@ CHROMIUM = shutil.which("chromium")
 @pytest.fixture
 def studio_url(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A studio over one fresh run, served from its own thread (Playwright's sync API owns this one)."""
-    from synthloom.studio.serve import start_studio
     root = tmp_path / "runs"
     root.mkdir()
     make_run(root / "qs", count=60)
-    loop = asyncio.new_event_loop()
-    ready: list[str] = []
-    stop = asyncio.Event()
-
-    async def serve() -> None:
-        runner, url = await start_studio([root], "127.0.0.1", 0)
-        ready.append(url)
-        await stop.wait()
-        await runner.cleanup()
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
-    thread.start()
-    while not ready:
-        thread.join(0.05)
-    try:
-        yield ready[0].rstrip("/"), root / "qs"
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(10)
+    with _studio(root) as url:
+        yield url, root / "qs"
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
@@ -99,3 +82,60 @@ def test_runs_records_filter_trace_review_reload_and_load(studio_url: tuple[str,
 
     accepted = synthloom.load_dataset(run, "sft", reviewed=True)
     assert [row["id"] for row in accepted["metadata"]] == [first]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
+def test_a_run_still_going_updates_live(tmp_path: Path) -> None:
+    """A run held open by the fixture server shows as running; once released, the open runs page turns to
+    completed with the final counts, without a reload."""
+    from tests.fixture_server import FakeOpenAI
+    from tests.studio_runs import script
+    root = tmp_path / "runs"
+    root.mkdir()
+    server = FakeOpenAI(model="*", script=script(), hold=["^Topic: topic003$"])
+    server.start()
+    done: list[dict[str, object]] = []
+    worker = threading.Thread(target=lambda: done.append(make_run(root / "live", count=8, server=server)))
+    worker.start()
+    try:
+        while not (root / "live" / "journal.jsonl").exists():
+            worker.join(0.05)
+        with _studio(root) as url, playwright_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM)
+            page = browser.new_page()
+            page.goto(url + "/")
+            status = page.locator("tr[data-run=live] [data-field=status]")
+            assert status.inner_text() == "running"
+            server.release()
+            playwright_api.expect(status).to_have_text("completed", timeout=30_000)
+            playwright_api.expect(page.locator("tr[data-run=live] [data-field=written]")).to_have_text("9")
+            browser.close()
+    finally:
+        server.release()
+        worker.join(60)
+        server.stop()
+    assert done and done[0]["status"] == "completed"
+
+
+@contextmanager
+def _studio(root: Path) -> Iterator[str]:
+    from synthloom.studio.serve import start_studio
+    loop = asyncio.new_event_loop()
+    ready: list[str] = []
+    stop = asyncio.Event()
+
+    async def serve() -> None:
+        runner, url = await start_studio([root], "127.0.0.1", 0)
+        ready.append(url.rstrip("/"))
+        await stop.wait()
+        await runner.cleanup()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    thread.start()
+    while not ready:
+        thread.join(0.05)
+    try:
+        yield ready[0]
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(10)
