@@ -326,3 +326,75 @@ async def test_iterate_previews_an_edited_node_beside_the_old_and_saves_a_new_fi
             assert status == 200 and "does not parse at line 2" in html
         finally:
             await runner.cleanup()
+
+
+async def test_failed_and_dropped_records_show_node_error_and_state(fake_llm: Any, write_graph: Any,
+                                                                    tmp_path: Path) -> None:
+    """The report test's graph: a node that fails for 'boom', a dedup that drops 'dup', a topic that is a
+    <script> tag."""
+    from tests.fixture_server import last_user_text
+    from tests.test_report import RUN_A, SCRIPT, SEEDS, report_graph
+    server = fake_llm(script=[(".", lambda body: RUN_A[last_user_text(body)])])
+    graph = write_graph(report_graph(server), SEEDS)
+    (tmp_path / "runs").mkdir()
+    await synthloom.arun(graph, tmp_path / "runs" / "r", use_cache=False)
+    runner, url = await start_studio([tmp_path / "runs"], "127.0.0.1", 0)
+    try:
+        base = url.rstrip("/") + "/runs/r/files/"
+        status, html = await get(base + "failed")
+        assert status == 200 and len(articles(html)) == 1   # seeds without an id: keyed by their hash
+        assert "<b>check</b>: ValueError: this topic always fails" in html and "attempts: 1" in html
+        assert "&#34;topic&#34;: &#34;boom&#34;" in html                      # the seed row
+        status, html = await get(base + "dropped")
+        assert len(articles(html)) == 1 and "<b>dedup</b>: duplicate" in html and "&#34;of&#34;: &#34;one&#34;" in html
+        status, html = await get(base + "sft?q=alert")
+        assert len(articles(html)) == 1 and SCRIPT not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+        status, html = await get(url.rstrip("/") + "/runs/r")
+        assert "check: ValueError" in html and "dedup: duplicate" in html
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_running_run_whose_files_stopped_moving_shows_as_stopped(runs: Path, tmp_path: Path) -> None:
+    import os
+    import shutil
+    root = tmp_path / "runs"
+    shutil.copytree(runs / "small", root / "held")
+    manifest = json.loads((root / "held" / "manifest.json").read_text())
+    (root / "held" / "manifest.json").write_text(json.dumps({**manifest, "status": "running"}))
+    runner, url = await start_studio([root], "127.0.0.1", 0)
+    try:
+        async def status() -> str:
+            async with aiohttp.ClientSession() as session, session.get(url + "api/runs") as response:
+                return str((await response.json())[0]["status"])
+        assert await status() == "running"
+        for name in ("manifest.json", "journal.jsonl"):
+            os.utime(root / "held" / name, (0, 1_000_000))
+        assert await status() == "stopped"
+    finally:
+        await runner.cleanup()
+
+
+async def test_editing_a_dpo_side_through_the_record_page(tmp_path: Path) -> None:
+    """A DPO record's chosen turn edited in the form: the reviewed dataset has the edit, the rejected side and
+    the prompt as written."""
+    root = tmp_path / "runs"
+    (root / "dpo").mkdir(parents=True)
+    pair = {"prompt": [{"role": "user", "content": "Why is the sky blue?"}],
+            "chosen": [{"role": "assistant", "content": "Rayleigh scattering."}],
+            "rejected": [{"role": "assistant", "content": "Because."}], "metadata": {"id": "sky", "margin": 4.0}}
+    (root / "dpo" / "dpo.jsonl").write_text(json.dumps(pair) + "\n")
+    (root / "dpo" / "manifest.json").write_text(json.dumps({"status": "completed",
+                                                            "counts": {"outputs": {"dpo": 1}}}))
+    runner, url = await start_studio([root], "127.0.0.1", 0)
+    try:
+        status, html = await get(url + "runs/dpo/files/dpo/1")
+        assert 'name="turn:chosen:0"' in html and 'name="turn:rejected:0"' in html
+        form = {"_token": token_of(html), "verdict": "accept", "turn:chosen:0": "Air scatters blue light most.",
+                "turn:rejected:0": "Because."}
+        assert (await post(url + "runs/dpo/files/dpo/1/review", form, headers={"Origin": url.rstrip("/")}))[0] == 303
+    finally:
+        await runner.cleanup()
+    [kept] = synthloom.load_dataset(root / "dpo", "dpo", reviewed=True).to_list()
+    assert kept["chosen"] == [{"role": "assistant", "content": "Air scatters blue light most."}]
+    assert kept["rejected"] == pair["rejected"] and kept["prompt"] == pair["prompt"]
