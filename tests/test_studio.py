@@ -398,3 +398,37 @@ async def test_editing_a_dpo_side_through_the_record_page(tmp_path: Path) -> Non
     [kept] = synthloom.load_dataset(root / "dpo", "dpo", reviewed=True).to_list()
     assert kept["chosen"] == [{"role": "assistant", "content": "Air scatters blue light most."}]
     assert kept["rejected"] == pair["rejected"] and kept["prompt"] == pair["prompt"]
+
+
+def test_the_command_serves_until_interrupted_and_names_a_missing_folder(runs: Path, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    missing = subprocess.run([sys.executable, "-m", "synthloom.cli", "studio", str(tmp_path / "nope")],
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert f"no folder {tmp_path / 'nope'}" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-m", "synthloom.cli", "studio", str(runs), "--port", str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == f"synthloom studio on http://127.0.0.1:{port}/ (Ctrl-C to stop)"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/") as response:
+                    assert response.status == 200 and b'data-run="big"' in response.read()
+                    break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
