@@ -21,6 +21,7 @@ from markupsafe import escape
 from synthloom.store.reviews import Review, append_review
 from synthloom.studio.app import make_app
 from synthloom.studio.index import LineIndex
+from synthloom.studio.pages import GUARD
 from synthloom.studio.serve import start_studio
 
 from tests.fixture_server import FakeOpenAI
@@ -95,8 +96,7 @@ async def test_off_loopback_every_request_needs_the_token(runs: Path) -> None:
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
         base, host = f"http://127.0.0.1:{port}", {"Host": f"10.9.8.7:{port}"}
-        guard = next(iter(app.values()))
-        token = guard.token
+        token = app[GUARD].token
         assert (await get(base + "/", headers=host))[0] == 403
         assert (await get(base + "/?token=wrong", headers=host))[0] == 403
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:  # an IP host

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .app import GUARD, make_app
+from .app import make_app
+from .pages import GUARD
 
 
 async def start_studio(roots: list[Path], host: str, port: int) -> tuple[web.AppRunner, str]:
