@@ -8,6 +8,8 @@ from aiohttp import web
 from ..pages import graph_mtime, run_graph, run_of
 from ..security import INLINE_STYLE_POLICY
 
+COMPARE_PARSED_LINES = 200_000  # lines of an output parsed at most (every k-th past that), as the card does
+
 
 async def compare_page(request: web.Request) -> web.Response:
     """Two runs side by side: the page `synthloom report --compare` writes, made in memory."""
@@ -16,7 +18,7 @@ async def compare_page(request: web.Request) -> web.Response:
     def render() -> str:
         from ...report import render as render_report
         from ...report_data import read_run
-        runs = [read_run(first.path), read_run(second.path)]
+        runs = [read_run(first.path, COMPARE_PARSED_LINES), read_run(second.path, COMPARE_PARSED_LINES)]
         manifest = runs[0].manifest
         return str(render_report(runs, run_graph(str(manifest.get("graph_file") or ""), graph_mtime(manifest))))
 
