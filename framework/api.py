@@ -17,16 +17,16 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from .config.loader import load_config, pinpoint
+from .engine.seeds import seed_columns
 from .errors import ConfigError
-from .graph import Graph, build_graph
-from .graph_files import resolved_folders
-from .journal import DROPPED, FAILED, JOURNAL, MANIFEST, TRACES
-from .loader import load_config, pinpoint
-from .registry import CodePolicy
-from .seeds import seed_columns
+from .graph.registry import CodePolicy
+from .graph.runnable import Graph, build_graph
+from .sandbox.files import resolved_folders
+from .store.journal import DROPPED, FAILED, JOURNAL, MANIFEST, TRACES
 
 if TYPE_CHECKING:  # the engine is imported by the functions that run a graph: loading one does not need it
-    from .scheduler import RunOptions
+    from .engine.runner import RunOptions
 
 
 def find_graph_file(name_or_path: str | Path) -> Path:
@@ -159,7 +159,7 @@ async def arun(graph: Graph | str | Path, output_dir: str | Path, *, options: Ru
     """Run a graph inside a running event loop (a notebook cell can `await` it). `allow_code`,
     `trust_graph`, `allow_key_hosts`, `allow_read`: see `load`. Messages that name the CLI's flags (`--resume`)
     name this function's options (`resume=True`) instead."""
-    from .scheduler import Runner, RunOptions
+    from .engine.runner import Runner, RunOptions
     if not isinstance(graph, Graph):
         graph = load(graph, allow_code=allow_code, trust_graph=trust_graph, allow_key_hosts=allow_key_hosts,
                      allow_read=allow_read)
@@ -177,9 +177,9 @@ async def arun(graph: Graph | str | Path, output_dir: str | Path, *, options: Ru
 def run(graph: Graph | str | Path, output_dir: str | Path, *, ray: bool = False, shards: int | None = None,
         address: str | None = None, **option_values: Any) -> RunResult:
     """Run a graph to completion and return where its records are. Options: see `RunOptions`.
-    `ray=True` runs `shards` shards as Ray tasks into the one directory (see `synthloom.distributed`)."""
+    `ray=True` runs `shards` shards as Ray tasks into the one directory (see `synthloom.distributed.driver`)."""
     if ray:
-        from .distributed import run_on_ray
+        from .distributed.driver import run_on_ray
         return RunResult(Path(output_dir), run_on_ray(graph, output_dir, shards, address=address, **option_values))
     # allow_code, trust_graph, allow_key_hosts and allow_read go on to `arun`, as run_on_ray takes them too
     return asyncio.run(arun(graph, output_dir, **option_values))

@@ -14,12 +14,12 @@ from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field
-from synthloom import ceilings
-from synthloom.context import RunContext
-from synthloom.node import Drop, Node, NodeParams
-from synthloom.record_pool import RecordPool
-from synthloom.run_paths import plain_name
-from synthloom.shared_state import LocalSharedState
+from synthloom.config import ceilings
+from synthloom.graph.context import RunContext
+from synthloom.graph.node import Drop, Node, NodeParams
+from synthloom.graph.record_pool import RecordPool
+from synthloom.graph.shared_state import LocalSharedState
+from synthloom.sandbox.run_paths import plain_name
 
 from .rouge_index import Closest, RougeIndex, tokenize
 

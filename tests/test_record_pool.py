@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from synthloom.context import RunContext
-from synthloom.models.pool import ModelPool
-from synthloom.record_pool import POOL_DIR, RecordPool
+from synthloom.graph.context import RunContext
+from synthloom.graph.record_pool import POOL_DIR, RecordPool
+from synthloom.models.clients import ModelPool
 
 
 def test_a_record_pool_is_run_wide_persisted_and_resumed_without_unfinished_records(tmp_path: Path) -> None:
@@ -32,9 +32,9 @@ def test_the_old_names_still_work_with_a_deprecation_warning(tmp_path: Path) -> 
     with pytest.warns(DeprecationWarning, match=r"ctx.pool\(\) is now ctx.record_pool\(\)"):
         assert ctx.pool("tasks") is ctx.record_pool("tasks")
     done = subprocess.run([sys.executable, "-W", "always::DeprecationWarning", "-c",
-                           "import synthloom.pool as old, synthloom.record_pool as new; "
+                           "import synthloom.pool as old, synthloom.graph.record_pool as new; "
                            "assert old.RecordPool is new.RecordPool and old.POOL_DIR == new.POOL_DIR"],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert "synthloom.pool is now synthloom.record_pool" in done.stderr
-    assert RecordPool.__module__ == "synthloom.record_pool"
+    assert "synthloom.pool is now synthloom.graph.record_pool" in done.stderr
+    assert RecordPool.__module__ == "synthloom.graph.record_pool"

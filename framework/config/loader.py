@@ -13,10 +13,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from .config import GraphConfig
-from .errors import ConfigError, did_you_mean
-from .graph_files import read_graph_bytes, read_graph_text
-from .models.sampling import ALIASES, ENGINE_KEY, EXTRA_KEY, SENT_AS
+from ..errors import ConfigError, did_you_mean
+from ..sandbox.files import read_graph_bytes, read_graph_text
+from .sampling import ALIASES, ENGINE_KEY, EXTRA_KEY, SENT_AS
+from .schema import GraphConfig
 from .spellings import modernize
 
 KeyPath = tuple[str | int, ...]

@@ -10,8 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..sandbox.run_paths import plain_name
 from . import ceilings
-from .run_paths import plain_name
 
 MAX_NODES = 1000
 """Nodes one graph may have: checking a graph is quadratic in them, and graphs may come from strangers."""

@@ -14,15 +14,15 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from .config import MESSAGE_PARTS
-from .errors import ConfigError
+from ..errors import ConfigError
+from .schema import MESSAGE_PARTS
 
 if TYPE_CHECKING:
     from .loader import KeyPath, SourceMap
 
 __all__ = ["modernize"]
 
-log = logging.getLogger("synthloom.config")
+log = logging.getLogger("synthloom.config.schema")
 
 
 def modernize(raw: dict[str, Any], source_map: SourceMap) -> None:

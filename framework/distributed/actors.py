@@ -18,7 +18,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from .models.limits import TokenBucket
+from ..models.limits import TokenBucket
 
 
 class PermitBank:

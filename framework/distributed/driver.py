@@ -29,18 +29,17 @@ from functools import reduce
 from pathlib import Path
 from typing import Any
 
-from .card import write_card
-from .errors import ConfigError
-from .graph import Graph, build_graph
-from .graph_files import read_folders_from_environment, resolved_folders
-from .journal import DROPPED, FAILED, JOURNAL, MANIFEST, OWN_FILES, TRACES, Journal, present
-from .manifest import card_facts, read_previous_manifest, write_manifest
-from .ray_actors import PermitBank, RayPermits, RaySharedState, RunBoard
-from .record_pool import POOL_DIR
-from .run_lock import RunLock
-from .scheduler import Runner, RunOptions
-from .seeds import seed_columns
-from .shard_merge import (
+from ..engine.runner import Runner, RunOptions
+from ..engine.seeds import seed_columns
+from ..errors import ConfigError
+from ..graph.record_pool import POOL_DIR
+from ..graph.runnable import Graph, build_graph
+from ..inspect.card import write_card
+from ..sandbox.files import read_folders_from_environment, resolved_folders
+from ..store.journal import DROPPED, FAILED, JOURNAL, MANIFEST, OWN_FILES, TRACES, Journal, present
+from ..store.manifest import card_facts, read_previous_manifest, write_manifest
+from ..store.run_lock import RunLock
+from ..store.shard_merge import (
     PLAN,
     SHARDS_DIR,
     add_figures,
@@ -50,6 +49,7 @@ from .shard_merge import (
     run_status,
     shard_dir,
 )
+from .actors import PermitBank, RayPermits, RaySharedState, RunBoard
 
 REPORT_EVERY_S = 0.3
 
@@ -83,8 +83,8 @@ class GraphSource:
                        allow_code=graph.code.allowed, trust_graph=graph.code.trust_graph,
                        allow_key_hosts=graph.code.key_hosts.named,
                        allow_read=(*map(str, graph.code.read_folders), *map(str, read_folders_from_environment())))
-        from .key_hosts import hosts_from_environment
-        from .registry import allow_code_from_environment
+        from ..graph.registry import allow_code_from_environment
+        from ..sandbox.key_hosts import hosts_from_environment
         path = Path(graph)
         reference = str(path.resolve()) if path.exists() else str(graph)  # a name stays a name
         return cls(reference=reference, overrides=tuple(overrides or ()), endpoint=endpoint,  # the driver's env
@@ -93,7 +93,7 @@ class GraphSource:
                    allow_read=tuple(map(str, (*resolved_folders(allow_read or ()), *read_folders_from_environment()))))
 
     def load(self, shard: tuple[int, int] | None = None) -> Graph:
-        from . import api
+        from .. import api
         if self.reference is not None:
             extra = [f"seed.shard=[{shard[0]}, {shard[1]}]"] if shard else []
             return api.load(self.reference, [*self.overrides, *extra], self.endpoint,
@@ -114,8 +114,8 @@ class GraphSource:
 
     def _build(self, raw: dict[str, Any], base: Path, hosts: tuple[str, ...] = ()) -> Graph:
         """A graph from its config, under this source's consent (`hosts`: those the user named for it)."""
-        from .loader import LoadedConfig, SourceMap, config_hash, validate_raw
-        from .registry import CodePolicy
+        from ..config.loader import LoadedConfig, SourceMap, config_hash, validate_raw
+        from ..graph.registry import CodePolicy
         source_map = SourceMap("<graph>")
         read_folders = resolved_folders(self.allow_read)
         loaded = LoadedConfig(validate_raw(raw, source_map), raw, source_map, base,

@@ -6,12 +6,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .context import RunContext
-from .errors import RecordError
-from .models.base import LLMRequest
-from .structured import OutputSchema
+from ..errors import RecordError
+from ..graph.context import RunContext
+from ..graph.output_schema import OutputSchema
+from ..models.base import LLMRequest
 
-log = logging.getLogger("synthloom.generate")
+log = logging.getLogger("synthloom.engine.generate")
 _budget_warned: set[tuple[int, str]] = set()
 
 CUT_BUDGET_FACTOR = 4

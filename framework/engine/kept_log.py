@@ -16,11 +16,11 @@ from collections.abc import Container, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from .record_pool import POOL_DIR
-from .run_paths import path_in_run
+from ..graph.record_pool import POOL_DIR
+from ..sandbox.run_paths import path_in_run
 
 if TYPE_CHECKING:
-    from .context import RunContext
+    from ..graph.context import RunContext
 
 
 class KeptLog:

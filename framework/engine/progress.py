@@ -17,10 +17,10 @@ from typing import IO, TYPE_CHECKING, Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 if TYPE_CHECKING:
-    from .scheduler import Runner
+    from .runner import Runner
 
 REFRESH_S = 0.2
 HEARTBEAT_S = 10.0

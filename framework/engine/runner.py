@@ -16,11 +16,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .card import write_card
-from .context import RecordUsage, RunContext, record_usage
-from .errors import ConfigError, ModelCallError, OutputWriteError, RunAborted, SynthloomError
-from .graph import Graph
-from .journal import (
+from ..config.loader import pinpoint
+from ..errors import ConfigError, ModelCallError, OutputWriteError, RunAborted, SynthloomError
+from ..graph.context import RecordUsage, RunContext, record_usage
+from ..graph.node import Drop
+from ..graph.outputs import OutputShaper
+from ..graph.runnable import Graph
+from ..graph.shared_state import LocalSharedState, SharedStateProvider
+from ..inspect.card import write_card
+from ..models.cache import ResponseCache
+from ..models.clients import ModelPool
+from ..models.permits import PermitProvider
+from ..models.stats import NodeStats
+from ..sandbox.run_paths import path_in_run
+from ..store.journal import (
     DROPPED,
     DROPPED_STATUS,
     FAILED,
@@ -31,18 +40,9 @@ from .journal import (
     JsonlWriter,
     sync_directory,
 )
-from .loader import pinpoint
-from .manifest import build_manifest, read_previous_manifest, write_manifest
-from .models.cache import ResponseCache
-from .models.pool import ModelPool
-from .node import Drop
-from .outputs import OutputShaper
-from .permits import PermitProvider
-from .run_lock import RunLock
-from .run_paths import path_in_run
+from ..store.manifest import build_manifest, read_previous_manifest, write_manifest
+from ..store.run_lock import RunLock
 from .seeds import BadSeed, read_seeds, row_id
-from .shared_state import LocalSharedState, SharedStateProvider
-from .stats import NodeStats
 from .trace import TRACES, RecordTrace, record_trace
 from .walk import GraphWalk, NodeFailure
 

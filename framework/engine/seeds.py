@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from .config import SeedConfig
-from .errors import ConfigError
-from .graph_files import (
+from ..config.schema import SeedConfig
+from ..errors import ConfigError
+from ..sandbox.files import (
     MAX_FILE_BYTES,
     MAX_LINE_BYTES,
     LineTooLong,

@@ -14,12 +14,12 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .journal import TRACES as TRACES  # re-exported: the run's files are named in journal.py
-from .models.base import Completion, LLMRequest
+from ..models.base import Completion, LLMRequest
+from ..store.journal import TRACES as TRACES  # re-exported: the run's files are named in journal.py
 
 if TYPE_CHECKING:
-    from .graph import Edge
-    from .node import Drop, Node
+    from ..graph.node import Drop, Node
+    from ..graph.runnable import Edge
 
 
 @dataclass

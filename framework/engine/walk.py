@@ -10,10 +10,10 @@ from collections.abc import Coroutine
 from types import MappingProxyType
 from typing import Any
 
-from .context import RunContext
-from .errors import RecordError
-from .graph import Edge, Graph
-from .node import Drop
+from ..errors import RecordError
+from ..graph.context import RunContext
+from ..graph.node import Drop
+from ..graph.runnable import Edge, Graph
 from .trace import RecordTrace, current_step, record_trace
 
 

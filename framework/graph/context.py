@@ -10,14 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .graph_files import read_graph_text
-from .models.base import Completion, LLMRequest
-from .models.pool import ModelPool
+from ..engine.trace import current_step
+from ..models.base import Completion, LLMRequest
+from ..models.clients import ModelPool
+from ..models.stats import NodeStats
+from ..sandbox.files import read_graph_text
+from ..sandbox.run_paths import path_in_run
 from .record_pool import POOL_DIR, RecordPool
-from .run_paths import path_in_run
 from .shared_state import LocalSharedState, SharedIndex, SharedStateProvider
-from .stats import NodeStats
-from .trace import current_step
 
 T = TypeVar("T")
 

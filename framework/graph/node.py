@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypeVar, ca
 
 from pydantic import BaseModel, ConfigDict, create_model
 
-from .errors import RecordError
+from ..errors import RecordError
 
 if TYPE_CHECKING:
     from .context import RunContext

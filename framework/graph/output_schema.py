@@ -8,7 +8,7 @@ from typing import Any
 import jsonschema
 from pydantic import BaseModel
 
-from .errors import RecordError
+from ..errors import RecordError
 from .registry import import_object
 
 

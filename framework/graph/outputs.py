@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .config import MESSAGE_PARTS, OutputConfig
-from .errors import RecordError
-from .expressions import Condition
-from .templates import Template, render_messages
+from ..config.schema import MESSAGE_PARTS, OutputConfig
+from ..errors import RecordError
+from ..sandbox.expressions import Condition
+from ..sandbox.templates import Template, render_messages
 
 Messages = list[dict[str, Any]]
 

@@ -42,9 +42,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .errors import ConfigError, did_you_mean, one_line
-from .graph_files import resolved_folders
-from .key_hosts import KeyHosts, KeyUse, key_hosts
+from ..errors import ConfigError, did_you_mean, one_line
+from ..sandbox.files import resolved_folders
+from ..sandbox.key_hosts import KeyHosts, KeyUse, key_hosts
 from .node import Node, NodeFunction
 
 ENTRY_POINT_GROUP = "synthloom.nodes"

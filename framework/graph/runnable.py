@@ -14,14 +14,14 @@ from typing import Any
 import networkx as nx
 from pydantic import ValidationError
 
-from .config import MESSAGE_PARTS, GraphConfig, OutputConfig
-from .errors import ConfigError, did_you_mean, one_line
-from .expressions import Condition
-from .loader import KeyPath, LoadedConfig, SourceMap, dotted, first_error, unknown_key_message, valid_keys
-from .models.sampling import params_problem
+from ..config.loader import KeyPath, LoadedConfig, SourceMap, dotted, first_error, unknown_key_message, valid_keys
+from ..config.sampling import params_problem
+from ..config.schema import MESSAGE_PARTS, GraphConfig, OutputConfig
+from ..errors import ConfigError, did_you_mean, one_line
+from ..sandbox.expressions import Condition
+from ..sandbox.templates import Template
 from .node import ANY_KEY, Node, NodeParams
 from .registry import CodePolicy, import_object, resolve_node_type
-from .templates import Template
 
 RESERVED_KEYS = {"id"}
 

@@ -3,7 +3,7 @@
 A dedup index (or a novelty pool) is an object with `check_and_add(signature, origin)`: look the
 signature up and, if nothing matches, add it, as one step. In one process that step runs under an asyncio
 lock (`LocalSharedState`); under `synthloom run --ray` every shard's node talks to one Ray actor holding
-the object (`synthloom.ray_actors.RaySharedState`), so a duplicate planted in two shards is seen as one.
+the object (`synthloom.distributed.actors.RaySharedState`), so a duplicate planted in two shards is seen as one.
 Nodes ask `ctx.shared_index(key, index)` and never know which; signatures are made by the caller (they
 may be slow), only the check-and-add is serialised.
 """

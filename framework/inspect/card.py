@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from .journal import CARD, MANIFEST, TEMPORARY
-from .redact import redact, scrub, secret_values
+from ..sandbox.redact import redact, scrub, secret_values
+from ..store.journal import CARD, MANIFEST, TEMPORARY
 from .report_data import OutputSummary, ReportError, summarise_output
 
 if TYPE_CHECKING:
-    from .graph import Graph
+    from ..graph.runnable import Graph
 
 FORMAT_TAGS = {"sft": "sft", "dpo": "dpo", "raw": "raw"}
 SIZE_CATEGORIES = [(10 ** 3, "n<1K"), (10 ** 4, "1K<n<10K"), (10 ** 5, "10K<n<100K"), (10 ** 6, "100K<n<1M"),
@@ -95,7 +95,7 @@ def run_graph(manifest: dict[str, Any], allow_read: Sequence[str | Path] = ()) -
     """The run's graph, for its picture, when its file is still where the run read it. A run directory may
     be a stranger's download, so its graph is loaded as `validate` loads one: the Python in its folder is
     read, never run, and the key and code rules of a run apply."""
-    from .api import load  # the API imports the scheduler, which calls this module
+    from ..api import load  # the API imports the scheduler, which calls this module
     graph_file = manifest.get("graph_file")
     if not isinstance(graph_file, str) or not Path(graph_file).is_file():
         return None
@@ -308,7 +308,7 @@ def _graph_file_section(manifest: dict[str, Any], graph_file: Any) -> list[str]:
 
 
 def _graph_file_text(graph_file: Any) -> str | None:
-    from .loader import load_config
+    from ..config.loader import load_config
     if not isinstance(graph_file, str) or not graph_file:
         return None
     try:

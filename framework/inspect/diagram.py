@@ -27,7 +27,7 @@ from html import escape
 import networkx as nx
 from markupsafe import Markup
 
-from .graph import Edge, Graph
+from ..graph.runnable import Edge, Graph
 from .pages import render_page as render_template
 
 CHAR_W = 7.2        # width of a character at the 12-13px font used, for sizing boxes and labels

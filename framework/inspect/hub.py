@@ -13,9 +13,9 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ..errors import ConfigError
+from ..store.journal import CARD, DROPPED, FAILED, MANIFEST
 from .card import build_card
-from .errors import ConfigError
-from .journal import CARD, DROPPED, FAILED, MANIFEST
 
 
 def files_to_push(output_dir: str | Path, all_files: bool = False) -> list[str]:

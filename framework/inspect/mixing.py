@@ -18,7 +18,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 SAMPLE_LINES = 1000  # an output's records share one shape, so its first lines show every field
 

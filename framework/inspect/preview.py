@@ -11,16 +11,16 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from .api import load
-from .context import RecordUsage, RunContext, record_usage
-from .errors import ConfigError, SynthloomError
-from .graph import Graph
-from .models.cache import ResponseCache
-from .models.pool import ModelPool
-from .outputs import OutputShaper
-from .seeds import BadSeed, read_seeds, row_id
-from .trace import RecordTrace, record_trace
-from .walk import GraphWalk, NodeFailure
+from ..api import load
+from ..engine.seeds import BadSeed, read_seeds, row_id
+from ..engine.trace import RecordTrace, record_trace
+from ..engine.walk import GraphWalk, NodeFailure
+from ..errors import ConfigError, SynthloomError
+from ..graph.context import RecordUsage, RunContext, record_usage
+from ..graph.outputs import OutputShaper
+from ..graph.runnable import Graph
+from ..models.cache import ResponseCache
+from ..models.clients import ModelPool
 
 
 def preview(graph: Graph | str | Path, n: int = 3, node: str | None = None,

@@ -17,10 +17,10 @@ from typing import Any
 
 from markupsafe import Markup
 
-from .api import load
+from ..api import load
+from ..graph.runnable import Graph
 from .card import run_graph
 from .diagram import render_svg
-from .graph import Graph
 from .metrics import PAIR_SAMPLE, TEXT_SAMPLE, StreamHistogram
 from .pages import render_page
 from .report_data import OutputSummary, ReportError, RunSummary, read_run

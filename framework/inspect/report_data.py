@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import SynthloomError
-from .fast_json import loads
-from .journal import DROPPED, FAILED, MANIFEST
+from ..engine.trace import TRACES
+from ..errors import SynthloomError
+from ..fast_json import loads
+from ..store.journal import DROPPED, FAILED, MANIFEST
 from .metrics import TEXT_SAMPLE, Diversity, Reservoir, StreamHistogram, measure, words
-from .trace import TRACES
 
 EXAMPLES = 10          # example records shown per output
 MAX_FIELDS = 12        # numeric metadata fields followed per output

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ..config import ModelConfig
+from ..config.schema import ModelConfig
 from ..errors import ConfigError, ModelCallError
-from ..permits import PermitProvider, with_permit
-from ..stats import UsageStats
 from .base import Completion, LLMRequest, ModelClient
 from .cache import ResponseCache, cache_key
+from .permits import PermitProvider, with_permit
+from .stats import UsageStats
 
 DEFAULT_MODEL = "default"
 EMBEDDED = ModelConfig(backend="local")
@@ -21,7 +21,7 @@ def build_client(name: str, config: ModelConfig, retry_base_delay: float) -> Mod
         from .openai_http import OpenAIClient
         return OpenAIClient(name, config, retry_base_delay=retry_base_delay)
     if config.backend == "local":
-        from .local import LocalClient
+        from .llama.client import LocalClient
         return LocalClient(name, config)
     if config.backend == "vllm":
         from .vllm_engine import VLLMClient

@@ -3,7 +3,7 @@
 Each model's `max_concurrency`, `rpm` and `tpm` bound one process. When several processes feed one server
 (`synthloom run --ray`), the `ModelPool` also asks a `PermitProvider` before each call that is not
 answered from the cache, and gives the permit back with the tokens the call used; under Ray the provider
-is the shard's lease of each model's run-wide budget (`synthloom.ray_actors.RayPermits`), traded with the
+is the shard's lease of each model's run-wide budget (`synthloom.distributed.actors.RayPermits`), traded with the
 run's `PermitBank` as shards start and finish.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from .models.base import Completion, LLMRequest
+from .base import Completion, LLMRequest
 
 
 class PermitProvider(Protocol):

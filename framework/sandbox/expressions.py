@@ -16,8 +16,8 @@ from typing import Any
 
 from simpleeval import EvalWithCompoundTypes, InvalidExpression
 
-from .errors import RecordError
-from .sandbox_budget import (
+from ..errors import RecordError
+from .budget import (
     MAX_MADE,
     SandboxLimit,
     charge_result,

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 MAX_FILE_BYTES = 64_000_000
 """A file read whole (a json seed, a sampler or few-shot file, a preload, a subgraph)."""

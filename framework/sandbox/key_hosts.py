@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 from yarl import URL
 
-from .config import ModelConfig
-from .errors import ConfigError
+from ..config.schema import ModelConfig
+from ..errors import ConfigError
 
 KEY_HOSTS_ENV = "SYNTHLOOM_KEY_HOSTS"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 NAME_RULE = "a plain name (no '/', '\\', control characters, not '.' or '..', not an absolute path)"
 

@@ -27,8 +27,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import generate_lorem_ipsum
 from jinja2.visitor import NodeTransformer
 
-from .errors import RecordError
-from .sandbox_budget import (
+from ..errors import RecordError
+from .budget import (
     SandboxLimit,
     charge,
     charge_result,

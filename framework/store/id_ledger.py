@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from .errors import OutputWriteError
+from ..errors import OutputWriteError
 
 LEDGER = ".synthloom-ids.sqlite"
 CACHE_KIB = 2048  # the page cache, all the memory the ledger holds; pages past it come back from the OS file cache

@@ -20,10 +20,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import ConfigError, OutputWriteError
-from .fast_json import dumps_line, loads
+from ..errors import ConfigError, OutputWriteError
+from ..fast_json import dumps_line, loads
+from ..graph.record_pool import POOL_DIR
 from .id_ledger import LEDGER, IdLedger
-from .record_pool import POOL_DIR
 
 JOURNAL = "journal.jsonl"
 FAILED = "failed.jsonl"

@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .graph import Graph
-    from .scheduler import Runner
+    from ..engine.runner import Runner
+    from ..graph.runnable import Graph
 
-from .config import ModelConfig
+from ..config.schema import ModelConfig
+from ..models.llama.client import DEFAULT_GGUF_NAME
+from ..sandbox.redact import redact, redact_url
 from .journal import MANIFEST, TEMPORARY
-from .models.local import DEFAULT_GGUF_NAME
-from .redact import redact, redact_url
 
 
 def _utc(stamp: float | None) -> str | None:

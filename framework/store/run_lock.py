@@ -15,7 +15,7 @@ import socket
 import time
 from pathlib import Path
 
-from .errors import ConfigError, OutputWriteError
+from ..errors import ConfigError, OutputWriteError
 from .journal import LOCK
 
 

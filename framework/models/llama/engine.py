@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, ModelCallError
-from .base import Completion, LLMRequest
-from .cpu_threads import default_threads
-from .llama_sampling import next_tokens
-from .llama_sequence import PromptBuilder, Sequence, SequenceSettings
+from ...errors import ConfigError, ModelCallError
+from ..base import Completion, LLMRequest
+from .sampling import next_tokens
+from .sequence import PromptBuilder, Sequence, SequenceSettings
+from .threads import default_threads
 
 N_BATCH = 512  # prompt tokens per decode step (llama-cpp-python's default)
 

@@ -12,9 +12,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ModelCallError
-from .base import LLMRequest
-from .llama_sampling import Penalties
+from ...errors import ModelCallError
+from ..base import LLMRequest
+from .sampling import Penalties
 
 _UTF8_LEADS = ((2, 192), (3, 224), (4, 240))
 # create_chat_completion's and create_completion's own defaults where a request leaves a parameter out.

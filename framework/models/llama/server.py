@@ -21,11 +21,11 @@ from typing import Any
 
 from aiohttp import web
 
-from .config import ModelConfig
-from .errors import ModelCallError, SynthloomError
-from .models.base import LLMRequest
-from .models.local import LocalClient
-from .models.schema_bounds import least_characters
+from ...config.schema import ModelConfig
+from ...errors import ModelCallError, SynthloomError
+from ..base import LLMRequest
+from ..schema_bounds import least_characters
+from .client import LocalClient
 
 MODEL_ID = "smollm2-135m-instruct"
 _PARAMS = ("temperature", "top_p", "top_k", "max_tokens", "stop", "seed", "presence_penalty",

@@ -13,7 +13,7 @@ import os
 import time
 from pathlib import Path
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 
 ENV_VAR = "SYNTHLOOM_THREADS"
 MAX_DEFAULT_THREADS = 8  # past this a 135M model gains nothing; more only adds barrier waits
