@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any
 from .errors import ConfigError, ModelCallError, RecordError, RunAborted, SynthloomError
 
 if TYPE_CHECKING:  # the lazy names, for type checkers and editors
-    from .api import RunResult, arun, load, load_dataset, read_manifest, read_records, run
+    from .api import RunResult, arun, load_dataset, read_manifest, read_records, run
     from .engine.runner import Runner, RunOptions
     from .graph.context import RunContext
+    from .graph.load import load
     from .graph.node import ANY_KEY, Drop, Node, NodeParams, node
     from .graph.runnable import Graph
     from .inspect.card import build_card
@@ -26,7 +27,7 @@ if TYPE_CHECKING:  # the lazy names, for type checkers and editors
 
 _LAZY = {
     "ANY_KEY": "graph.node", "Drop": "graph.node", "Node": "graph.node", "NodeParams": "graph.node",
-    "node": "graph.node", "RunResult": "api", "arun": "api", "load": "api", "load_dataset": "api",
+    "node": "graph.node", "RunResult": "api", "arun": "api", "load": "graph.load", "load_dataset": "api",
     "read_manifest": "api", "read_records": "api", "run": "api", "build_card": "inspect.card",
     "RunContext": "graph.context", "Graph": "graph.runnable", "push": "inspect.hub",
     "mixed_features": "inspect.mixing", "Completion": "models.base", "LLMRequest": "models.base",

@@ -60,11 +60,10 @@ def _fail(message: str, code: int = 2) -> None:
 def _load(graph: str, overrides: list[str] | None, endpoint: str | None, allow_code: list[str] | None = None,
           trust_graph: bool = False, key_hosts: list[str] | None = None, run_folder_code: bool = True,
           allow_read: list[Path] | None = None) -> Graph:
-    from . import api
+    from .graph.load import load
     try:
-        return api.load(graph, overrides or [], endpoint, allow_code=allow_code, trust_graph=trust_graph,
-                        allow_key_hosts=key_hosts, allow_read=list(allow_read or ()),
-                        run_folder_code=run_folder_code)
+        return load(graph, overrides or [], endpoint, allow_code=allow_code, trust_graph=trust_graph,
+                    allow_key_hosts=key_hosts, allow_read=list(allow_read or ()), run_folder_code=run_folder_code)
     except ConfigError as error:
         _fail(str(error))
         raise  # unreachable: _fail exits
@@ -114,6 +113,7 @@ def run(graph: str = typer.Argument(..., help="graph file, or a ready-made workf
             _fail(f"--shard '{shard}' should look like 0/4 (shard k of n, 0-based)")
         overrides = [*(overrides or []), f"seed.shard=[{index}, {count}]"]
     from .engine.runner import Runner, RunOptions
+    from .inspect.card import write_card
     display = _display(quiet, progress_every)
     loaded = _load(graph, overrides, endpoint, allow_code, trust_graph, key_hosts, allow_read=allow_read)
     output_dir = output or Path("runs") / loaded.name
@@ -121,7 +121,7 @@ def run(graph: str = typer.Argument(..., help="graph file, or a ready-made workf
     progress = display(total) if display else None
     options = RunOptions(limit=limit, resume=resume, overwrite=overwrite, use_cache=not no_cache,
                          max_in_flight=max_in_flight, retry_failed=not no_retry_failed,
-                         on_progress=progress.update if progress else None, trace=trace)
+                         on_progress=progress.update if progress else None, trace=trace, on_finished=write_card)
     try:
         runner = Runner(loaded, output_dir, options)
     except SynthloomError as error:

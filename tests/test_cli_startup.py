@@ -43,7 +43,7 @@ def test_run_help_names_what_flags_take() -> None:
 
 @pytest.mark.parametrize("args,needs", [
     (["list"], set()),
-    (["validate", "quickstart"], {"synthloom.graph.runnable", "synthloom.api"}),
+    (["validate", "quickstart"], {"synthloom.graph.runnable", "synthloom.graph.load"}),
     (["show", "quickstart", "--format", "svg"], {"synthloom.graph.runnable", "synthloom.inspect.diagram"}),
 ])
 def test_quick_commands_do_not_import_the_engine(args: list[str], needs: set[str]) -> None:

@@ -18,7 +18,7 @@ import pytest
 import synthloom
 from synthloom.config.schema import SeedConfig
 from synthloom.distributed.driver import merge_outputs, run_on_ray
-from synthloom.engine.seeds import in_shard
+from synthloom.graph.seeds import in_shard
 
 from tests.conftest import model_spec
 from tests.fixture_server import FakeOpenAI

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import synthloom
 from synthloom.config.schema import SeedConfig
-from synthloom.engine.seeds import BadSeed, read_seeds, row_id
+from synthloom.graph.seeds import BadSeed, read_seeds, row_id
 
 from tests.fixture_server import FakeOpenAI
 from tests.test_run import chain_graph

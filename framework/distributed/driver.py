@@ -30,10 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.runner import Runner, RunOptions
-from ..engine.seeds import seed_columns
 from ..errors import ConfigError
+from ..graph.load import load
 from ..graph.record_pool import POOL_DIR
 from ..graph.runnable import Graph, build_graph
+from ..graph.seeds import seed_columns
 from ..inspect.card import write_card
 from ..sandbox.files import read_folders_from_environment, resolved_folders
 from ..store.journal import DROPPED, FAILED, JOURNAL, MANIFEST, OWN_FILES, TRACES, Journal, present
@@ -93,12 +94,11 @@ class GraphSource:
                    allow_read=tuple(map(str, (*resolved_folders(allow_read or ()), *read_folders_from_environment()))))
 
     def load(self, shard: tuple[int, int] | None = None) -> Graph:
-        from .. import api
         if self.reference is not None:
             extra = [f"seed.shard=[{shard[0]}, {shard[1]}]"] if shard else []
-            return api.load(self.reference, [*self.overrides, *extra], self.endpoint,
-                            allow_code=list(self.allow_code), trust_graph=self.trust_graph,
-                            allow_key_hosts=list(self.allow_key_hosts), allow_read=list(self.allow_read))
+            return load(self.reference, [*self.overrides, *extra], self.endpoint,
+                        allow_code=list(self.allow_code), trust_graph=self.trust_graph,
+                        allow_key_hosts=list(self.allow_key_hosts), allow_read=list(self.allow_read))
         assert self.raw is not None and self.base_dir is not None
         raw = copy.deepcopy(self.raw)
         if shard:
@@ -369,11 +369,11 @@ class _Driver:
 
     def _card(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """README.md, the dataset card, at the top of the run directory as a one-process run leaves it
-        (each shard's own card stays in its shard directory)."""
+        (a shard writes none: its runner is given no `on_finished`)."""
         try:
             write_card(self.root, manifest, self.loaded)
         except Exception as error:  # a failing card never costs the run's outcome
-            note = f"README.md (dataset card) not written: {error}"
+            note = str(error)
             manifest["message"] = "; ".join(filter(None, [manifest.get("message"), note]))
         return manifest
 

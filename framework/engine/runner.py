@@ -22,8 +22,8 @@ from ..graph.context import RecordUsage, RunContext, record_usage
 from ..graph.node import Drop
 from ..graph.outputs import OutputShaper
 from ..graph.runnable import Graph
+from ..graph.seeds import BadSeed, read_seeds, row_id
 from ..graph.shared_state import LocalSharedState, SharedStateProvider
-from ..inspect.card import write_card
 from ..models.cache import ResponseCache
 from ..models.clients import ModelPool
 from ..models.permits import PermitProvider
@@ -42,7 +42,6 @@ from ..store.journal import (
 )
 from ..store.manifest import build_manifest, read_previous_manifest, write_manifest
 from ..store.run_lock import RunLock
-from .seeds import BadSeed, read_seeds, row_id
 from .trace import TRACES, RecordTrace, record_trace
 from .walk import GraphWalk, NodeFailure
 
@@ -104,6 +103,10 @@ class RunOptions:
     """Model budgets shared with other processes (`run --ray`); None: this process's own."""
     shared_state: SharedStateProvider | None = None
     """Where run-wide indexes live (`run --ray`: one Ray actor for every shard); None: this process."""
+    on_finished: Callable[[Path, dict[str, Any], Graph], object] | None = None
+    """Called with the run directory, its final manifest and the graph once manifest.json is written, while
+    the run still holds the directory: the API and the CLI pass the dataset card's writer (`write_card`), so
+    the engine knows nothing of cards. Its exception's text goes into the run's message; it is never raised."""
 
 
 class Runner:
@@ -484,10 +487,11 @@ class Runner:
                 write_manifest(self.output_dir, manifest)
             except OSError as error:
                 self.message = (self.message + f"; manifest.json not written: {error.strerror or error}").strip("; ")
-            try:  # README.md, the dataset card: after the manifest, so a slow or failing card never costs it
-                write_card(self.output_dir, manifest, self.graph)
-            except Exception as error:
-                self.message = (self.message + f"; README.md (dataset card) not written: {error}").strip("; ")
+            if self.options.on_finished is not None:
+                try:  # e.g. README.md, the dataset card: after the manifest, so a slow or failing card never costs it
+                    self.options.on_finished(self.output_dir, manifest, self.graph)
+                except Exception as error:
+                    self.message = (self.message + f"; {error}").strip("; ")
             sync_directory(self.output_dir)
         self.lock.release()
 

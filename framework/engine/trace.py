@@ -3,8 +3,8 @@ node's output, the edges it took and why. One collector serves `synthloom previe
 `run --trace` (appended to traces.jsonl when the record settles).
 
 The scheduler (or preview) sets `record_trace` for a record's task; asyncio copies it into the tasks the
-record starts. `GraphWalk` opens a step per node run and sets `current_step`, so `RunContext.complete`
-adds each model call to the step that made it, even from a nested subgraph or a parallel branch.
+record starts. `GraphWalk` opens a step per node run and sets `current_step` (graph/context.py), so
+`RunContext.complete` adds each model call to the step that made it, even from a nested subgraph or a parallel branch.
 """
 from __future__ import annotations
 
@@ -100,4 +100,3 @@ class RecordTrace:
 
 
 record_trace: ContextVar[RecordTrace | None] = ContextVar("record_trace", default=None)
-current_step: ContextVar[StepTrace | None] = ContextVar("current_step", default=None)

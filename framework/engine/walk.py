@@ -11,10 +11,10 @@ from types import MappingProxyType
 from typing import Any
 
 from ..errors import RecordError
-from ..graph.context import RunContext
+from ..graph.context import RunContext, current_step
 from ..graph.node import Drop
 from ..graph.runnable import Edge, Graph
-from .trace import RecordTrace, current_step, record_trace
+from .trace import RecordTrace, record_trace
 
 
 class NodeFailure(Exception):

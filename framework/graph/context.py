@@ -8,9 +8,8 @@ from collections.abc import Callable, Container
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from ..engine.trace import current_step
 from ..models.base import Completion, LLMRequest
 from ..models.clients import ModelPool
 from ..models.stats import NodeStats
@@ -33,6 +32,17 @@ class RecordUsage:
     def as_dict(self) -> dict[str, int]:
         return {"llm_calls": self.calls, "retries": self.retries, "tokens": self.tokens}
 
+
+class CallRecorder(Protocol):
+    """Where a node step's model calls are noted (the engine's `StepTrace`)."""
+
+    def add_call(self, model: str, request: LLMRequest, completion: Completion | None,
+                 error: BaseException | None = None) -> None: ...
+
+
+current_step: ContextVar[CallRecorder | None] = ContextVar("current_step", default=None)
+"""Set by the engine's walk around each node step (see engine/trace.py), so `complete` notes each call in the
+step that made it, even from a nested subgraph or a parallel branch."""
 
 record_usage: ContextVar[RecordUsage | None] = ContextVar("record_usage", default=None)
 """Set by the scheduler for each record's task; asyncio copies it into the tasks that record starts."""

@@ -43,12 +43,15 @@ class CardError(ReportError):
 
 
 def write_card(directory: Path, manifest: dict[str, Any], graph: Graph) -> Path | None:
-    """Write the card of a run that has just ended (the scheduler, or the `run --ray` driver, calls this
-    once, at the end). A run the user interrupted gets none: it is leaving quickly, and `--resume` writes
-    the card when it finishes."""
+    """Write the card of a run that has just ended (the API's and CLI's `RunOptions.on_finished`, or the
+    `run --ray` driver, calls this once, at the end). A run the user interrupted gets none: it is leaving
+    quickly, and `--resume` writes the card when it finishes."""
     if manifest.get("status") == "interrupted":
         return None
-    return _write(directory, card_text(directory, manifest, graph, manifest.get("graph_file")))
+    try:
+        return _write(directory, card_text(directory, manifest, graph, manifest.get("graph_file")))
+    except Exception as error:  # the run's message says so (see RunOptions.on_finished)
+        raise CardError(f"README.md (dataset card) not written: {error}") from error
 
 
 def build_card(output_dir: str | Path, allow_read: Sequence[str | Path] = (), graph: str | Path | None = None
@@ -95,7 +98,7 @@ def run_graph(manifest: dict[str, Any], allow_read: Sequence[str | Path] = ()) -
     """The run's graph, for its picture, when its file is still where the run read it. A run directory may
     be a stranger's download, so its graph is loaded as `validate` loads one: the Python in its folder is
     read, never run, and the key and code rules of a run apply."""
-    from ..api import load  # the API imports the scheduler, which calls this module
+    from ..graph.load import load  # on first use: loading pulls in the node registry and the seed reader
     graph_file = manifest.get("graph_file")
     if not isinstance(graph_file, str) or not Path(graph_file).is_file():
         return None

@@ -11,14 +11,14 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from ..api import load
-from ..engine.seeds import BadSeed, read_seeds, row_id
 from ..engine.trace import RecordTrace, record_trace
 from ..engine.walk import GraphWalk, NodeFailure
 from ..errors import ConfigError, SynthloomError
 from ..graph.context import RecordUsage, RunContext, record_usage
+from ..graph.load import load
 from ..graph.outputs import OutputShaper
 from ..graph.runnable import Graph
+from ..graph.seeds import BadSeed, read_seeds, row_id
 from ..models.cache import ResponseCache
 from ..models.clients import ModelPool
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from markupsafe import Markup
 
-from ..api import load
+from ..graph.load import load
 from ..graph.runnable import Graph
 from .card import run_graph
 from .diagram import render_svg

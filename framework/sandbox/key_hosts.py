@@ -15,15 +15,25 @@ runs when a graph is built, so `validate` refuses the same graphs `run` does and
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from yarl import URL
 
-from ..config.schema import ModelConfig
 from ..errors import ConfigError
 
 KEY_HOSTS_ENV = "SYNTHLOOM_KEY_HOSTS"
+
+
+class KeyedModel(Protocol):
+    """What the check reads of a model (config's `ModelConfig`; the sandbox sits below config)."""
+
+    @property
+    def backend(self) -> str: ...
+    @property
+    def api_key_env(self) -> str | None: ...
+    def urls(self) -> list[str]: ...
 
 PROVIDER_HOSTS: dict[str, tuple[str, ...]] = {
     "OPENAI_API_KEY": ("api.openai.com",),
@@ -71,7 +81,7 @@ class KeyHosts:
     named: tuple[str, ...] = ()
     trust_graph: bool = False
 
-    def check(self, models: dict[str, ModelConfig], where: dict[str, str]) -> list[KeyUse]:
+    def check(self, models: Mapping[str, KeyedModel], where: dict[str, str]) -> list[KeyUse]:
         """Where each model's key goes; `ConfigError` (one line, at `where[model]`) for a host nobody chose."""
         uses: list[KeyUse] = []
         for name, model in models.items():

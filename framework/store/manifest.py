@@ -12,8 +12,7 @@ if TYPE_CHECKING:
     from ..engine.runner import Runner
     from ..graph.runnable import Graph
 
-from ..config.schema import ModelConfig
-from ..models.llama.client import DEFAULT_GGUF_NAME
+from ..config.schema import DEFAULT_GGUF_NAME, ModelConfig
 from ..sandbox.redact import redact, redact_url
 from .journal import MANIFEST, TEMPORARY
 

