@@ -1,4 +1,4 @@
-"""Cross-record nodes over a run-wide pool (`ctx.pool`): `novelty` admits an item only if it differs
+"""Cross-record nodes over a run-wide pool (`ctx.record_pool`): `novelty` admits an item only if it differs
 enough from everything admitted so far (Self-Instruct's ROUGE-L < 0.7 rule), and `pool_sample` draws
 examples from the pool into a record's prompt (Self-Instruct shows 6 human + 2 generated tasks).
 

@@ -3,7 +3,6 @@ records (a task pool, a dedup index) guarded by a lock."""
 from __future__ import annotations
 
 import asyncio
-import warnings
 from collections.abc import Callable, Container
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -122,11 +121,6 @@ class RunContext:
             path = path_in_run(self.output_dir, POOL_DIR, name) if self.output_dir else None
             self._pools[name] = RecordPool(name, max_size, path, self.resume_done)
         return self._pools[name]
-
-    def pool(self, name: str, max_size: int = 100_000) -> RecordPool:
-        """Deprecated name of `record_pool` (it read like `models`, the model pool); kept for one release."""
-        warnings.warn("ctx.pool() is now ctx.record_pool()", DeprecationWarning, stacklevel=2)
-        return self.record_pool(name, max_size)
 
     def close_pools(self) -> None:
         for pool in self._pools.values():

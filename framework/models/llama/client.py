@@ -69,7 +69,6 @@ class LocalClient:
         self.name = name
         self.config = config
         self.path = Path(config.path) if config.path else default_gguf_path()
-        self.model_id = config.model or self.path.stem
         self.slots = config.calls_at_once()
         self.threads = configured_threads(config.threads)  # None: the engine measures the machine
         self._engine: LlamaEngine | None = None
