@@ -1,7 +1,7 @@
 """The typed shape of a graph file: what the user says, validated before anything runs.
 
 Nothing here imports the engine. Node parameters are validated later by each node type's own `Params`
-model (see `graph.py`), because the set of node types is open (plugins).
+model (see `graph/runnable.py`), because the set of node types is open (plugins).
 """
 from __future__ import annotations
 
