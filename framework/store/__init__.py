@@ -1,1 +1,2 @@
-"""Where a run keeps what it and its users write beside the outputs."""
+"""The run directory as a store: journal, id ledger, lock, manifest, shard merge, the reviews users write beside
+the outputs; where resume is decided."""

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..journal import REVIEWS
+from .journal import REVIEWS
 
 VERDICTS = ("accept", "reject")
 EDITABLE = ("messages", "chosen", "rejected")
@@ -110,6 +110,16 @@ def reviewed_records(directory: str | Path, output: str) -> Iterator[dict[str, A
             kept = apply_review(record, reviews.get((output, record_key(record, number))))
             if kept is not None:
                 yield kept
+
+
+def write_reviewed(output_dir: str | Path, output: str, to: Path) -> int:
+    """Write an output's accepted records (edits applied) to `to`; return how many."""
+    count = 0
+    with to.open("w", encoding="utf-8") as handle:
+        for record in reviewed_records(output_dir, output):
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            count += 1
+    return count
 
 
 def review_counts(directory: str | Path) -> dict[str, dict[str, int]]:

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
-from ..seeds import BadSeed, read_seeds, row_id
+from ..graph.seeds import BadSeed, read_seeds, row_id
 
 MAX_ROWS = 5             # seed rows previewed at once
 SEED_SCAN = 1_000_000    # seed rows read at most to find the chosen ones
@@ -87,8 +87,8 @@ def chosen_rows(graph: Any, ids: list[str]) -> list[dict[str, Any]]:
 
 def side_by_side(manifest: dict[str, Any], node: str, text: str, ids: list[str]) -> list[dict[str, Any]]:
     """Preview the chosen rows with the graph as it was and with `node` as edited: per row, both results."""
-    from ..api import load
-    from ..preview import preview
+    from ..graph.load import load
+    from ..inspect.preview import preview
     if not ids:
         raise ConfigError("choose at least one record to preview")
     path, spec = graph_file(manifest), parse_node(text)
@@ -113,7 +113,7 @@ def _shown(result: dict[str, Any], node: str) -> dict[str, Any]:
 def save_as(manifest: dict[str, Any], node: str, text: str) -> Path:
     """Write the graph with `node` as edited to a new file beside the old (`<name>.studio-<k>.yaml`, the
     first free k), after checking that it loads; never over an existing file."""
-    from ..api import load
+    from ..graph.load import load
     path, spec = graph_file(manifest), parse_node(text)
     load(path, overrides=[f"nodes.{node}={json.dumps(spec)}"], run_folder_code=False)
     raw = raw_graph(path)

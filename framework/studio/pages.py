@@ -69,5 +69,5 @@ def graph_mtime(manifest: dict[str, Any]) -> float:
 @lru_cache(maxsize=16)
 def run_graph(graph_file: str, mtime: float) -> Any:
     """The run's graph as `card.run_graph` loads it (its folder's Python read, never run), or None."""
-    from ..card import run_graph as load_run_graph
+    from ..inspect.card import run_graph as load_run_graph
     return load_run_graph({"graph_file": graph_file})

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..journal import DROPPED, FAILED, JOURNAL, MANIFEST, REVIEWS, TRACES
+from ..store.journal import DROPPED, FAILED, JOURNAL, MANIFEST, REVIEWS, TRACES
 from ..store.reviews import review_counts
 
 STALE_SECONDS = 60  # a "running" run whose journal and manifest have not moved for this long has stopped

@@ -16,8 +16,8 @@ async def compare_page(request: web.Request) -> web.Response:
     first, second = run_of(request, request.query.get("a", "")), run_of(request, request.query.get("b", ""))
 
     def render() -> str:
-        from ...report import render as render_report
-        from ...report_data import read_run
+        from ...inspect.report import render as render_report
+        from ...inspect.report_data import read_run
         runs = [read_run(first.path, COMPARE_PARSED_LINES), read_run(second.path, COMPARE_PARSED_LINES)]
         manifest = runs[0].manifest
         return str(render_report(runs, run_graph(str(manifest.get("graph_file") or ""), graph_mtime(manifest))))

@@ -7,7 +7,7 @@ import orjson
 from aiohttp import web
 from markupsafe import Markup
 
-from ...journal import TRACES
+from ...store.journal import TRACES
 from ..pages import NotFound, graph_mtime, page, run_graph, run_of
 from ..records import index_of, up_to_date
 
@@ -36,7 +36,7 @@ async def trace_page(request: web.Request) -> web.Response:
 
 def _graph_svg(graph_file: str, mtime: float, anchors: dict[str, str]) -> str | None:
     """The run's graph drawn, each node linking to its steps; None when the graph file no longer loads."""
-    from ...diagram import render_svg
+    from ...inspect.diagram import render_svg
     graph = run_graph(graph_file, mtime)
     return render_svg(graph, anchors) if graph is not None else None
 
