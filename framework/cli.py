@@ -86,6 +86,9 @@ def run(graph: str = typer.Argument(..., help="graph file, or a ready-made workf
                                              help="with --resume: keep failed records failed (default: retry)"),
         no_cache: bool = typer.Option(False, "--no-cache", help="do not read or write the response cache"),
         max_in_flight: int | None = typer.Option(None, help="records open at once"),
+        cancel_batches: bool = typer.Option(False, "--cancel-batches", help="when the run stops early, cancel "
+                                            "its pending provider batches (default: leave them running, since "
+                                            "they are paid for; --resume collects their answers)"),
         shard: str | None = typer.Option(None, help="k/n: run only shard k of n of the seed (by id hash)"),
         trace: bool = typer.Option(False, "--trace", help="write each node step to <output>/traces.jsonl"),
         on_ray: bool = typer.Option(False, "--ray", help="run shards as Ray tasks into the one output dir"),
@@ -121,7 +124,8 @@ def run(graph: str = typer.Argument(..., help="graph file, or a ready-made workf
     progress = display(total) if display else None
     options = RunOptions(limit=limit, resume=resume, overwrite=overwrite, use_cache=not no_cache,
                          max_in_flight=max_in_flight, retry_failed=not no_retry_failed,
-                         on_progress=progress.update if progress else None, trace=trace)
+                         on_progress=progress.update if progress else None, trace=trace,
+                         cancel_batches=cancel_batches)
     try:
         runner = Runner(loaded, output_dir, options)
     except SynthloomError as error:

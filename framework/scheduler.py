@@ -104,6 +104,9 @@ class RunOptions:
     """Model budgets shared with other processes (`run --ray`); None: this process's own."""
     shared_state: SharedStateProvider | None = None
     """Where run-wide indexes live (`run --ray`: one Ray actor for every shard); None: this process."""
+    cancel_batches: bool = False
+    """A run that stops early cancels its pending provider batches (default: they run on, paid for, and
+    `--resume` collects their answers)."""
 
 
 class Runner:
@@ -114,7 +117,8 @@ class Runner:
         config = graph.config
         cache = ResponseCache(self.options.cache_dir) if self.options.use_cache else None
         self.models = ModelPool(config.models, cache, retry_base_delay=self.options.retry_base_delay,
-                                permits=self.options.permits)
+                                permits=self.options.permits, run_dir=self.output_dir,
+                                cancel_batches=self.options.cancel_batches)
         self.ctx = RunContext(models=self.models, output_dir=self.output_dir, base_dir=graph.base_dir,
                               read_folders=graph.code.read_folders,
                               node_stats={name: NodeStats() for name in graph.nodes}, graph_name=graph.name,

@@ -32,6 +32,8 @@ class Completion:
     latency: float = 0.0
     attempts: int = 1
     cached: bool = False
+    batched: bool = False
+    """Answered through a provider's Batch API (priced apart: see `UsageStats`)."""
 
 
 class ModelClient(Protocol):
