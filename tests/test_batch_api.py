@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 import synthloom
-from tests.conftest import model_spec
+
 from tests.fixture_batches import FakeBatches
 from tests.fixture_server import FakeOpenAI
 from tests.test_exactly_once import record_ids
@@ -78,3 +77,86 @@ async def test_a_batch_model_sends_every_call_through_batches_and_none_synchrono
     assert by_id["t0007"]["messages"][0]["content"] == "Reply to: Ask about topic 7"
     assert by_id["t0007"]["messages"][1]["content"] == "Reply to: Reply to: Ask about topic 7"
     assert [status for _, status, _ in submissions(out)] == ["completed"] * len(batches.line_sizes)
+
+
+# -- exactly once across kill -9 and Ctrl-C ---------------------------------------------------------------
+
+def start_cli(graph: Path, out: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "synthloom.cli", "run", str(graph), "-o", str(out), "-q",
+                             *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_submissions(out: Path, at_least: int, timeout: float = 60) -> None:
+    """Until the run's ledger holds `at_least` batches the provider created."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if sum(1 for batch_id, _, _ in submissions(out) if batch_id != "None") >= at_least:
+                return
+        except sqlite3.Error:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"the run did not submit {at_least} batches within {timeout}s")
+
+
+@pytest.mark.slow
+def test_kill_9_while_the_first_batch_is_pending_then_resume_submits_every_call_exactly_once(
+        batch_llm: Callable[..., tuple[FakeOpenAI, FakeBatches]], write_graph: Callable[..., Path],
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The done criterion of issue 23: a 2-node graph, 200 records, kill -9 while the first batch is pending;
+    --resume writes every record once and the server saw every call's line exactly once."""
+    monkeypatch.setenv("SYNTHLOOM_CACHE_DIR", str(tmp_path / "cache"))
+    server, batches = batch_llm()
+    batches.hold()
+    graph = write_graph(batch_chain(server), TOPICS)
+    out = tmp_path / "out"
+    process = start_cli(graph, out)
+    wait_for_submissions(out, 1)
+    assert batches.statuses()["in_progress"] >= 1 and not batches.statuses()["completed"]
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=30)
+    before = batches.submitted
+    assert before >= 50
+    batches.release()
+    resumed = subprocess.run([sys.executable, "-m", "synthloom.cli", "run", str(graph), "-o", str(out), "-q",
+                              "--resume"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Traceback" not in resumed.stderr
+    written = record_ids(out, "sft")
+    assert len(written) == 200 and set(written.values()) == {1}
+    assert batches.submitted == 400 and set(batches.lines.values()) == {1}  # 200 records x 2 nodes, once each
+    assert server.requests == 0
+    assert manifest(out)["counts"]["written"] == 200
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cancel", [False, True])
+def test_ctrl_c_leaves_pending_batches_running_unless_asked_to_cancel_them(
+        cancel: bool, batch_llm: Callable[..., tuple[FakeOpenAI, FakeBatches]], write_graph: Callable[..., Path],
+        tmp_path: Path) -> None:
+    server, batches = batch_llm()
+    batches.hold()
+    spec = batch_chain(server)
+    spec["run"] = {"drain_seconds": 0.3}
+    graph = write_graph(spec, TOPICS[:60])
+    out = tmp_path / "out"
+    process = start_cli(graph, out, "--no-cache", *(["--cancel-batches"] if cancel else []))
+    wait_for_submissions(out, 1)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    created = [batch_id for batch_id, _, _ in submissions(out) if batch_id != "None"]
+    if cancel:
+        assert sorted(batches.cancelled) == sorted(created)
+        assert {status for _, status, _ in submissions(out)} == {"cancelled"}
+    else:
+        assert batches.cancelled == [] and batches.statuses()["in_progress"] == len(created)
+        assert "left running at the provider" in stderr and "--resume" in stderr
+    batches.release()
+    resumed = subprocess.run([sys.executable, "-m", "synthloom.cli", "run", str(graph), "-o", str(out), "-q",
+                              "--resume", "--no-cache"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(record_ids(out, "sft")) == 60
+    # left running: every call was paid for once; cancelled: the cancelled lines were sent again, once
+    assert set(batches.lines.values()) == {1} if not cancel else max(batches.lines.values()) == 2
