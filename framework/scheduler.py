@@ -33,6 +33,7 @@ from .journal import (
 )
 from .loader import pinpoint
 from .manifest import build_manifest, read_previous_manifest, write_manifest
+from .models.base import call_owner
 from .models.cache import ResponseCache
 from .models.pool import ModelPool
 from .node import Drop
@@ -281,6 +282,7 @@ class Runner:
         state["id"] = record_id
         usage = RecordUsage()
         record_usage.set(usage)
+        call_owner.set(record_id)
         try:
             outcome = await self.walker.walk(state)
         except NodeFailure as failure:
@@ -431,6 +433,8 @@ class Runner:
     async def _write_manifest_now_and_then(self) -> None:
         while True:
             await asyncio.sleep(self.options.manifest_every_s)
+            if self.options.on_progress and self.models.batches():  # no record settles while batches wait
+                self.options.on_progress(self)
             if not self.lock.directory_is_ours():
                 continue  # never re-create a vanished directory, nor write into its replacement
             try:

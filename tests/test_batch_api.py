@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 import synthloom
 
+from tests.conftest import model_spec
 from tests.fixture_batches import FakeBatches
 from tests.fixture_server import FakeOpenAI
+from tests.node_helpers import critic_loop, judge
 from tests.test_exactly_once import record_ids
 from tests.test_run import chain_graph, lines
 
@@ -160,3 +162,102 @@ def test_ctrl_c_leaves_pending_batches_running_unless_asked_to_cancel_them(
     assert len(record_ids(out, "sft")) == 60
     # left running: every call was paid for once; cancelled: the cancelled lines were sent again, once
     assert set(batches.lines.values()) == {1} if not cancel else max(batches.lines.values()) == 2
+
+
+# -- graphs ---------------------------------------------------------------------------------------------
+
+async def test_a_graph_mixing_a_batch_model_and_a_synchronous_one(
+        batch_llm: Callable[..., tuple[FakeOpenAI, FakeBatches]], write_graph: Callable[..., Path],
+        tmp_path: Path) -> None:
+    server, batches = batch_llm()
+    spec = chain_graph(server)
+    spec["models"]["b"] = model_spec(server, batch=FAST)
+    spec["nodes"]["question"]["model"] = "b"  # question on the batch model, answer on the synchronous one
+    result = await synthloom.arun(write_graph(spec, TOPICS[:80]), tmp_path / "out", use_cache=False)
+    assert len(lines(result.path("sft"))) == 80
+    assert batches.submitted == 80 and set(batches.lines.values()) == {1}
+    assert server.requests == 80
+    assert all("Ask about topic" in json.loads(raw)["body"]["messages"][-1]["content"]
+               for content in batches.files.values() for raw in content.splitlines()
+               if b'"custom_id"' in raw and b'"body"' in raw and b'"method"' in raw)
+    assert list(result.manifest["batches"]) == ["b"]
+    assert result.manifest["batches"]["b"]["submitted"] == len(batches.line_sizes)
+    assert result.manifest["models"]["b"]["batch_calls"] == 80 and "batch_calls" not in result.manifest["models"]["w"]
+
+
+async def test_a_critic_loop_over_batches_goes_round_by_round_with_its_schema_in_each_line(
+        batch_llm: Callable[..., tuple[FakeOpenAI, FakeBatches]], write_graph: Callable[..., Path],
+        tmp_path: Path) -> None:
+    server, batches = batch_llm(script=[("Text to review", judge([4, 8])), ("Improve", "Refined."),
+                                        (".", "Draft.")])
+    spec = {"name": "refine", "models": {"w": model_spec(server, batch=FAST)}, **critic_loop(max_visits=3),
+            "outputs": [{"name": "raw", "format": "raw"}]}
+    questions = [{"question": f"Why is thing {index} so?"} for index in range(30)]
+    result = await synthloom.arun(write_graph(spec, questions), tmp_path / "out", use_cache=False)
+    records = lines(result.path("raw"))
+    assert len(records) == 30
+    for record in records:
+        assert [entry["score"] for entry in record["review_history"]] == [4, 8]
+        assert record["answer"] == "Refined."
+    # answer, review, refine, review: four rounds, each one batch of every record's line
+    assert batches.line_sizes == [30, 30, 30, 30] and set(batches.lines.values()) == {1}
+    review_lines = [json.loads(raw) for content in batches.files.values() for raw in content.splitlines()
+                    if b"Text to review" in raw and b'"method"' in raw]
+    assert review_lines and all(line["body"]["response_format"]["type"] == "json_schema" for line in review_lines)
+
+
+# -- failure modes --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fate", ["expire", "fail"])
+async def test_a_batch_that_expires_or_fails_sends_again_only_its_unanswered_lines(
+        fate: str, batch_llm: Callable[..., tuple[FakeOpenAI, FakeBatches]], write_graph: Callable[..., Path],
+        tmp_path: Path) -> None:
+    server, batches = batch_llm()
+    if fate == "expire":
+        batches.expire_next, batches.answer_before_expiry = 1, 20
+    else:
+        batches.fail_next = 1
+    out = tmp_path / "out"
+    result = await synthloom.arun(write_graph(batch_chain(server), TOPICS[:50]), out, use_cache=False)
+    assert len(lines(result.path("sft"))) == 50
+    answered_at_first = 20 if fate == "expire" else 0
+    twice = [custom_id for custom_id, times in batches.lines.items() if times == 2]
+    assert len(twice) == 50 - answered_at_first and max(batches.lines.values()) == 2
+    assert batches.submitted == 100 + len(twice)
+    first = submissions(out)[0]
+    assert first[1] == ("expired" if fate == "expire" else "failed") and first[2] == 50
+    assert result.manifest["batches"]["w"]["by_status"][first[1]] == 1
+
+
+async def test_per_line_errors_are_retried_or_fail_their_record_as_synchronous_faults_do(
+        batch_llm: Callable[..., tuple[FakeOpenAI, FakeBatches]], write_graph: Callable[..., Path],
+        tmp_path: Path) -> None:
+    server, batches = batch_llm(fail_lines={"^Ask about topic 3$": (503, 1), "^Ask about topic 4$": (400, 99)})
+    out = tmp_path / "out"
+    result = await synthloom.arun(write_graph(batch_chain(server), TOPICS[:10]), out, use_cache=False)
+    written = {row["metadata"]["id"] for row in lines(result.path("sft"))}
+    assert written == {f"t{index:04d}" for index in range(10)} - {"t0004"}
+    failed = lines(out / "failed.jsonl")
+    assert [row["id"] for row in failed] == ["t0004"]
+    assert failed[0]["node"] == "question" and failed[0]["attempts"] == 1
+    assert "HTTP 400: injected line fault" in failed[0]["message"]
+    # topic 3's line came back 503: sent again in a later batch, as attempt 1 (its own custom_id)
+    retried = [custom_id for custom_id in batches.lines if custom_id.endswith("-1")]
+    assert len(retried) == 1 and set(batches.lines.values()) == {1}
+    assert result.manifest["models"]["w"]["retries"] == 1
+
+
+async def test_a_cached_call_never_enters_a_batch_and_batch_answers_are_cached(
+        batch_llm: Callable[..., tuple[FakeOpenAI, FakeBatches]], write_graph: Callable[..., Path],
+        tmp_path: Path) -> None:
+    server, batches = batch_llm()
+    graph = write_graph(batch_chain(server), TOPICS[:40])
+    cache = tmp_path / "cache"
+    from synthloom.scheduler import RunOptions
+    first = await synthloom.arun(graph, tmp_path / "one", options=RunOptions(limit=20, cache_dir=cache))
+    assert len(lines(first.path("sft"))) == 20 and batches.submitted == 40
+    second = await synthloom.arun(graph, tmp_path / "two", options=RunOptions(cache_dir=cache))
+    assert len(lines(second.path("sft"))) == 40
+    assert batches.submitted == 80  # only the 20 new records' 2 calls each; the first 20 came from the cache
+    assert set(batches.lines.values()) == {1}
+    assert second.manifest["models"]["w"]["cached"] == 40

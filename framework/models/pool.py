@@ -100,7 +100,8 @@ class ModelPool:
             if usage is not None:
                 usage.record(prompt_tokens=completion.prompt_tokens,
                              completion_tokens=completion.completion_tokens, latency=completion.latency,
-                             attempts=completion.attempts, cached=completion.cached, price=config.price)
+                             attempts=completion.attempts, cached=completion.cached, price=config.price,
+                             batched=completion.batched)
         return completion
 
     def adaptations(self, name: str) -> dict[str, Any]:
@@ -116,6 +117,12 @@ class ModelPool:
         if batching:
             found["batching"] = batching
         return found
+
+    def batches(self) -> dict[str, dict[str, Any]]:
+        """Per batch model: its batches now (pending, oldest pending age, calls waiting) and over the
+        whole run (submitted, by how they ended, lines per batch), for the progress bar and the manifest."""
+        return {name: client.batch_status() for name, client in self._clients.items()
+                if hasattr(client, "batch_status")}
 
     def concurrency(self) -> dict[str, dict[str, Any]]:
         """Current and peak concurrency per model, for the progress bar and the manifest."""

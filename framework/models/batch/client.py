@@ -1,10 +1,13 @@
 """A model whose calls go through the provider's Batch API: one more `ModelClient`, chosen in `pool.py`
 for a `batch:` model of a run.
 
-Each call is a line whose `custom_id` is derived from its content: the SHA-256 of the endpoint and request
-body (model, messages or prompt, parameters with the seed, the schema in the model's structured-output
-mode), then `-<attempt>`. So the same call of a resumed run has the same `custom_id`, finds the batch that
-carried it in the run's ledger, and waits for that answer instead of being sent (and paid for) again.
+Each call is a line whose `custom_id` is derived from its record and content: the SHA-256 of the record id
+(record ids are stable across resumed parts), the endpoint and the request body (model, messages or
+prompt, parameters with the seed, the schema in the model's structured-output mode), then `-<attempt>`. So
+the same call of a resumed run has the same `custom_id`, finds the batch that carried it in the run's
+ledger, and waits for that answer instead of being sent (and paid for) again. Identical prompts of two
+records are two lines, as they are two calls synchronously; one record asking the exact same thing twice
+gets the one answer (as it would from the response cache).
 
 An answer line is read as a synchronous reply would be, and fails or is retried by the same rules: a
 transient status (429, 5xx) or a malformed reply is sent again in a later batch as attempt n+1, up to
@@ -23,7 +26,7 @@ from typing import Any
 from ...config import ModelConfig
 from ...errors import ModelCallError, one_line
 from ...fast_json import dumps
-from ..base import Completion, LLMRequest
+from ..base import Completion, LLMRequest, call_owner
 from ..openai_http import OpenAIClient, RequestRefused, _parse_choices, is_retryable
 from ..structured_modes import fields_named, mode_of
 from .api import BatchAPI
@@ -33,9 +36,10 @@ from .ledger import SubmissionLedger
 log = logging.getLogger("synthloom.models")
 
 
-def custom_id(endpoint: str, body: dict[str, Any], attempt: int) -> str:
-    """What a line is called at the provider and in the ledger: its content's hash and its attempt."""
-    digest = hashlib.sha256(endpoint.encode() + b"\n" + dumps(body)).hexdigest()
+def custom_id(owner: str, endpoint: str, body: dict[str, Any], attempt: int) -> str:
+    """What a line is called at the provider and in the ledger: the hash of its record and content, and
+    its attempt."""
+    digest = hashlib.sha256(owner.encode() + b"\n" + endpoint.encode() + b"\n" + dumps(body)).hexdigest()
     return f"{digest[:40]}-{attempt}"
 
 
@@ -66,7 +70,7 @@ class BatchClient:
             endpoint = "/v1" + path
             try:
                 completion = _completion(self.name, await self.collector.answer(
-                    custom_id(endpoint, body, attempt), endpoint, body), body)
+                    custom_id(call_owner.get(), endpoint, body, attempt), endpoint, body), body)
                 break
             except RequestRefused as error:
                 if request.json_schema is None or \

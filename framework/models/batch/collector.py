@@ -116,11 +116,15 @@ class BatchCollector:
         self.submitted = 0
         self.lines_submitted = 0
         self.ended: dict[str, int] = {}
+        self._whole_run: dict[str, Any] = {}
+        self._closed = False
 
     @property
     def ledger(self) -> SubmissionLedger:
         """Opened at the first call, once the run directory is set up (or emptied by --overwrite)."""
         if self._ledger is None:
+            if self._closed:
+                raise ModelCallError(f"{self.name}: the run is stopping; no batch is submitted", retryable=False)
             self._ledger = self._open_ledger()
         return self._ledger
 
@@ -207,17 +211,21 @@ class BatchCollector:
         batch.submitted.set_result(self._follow(submission))
 
     def status(self) -> dict[str, Any]:
-        """For the progress bar and the manifest."""
+        """For the progress bar and the manifest: now, and over every part of the run (from the ledger)."""
         pending = [batch for batch in self._pending.values() if batch.pending]
         oldest = min((batch.submission.created for batch in pending), default=None)
+        if self._ledger is not None:
+            self._whole_run = self._ledger.summary(self.name)
         return {"waiting_calls": self.waiting, "pending": len(pending),
                 "oldest_pending_s": round(time.time() - oldest, 1) if oldest else None,
-                "submitted": self.submitted, "lines_submitted": self.lines_submitted,
-                "ended": dict(self.ended)}
+                "this_part": {"submitted": self.submitted, "lines": self.lines_submitted,
+                              "ended": dict(self.ended)},
+                **self._whole_run}
 
     async def close(self, *, cancel: bool) -> list[str]:
         """Stop following batches; with `cancel`, ask the provider to cancel the pending ones. Returns the
         ids of batches left running (paid for: `--resume` collects their answers)."""
+        self._closed = True
         for batch in list(self._open.values()):
             self._close_unsent(batch)
         for task in list(self._submitting):  # the ledger holds whatever of it reached the provider
@@ -243,7 +251,9 @@ class BatchCollector:
         await asyncio.gather(*(pending.task for pending in self._pending.values()), return_exceptions=True)
         await self.api.close()
         if self._ledger is not None:
+            self._whole_run = self._ledger.summary(self.name)  # the manifest is written after the models close
             self._ledger.close()
+            self._ledger = None
         return left
 
     def _close_unsent(self, batch: OpenBatch) -> None:

@@ -14,6 +14,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ...errors import OutputWriteError
 
@@ -91,11 +92,17 @@ class SubmissionLedger:
             "submissions WHERE model = ? AND status IN ('uploaded', 'pending') ORDER BY id", (model,)).fetchall()
         return [Submission(*row) for row in rows]
 
-    def counts(self, model: str) -> dict[str, int]:
-        """Submissions of `model` by status, over every part of the run."""
-        rows = self._db.execute("SELECT status, COUNT(*) FROM submissions WHERE model = ? GROUP BY status",
-                                (model,)).fetchall()
-        return {str(status): int(count) for status, count in rows}
+    def summary(self, model: str) -> dict[str, Any]:
+        """`model`'s batches over every part of the run: how many were submitted, by status, and their
+        lines (all, fewest and most per batch)."""
+        created = "model = ? AND batch_id IS NOT NULL"
+        by_status = self._db.execute(f"SELECT status, COUNT(*) FROM submissions WHERE {created} GROUP BY status",
+                                     (model,)).fetchall()
+        count, lines, fewest, most = self._db.execute(
+            f"SELECT COUNT(*), SUM(lines), MIN(lines), MAX(lines) FROM submissions WHERE {created}",
+            (model,)).fetchone()
+        return {"submitted": int(count), "by_status": {str(status): int(n) for status, n in by_status},
+                "lines": int(lines or 0), "lines_per_batch": {"min": fewest, "max": most}}
 
     def close(self) -> None:
         self._db.close()
