@@ -4,8 +4,9 @@ retrieve, list, cancel), answering each line as the fixture's synchronous endpoi
 A test controls the clock: a batch completes `complete_after` seconds after it was created, and not while
 `hold()` is in force (until `release()`); `expire_next`/`fail_next` make the next batches expire (answering
 only their first `answer_before_expiry` lines, as OpenAI returns the finished part of an expired batch) or
-fail validation; `fail_lines={pattern: (status, times)}` puts lines whose prompt matches into the error file
-with that status, the first `times` times they are seen. Every submitted line is counted by `custom_id`
+fail validation; lines the fixture server would refuse (`refuse_json_schema`, `prompt_only`) come back in
+the error file with its status and wording; `fail_lines={pattern: (status, times)}` puts lines whose
+prompt matches into the error file with that status, the first `times` times they are seen. Every submitted line is counted by `custom_id`
 (`lines`), so a test can say each call was paid for exactly once.
 
     server = FakeOpenAI()
@@ -157,6 +158,13 @@ class FakeBatches:
         answered = lines[:self.answer_before_expiry] if batch["_fate"] == "expire" else lines
         outputs, errors = [], []
         for line in answered:
+            refusal = self.server._refusal(line["body"])  # what this kind of server refuses, line by line
+            if refusal is not None:
+                assert isinstance(refusal.body, bytes)
+                errors.append({"id": f"resp-{line['custom_id']}", "custom_id": line["custom_id"],
+                               "response": {"status_code": refusal.status, "body": json.loads(refusal.body)},
+                               "error": None})
+                continue
             status = self._line_fault(line["body"])
             if status is None:
                 outputs.append({"id": f"resp-{line['custom_id']}", "custom_id": line["custom_id"],

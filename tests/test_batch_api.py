@@ -261,3 +261,87 @@ async def test_a_cached_call_never_enters_a_batch_and_batch_answers_are_cached(
     assert batches.submitted == 80  # only the 20 new records' 2 calls each; the first 20 came from the cache
     assert set(batches.lines.values()) == {1}
     assert second.manifest["models"]["w"]["cached"] == 40
+
+
+async def test_a_structured_refusal_in_a_batch_steps_the_model_down_its_ladder_and_the_next_batch_follows(
+        batch_llm: Callable[..., tuple[FakeOpenAI, FakeBatches]], write_graph: Callable[..., Path],
+        tmp_path: Path) -> None:
+    """llama-cpp-python's server refuses json_schema with a 500 naming response_format: in a batch, every
+    critic line comes back refused, the model steps down to json_object, and those lines go again."""
+    server, batches = batch_llm(refuse_json_schema=True, script=[("Text to review", judge([8])), (".", "Draft.")])
+    spec = {"name": "refine", "models": {"w": model_spec(server, batch=FAST)}, **critic_loop(max_visits=3),
+            "outputs": [{"name": "raw", "format": "raw"}]}
+    questions = [{"question": f"Why is thing {index} so?"} for index in range(10)]
+    result = await synthloom.arun(write_graph(spec, questions), tmp_path / "out", use_cache=False)
+    assert len(lines(result.path("raw"))) == 10
+    assert result.manifest["models"]["w"]["structured"]["mode"] == "json_object"
+    sent = [json.loads(raw)["body"] for content in batches.files.values() for raw in content.splitlines()
+            if b"Text to review" in raw and b'"method"' in raw]
+    modes = [body["response_format"]["type"] for body in sent]
+    assert modes.count("json_schema") == 10 and modes.count("json_object") == 10
+
+
+async def test_n_samples_of_one_prompt_are_n_lines_even_without_a_seed(
+        batch_llm: Callable[..., tuple[FakeOpenAI, FakeBatches]], write_graph: Callable[..., Path],
+        tmp_path: Path) -> None:
+    server, batches = batch_llm()
+    spec = batch_chain(server)
+    spec["nodes"] = {"question": {**spec["nodes"]["question"], "n": 3}}
+    spec["edges"] = []
+    spec["outputs"] = [{"name": "raw", "format": "raw"}]
+    result = await synthloom.arun(write_graph(spec, TOPICS[:10]), tmp_path / "out", use_cache=False)
+    records = lines(result.path("raw"))
+    assert len(records) == 10 and all(len(record["question"]) == 3 for record in records)
+    assert batches.submitted == 30 and len(batches.lines) == 30
+
+
+async def test_batch_calls_are_priced_at_the_batch_share_and_shown_apart_from_synchronous_ones(
+        batch_llm: Callable[..., tuple[FakeOpenAI, FakeBatches]], write_graph: Callable[..., Path],
+        tmp_path: Path) -> None:
+    server, _ = batch_llm()
+    price = {"prompt": 1.0, "completion": 2.0}
+    spec = chain_graph(server, price=price)
+    spec["models"]["b"] = model_spec(server, batch=FAST, price={**price, "batch": 0.4})
+    spec["nodes"]["question"]["model"] = "b"
+    result = await synthloom.arun(write_graph(spec, TOPICS[:20]), tmp_path / "out", use_cache=False)
+    models = result.manifest["models"]
+    batch, sync = models["b"], models["w"]
+    full_price = (batch["prompt_tokens"] * 1.0 + batch["completion_tokens"] * 2.0) / 1e6
+    assert batch["batch_cost_usd"] == pytest.approx(0.4 * full_price, abs=1e-6)
+    assert batch["sync_cost_usd"] == 0 and batch["batch_calls"] == 20
+    assert sync["cost_usd"] == pytest.approx((sync["prompt_tokens"] + 2 * sync["completion_tokens"]) / 1e6, abs=1e-6)
+    assert "batch_cost_usd" not in sync
+
+
+async def test_preview_calls_a_batch_model_synchronously_and_says_so(
+        batch_llm: Callable[..., tuple[FakeOpenAI, FakeBatches]], write_graph: Callable[..., Path],
+        caplog: pytest.LogCaptureFixture) -> None:
+    server, batches = batch_llm()
+    records = await synthloom.apreview(write_graph(batch_chain(server), TOPICS[:2]), n=2, use_cache=False)
+    assert [record["outcome"] for record in records] == ["written", "written"]
+    assert server.requests == 4 and batches.submitted == 0
+    assert "calling it synchronously here (batches are for `run`)" in caplog.text
+
+
+async def test_a_run_killed_between_creating_a_batch_and_writing_its_id_finds_it_instead_of_paying_twice(
+        batch_llm: Callable[..., tuple[FakeOpenAI, FakeBatches]], tmp_path: Path) -> None:
+    """The ledger holds the input file, the provider holds a batch made from it, the ledger has no batch id:
+    the next part looks the batch up by its input file and waits for it."""
+    from synthloom.config import BatchSettings
+    from synthloom.models.batch.api import BatchAPI
+    from synthloom.models.batch.collector import BatchCollector
+    from synthloom.models.batch.ledger import SubmissionLedger
+
+    server, batches = batch_llm()
+    api = BatchAPI("w", server.url, {}, timeout=5, max_retries=2, retry_base_delay=0.01)
+    body = {"model": server.model, "messages": [{"role": "user", "content": "Ask about topic 1"}]}
+    line = {"custom_id": "call-0", "method": "POST", "url": "/v1/chat/completions", "body": body}
+    file_id = await api.upload(json.dumps(line).encode() + b"\n", "killed.jsonl")
+    SubmissionLedger(tmp_path).file_uploaded("w", file_id, "/v1/chat/completions", "24h", ["call-0"])
+    await api.create(file_id, "/v1/chat/completions", "24h", {})  # ... and the part was killed here
+    collector = BatchCollector("w", BatchSettings(**FAST), api, lambda: SubmissionLedger(tmp_path), max_rounds=2)
+    answer = await collector.answer("call-0", "/v1/chat/completions", body)
+    await collector.close(cancel=False)
+    assert answer["response"]["body"]["choices"][0]["message"]["content"] == "Reply to: Ask about topic 1"
+    assert len(batches.batches) == 1 and batches.lines == {"call-0": 1}
+    assert submissions(tmp_path) == [("batch_1", "completed", 1)]

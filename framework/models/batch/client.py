@@ -2,7 +2,8 @@
 for a `batch:` model of a run.
 
 Each call is a line whose `custom_id` is derived from its record and content: the SHA-256 of the record id
-(record ids are stable across resumed parts), the endpoint and the request body (model, messages or
+(record ids are stable across resumed parts), the sample index (`n` samples of one prompt are n calls even
+without a seed), the endpoint and the request body (model, messages or
 prompt, parameters with the seed, the schema in the model's structured-output mode), then `-<attempt>`. So
 the same call of a resumed run has the same `custom_id`, finds the batch that carried it in the run's
 ledger, and waits for that answer instead of being sent (and paid for) again. Identical prompts of two
@@ -36,10 +37,10 @@ from .ledger import SubmissionLedger
 log = logging.getLogger("synthloom.models")
 
 
-def custom_id(owner: str, endpoint: str, body: dict[str, Any], attempt: int) -> str:
-    """What a line is called at the provider and in the ledger: the hash of its record and content, and
-    its attempt."""
-    digest = hashlib.sha256(owner.encode() + b"\n" + endpoint.encode() + b"\n" + dumps(body)).hexdigest()
+def custom_id(owner: str, sample: int, endpoint: str, body: dict[str, Any], attempt: int) -> str:
+    """What a line is called at the provider and in the ledger: the hash of its record, sample index and
+    content, and its attempt."""
+    digest = hashlib.sha256(f"{owner}\n{sample}\n{endpoint}\n".encode() + dumps(body)).hexdigest()
     return f"{digest[:40]}-{attempt}"
 
 
@@ -70,7 +71,7 @@ class BatchClient:
             endpoint = "/v1" + path
             try:
                 completion = _completion(self.name, await self.collector.answer(
-                    custom_id(call_owner.get(), endpoint, body, attempt), endpoint, body), body)
+                    custom_id(call_owner.get(), request.sample, endpoint, body, attempt), endpoint, body), body)
                 break
             except RequestRefused as error:
                 if request.json_schema is None or \
