@@ -6,8 +6,8 @@ A test controls the clock: a batch completes `complete_after` seconds after it w
 only their first `answer_before_expiry` lines, as OpenAI returns the finished part of an expired batch) or
 fail validation; lines the fixture server would refuse (`refuse_json_schema`, `prompt_only`) come back in
 the error file with its status and wording; `fail_lines={pattern: (status, times)}` puts lines whose
-prompt matches into the error file with that status, the first `times` times they are seen. Every submitted line is counted by `custom_id`
-(`lines`), so a test can say each call was paid for exactly once.
+prompt matches into the error file with that status, the first `times` times they are seen. Every
+submitted line is counted by `custom_id` (`lines`), so a test can say each call was paid for exactly once.
 
     server = FakeOpenAI()
     batches = FakeBatches(server, complete_after=0.2)
