@@ -297,6 +297,7 @@ def validate(graph: str, overrides: list[str] | None = SetOption, endpoint: str 
                    allow_read=allow_read)
     console.print(f"ok: {loaded.name} ({len(loaded.nodes)} nodes, {len(loaded.config.edges)} edges, "
                   f"outputs: {', '.join(o.name for o in loaded.config.outputs)})", highlight=False, markup=False)
+    _print_batch_rounds(loaded)
     uses = loaded.code.uses
     console.print(f"python it runs: {'none besides built-in node types' if not uses else len(uses)}",
                   highlight=False, markup=False)
@@ -319,6 +320,18 @@ def validate(graph: str, overrides: list[str] | None = SetOption, endpoint: str 
         console.print(f"not checked: keys read after {', '.join(unknown)} and the outputs' keys, since "
                       f"what those nodes write is unknown (give @node(writes=[...]) or a TypedDict return)",
                       highlight=False, markup=False, soft_wrap=True)
+
+
+def _print_batch_rounds(graph: Graph) -> None:
+    """How many batch rounds a record needs (each a provider's turnaround, up to 24 h), or would need."""
+    from .models.batch.rounds import batch_rounds
+    rounds, every = batch_rounds(graph), batch_rounds(graph, lambda _: True)
+    if rounds is not None:
+        console.print(f"batch rounds: at most {rounds} per record (batch-model nodes on the longest path, "
+                      f"loops at their max_visits); each waits for a whole batch", highlight=False, markup=False)
+    elif every is not None:
+        console.print(f"batch rounds: none (no batch model; with every model batched: {every})",
+                      highlight=False, markup=False)
 
 
 @app.command()

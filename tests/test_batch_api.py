@@ -345,3 +345,35 @@ async def test_a_run_killed_between_creating_a_batch_and_writing_its_id_finds_it
     assert answer["response"]["body"]["choices"][0]["message"]["content"] == "Reply to: Ask about topic 1"
     assert len(batches.batches) == 1 and batches.lines == {"call-0": 1}
     assert submissions(tmp_path) == [("batch_1", "completed", 1)]
+
+
+# -- validate: how many rounds ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("batched", "said"), [
+    (["w", "j"], "batch rounds: at most 8 per record"),  # answer 1 + review 4 + refine 3 (max_visits 3)
+    (["w"], "batch rounds: at most 4 per record"),  # answer 1 + refine 3
+    (["j"], "batch rounds: at most 4 per record"),  # the critic's model only: review 4
+    ([], "batch rounds: none (no batch model; with every model batched: 8)"),
+])
+def test_validate_says_how_many_batch_rounds_a_graph_needs(
+        batched: list[str], said: str, write_graph: Callable[..., Path]) -> None:
+    server = FakeOpenAI()  # never started: validate calls no model
+    spec = {"name": "refine", "models": {name: model_spec(server, **({"batch": True} if name in batched else {}))
+                                         for name in ("w", "j")},
+            **critic_loop(judge_model="j", max_visits=3), "outputs": [{"name": "raw", "format": "raw"}]}
+    graph = write_graph(spec, [{"question": "Why?"}])
+    result = subprocess.run([sys.executable, "-m", "synthloom.cli", "validate", str(graph)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert said in result.stdout
+
+
+def test_batch_settings_are_checked_before_anything_runs(write_graph: Callable[..., Path]) -> None:
+    server = FakeOpenAI()
+    spec = batch_chain(server, batch={"max_requests": 0})
+    with pytest.raises(synthloom.ConfigError, match="max_requests"):
+        synthloom.load(write_graph(spec, TOPICS[:1]))
+    spec = chain_graph(server)
+    spec["models"]["w"] = {"backend": "local", "batch": True}
+    with pytest.raises(synthloom.ConfigError, match="batch needs backend 'openai'"):
+        synthloom.load(write_graph(spec, TOPICS[:1]))
