@@ -74,7 +74,7 @@ async def test_a_batch_model_sends_every_call_through_batches_and_none_synchrono
     assert len(sft) == 120
     assert server.requests == 0  # the synchronous endpoint never saw a call
     assert batches.submitted == 240 and set(batches.lines.values()) == {1}
-    assert all(size <= 50 for size in batches.line_sizes)
+    assert all(size <= 50 for size in batches.line_sizes) and batches.line_sizes[0] == 50  # full batches
     by_id = {row["metadata"]["id"]: row for row in sft}
     assert by_id["t0007"]["messages"][0]["content"] == "Reply to: Ask about topic 7"
     assert by_id["t0007"]["messages"][1]["content"] == "Reply to: Reply to: Ask about topic 7"
@@ -155,6 +155,7 @@ def test_ctrl_c_leaves_pending_batches_running_unless_asked_to_cancel_them(
     else:
         assert batches.cancelled == [] and batches.statuses()["in_progress"] == len(created)
         assert "left running at the provider" in stderr and "--resume" in stderr
+        assert sorted(manifest(out)["batches"]["w"]["left_running"]) == sorted(created)
     batches.release()
     resumed = subprocess.run([sys.executable, "-m", "synthloom.cli", "run", str(graph), "-o", str(out), "-q",
                               "--resume", "--no-cache"], capture_output=True, text=True, timeout=300)
@@ -377,3 +378,43 @@ def test_batch_settings_are_checked_before_anything_runs(write_graph: Callable[.
     spec["models"]["w"] = {"backend": "local", "batch": True}
     with pytest.raises(synthloom.ConfigError, match="batch needs backend 'openai'"):
         synthloom.load(write_graph(spec, TOPICS[:1]))
+
+
+async def test_a_run_begun_synchronously_may_be_resumed_with_the_model_batched(
+        batch_llm: Callable[..., tuple[FakeOpenAI, FakeBatches]], write_graph: Callable[..., Path],
+        tmp_path: Path) -> None:
+    """`batch:` says how a model is fed, not what it writes: --resume takes the switch."""
+    from synthloom.scheduler import RunOptions
+    server, batches = batch_llm()
+    out = tmp_path / "out"
+    await synthloom.arun(write_graph(chain_graph(server), TOPICS[:20]), out,
+                         options=RunOptions(limit=8, use_cache=False))
+    assert server.requests == 16 and batches.submitted == 0
+    result = await synthloom.arun(write_graph(batch_chain(server), TOPICS[:20]), out,
+                                  options=RunOptions(resume=True, use_cache=False))
+    assert len(record_ids(out, "sft")) == 20 and set(record_ids(out, "sft").values()) == {1}
+    assert server.requests == 16 and batches.submitted == 24
+    assert result.manifest["counts"]["written"] == 20
+
+
+@pytest.mark.slow
+def test_the_progress_line_shows_pending_batches_and_the_calls_waiting_on_them(
+        batch_llm: Callable[..., tuple[FakeOpenAI, FakeBatches]], write_graph: Callable[..., Path],
+        tmp_path: Path) -> None:
+    server, batches = batch_llm()
+    batches.hold()
+    graph = write_graph(batch_chain(server), TOPICS[:30])
+    out, log = tmp_path / "out", tmp_path / "stderr.log"
+    with log.open("w") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "synthloom.cli", "run", str(graph), "-o", str(out),
+                                    "--no-cache", "--progress-every", "0.2"], stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            deadline = time.monotonic() + 60
+            while "batches 1 pending (oldest" not in log.read_text() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert "batches 1 pending (oldest" in log.read_text()
+            assert "30 calls waiting" in log.read_text()
+        finally:
+            batches.release()
+            process.wait(timeout=120)
+    assert process.returncode == 0

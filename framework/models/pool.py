@@ -25,7 +25,7 @@ def build_client(name: str, config: ModelConfig, retry_base_delay: float, run_di
     (`preview`), a batch model is called synchronously."""
     if config.backend == "openai" and config.batch is not None:
         if run_dir is not None:
-            from .batch import BatchClient
+            from .batch.client import BatchClient
             return BatchClient(name, config, run_dir, retry_base_delay=retry_base_delay,
                                cancel_on_close=cancel_batches)
         log.warning("model '%s' is a batch model; calling it synchronously here (batches are for `run`)", name)
