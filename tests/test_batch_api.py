@@ -129,6 +129,9 @@ def test_kill_9_while_the_first_batch_is_pending_then_resume_submits_every_call_
     assert batches.submitted == 400 and set(batches.lines.values()) == {1}  # 200 records x 2 nodes, once each
     assert server.requests == 0
     assert manifest(out)["counts"]["written"] == 200
+    whole_run = manifest(out)["batches"]["w"]  # both parts, from the ledger
+    assert whole_run["submitted"] == len(batches.line_sizes) and whole_run["lines"] == 400
+    assert whole_run["by_status"] == {"completed": len(batches.line_sizes)}
 
 
 @pytest.mark.slow
@@ -340,7 +343,7 @@ async def test_a_run_killed_between_creating_a_batch_and_writing_its_id_finds_it
     file_id = await api.upload(json.dumps(line).encode() + b"\n", "killed.jsonl")
     SubmissionLedger(tmp_path).file_uploaded("w", file_id, "/v1/chat/completions", "24h", ["call-0"])
     await api.create(file_id, "/v1/chat/completions", "24h", {})  # ... and the part was killed here
-    collector = BatchCollector("w", BatchSettings(**FAST), api, lambda: SubmissionLedger(tmp_path), max_rounds=2)
+    collector = BatchCollector("w", BatchSettings(**FAST), api, tmp_path, max_rounds=2)
     answer = await collector.answer("call-0", "/v1/chat/completions", body)
     await collector.close(cancel=False)
     assert answer["response"]["body"]["choices"][0]["message"]["content"] == "Reply to: Ask about topic 1"

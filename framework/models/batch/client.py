@@ -32,7 +32,6 @@ from ..openai_http import OpenAIClient, RequestRefused, _parse_choices, is_retry
 from ..structured_modes import fields_named, mode_of
 from .api import BatchAPI
 from .collector import BatchCollector, Line
-from .ledger import SubmissionLedger
 
 log = logging.getLogger("synthloom.models")
 
@@ -55,8 +54,7 @@ class BatchClient:
         self.cancel_on_close = cancel_on_close
         self.api = BatchAPI(name, config.urls()[0], self.sync._headers, timeout=config.timeout,
                             max_retries=config.max_retries, retry_base_delay=retry_base_delay)
-        self.collector = BatchCollector(name, config.batch, self.api, lambda: SubmissionLedger(run_dir),
-                                        max_rounds=config.max_retries + 1)
+        self.collector = BatchCollector(name, config.batch, self.api, run_dir, max_rounds=config.max_retries + 1)
         self.left_running: list[str] = []
 
     async def name_the_model(self) -> None:

@@ -12,15 +12,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ...config import BatchSettings
 from ...errors import ModelCallError, one_line
 from ...fast_json import dumps_line, loads
 from .api import TERMINAL, BatchAPI
-from .ledger import Submission, SubmissionLedger
+from .ledger import BATCHES, Submission, SubmissionLedger
 
 log = logging.getLogger("synthloom.models")
 
@@ -50,6 +50,8 @@ class PendingBatch:
         self.batch_id = submission.batch_id
         self.status = submission.status
         self.collector = collector
+        self.claims = 0
+        """Answers handed out: once every answer was, the batch is forgotten (memory stays flat)."""
         self.task: asyncio.Task[dict[str, Line]] = asyncio.create_task(self._follow())
 
     @property
@@ -59,7 +61,12 @@ class PendingBatch:
     async def answer(self, custom_id: str) -> Line | None:
         """The line's answer, or None when the batch ended without it."""
         answers = await asyncio.shield(self.task)
-        return answers.get(custom_id)
+        line = answers.get(custom_id)
+        if line is not None:
+            self.claims += 1
+            if self.claims >= len(answers):  # asked again later, the answer is downloaded again
+                self.collector.forget(self)
+        return line
 
     async def _follow(self) -> dict[str, Line]:
         collector, api = self.collector, self.collector.api
@@ -98,12 +105,11 @@ class PendingBatch:
 
 
 class BatchCollector:
-    def __init__(self, name: str, settings: BatchSettings, api: BatchAPI,
-                 open_ledger: Callable[[], SubmissionLedger], max_rounds: int):
+    def __init__(self, name: str, settings: BatchSettings, api: BatchAPI, run_dir: Path, max_rounds: int):
         self.name = name
         self.settings = settings
         self.api = api
-        self._open_ledger = open_ledger
+        self.run_dir = run_dir
         self._ledger: SubmissionLedger | None = None
         self.max_rounds = max_rounds
         self._open: dict[str, OpenBatch] = {}
@@ -125,7 +131,7 @@ class BatchCollector:
         if self._ledger is None:
             if self._closed:
                 raise ModelCallError(f"{self.name}: the run is stopping; no batch is submitted", retryable=False)
-            self._ledger = self._open_ledger()
+            self._ledger = SubmissionLedger(self.run_dir)
         return self._ledger
 
     async def answer(self, custom_id: str, endpoint: str, body: dict[str, Any]) -> Line:
@@ -153,6 +159,10 @@ class BatchCollector:
                     return pending
             joining = self._join(custom_id, endpoint, body)
         return await asyncio.shield(joining.submitted)
+
+    def forget(self, pending: PendingBatch) -> None:
+        if self._pending.get(pending.submission.id) is pending:
+            del self._pending[pending.submission.id]
 
     def _follow(self, submission: Submission) -> PendingBatch:
         pending = self._pending.get(submission.id)
@@ -250,6 +260,8 @@ class BatchCollector:
                 left.append(pending.batch_id)
         await asyncio.gather(*(pending.task for pending in self._pending.values()), return_exceptions=True)
         await self.api.close()
+        if self._ledger is None and (self.run_dir / BATCHES).exists():  # a part that sent nothing: earlier parts'
+            self._ledger = SubmissionLedger(self.run_dir)
         if self._ledger is not None:
             self._whole_run = self._ledger.summary(self.name)  # the manifest is written after the models close
             self._ledger.close()
