@@ -421,3 +421,21 @@ def test_the_progress_line_shows_pending_batches_and_the_calls_waiting_on_them(
             batches.release()
             process.wait(timeout=120)
     assert process.returncode == 0
+
+
+async def test_a_reply_that_does_not_parse_is_asked_again_in_the_next_batch(
+        batch_llm: Callable[..., tuple[FakeOpenAI, FakeBatches]], write_graph: Callable[..., Path],
+        tmp_path: Path) -> None:
+    # the first ask gets prose; the re-ask (its last user message is the parse error) the schema's example
+    server, batches = batch_llm(script=[("Title for", "Sure! Here is a title: Fine")])
+    spec = {"name": "titles", "models": {"w": model_spec(server, batch=FAST)},
+            "nodes": {"title": {"type": "llm", "model": "w", "output": "title",
+                                "messages": [{"role": "user", "content": "Title for {{ topic }}"}],
+                                "output_schema": {"type": "object", "properties": {"title": {"type": "string"}},
+                                                  "required": ["title"]}}},
+            "outputs": [{"name": "raw", "format": "raw"}]}
+    result = await synthloom.arun(write_graph(spec, TOPICS[:12]), tmp_path / "out", use_cache=False)
+    records = lines(result.path("raw"))
+    assert len(records) == 12 and all(record["title"] == {"title": "ok"} for record in records)
+    assert all(record["metadata"]["llm_calls"] == 2 for record in records)
+    assert batches.line_sizes == [12, 12]  # the first answers, then every re-ask together in the next batch
