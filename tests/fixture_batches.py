@@ -44,6 +44,8 @@ class FakeBatches:
         self.line_sizes: list[int] = []
         """Lines of each created batch, in order."""
         self.cancelled: list[str] = []
+        self.outage = 0
+        """The next this many batch retrievals answer 503, as a provider in trouble does."""
         self._held = False
         self._lock = threading.Lock()
         server.attachments.append(self.attach)
@@ -132,6 +134,9 @@ class FakeBatches:
         if batch is None:
             return web.json_response({"error": {"message": "no such batch"}}, status=404)
         with self._lock:
+            if self.outage > 0:
+                self.outage -= 1
+                return web.json_response({"error": {"message": "injected outage"}}, status=503)
             if batch["status"] == "in_progress" and not self._held and \
                     time.monotonic() - batch["_created"] >= self.complete_after:
                 self._finish(batch)
@@ -142,6 +147,9 @@ class FakeBatches:
         if batch is None:
             return web.json_response({"error": {"message": "no such batch"}}, status=404)
         with self._lock:
+            if self.outage > 0:
+                self.outage -= 1
+                return web.json_response({"error": {"message": "injected outage"}}, status=503)
             if batch["status"] == "in_progress":
                 batch["status"] = "cancelled"
                 self.cancelled.append(batch["id"])

@@ -439,3 +439,16 @@ async def test_a_reply_that_does_not_parse_is_asked_again_in_the_next_batch(
     assert len(records) == 12 and all(record["title"] == {"title": "ok"} for record in records)
     assert all(record["metadata"]["llm_calls"] == 2 for record in records)
     assert batches.line_sizes == [12, 12]  # the first answers, then every re-ask together in the next batch
+
+
+async def test_a_provider_down_longer_than_the_retries_does_not_fail_the_records_waiting_on_its_batch(
+        batch_llm: Callable[..., tuple[FakeOpenAI, FakeBatches]], write_graph: Callable[..., Path],
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from synthloom.scheduler import RunOptions
+    server, batches = batch_llm()
+    batches.outage = 12  # every poll fails for a while, each after max_retries + 1 attempts
+    result = await synthloom.arun(write_graph(batch_chain(server, max_retries=1), TOPICS[:10]), tmp_path / "out",
+                                  options=RunOptions(use_cache=False, retry_base_delay=0.01))
+    assert len(lines(result.path("sft"))) == 10 and batches.outage == 0
+    assert batches.submitted == 20 and set(batches.lines.values()) == {1}
+    assert "cannot be followed for now" in caplog.text

@@ -10,11 +10,13 @@ any number of records wait on it (shielded, so a cancelled record never cancels 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ...config import BatchSettings
 from ...errors import ModelCallError, one_line
@@ -23,6 +25,7 @@ from .api import TERMINAL, BatchAPI
 from .ledger import BATCHES, Submission, SubmissionLedger
 
 log = logging.getLogger("synthloom.models")
+T = TypeVar("T")
 
 Line = dict[str, Any]
 """One line of an output or error file: {custom_id, response: {status_code, body}, error}."""
@@ -70,17 +73,18 @@ class PendingBatch:
 
     async def _follow(self) -> dict[str, Line]:
         collector, api = self.collector, self.collector.api
-        batch = await self._created()
+        batch = await self._patiently(self._created)
         while batch.get("status") not in TERMINAL:
             await asyncio.sleep(collector.settings.poll_seconds)
-            batch = await api.retrieve(str(self.batch_id))
+            batch = await self._patiently(lambda: api.retrieve(str(self.batch_id)))
         self.status = str(batch["status"])
         collector.ledger.settled(self.submission.id, self.status)
         collector.ended[self.status] = collector.ended.get(self.status, 0) + 1
         answers: dict[str, Line] = {}
         for key in ("output_file_id", "error_file_id"):
             if batch.get(key):
-                for raw in (await api.content(str(batch[key]))).splitlines():
+                content = await self._patiently(functools.partial(api.content, str(batch[key])))
+                for raw in content.splitlines():
                     line = _line(raw)
                     if line is not None and not _unanswered(line):
                         answers.setdefault(str(line["custom_id"]), line)
@@ -88,6 +92,24 @@ class PendingBatch:
             log.warning("model '%s': batch %s %s; %d of its %d lines answered, the rest are sent again",
                         collector.name, self.batch_id, self.status, len(answers), self.submission.lines)
         return answers
+
+    async def _patiently(self, ask: Callable[[], Awaitable[T]]) -> T:
+        """A batch runs for hours and is paid for: a provider down for longer than a call's retries (a
+        transient fault: 429, 5xx, no connection) is asked again every `poll_seconds` until it answers,
+        rather than failing every record waiting on the batch. A refusal (a 404 for a batch id) is final."""
+        warned = False
+        while True:
+            try:
+                return await ask()
+            except ModelCallError as error:
+                if not error.retryable:
+                    raise
+                if not warned:
+                    log.warning("model '%s': batch %s cannot be followed for now (%s); asking again every %gs",
+                                self.collector.name, self.batch_id, one_line(error, 200),
+                                self.collector.settings.poll_seconds)
+                    warned = True
+                await asyncio.sleep(self.collector.settings.poll_seconds)
 
     async def _created(self) -> dict[str, Any]:
         """The batch as the provider has it; created here when the ledger holds only its input file and
