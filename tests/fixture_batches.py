@@ -6,7 +6,8 @@ A test controls the clock: a batch completes `complete_after` seconds after it w
 only their first `answer_before_expiry` lines, as OpenAI returns the finished part of an expired batch) or
 fail validation; lines the fixture server would refuse (`refuse_json_schema`, `prompt_only`) come back in
 the error file with its status and wording; `fail_lines={pattern: (status, times)}` puts lines whose
-prompt matches into the error file with that status, the first `times` times they are seen. Every
+prompt matches into the error file with that status (200: a malformed reply in the output file), the first
+`times` times they are seen. Every
 submitted line is counted by `custom_id` (`lines`), so a test can say each call was paid for exactly once.
 
     server = FakeOpenAI()
@@ -25,7 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fixture_server import FakeOpenAI, last_user_text
+from tests.fixture_server import MALFORMED, FakeOpenAI, last_user_text
 
 
 class FakeBatches:
@@ -174,6 +175,10 @@ class FakeBatches:
                                "error": None})
                 continue
             status = self._line_fault(line["body"])
+            if status == 200:  # a 200 that is no answer: what a broken proxy gives
+                outputs.append({"id": f"resp-{line['custom_id']}", "custom_id": line["custom_id"],
+                                "response": {"status_code": 200, "body": MALFORMED["choices_null"]}, "error": None})
+                continue
             if status is None:
                 outputs.append({"id": f"resp-{line['custom_id']}", "custom_id": line["custom_id"],
                                 "response": {"status_code": 200, "body": self._reply(line)}, "error": None})

@@ -45,9 +45,9 @@ def batch_llm() -> Iterator[Callable[..., tuple[FakeOpenAI, FakeBatches]]]:
         server.stop()
 
 
-def batch_chain(server: FakeOpenAI, batch: dict[str, Any] | None = None, **model: Any) -> dict[str, Any]:
+def batch_chain(server: FakeOpenAI, batch: dict[str, Any] | bool | None = None, **model: Any) -> dict[str, Any]:
     spec = chain_graph(server, **model)
-    spec["models"]["w"]["batch"] = batch or FAST
+    spec["models"]["w"]["batch"] = FAST if batch is None else batch
     return spec
 
 
@@ -79,6 +79,9 @@ async def test_a_batch_model_sends_every_call_through_batches_and_none_synchrono
     assert by_id["t0007"]["messages"][0]["content"] == "Reply to: Ask about topic 7"
     assert by_id["t0007"]["messages"][1]["content"] == "Reply to: Reply to: Ask about topic 7"
     assert [status for _, status, _ in submissions(out)] == ["completed"] * len(batches.line_sizes)
+    figures = result.manifest["batches"]["w"]
+    assert figures["submitted"] == len(batches.line_sizes) and figures["lines"] == 240
+    assert figures["lines_per_batch"] == {"min": min(batches.line_sizes), "max": 50}
 
 
 # -- exactly once across kill -9 and Ctrl-C ---------------------------------------------------------------
@@ -236,7 +239,8 @@ async def test_a_batch_that_expires_or_fails_sends_again_only_its_unanswered_lin
 async def test_per_line_errors_are_retried_or_fail_their_record_as_synchronous_faults_do(
         batch_llm: Callable[..., tuple[FakeOpenAI, FakeBatches]], write_graph: Callable[..., Path],
         tmp_path: Path) -> None:
-    server, batches = batch_llm(fail_lines={"^Ask about topic 3$": (503, 1), "^Ask about topic 4$": (400, 99)})
+    server, batches = batch_llm(fail_lines={"^Ask about topic 3$": (503, 1), "^Ask about topic 4$": (400, 99),
+                                            "^Ask about topic 5$": (200, 1)})
     out = tmp_path / "out"
     result = await synthloom.arun(write_graph(batch_chain(server), TOPICS[:10]), out, use_cache=False)
     written = {row["metadata"]["id"] for row in lines(result.path("sft"))}
@@ -245,10 +249,10 @@ async def test_per_line_errors_are_retried_or_fail_their_record_as_synchronous_f
     assert [row["id"] for row in failed] == ["t0004"]
     assert failed[0]["node"] == "question" and failed[0]["attempts"] == 1
     assert "HTTP 400: injected line fault" in failed[0]["message"]
-    # topic 3's line came back 503: sent again in a later batch, as attempt 1 (its own custom_id)
+    # topic 3's line came back 503, topic 5's malformed: each sent again in a later batch, as attempt 1
     retried = [custom_id for custom_id in batches.lines if custom_id.endswith("-1")]
-    assert len(retried) == 1 and set(batches.lines.values()) == {1}
-    assert result.manifest["models"]["w"]["retries"] == 1
+    assert len(retried) == 2 and set(batches.lines.values()) == {1}
+    assert result.manifest["models"]["w"]["retries"] == 2
 
 
 async def test_a_cached_call_never_enters_a_batch_and_batch_answers_are_cached(
@@ -374,6 +378,9 @@ def test_validate_says_how_many_batch_rounds_a_graph_needs(
 
 def test_batch_settings_are_checked_before_anything_runs(write_graph: Callable[..., Path]) -> None:
     server = FakeOpenAI()
+    settings = synthloom.load(write_graph(batch_chain(server, batch=True), TOPICS[:1])).config.models["w"].batch
+    assert settings is not None and (settings.max_requests, settings.max_wait_s, settings.poll_seconds,
+                                     settings.completion_window) == (1000, 30.0, 30.0, "24h")
     spec = batch_chain(server, batch={"max_requests": 0})
     with pytest.raises(synthloom.ConfigError, match="max_requests"):
         synthloom.load(write_graph(spec, TOPICS[:1]))
@@ -452,3 +459,23 @@ async def test_a_provider_down_longer_than_the_retries_does_not_fail_the_records
     assert len(lines(result.path("sft"))) == 10 and batches.outage == 0
     assert batches.submitted == 20 and set(batches.lines.values()) == {1}
     assert "cannot be followed for now" in caplog.text
+
+
+async def test_one_record_asking_the_very_same_thing_twice_gets_the_one_answer(
+        batch_llm: Callable[..., tuple[FakeOpenAI, FakeBatches]], write_graph: Callable[..., Path],
+        tmp_path: Path) -> None:
+    server, batches = batch_llm()
+    spec = batch_chain(server)
+    spec["nodes"]["answer"]["messages"] = spec["nodes"]["question"]["messages"]  # the same call, twice
+    result = await synthloom.arun(write_graph(spec, TOPICS[:10]), tmp_path / "out", use_cache=False)
+    records = lines(result.path("raw"))
+    assert len(records) == 10 and all(record["question"] == record["answer"] for record in records)
+    assert batches.submitted == 10
+
+
+@pytest.mark.parametrize(("workflow", "rounds"), [
+    ("dpo_weak_strong", 1), ("rag_synth", 1), ("sycophancy", 1), ("fables", 2), ("magpie", 3),
+    ("self_instruct", 4), ("quickstart", 5), ("evol_instruct", 6), ("agentinstruct", 8), ("dialogues", 13)])
+def test_the_shipped_workflows_need_the_batch_rounds_the_readme_says(workflow: str, rounds: int) -> None:
+    from synthloom.models.batch.rounds import batch_rounds
+    assert batch_rounds(synthloom.load(workflow), lambda _: True) == rounds
