@@ -261,7 +261,7 @@ async def test_a_cached_call_never_enters_a_batch_and_batch_answers_are_cached(
     server, batches = batch_llm()
     graph = write_graph(batch_chain(server), TOPICS[:40])
     cache = tmp_path / "cache"
-    from synthloom.scheduler import RunOptions
+    from synthloom.engine.runner import RunOptions
     first = await synthloom.arun(graph, tmp_path / "one", options=RunOptions(limit=20, cache_dir=cache))
     assert len(lines(first.path("sft"))) == 20 and batches.submitted == 40
     second = await synthloom.arun(graph, tmp_path / "two", options=RunOptions(cache_dir=cache))
@@ -335,7 +335,7 @@ async def test_a_run_killed_between_creating_a_batch_and_writing_its_id_finds_it
         batch_llm: Callable[..., tuple[FakeOpenAI, FakeBatches]], tmp_path: Path) -> None:
     """The ledger holds the input file, the provider holds a batch made from it, the ledger has no batch id:
     the next part looks the batch up by its input file and waits for it."""
-    from synthloom.config import BatchSettings
+    from synthloom.config.schema import BatchSettings
     from synthloom.models.batch.api import BatchAPI
     from synthloom.models.batch.collector import BatchCollector
     from synthloom.models.batch.ledger import SubmissionLedger
@@ -394,7 +394,7 @@ async def test_a_run_begun_synchronously_may_be_resumed_with_the_model_batched(
         batch_llm: Callable[..., tuple[FakeOpenAI, FakeBatches]], write_graph: Callable[..., Path],
         tmp_path: Path) -> None:
     """`batch:` says how a model is fed, not what it writes: --resume takes the switch."""
-    from synthloom.scheduler import RunOptions
+    from synthloom.engine.runner import RunOptions
     server, batches = batch_llm()
     out = tmp_path / "out"
     await synthloom.arun(write_graph(chain_graph(server), TOPICS[:20]), out,
@@ -451,7 +451,7 @@ async def test_a_reply_that_does_not_parse_is_asked_again_in_the_next_batch(
 async def test_a_provider_down_longer_than_the_retries_does_not_fail_the_records_waiting_on_its_batch(
         batch_llm: Callable[..., tuple[FakeOpenAI, FakeBatches]], write_graph: Callable[..., Path],
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from synthloom.scheduler import RunOptions
+    from synthloom.engine.runner import RunOptions
     server, batches = batch_llm()
     batches.outage = 12  # every poll fails for a while, each after max_retries + 1 attempts
     result = await synthloom.arun(write_graph(batch_chain(server, max_retries=1), TOPICS[:10]), tmp_path / "out",
@@ -477,5 +477,5 @@ async def test_one_record_asking_the_very_same_thing_twice_gets_the_one_answer(
     ("dpo_weak_strong", 1), ("rag_synth", 1), ("sycophancy", 1), ("fables", 2), ("magpie", 3),
     ("self_instruct", 4), ("quickstart", 5), ("evol_instruct", 6), ("agentinstruct", 8), ("dialogues", 13)])
 def test_the_shipped_workflows_need_the_batch_rounds_the_readme_says(workflow: str, rounds: int) -> None:
-    from synthloom.models.batch.rounds import batch_rounds
+    from synthloom.graph.batch_rounds import batch_rounds
     assert batch_rounds(synthloom.load(workflow), lambda _: True) == rounds

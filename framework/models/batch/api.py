@@ -15,7 +15,7 @@ import aiohttp
 
 from ...errors import ModelCallError, one_line
 from ...fast_json import loads
-from ...redact import redact_text, redact_url
+from ...sandbox.redact import redact_text, redact_url
 from ..openai_http import BACKOFF_CAP_S, is_retryable
 
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})

@@ -1,4 +1,4 @@
-"""A model whose calls go through the provider's Batch API: one more `ModelClient`, chosen in `pool.py`
+"""A model whose calls go through the provider's Batch API: one more `ModelClient`, chosen in `clients.py`
 for a `batch:` model of a run.
 
 Each call is a line whose `custom_id` is derived from its record and content: the SHA-256 of the record id
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ...config import ModelConfig
+from ...config.schema import ModelConfig
 from ...errors import ModelCallError, one_line
 from ...fast_json import dumps
 from ..base import Completion, LLMRequest, call_owner

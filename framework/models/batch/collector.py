@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ...config import BatchSettings
+from ...config.schema import BatchSettings
 from ...errors import ModelCallError, one_line
 from ...fast_json import dumps_line, loads
 from .api import TERMINAL, BatchAPI
