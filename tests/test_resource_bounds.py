@@ -106,6 +106,14 @@ def test_a_substitution_past_the_rendered_bound_fails_the_record() -> None:
         Template("{{ text }}{{ text }}").render({"text": "x" * 600_000})
 
 
+@pytest.mark.parametrize("source", ["{{ (3)|wordwrap(1) }}", "{{ 'abc'|truncate(2) }}"])
+def test_a_filter_given_what_it_did_not_expect_fails_the_record_in_one_line(source: str) -> None:
+    """Found by the property test: `wordwrap` calls a str method on a number (AttributeError), `truncate`
+    asserts its length (AssertionError); both went past us as tracebacks."""
+    with pytest.raises(RecordError, match="^template failed: (AttributeError|AssertionError): "):
+        Template(source).render({})
+
+
 def test_a_missing_attribute_names_the_variable() -> None:
     with pytest.raises(RecordError, match="'question.text', but 'question' is a str and has no attribute 'text'"):
         Template("Q: {{ question.text }}").render(STATE)
