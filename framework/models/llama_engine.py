@@ -81,15 +81,18 @@ class BatchStats:
                 "steps": self.steps, "prompts": self.prompts, "threads": threads}
 
 
-class LlamaEngine:
-    """Owns the llama.cpp model and context; everything touching them runs on its one thread."""
+class EngineThread:
+    """A loaded model on a thread of its own, fed `Job`s from the event loop: the queue, the start and the
+    stop that every way of decoding shares. A subclass loads the model (`_load`), serves the queue until
+    `_closing` (`_loop`), frees the model (`_free`) and names the jobs it is decoding (`_in_flight`)."""
+
+    api = "batched"  # how it decodes, for the manifest's `concurrency` figures
 
     def __init__(self, path: Path, n_ctx: int, slots: int, threads: int | None = None):
         self.path, self.n_ctx, self.slots = path, n_ctx, slots
         self.threads = threads  # None: measured by `default_threads()` when the model loads
         self.stats = BatchStats()
         self._waiting: deque[Job] = deque()
-        self._running: dict[int, tuple[Job, Sequence]] = {}
         self._error: Exception | None = None  # why the engine stopped, told to later callers
         self._wake = threading.Condition()
         self._closing = False
@@ -130,6 +133,39 @@ class LlamaEngine:
             self._fail_all(ModelCallError(f"embedded model failed: {error}", retryable=False))
         finally:
             self._free()
+
+    def _load(self) -> None:
+        raise NotImplementedError
+
+    def _loop(self) -> None:
+        raise NotImplementedError
+
+    def _free(self) -> None:
+        raise NotImplementedError
+
+    def _in_flight(self) -> list[Job]:
+        raise NotImplementedError
+
+    def _fail_all(self, error: Exception) -> None:
+        with self._wake:
+            self._error = error
+            waiting, self._waiting = list(self._waiting), deque()
+        for job in waiting + self._in_flight():
+            job.resolve(error)
+
+
+class LlamaEngine(EngineThread):
+    """Owns the llama.cpp model and context through llama-cpp-python's private API (`_internals`, the batch
+    API) and decodes up to `slots` requests together; everything touching them runs on its one thread."""
+
+    def __init__(self, path: Path, n_ctx: int, slots: int, threads: int | None = None):
+        self._running: dict[int, tuple[Job, Sequence]] = {}
+        super().__init__(path, n_ctx, slots, threads)
+
+    def _in_flight(self) -> list[Job]:
+        jobs = [job for job, _ in self._running.values()]
+        self._running.clear()
+        return jobs
 
     def _load(self) -> None:
         try:
@@ -299,11 +335,3 @@ class LlamaEngine:
     def _forget(self, seq_id: int, sequence: Sequence) -> None:
         self._llama_cpp.llama_memory_seq_rm(self.context.memory, seq_id, -1, -1)
         sequence.close()
-
-    def _fail_all(self, error: Exception) -> None:
-        with self._wake:
-            self._error = error
-            waiting, self._waiting = list(self._waiting), deque()
-        for job in waiting + [job for job, _ in self._running.values()]:
-            job.resolve(error)
-        self._running.clear()

