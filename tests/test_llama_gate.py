@@ -5,7 +5,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from synthloom.errors import ConfigError
 from synthloom.models.llama_gate import API_ENV_VAR, TESTED_VERSIONS, choose_api
 
