@@ -5,6 +5,7 @@ test's imports and objects, and reports how much its own resident memory grew.""
 from __future__ import annotations
 
 import multiprocessing
+import reprlib
 import resource
 import time
 from collections.abc import Callable
@@ -18,7 +19,7 @@ import pytest
 @dataclass(frozen=True)
 class Outcome:
     raised: tuple[str, ...]  # the names of the exception's classes, its own first; () if the call returned
-    message: str  # the exception's text, or the returned value's repr
+    message: str  # the exception's text, or the returned value's (shortened) repr
     seconds: float
     grown_kib: int  # the child's peak resident size less its size when it started
 
@@ -30,7 +31,7 @@ def _child(call: Callable[[], Any], results: Connection) -> None:
     try:
         value = call()
         raised: tuple[str, ...] = ()
-        message = repr(value)
+        message = reprlib.repr(value)  # a short one: a big value's full repr would cost more than the call
     except Exception as error:  # what the parent asserts on
         raised, message = tuple(kind.__name__ for kind in type(error).__mro__), str(error)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
