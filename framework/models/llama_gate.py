@@ -12,7 +12,6 @@ the choice: `public` to compare or to sidestep a problem, `batched` to try a new
 from __future__ import annotations
 
 import logging
-import os
 from importlib import metadata
 from pathlib import Path
 from typing import Literal
@@ -37,14 +36,24 @@ def installed_version() -> str | None:
         return None
 
 
-def choose_api(version: str, forced: str | None = None) -> tuple[Api, str]:
-    """(the engine to run, why) for an installed `version` and a value of $SYNTHLOOM_LLAMA_API."""
-    choice = (forced or "").strip().lower()
-    if choice in ("batched", "public"):
-        return ("batched" if choice == "batched" else "public"), f"{API_ENV_VAR}={choice}"
+def configured_api(value: str | None) -> Api | None:
+    """The engine a value of $SYNTHLOOM_LLAMA_API forces; None to let the version decide. Read when a client
+    is made, so a misspelling stops the run before its first record, in one line."""
+    choice = (value or "").strip().lower()
+    if choice == "batched":
+        return "batched"
+    if choice == "public":
+        return "public"
     if choice not in ("", "auto"):
-        raise ConfigError(f"{API_ENV_VAR} must be auto, batched or public (it is {forced!r}); "
+        raise ConfigError(f"{API_ENV_VAR} must be auto, batched or public (it is {value!r}); "
                           f"unset it to let synthloom choose")
+    return None
+
+
+def choose_api(version: str, forced: Api | None = None) -> tuple[Api, str]:
+    """(the engine to run, why) for an installed `version` and what $SYNTHLOOM_LLAMA_API forces."""
+    if forced is not None:
+        return forced, f"{API_ENV_VAR}={forced}"
     tested = ", ".join(TESTED_VERSIONS)
     if version in TESTED_VERSIONS:
         return "batched", f"llama-cpp-python {version} is a tested version"
@@ -52,12 +61,12 @@ def choose_api(version: str, forced: str | None = None) -> tuple[Api, str]:
                       f"{API_ENV_VAR}=batched tries the batched engine anyway")
 
 
-def start_engine(path: Path, n_ctx: int, slots: int, threads: int | None) -> EngineThread:
+def start_engine(path: Path, n_ctx: int, slots: int, threads: int | None, forced: Api | None) -> EngineThread:
     """The engine for one GGUF, started on its thread, after one log line naming the engine and the reason."""
     version = installed_version()
     if version is None:  # the engine's load says what to install
         return LlamaEngine(path, n_ctx, slots, threads)
-    api, reason = choose_api(version, os.environ.get(API_ENV_VAR))
+    api, reason = choose_api(version, forced)
     if api == "batched":
         log.info("embedded model %s: batched engine, up to %d sequences per step (%s)", path.name, slots, reason)
         return LlamaEngine(path, n_ctx, slots, threads)

