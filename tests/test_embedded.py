@@ -231,6 +231,7 @@ def test_a_cancelled_request_frees_its_sequence_and_spares_the_others(direct_lla
     assert outcome(b) == direct(direct_llama, long_b)
     assert outcome(c) == direct(direct_llama, short_c)
     assert stats["slots"] == 2 and stats["peak"] == 2
+    assert stats["prompts_beside_tokens"] >= 1  # C's prompt went into one of B's steps, and B's text is unchanged
 
 
 def test_closing_the_client_stops_its_thread_and_fails_what_is_running() -> None:
