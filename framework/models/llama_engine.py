@@ -17,6 +17,11 @@ logits in this llama.cpp do not depend on what else is in the batch: bit for bit
 1 and 2 threads and with two prompts beside a running sequence, and greedy output still equals
 `create_chat_completion`'s (tests/test_embedded.py). Sequences with a grammar (JSON schema) are batched
 like the others: the grammar is a sampler in their chain, applied to their own row of logits.
+
+What batching cannot buy with the default GGUF (SmolLM2-135M Q4_1): profiled with py-spy, 97-99% of the
+engine thread is `llama_decode`, and about 70% of that is `ggml_vec_dot_q4_1_q8_1`, a dot product per
+weight row and token, so a step of 8 tokens costs about 8 steps of 1; Python's share (sampling, stops) is
+under 1.5%.
 """
 from __future__ import annotations
 
