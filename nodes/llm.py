@@ -8,13 +8,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from pydantic import Field, model_validator
-from synthloom import ceilings
-from synthloom.config import MessageTemplate
-from synthloom.context import RunContext
-from synthloom.generate import generate_with_finish
-from synthloom.node import Node, NodeParams
-from synthloom.structured import OutputSchema
-from synthloom.templates import Template, render_messages
+from synthloom.config import ceilings
+from synthloom.config.schema import MessageTemplate
+from synthloom.engine.generate import generate_with_finish
+from synthloom.graph.context import RunContext
+from synthloom.graph.node import Node, NodeParams
+from synthloom.graph.output_schema import OutputSchema
+from synthloom.sandbox.templates import Template, render_messages
 
 from .few_shot import FewShotConfig, FewShotPool
 

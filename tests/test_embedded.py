@@ -15,11 +15,11 @@ import pytest
 
 pytest.importorskip("llama_cpp", reason="needs the 'local' extra")
 
-from synthloom.config import ModelConfig
+from synthloom.config.schema import ModelConfig
 from synthloom.errors import ModelCallError
+from synthloom.graph.output_schema import OutputSchema
 from synthloom.models.base import Completion, LLMRequest
-from synthloom.models.local import LocalClient, default_gguf_path
-from synthloom.structured import OutputSchema
+from synthloom.models.llama.client import LocalClient, default_gguf_path
 
 pytestmark = pytest.mark.embedded
 ROOT = Path(__file__).resolve().parent.parent
@@ -258,7 +258,7 @@ def test_closing_the_client_stops_its_thread_and_fails_what_is_running() -> None
 
 def test_a_tested_llama_cpp_version_gets_the_batched_engine(caplog: pytest.LogCaptureFixture,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    from synthloom.models.llama_gate import API_ENV_VAR, TESTED_VERSIONS, installed_version
+    from synthloom.models.llama.gate import API_ENV_VAR, TESTED_VERSIONS, installed_version
 
     monkeypatch.delenv(API_ENV_VAR, raising=False)
     assert installed_version() in TESTED_VERSIONS  # CI installs what pyproject pins
@@ -275,7 +275,7 @@ def test_the_public_api_path_gives_what_create_chat_completion_gives(
         direct_llama: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     """Forced by the environment (as an untested llama-cpp-python version would choose it): every request,
     decoded one at a time through the public API, keeps its sampling parameters, seed, stop and grammar."""
-    from synthloom.models.llama_gate import API_ENV_VAR
+    from synthloom.models.llama.gate import API_ENV_VAR
 
     monkeypatch.setenv(API_ENV_VAR, "public")
     requests = [

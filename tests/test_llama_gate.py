@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from synthloom.errors import ConfigError
-from synthloom.models.llama_gate import API_ENV_VAR, TESTED_VERSIONS, choose_api, configured_api
+from synthloom.models.llama.gate import API_ENV_VAR, TESTED_VERSIONS, choose_api, configured_api
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from synthloom.errors import ConfigError, RecordError
-from synthloom.expressions import Condition
-from synthloom.templates import Template
+from synthloom.sandbox.expressions import Condition
+from synthloom.sandbox.templates import Template
 
 from tests.in_a_child import run_in_a_child
 from tests.test_graph_trust import assert_refused, cli
@@ -106,6 +106,14 @@ def test_plain_substitution_renders_what_jinja_renders(source: str) -> None:
 def test_a_substitution_past_the_rendered_bound_fails_the_record() -> None:
     with pytest.raises(RecordError, match="rendered text longer than"):
         Template("{{ text }}{{ text }}").render({"text": "x" * 600_000})
+
+
+@pytest.mark.parametrize("source", ["{{ (3)|wordwrap(1) }}", "{{ 'abc'|truncate(2) }}"])
+def test_a_filter_given_what_it_did_not_expect_fails_the_record_in_one_line(source: str) -> None:
+    """Found by the property test: `wordwrap` calls a str method on a number (AttributeError), `truncate`
+    asserts its length (AssertionError); both went past us as tracebacks."""
+    with pytest.raises(RecordError, match="^template failed: (AttributeError|AssertionError): "):
+        Template(source).render({})
 
 
 def test_a_missing_attribute_names_the_variable() -> None:
@@ -245,8 +253,8 @@ def _has_ceiling(constraints: list[Any]) -> bool:
 
 
 def test_every_numeric_parameter_of_every_node_type_and_the_graph_has_a_ceiling() -> None:
-    from synthloom.config import GraphConfig
-    from synthloom.registry import node_type_names, resolve_node_type
+    from synthloom.config.schema import GraphConfig
+    from synthloom.graph.registry import node_type_names, resolve_node_type
 
     models: dict[str, type[BaseModel]] = {"graph": GraphConfig}
     models.update({f"nodes.<{name}>": resolve_node_type(name).Params for name in node_type_names()})
@@ -260,7 +268,7 @@ def test_every_numeric_parameter_of_every_node_type_and_the_graph_has_a_ceiling(
                 unbounded.append(where)
     assert "nodes.<llm>.n" in found and "graph.run.max_in_flight" in found and "nodes.<dedup>.num_perm" in found
     assert "nodes.<sampler>.slots[].choices[]" in found
-    assert unbounded == [], f"numeric parameters without a ceiling (add one in synthloom.ceilings): {unbounded}"
+    assert unbounded == [], f"numeric parameters without a ceiling (add one in synthloom.config.ceilings): {unbounded}"
 
 
 @pytest.mark.parametrize("node,words", [
