@@ -17,6 +17,7 @@ from .record_pool import POOL_DIR, RecordPool
 from .run_paths import path_in_run
 from .shared_state import LocalSharedState, SharedIndex, SharedStateProvider
 from .stats import NodeStats
+from .tools.toolbox import Toolbox
 from .trace import current_step
 
 T = TypeVar("T")
@@ -29,6 +30,8 @@ class RecordUsage:
     calls: int = 0
     retries: int = 0
     tokens: int = 0
+    tool_calls: dict[str, int] = field(default_factory=dict)
+    """Tool calls per `tools:` entry, for the entries' per-record budgets (not in the metadata)."""
 
     def as_dict(self) -> dict[str, int]:
         return {"llm_calls": self.calls, "retries": self.retries, "tokens": self.tokens}
@@ -58,6 +61,8 @@ class RunContext:
     resume_done: Container[str] | None = None
     """On --resume, the ids earlier parts settled (kept on disk: test with `in`)."""
     shared_state: SharedStateProvider = field(default_factory=LocalSharedState)
+    tools: Toolbox = field(default_factory=Toolbox)
+    """The graph's `tools:` entries; MCP sessions open in the nodes' setup and close with the run."""
     """Where `shared_index` objects live: this process, or a Ray actor under `run --ray`."""
     _shared: dict[str, Shared] = field(default_factory=dict)
     _pools: dict[str, RecordPool] = field(default_factory=dict)
