@@ -30,7 +30,7 @@ def _told(function: Callable[..., Any]) -> Callable[..., Any]:
     def told(*args: Any, **kwargs: Any) -> Any:
         try:
             return function(*args, **kwargs)
-        except (ArithmeticError, ValueError, TypeError, SyntaxError, KeyError) as error:
+        except Exception as error:  # noqa: BLE001 - every failure of these tools is the caller's to read
             raise ToolError(f"{type(error).__name__}: {error}") from None
     return told
 
@@ -41,7 +41,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.table:
         os.environ[toolkit.TABLE_ENV] = args.table
-    logging.disable(logging.WARNING)  # stderr is the user's terminal: the client reports failed calls
+    logging.disable(logging.CRITICAL)  # stderr is the user's terminal: the client reports failed calls
     build_server().run("stdio")
 
 

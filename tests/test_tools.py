@@ -242,3 +242,24 @@ def test_no_mcp_server_outlives_a_stopped_or_killed_run(
         time.sleep(0.1)
     assert not _servers_running(str(table))
     server.release()
+
+
+async def test_the_agent_node_shares_the_graphs_tools_entries(
+        fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    def react(body: dict[str, Any]) -> dict[str, Any]:
+        last = body["messages"][-1]["content"]
+        if last.startswith("Result of calculate"):
+            return {"answer": last}
+        return {"tool": "calculate", "arguments": {"expression": "6*7"}}
+    server = fake_llm(script=[(".", react)])
+    spec = {"name": "agentic", "models": {"w": model_spec(server)},
+            "tools": {"kit": {"command": SERVER, "only": ["calculate"], "max_calls": 1}},
+            "nodes": {"solve": {"type": "agent", "model": "w", "tools": ["kit"], "input": "{{ question }}",
+                                "trace": "trace"}},
+            "outputs": [{"name": "raw", "format": "raw"}]}
+    result = await run_graph(write_graph, tmp_path, spec)
+    [record] = lines(result.path("raw"))
+    assert record["answer"] == "Result of calculate: 42.0"  # from the MCP server process
+    assert record["trace"][1]["tool_calls"][0]["function"] == {"name": "calculate",
+                                                               "arguments": {"expression": "6*7"}}
+    assert "calculate: Evaluate an arithmetic expression" in server.bodies[0]["messages"][0]["content"]

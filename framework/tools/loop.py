@@ -45,7 +45,7 @@ async def run_tool_loop(ctx: RunContext, toolbox: Toolbox, *, node: str, model: 
                         messages: list[dict[str, Any]], tools: list[Tool], tool_choice: ToolChoice = "auto",
                         max_rounds: int = 4, params: dict[str, Any] | None = None, parse_retries: int = 2,
                         mode: Mode = "native") -> Trajectory:
-    loop = _Loop(ctx, toolbox, node, model, tools, params or {}, _spent())
+    loop = _Loop(ctx, toolbox, node, model, tools, params or {}, spent_this_record())
     trajectory = Trajectory(messages=[dict(message) for message in messages],
                             tools=[tool.schema() for tool in tools])
     if mode == "native":
@@ -64,7 +64,7 @@ def tool_mode(ctx: RunContext, model: str) -> Mode:
     return config.tool_calls
 
 
-def _spent() -> dict[str, int]:
+def spent_this_record() -> dict[str, int]:
     """This record's calls per tools entry, shared by its nodes (the per-record budget)."""
     usage = record_usage.get()
     return usage.tool_calls if usage is not None else {}

@@ -4,20 +4,27 @@ whose grammar enforces the schema; any server through structured output). Each r
 node's chat model speaks the same protocol."""
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
 from ..structured import OutputSchema
+
+ARGUMENT_CHARS = 200
+ANSWER_CHARS = 2000
+"""Longest string argument and answer the protocol's schema lets a reply hold: a small model under a grammar
+otherwise writes one string until max_tokens cuts the JSON off (a schema that sets its own maxLength keeps it)."""
 
 
 def reply_schema(functions: list[dict[str, Any]], *, answer: bool = True) -> OutputSchema:
     """The schema of one reply: a call of one of `functions` ({name, description, parameters}), or, unless
     `answer` is False (tool_choice required), the answer."""
     calls = [{"type": "object", "properties": {"tool": {"const": function["name"]},
-                                               "arguments": function.get("parameters") or {"type": "object"}},
+                                               "arguments": _bounded(function.get("parameters") or
+                                                                     {"type": "object"})},
               "required": ["tool", "arguments"], "additionalProperties": False} for function in functions]
-    final = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"],
-             "additionalProperties": False}
+    final = {"type": "object", "properties": {"answer": {"type": "string", "maxLength": ANSWER_CHARS}},
+             "required": ["answer"], "additionalProperties": False}
     return OutputSchema({"anyOf": [*calls, final] if answer else calls})
 
 
@@ -46,3 +53,12 @@ def with_instructions(messages: list[dict[str, Any]], functions: list[dict[str, 
     else:
         rendered.insert(0, {"role": "system", "content": instructions(functions)})
     return rendered
+
+
+def _bounded(parameters: dict[str, Any]) -> dict[str, Any]:
+    """The parameters' schema with a `maxLength` on each string property that has none."""
+    bounded = copy.deepcopy(parameters)
+    for prop in (bounded.get("properties") or {}).values():
+        if isinstance(prop, dict) and prop.get("type") == "string" and "maxLength" not in prop:
+            prop["maxLength"] = ARGUMENT_CHARS
+    return bounded
