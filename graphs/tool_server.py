@@ -38,11 +38,16 @@ def _told(function: Callable[..., Any]) -> Callable[..., Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--table", help="a JSON file of {country: {field: value}} for lookup_country")
+    parser.add_argument("--http", type=int, metavar="PORT", help="serve streamable HTTP on 127.0.0.1:PORT/mcp "
+                        "instead of stdio")
     args = parser.parse_args()
     if args.table:
         os.environ[toolkit.TABLE_ENV] = args.table
     logging.disable(logging.CRITICAL)  # stderr is the user's terminal: the client reports failed calls
-    build_server().run("stdio")
+    if args.http is not None:
+        build_server().run("streamable-http", host="127.0.0.1", port=args.http)
+    else:
+        build_server().run("stdio")
 
 
 if __name__ == "__main__":

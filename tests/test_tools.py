@@ -263,3 +263,29 @@ async def test_the_agent_node_shares_the_graphs_tools_entries(
     assert record["trace"][1]["tool_calls"][0]["function"] == {"name": "calculate",
                                                                "arguments": {"expression": "6*7"}}
     assert "calculate: Evaluate an arithmetic expression" in server.bodies[0]["messages"][0]["content"]
+
+
+async def test_an_mcp_server_over_streamable_http(
+        fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    import socket
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    served = subprocess.Popen([sys.executable, "-m", "synthloom_graphs.tool_server", "--http", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        server = fake_llm(script=[(".", calls_then_answers(("convert_units", {"value": 100, "from_unit": "c",
+                                                                              "to_unit": "f"})))])
+        tools = {"remote": {"url": f"http://127.0.0.1:{port}/mcp"}}
+        await run_graph(write_graph, tmp_path, tool_graph(server, tools))
+        assert tool_results(server.bodies[1]) == ["212.0"]
+    finally:
+        served.terminate()
+        served.wait(10)

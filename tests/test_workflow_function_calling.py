@@ -81,7 +81,8 @@ async def test_against_the_fixture_with_the_real_mcp_server(fake_llm: Callable[.
 def test_on_the_embedded_model_tool_calls_are_constrained_json(tmp_path: Path) -> None:
     result = synthloom.run(GRAPHS / "function_calling.yaml", tmp_path / "out", limit=1)
     assert result.manifest["status"] == "completed", result.manifest
-    failed = [json.loads(line) for line in (tmp_path / "out" / "failed.jsonl").read_text().splitlines()]
+    failures = tmp_path / "out" / "failed.jsonl"  # written when a record failed
+    failed = [json.loads(line) for line in failures.read_text().splitlines()] if failures.exists() else []
     raw = list(result.records("raw"))
     assert len(raw) + len(failed) == 1
     assert raw, failed
