@@ -25,6 +25,19 @@ _UNITS: dict[str, tuple[str, float]] = {
     "s": ("time", 1.0), "min": ("time", 60.0), "h": ("time", 3600.0), "day": ("time", 86400.0),
 }
 _TEMPERATURES = {"c", "f", "k"}
+_ALIASES = {"mile": "mi", "kilometer": "km", "kilometre": "km", "meter": "m", "metre": "m", "foot": "ft",
+            "feet": "ft", "inch": "in", "inches": "in", "kilogram": "kg", "gram": "g", "pound": "lb", "ounce": "oz",
+            "liter": "l", "litre": "l", "gallon": "gal", "second": "s", "minute": "min", "hour": "h",
+            "celsius": "c", "fahrenheit": "f", "kelvin": "k"}
+"""Unit names as people write them (a plural's trailing s is dropped first)."""
+
+
+def _unit(name: str) -> str:
+    unit = name.strip().lower()
+    if unit in _UNITS or unit in _TEMPERATURES:
+        return unit
+    singular = unit[:-1] if unit.endswith("s") and unit != "s" else unit
+    return _ALIASES.get(unit) or _ALIASES.get(singular) or unit
 
 
 def calculate(expression: str) -> float:
@@ -49,7 +62,7 @@ def convert_units(value: float, from_unit: str, to_unit: str) -> float:
         from_unit: the unit it is in, for example "km"
         to_unit: the unit wanted, for example "mi"
     """
-    source, target = from_unit.strip().lower(), to_unit.strip().lower()
+    source, target = _unit(from_unit), _unit(to_unit)
     if source in _TEMPERATURES and target in _TEMPERATURES:
         kelvin = {"c": value + 273.15, "f": (value - 32) * 5 / 9 + 273.15, "k": value}[source]
         return round({"c": kelvin - 273.15, "f": (kelvin - 273.15) * 9 / 5 + 32, "k": kelvin}[target], 6)

@@ -121,7 +121,8 @@ class FakeOpenAI:
                  echo_auth: bool = False, refuse_json_schema: bool = False, prompt_only: bool = False,
                  refuse_prompt_lists: bool = False, cut_off: list[str] | None = None,
                  malformed_every: dict[int, str] | None = None, hold: list[str] | None = None,
-                 served: list[str] | None = None, like_vllm: bool = False, cut_json_below: int | None = None):
+                 served: list[str] | None = None, like_vllm: bool = False, cut_json_below: int | None = None,
+                 refuse_tools: bool = False):
         self.latency = latency
         self.served = served  # what /v1/models lists (default: the one model); a vLLM serving several
         self.script = [(re.compile(pattern, re.DOTALL), reply) for pattern, reply in script or []]
@@ -137,6 +138,7 @@ class FakeOpenAI:
         self.prompt_only = prompt_only
         self.refuse_prompt_lists = refuse_prompt_lists
         self.like_vllm = like_vllm
+        self.refuse_tools = refuse_tools  # vLLM started without --enable-auto-tool-choice: HTTP 400 for tools
         self.cut_json_below = cut_json_below
         # replies to prompts matching one of these come back with finish_reason "length", like a reply
         # cut by max_tokens
@@ -314,6 +316,10 @@ class FakeOpenAI:
                     return web.json_response({"error": {"message": f"Unrecognized request argument supplied: "
                                                                    f"{field}", "type": "invalid_request_error",
                                                         "param": None, "code": None}}, status=400)
+        if self.refuse_tools and "tools" in body:
+            return web.json_response({"error": {"message": '"auto" tool choice requires --enable-auto-tool-choice '
+                                                           "and --tool-call-parser to be set",
+                                                "type": "BadRequestError", "param": None, "code": 400}}, status=400)
         if self.refuse_prompt_lists and isinstance(body.get("prompt"), list):
             return web.json_response({"error": {"message": "", "type": "internal_server_error", "param": None,
                                                 "code": None}}, status=500)

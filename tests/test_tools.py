@@ -289,3 +289,23 @@ async def test_an_mcp_server_over_streamable_http(
     finally:
         served.terminate()
         served.wait(10)
+
+
+async def test_a_server_refusing_native_tool_calls_gets_constrained_json_for_the_rest_of_the_run(
+        fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    def protocol(body: dict[str, Any]) -> dict[str, Any]:
+        last = body["messages"][-1]["content"]
+        if last.startswith("Result of calculate"):
+            return {"answer": last}
+        return {"tool": "calculate", "arguments": {"expression": "6*7"}}
+    server = fake_llm(script=[(".", protocol)], refuse_tools=True)
+    seeds = [{"question": "first"}, {"question": "second"}]
+    result = await run_graph(write_graph, tmp_path, tool_graph(server, {"kit": {"python": KIT[:1]}}), seeds,
+                             max_in_flight=1)
+    records = lines(result.path("sft"))
+    assert [record["messages"][-1]["content"] for record in records] == ["Result of calculate: 42.0"] * 2
+    assert records[0]["messages"][1]["tool_calls"][0]["function"] == {"name": "calculate",
+                                                                      "arguments": {"expression": "6*7"}}
+    assert server.statuses[400] == 1  # asked natively once; the rest of the run in JSON
+    assert all("tools" not in body for body in server.bodies[1:])
+    assert "anyOf" in server.bodies[1]["response_format"]["json_schema"]["schema"]

@@ -22,7 +22,7 @@ QUERIES = {"race distance": "How many kilometres is a 26.2 mi marathon?",
 GOOD = {QUERIES["race distance"]: ("convert_units", {"value": 26.2, "from_unit": "mi", "to_unit": "km"}),
         QUERIES["restaurant bill"]: ("calculate", {"expression": "(84 + 12.6) / 3"}),
         QUERIES["capital of a country"]: ("lookup_country", {"country": "Kenya", "field": "capital"})}
-BAD = {QUERIES["race distance"]: ("convert_units", {"value": 26.2, "from_unit": "miles", "to_unit": "km"}),
+BAD = {QUERIES["race distance"]: ("convert_units", {"value": 26.2, "from_unit": "leagues", "to_unit": "km"}),
        QUERIES["restaurant bill"]: GOOD[QUERIES["restaurant bill"]],
        QUERIES["capital of a country"]: ("lookup_country", {"country": "Kenya"})}
 """The hot attempt: an unknown unit (fails execution), the same call, a missing argument (fails format)."""
@@ -54,7 +54,7 @@ async def test_against_the_fixture_with_the_real_mcp_server(fake_llm: Callable[.
     assert marathon["attempt_a_calls"][0]["result"] == "42.164813"  # 26.2 * 1.609344, the MCP server's own arithmetic
     assert (marathon["a_stage"], marathon["b_stage"]) == ("judge", "execution")
     assert marathon["attempt_b_calls"][0]["result"].startswith("Error executing tool convert_units: "
-                                                                "ValueError: unknown unit 'miles'")
+                                                                "ValueError: unknown unit 'leagues'")
     assert (bill["a_stage"], bill["b_stage"]) == ("judge", "judge")
     assert (capital["a_stage"], capital["b_stage"]) == ("judge", "format")
     assert capital["attempt_a_calls"][0]["result"] == "Nairobi"
@@ -71,7 +71,7 @@ async def test_against_the_fixture_with_the_real_mcp_server(fake_llm: Callable[.
     assert set(dpo) == {QUERIES["race distance"], QUERIES["capital of a country"]}
     pair = dpo[QUERIES["race distance"]]
     assert pair["chosen"][0]["tool_calls"][0]["function"]["arguments"]["from_unit"] == "mi"
-    assert pair["rejected"][0]["tool_calls"][0]["function"]["arguments"]["from_unit"] == "miles"
+    assert pair["rejected"][0]["tool_calls"][0]["function"]["arguments"]["from_unit"] == "leagues"
     assert pair["rejected"][1]["content"].startswith("error: Error executing tool convert_units")
     assert pair["tools"] == sft[0]["tools"]
 

@@ -12,12 +12,13 @@ error is fed back to the model as its result, and each call is added to the reco
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..context import RunContext, record_usage
-from ..errors import RecordError
+from ..errors import ModelCallError, RecordError
 from ..generate import generate
 from ..models.base import LLMRequest
 from ..trace import current_step
@@ -27,6 +28,8 @@ from .toolbox import Toolbox, ToolResult
 
 ToolChoice = Literal["auto", "required", "none"]
 Mode = Literal["native", "json"]
+
+log = logging.getLogger("synthloom.tools")
 
 
 @dataclass
@@ -46,13 +49,26 @@ async def run_tool_loop(ctx: RunContext, toolbox: Toolbox, *, node: str, model: 
                         max_rounds: int = 4, params: dict[str, Any] | None = None, parse_retries: int = 2,
                         mode: Mode = "native") -> Trajectory:
     loop = _Loop(ctx, toolbox, node, model, tools, params or {}, spent_this_record())
-    trajectory = Trajectory(messages=[dict(message) for message in messages],
-                            tools=[tool.schema() for tool in tools])
-    if mode == "native":
-        await loop.native(trajectory, tool_choice, max_rounds)
-    else:
-        await loop.constrained(trajectory, tool_choice, max_rounds, parse_retries)
+    if mode == "native" and model not in toolbox.native_refused:
+        trajectory = _fresh(messages, tools)
+        try:
+            await loop.native(trajectory, tool_choice, max_rounds)
+            return trajectory
+        except ModelCallError as error:
+            if error.retryable or "tool" not in str(error).lower() or trajectory.calls:
+                raise
+            if model not in toolbox.native_refused:
+                toolbox.native_refused.add(model)
+                log.warning("model '%s': the server refused native tool calls (%s); asking for them as "
+                            "constrained JSON for the rest of the run (set models.%s.tool_calls: json to skip "
+                            "the first try)", model, error, model)
+    trajectory = _fresh(messages, tools)
+    await loop.constrained(trajectory, tool_choice, max_rounds, parse_retries)
     return trajectory
+
+
+def _fresh(messages: list[dict[str, Any]], tools: list[Tool]) -> Trajectory:
+    return Trajectory(messages=[dict(message) for message in messages], tools=[tool.schema() for tool in tools])
 
 
 def tool_mode(ctx: RunContext, model: str) -> Mode:

@@ -43,6 +43,8 @@ class Toolbox:
     base_dir: Path = field(default_factory=Path.cwd)
     python: dict[str, list[Tool]] = field(default_factory=dict)
     """Python entries' tools, made when the graph is built."""
+    native_refused: set[str] = field(default_factory=set)
+    """Models whose server refused native tool calls: the rest of the run asks them in constrained JSON."""
     _servers: dict[str, McpServer] = field(default_factory=dict)
     _served: dict[str, list[Tool]] = field(default_factory=dict)
     _lock: asyncio.Lock | None = None
