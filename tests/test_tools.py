@@ -309,3 +309,27 @@ async def test_a_server_refusing_native_tool_calls_gets_constrained_json_for_the
     assert server.statuses[400] == 1  # asked natively once; the rest of the run in JSON
     assert all("tools" not in body for body in server.bodies[1:])
     assert "anyOf" in server.bodies[1]["response_format"]["json_schema"]["schema"]
+
+
+async def test_a_replayed_run_takes_tool_calls_from_the_response_cache(
+        fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    server = fake_llm(script=[(".", calls_then_answers(("calculate", {"expression": "2+3"})))])
+    spec = tool_graph(server, {"kit": {"python": KIT[:1]}})
+    first = await run_graph(write_graph, tmp_path, spec)
+    asked = server.requests
+    again = await synthloom.arun(tmp_path / "graph.yaml", tmp_path / "again")
+    assert server.requests == asked  # both model turns, the tool-calling one too, came from the cache
+    assert lines(again.path("sft"))[0]["messages"][1:] == lines(first.path("sft"))[0]["messages"][1:]
+
+
+async def test_a_subgraph_calls_its_own_tools_entries(
+        fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    server = fake_llm(script=[(".", calls_then_answers(("calculate", {"expression": "3*3"})))])
+    child = tool_graph(server, {"inner": {"command": SERVER, "only": ["calculate"]}})
+    child.pop("outputs")
+    write_graph(child, name="child.yaml")
+    parent = {"name": "outer", "nodes": {"sub": {"type": "subgraph", "graph": "child.yaml",
+                                                 "inputs": {"question": "question"}, "outputs": {"answer": "answer"}}},
+              "outputs": [{"name": "raw", "format": "raw"}]}
+    result = await run_graph(write_graph, tmp_path, parent)
+    assert lines(result.path("raw"))[0]["answer"] == "Results: 9.0"
