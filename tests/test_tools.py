@@ -333,3 +333,18 @@ async def test_a_subgraph_calls_its_own_tools_entries(
               "outputs": [{"name": "raw", "format": "raw"}]}
     result = await run_graph(write_graph, tmp_path, parent)
     assert lines(result.path("raw"))[0]["answer"] == "Results: 9.0"
+
+
+async def test_preview_shows_each_tool_call_and_closes_the_server(
+        fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    table = tmp_path / "preview-table.json"
+    table.write_text(json.dumps({"oz": {"capital": "Emerald City"}}))
+    server = fake_llm(script=[(".", calls_then_answers(("lookup_country", {"country": "Oz", "field": "capital"})))])
+    path = write_graph(tool_graph(server, {"kit": {"command": [*SERVER, "--table", str(table)]}}),
+                       [{"question": "Where does the wizard live?"}])
+    [record] = await synthloom.apreview(path, n=1, use_cache=False)
+    [step] = record["steps"]
+    assert [(call["tool"], call["ok"], call["result"]) for call in step["tool_calls"]] == [
+        ("lookup_country", True, "Emerald City")]
+    assert record["outputs"]["sft"][0]["messages"][-1]["content"] == "Results: Emerald City"
+    assert not _servers_running(str(table))
