@@ -1,7 +1,8 @@
 """The tool-calling trajectories the function_calling workflow writes load in TRL and train: two SFTTrainer
-steps (and two DPOTrainer steps on its verified-vs-failed pairs) on a tiny Llama made here (random weights, a word-level tokenizer trained on the data, a chat template
-that renders `tools`, assistant `tool_calls` and `tool` results as Qwen's does). The data comes from a real
-run against the fixture server with the real MCP server process."""
+steps, and two DPOTrainer steps on its verified-vs-failed pairs, on a tiny Llama made here (random weights, a
+word-level tokenizer trained on the data, a chat template that renders `tools`, assistant `tool_calls` and
+`tool` results as Qwen's does). The data comes from a real run against the fixture server with the real MCP
+server process."""
 from __future__ import annotations
 
 import math
