@@ -39,9 +39,9 @@ from typing import Any, NamedTuple
 
 import synthloom
 import yaml
-from synthloom.config import ModelConfig
-from synthloom.models.cpu_threads import default_threads, usable_cpus
-from synthloom.models.local import LocalClient, default_gguf_path
+from synthloom.config.schema import ModelConfig
+from synthloom.models.llama.client import LocalClient, default_gguf_path
+from synthloom.models.llama.threads import default_threads, usable_cpus
 
 TOPICS = ["cat", "dog", "ship", "tree", "robot", "king", "river", "star", "lamp", "bird", "cloud", "train",
           "apple", "horse", "city", "moon", "garden", "bridge", "violin", "desert", "owl", "clock", "island",

@@ -70,7 +70,7 @@ def graph_spec(urls: list[str], capacity: int) -> dict[str, Any]:
 
 
 def run(base: Path, shards: int, records: int) -> tuple[float, dict[str, Any]]:
-    from synthloom.distributed import run_on_ray
+    from synthloom.distributed.driver import run_on_ray
     started = time.perf_counter()
     manifest = run_on_ray(base / "g.yaml", base / f"out-{shards}", shards=shards, use_cache=False,
                           retry_base_delay=0.05)

@@ -7,32 +7,32 @@ Only the error types are imported with the package; every other public name is i
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, ModelCallError, RecordError, RunAborted, SynthloomError
 
 if TYPE_CHECKING:  # the lazy names, for type checkers and editors
-    from .api import RunResult, arun, load, load_dataset, read_manifest, read_records, run
-    from .card import build_card
-    from .context import RunContext
-    from .graph import Graph
-    from .hub import push
-    from .mixing import mixed_features
+    from .api import RunResult, arun, load_dataset, read_manifest, read_records, run
+    from .engine.runner import Runner, RunOptions
+    from .graph.context import RunContext
+    from .graph.load import load
+    from .graph.node import ANY_KEY, Drop, Node, NodeParams, node
+    from .graph.runnable import Graph
+    from .inspect.card import build_card
+    from .inspect.hub import push
+    from .inspect.mixing import mixed_features
+    from .inspect.preview import apreview, preview
+    from .inspect.report import build_report
     from .models.base import Completion, LLMRequest
-    from .node import ANY_KEY, Drop, Node, NodeParams, node
-    from .preview import apreview, preview
-    from .report import build_report
-    from .scheduler import Runner, RunOptions
 
 _LAZY = {
-    "ANY_KEY": "node", "Drop": "node", "Node": "node", "NodeParams": "node", "node": "node",
-    "RunResult": "api", "arun": "api", "load": "api", "load_dataset": "api", "read_manifest": "api",
-    "read_records": "api", "run": "api", "build_card": "card", "RunContext": "context", "Graph": "graph",
-    "push": "hub", "mixed_features": "mixing", "Completion": "models.base", "LLMRequest": "models.base",
-    "apreview": "preview", "preview": "preview", "build_report": "report", "Runner": "scheduler",
-    "RunOptions": "scheduler",
+    "ANY_KEY": "graph.node", "Drop": "graph.node", "Node": "graph.node", "NodeParams": "graph.node",
+    "node": "graph.node", "RunResult": "api", "arun": "api", "load": "graph.load", "load_dataset": "api",
+    "read_manifest": "api", "read_records": "api", "run": "api", "build_card": "inspect.card",
+    "RunContext": "graph.context", "Graph": "graph.runnable", "push": "inspect.hub",
+    "mixed_features": "inspect.mixing", "Completion": "models.base", "LLMRequest": "models.base",
+    "apreview": "inspect.preview", "preview": "inspect.preview", "build_report": "inspect.report",
+    "Runner": "engine.runner", "RunOptions": "engine.runner",
 }
 
 __all__ = [
@@ -42,19 +42,6 @@ __all__ = [
     "node", "preview", "push", "read_manifest", "read_records", "run",
 ]
 __version__ = "0.1.0"
-
-
-class _Package(types.ModuleType):
-    """Importing the submodule `synthloom.preview` sets the package's attribute `preview` to that module;
-    the name belongs to the function, so such a module is not stored and `__getattr__` gives the function."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _LAZY and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:

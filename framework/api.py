@@ -10,76 +10,17 @@ import asyncio
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
-from importlib import resources
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from .errors import ConfigError
-from .graph import Graph, build_graph
-from .graph_files import resolved_folders
-from .journal import DROPPED, FAILED, JOURNAL, MANIFEST, TRACES
-from .loader import load_config, pinpoint
-from .registry import CodePolicy
-from .seeds import seed_columns
+from .graph.load import load
+from .graph.runnable import Graph
+from .store.journal import DROPPED, FAILED, JOURNAL, MANIFEST, TRACES
 
 if TYPE_CHECKING:  # the engine is imported by the functions that run a graph: loading one does not need it
-    from .scheduler import RunOptions
-
-
-def find_graph_file(name_or_path: str | Path) -> Path:
-    """A path, or the name of a ready-made workflow in graphs/ (`self_instruct`)."""
-    path = Path(name_or_path)
-    if path.exists():
-        return path
-    if path.suffix in ("", ".yaml", ".yml") and len(path.parts) == 1:
-        packaged = resources.files("synthloom_graphs") / f"{path.stem}.yaml"
-        if packaged.is_file():
-            return Path(str(packaged))
-    raise ConfigError(f"no graph file '{name_or_path}' (and no ready-made workflow of that name; "
-                      f"see `synthloom list`)")
-
-
-def load(path: str | Path, overrides: list[str] | None = None, endpoint: str | None = None, *,
-         allow_code: list[str] | None = None, trust_graph: bool = False,
-         allow_key_hosts: list[str] | None = None, allow_read: list[str | Path] | None = None,
-         run_folder_code: bool = True) -> Graph:
-    """Read and validate a graph file (or ready-made workflow name). Raises `ConfigError`.
-
-    The Python the graph names may come only from node types, the graph's folder, and the modules in
-    `allow_code`; a model's API key goes only to its provider's host or to a host the user named
-    (`endpoint`, a `base_url` in `overrides`, `allow_key_hosts`); `trust_graph=True` also honours the
-    graph's own `run.allow_code` and lets keys go where the graph says (see README, "Graphs from
-    strangers"). `allow_read`: folders the graph may read files from and keep dedup indexes in, besides its
-    own folder (and SYNTHLOOM_ALLOW_READ's). `run_folder_code=False` (validate, show) lists graph-folder code
-    without running it."""
-    read_folders = resolved_folders(allow_read or ())
-    loaded = load_config(find_graph_file(path), overrides, endpoint, read_folders)
-    try:
-        columns = seed_columns(loaded.config.seed, loaded.base_dir)
-    except ConfigError as error:
-        raise pinpoint(error, loaded.source_map) from None
-    hosts = [*(allow_key_hosts or ()), *user_named_urls(overrides or [], endpoint)]
-    code = CodePolicy.for_graph(loaded.base_dir, allow_code or (), loaded.config.run.allow_code, trust_graph,
-                                run_folder_code=run_folder_code, allow_key_hosts=hosts, allow_read=read_folders)
-    return build_graph(loaded, columns, code)
-
-
-def user_named_urls(overrides: list[str], endpoint: str | None) -> list[str]:
-    """The servers the user typed: `--endpoint`'s URLs and `--set models.<m>.base_url=` values."""
-    urls = endpoint.split(",") if endpoint else []
-    for assignment in overrides:
-        key, _, value = assignment.partition("=")
-        parts = key.strip().split(".")
-        if len(parts) == 3 and parts[0] == "models" and parts[2] == "base_url":
-            try:
-                given = yaml.safe_load(value)
-            except yaml.YAMLError:
-                continue  # load_config has said what is wrong with it
-            urls.extend(str(url) for url in (given if isinstance(given, list) else [given]) if url)
-    return urls
+    from .engine.runner import RunOptions
 
 
 @dataclass
@@ -159,11 +100,14 @@ async def arun(graph: Graph | str | Path, output_dir: str | Path, *, options: Ru
     """Run a graph inside a running event loop (a notebook cell can `await` it). `allow_code`,
     `trust_graph`, `allow_key_hosts`, `allow_read`: see `load`. Messages that name the CLI's flags (`--resume`)
     name this function's options (`resume=True`) instead."""
-    from .scheduler import Runner, RunOptions
+    from .engine.runner import Runner, RunOptions
+    from .inspect.card import write_card
     if not isinstance(graph, Graph):
         graph = load(graph, allow_code=allow_code, trust_graph=trust_graph, allow_key_hosts=allow_key_hosts,
                      allow_read=allow_read)
     options = options or RunOptions(**option_values)
+    if options.on_finished is None:  # every run from the API leaves its dataset card, as the CLI's do
+        options = replace(options, on_finished=write_card)
     try:
         runner = Runner(graph, Path(output_dir), options)
         manifest = await runner.run()
@@ -177,9 +121,9 @@ async def arun(graph: Graph | str | Path, output_dir: str | Path, *, options: Ru
 def run(graph: Graph | str | Path, output_dir: str | Path, *, ray: bool = False, shards: int | None = None,
         address: str | None = None, **option_values: Any) -> RunResult:
     """Run a graph to completion and return where its records are. Options: see `RunOptions`.
-    `ray=True` runs `shards` shards as Ray tasks into the one directory (see `synthloom.distributed`)."""
+    `ray=True` runs `shards` shards as Ray tasks into the one directory (see `synthloom.distributed.driver`)."""
     if ray:
-        from .distributed import run_on_ray
+        from .distributed.driver import run_on_ray
         return RunResult(Path(output_dir), run_on_ray(graph, output_dir, shards, address=address, **option_values))
     # allow_code, trust_graph, allow_key_hosts and allow_read go on to `arun`, as run_on_ray takes them too
     return asyncio.run(arun(graph, output_dir, **option_values))

@@ -24,9 +24,9 @@ from .errors import ConfigError, OutputWriteError, SynthloomError
 
 if TYPE_CHECKING:  # imported inside the commands that need them, so that `list`, `--help`, `validate` and
     # `show` do not pay for the engine, the report or the hub (`python -X importtime -m synthloom.cli list`)
-    from .graph import Graph
-    from .progress import Heartbeat, LiveProgress
-    from .scheduler import Runner
+    from .engine.progress import Heartbeat, LiveProgress
+    from .engine.runner import Runner
+    from .graph.runnable import Graph
 
     Display = LiveProgress | Heartbeat
 
@@ -60,11 +60,10 @@ def _fail(message: str, code: int = 2) -> None:
 def _load(graph: str, overrides: list[str] | None, endpoint: str | None, allow_code: list[str] | None = None,
           trust_graph: bool = False, key_hosts: list[str] | None = None, run_folder_code: bool = True,
           allow_read: list[Path] | None = None) -> Graph:
-    from . import api
+    from .graph.load import load
     try:
-        return api.load(graph, overrides or [], endpoint, allow_code=allow_code, trust_graph=trust_graph,
-                        allow_key_hosts=key_hosts, allow_read=list(allow_read or ()),
-                        run_folder_code=run_folder_code)
+        return load(graph, overrides or [], endpoint, allow_code=allow_code, trust_graph=trust_graph,
+                    allow_key_hosts=key_hosts, allow_read=list(allow_read or ()), run_folder_code=run_folder_code)
     except ConfigError as error:
         _fail(str(error))
         raise  # unreachable: _fail exits
@@ -113,7 +112,8 @@ def run(graph: str = typer.Argument(..., help="graph file, or a ready-made workf
         if not (index.isdigit() and count.isdigit()):
             _fail(f"--shard '{shard}' should look like 0/4 (shard k of n, 0-based)")
         overrides = [*(overrides or []), f"seed.shard=[{index}, {count}]"]
-    from .scheduler import Runner, RunOptions
+    from .engine.runner import Runner, RunOptions
+    from .inspect.card import write_card
     display = _display(quiet, progress_every)
     loaded = _load(graph, overrides, endpoint, allow_code, trust_graph, key_hosts, allow_read=allow_read)
     output_dir = output or Path("runs") / loaded.name
@@ -121,7 +121,7 @@ def run(graph: str = typer.Argument(..., help="graph file, or a ready-made workf
     progress = display(total) if display else None
     options = RunOptions(limit=limit, resume=resume, overwrite=overwrite, use_cache=not no_cache,
                          max_in_flight=max_in_flight, retry_failed=not no_retry_failed,
-                         on_progress=progress.update if progress else None, trace=trace)
+                         on_progress=progress.update if progress else None, trace=trace, on_finished=write_card)
     try:
         runner = Runner(loaded, output_dir, options)
     except SynthloomError as error:
@@ -135,7 +135,7 @@ def _display(quiet: bool, every: float | None) -> Callable[[int | None], Display
     """How the run shows its progress (given its total once the graph is loaded); None with --quiet."""
     if quiet:
         return None
-    from .progress import heartbeat_interval, progress_display
+    from .engine.progress import heartbeat_interval, progress_display
     try:
         seconds = heartbeat_interval(every)
     except ConfigError as error:
@@ -150,7 +150,7 @@ def _run_on_ray(graph: str, output: Path | None, limit: int | None, overrides: l
                 options: dict[str, Any]) -> None:
     """`run --ray`: one progress display for every shard; Ctrl-C drains every shard (a second stops at once).
     `consent` (--allow-code, --trust-graph, --allow-key-host, --allow-read) goes to the driver and every shard."""
-    from .distributed import StopRequests, run_on_ray
+    from .distributed.driver import StopRequests, run_on_ray
     loaded = _load(graph, overrides, endpoint, consent["allow_code"], consent["trust_graph"],
                    consent["allow_key_hosts"], allow_read=consent["allow_read"])
     output_dir = output or Path("runs") / loaded.name
@@ -270,7 +270,7 @@ def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
 
 def _summarise(manifest: dict[str, Any], output_dir: Path) -> None:
     """The final line: what was written where, and why records were dropped or failed (the top reasons)."""
-    from .progress import top_reasons
+    from .engine.progress import top_reasons
     counts = manifest["counts"]
     outputs = ", ".join(f"{name}: {count}" for name, count in counts["outputs"].items())
     failed, dropped = f"{counts['failed']} failed", f"{counts['dropped']} dropped"
@@ -304,7 +304,7 @@ def validate(graph: str, overrides: list[str] | None = SetOption, endpoint: str 
     for key in keys:
         console.print(f"  models.{key.model}: ${key.env} -> {key.host} <- {key.reason}", highlight=False,
                       markup=False, soft_wrap=True)
-    from .graph import ListedNode
+    from .graph.runnable import ListedNode
     listed = [name for name, node in loaded.nodes.items() if isinstance(node, ListedNode)]
     unknown = [name for name in loaded.unchecked if name not in listed]
     if listed:
@@ -324,8 +324,8 @@ def show(graph: str, overrides: list[str] | None = SetOption, allow_code: list[s
          kind: str = typer.Option("mermaid", "--format", "-f", help="mermaid (text), html (a page) or svg"),
          output: Path | None = typer.Option(None, "-o", "--output", help="write to this file, not stdout")) -> None:
     """Show the graph: Mermaid text, a self-contained HTML page with its diagram, or the diagram as SVG."""
-    from .diagram import render_page, render_svg
-    from .graph import Graph
+    from .graph.runnable import Graph
+    from .inspect.diagram import render_page, render_svg
     renderers = {"mermaid": Graph.mermaid, "html": render_page, "svg": render_svg}
     if kind not in renderers:
         _fail(f"--format '{kind}' is not one of {', '.join(renderers)}")
@@ -351,9 +351,9 @@ def preview(graph: str = typer.Argument(..., help="graph file, or a ready-made w
             allow_code: list[str] | None = AllowCodeOption, trust_graph: bool = TrustGraphOption,
             key_hosts: list[str] | None = KeyHostOption, allow_read: list[Path] | None = AllowReadOption) -> None:
     """Run a few records without writing a run directory; show each node's prompt, reply, edges, outputs."""
-    from .loader import pinpoint
-    from .preview import preview as run_preview
-    from .preview_view import render_plain, render_rich
+    from .config.loader import pinpoint
+    from .inspect.preview import preview as run_preview
+    from .inspect.preview_view import render_plain, render_rich
     loaded = _load(graph, overrides, endpoint, allow_code, trust_graph, key_hosts, allow_read=allow_read)
     try:
         records = run_preview(loaded, limit, node, use_cache=not no_cache)
@@ -371,7 +371,7 @@ def preview(graph: str = typer.Argument(..., help="graph file, or a ready-made w
 @app.command()
 def nodes(name: str | None = typer.Argument(None, help="one node type, in full")) -> None:
     """List every node type, built-in and plugin, with its parameters."""
-    from .registry import node_type_names, resolve_node_type
+    from .graph.registry import node_type_names, resolve_node_type
     names = [name] if name else node_type_names()
     table = Table("type", "what it does", "parameters", show_lines=True)
     for type_name in names:
@@ -423,8 +423,8 @@ def serve_command(port: int = typer.Option(8765, help="port (0 picks a free one)
                                                  help="seconds a request may take before it is cut (504)")) -> None:
     """Serve the embedded model as an OpenAI-compatible API (chat and completions) to programs on this
     machine: requests from web pages (another Host or Origin, a body not sent as JSON) are refused."""
-    from .config import ModelConfig
-    from .serve import serve
+    from .config.schema import ModelConfig
+    from .models.llama.server import serve
 
     async def forever() -> None:
         config = ModelConfig(backend="local", path=str(model_path) if model_path else None)
@@ -452,7 +452,7 @@ def report(output_dir: Path = typer.Argument(..., help="a run's output directory
                                               "<output dir>/report.html, or report-vs-<other dir>.html)"),
            allow_read: list[Path] | None = AllowReadOption) -> None:
     """Write <output dir>/report.html: counts, drops, histograms, diversity, cost, examples, traces."""
-    from .report import build_report
+    from .inspect.report import build_report
     try:
         path = build_report(output_dir, compare, graph, to=output, allow_read=allow_read or ())
     except SynthloomError as error:
@@ -467,7 +467,7 @@ def card(output_dir: Path = typer.Argument(..., help="a run's output directory")
                                            "(else the manifest's, only when it lies inside the run directory)"),
          allow_read: list[Path] | None = AllowReadOption) -> None:
     """Write <output dir>/README.md, the Hugging Face dataset card (every run also writes it at its end)."""
-    from .card import build_card
+    from .inspect.card import build_card
     try:
         path = build_card(output_dir, allow_read or (), graph)
     except (SynthloomError, OSError) as error:
@@ -485,8 +485,8 @@ def push(output_dir: Path = typer.Argument(..., help="a run's output directory")
                                       "nothing (no network)")) -> None:
     """Upload a run to the Hugging Face Hub as a dataset: outputs, README.md, manifest.json (extra `hub`).
     The Hub is $HF_ENDPOINT when set (a mirror or a private Hub), else huggingface.co."""
-    from .hub import hub_url, plan_push
-    from .hub import push as push_run
+    from .inspect.hub import hub_url, plan_push
+    from .inspect.hub import push as push_run
     if dry_run:
         try:
             files, card_text = plan_push(output_dir, all_files)

@@ -6,8 +6,8 @@ import re
 from typing import Any
 
 from synthloom import Drop, node
-from synthloom.context import RunContext
 from synthloom.errors import ConfigError, RecordError
+from synthloom.graph.context import RunContext
 
 __all__ = ["read_document", "refined_question"]
 

@@ -12,7 +12,7 @@ from synthloom import node
 from synthloom.errors import RecordError
 
 __graph_api__ = ["check"]
-"""What the workflow's graph names besides its @node functions (`synthloom.registry.GRAPH_API`)."""
+"""What the workflow's graph names besides its @node functions (`synthloom.graph.registry.GRAPH_API`)."""
 
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 ANSWER_LINE = re.compile(r"(?:answer(?:\s*(?:is|:|=))*|####)[\s*\"'$]*(-?[\d.,]*\d)", re.IGNORECASE)

@@ -31,11 +31,11 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
-from synthloom.ceilings import MAX_DRAW
-from synthloom.context import RunContext
+from synthloom.config.ceilings import MAX_DRAW
 from synthloom.errors import ConfigError, RecordError
-from synthloom.graph_files import MAX_FILE_BYTES, checked_path, read_graph_text
-from synthloom.node import Drop, Node, NodeParams, node
+from synthloom.graph.context import RunContext
+from synthloom.graph.node import Drop, Node, NodeParams, node
+from synthloom.sandbox.files import MAX_FILE_BYTES, checked_path, read_graph_text
 
 Method = Literal["embedding", "tfidf"]
 BANDS: dict[str, tuple[float, float]] = {"embedding": (0.4, 0.9), "tfidf": (0.15, 0.8)}
@@ -137,7 +137,7 @@ class DocumentIndex:
 
 
 def read_documents(folder: str, ctx: RunContext, key: str) -> list[Document]:
-    """The folder's .txt documents, read through the one reader (synthloom.graph_files): the folder lies
+    """The folder's .txt documents, read through the one reader (synthloom.sandbox.files): the folder lies
     beside the graph or in a folder the user allowed, each document is a regular file of at most
     MAX_DOCUMENT_BYTES, and all of them together at most MAX_FILE_BYTES (the index holds them all)."""
     resolved = checked_path(ctx.resolve_path(folder), ctx.base_dir, key, what="documents folder ",

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from synthloom import node
-from synthloom.context import RunContext
 from synthloom.errors import ConfigError, RecordError
+from synthloom.graph.context import RunContext
 
 SCHOOLS = ["Stanford University", "MIT", "the University of Oxford", "ETH Zurich", "the University of Tokyo",
            "Princeton University", "the University of Cambridge", "Caltech", "Harvard University",

@@ -13,14 +13,14 @@ from langchain_core.tools import BaseTool, StructuredTool
 from langgraph.errors import GraphRecursionError
 from langgraph.prebuilt import create_react_agent
 from pydantic import Field
-from synthloom import ceilings
-from synthloom.context import RunContext
+from synthloom.config import ceilings
+from synthloom.engine.tool_loop import spent_this_record
 from synthloom.errors import ConfigError, RecordError
-from synthloom.node import Node, NodeParams
-from synthloom.registry import import_object
-from synthloom.templates import Template
+from synthloom.graph.context import RunContext
+from synthloom.graph.node import Node, NodeParams
+from synthloom.graph.registry import import_object
+from synthloom.sandbox.templates import Template
 from synthloom.tools import Tool, Toolbox
-from synthloom.tools.loop import spent_this_record
 
 from .chat_model import ContextChatModel, is_final_answer, trl_messages
 

@@ -4,8 +4,8 @@ rate-limited, retried and counted like every other node's, on any backend.
 Tool calls use a JSON reply checked against a schema, not the server's native `tools` API: that works the
 same on every backend (the embedded llama.cpp model too, whose grammar enforces the schema), and our model
 layer returns text. Each reply is either {"tool": name, "arguments": {...}} or {"answer": text}; a reply that
-does not parse is shown to the model with the error and asked again (`synthloom.generate`). The protocol is
-`synthloom.tools.protocol`, which the `llm` node's tool loop speaks too.
+does not parse is shown to the model with the error and asked again (`synthloom.engine.generate`). The
+protocol is `synthloom.tools.protocol`, which the `llm` node's tool loop speaks too.
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field
-from synthloom.context import RunContext
-from synthloom.generate import generate
+from synthloom.engine.generate import generate
+from synthloom.graph.context import RunContext
 from synthloom.tools import protocol
 
 ANSWERED = "synthloom_answer"

@@ -11,12 +11,12 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from synthloom import ceilings
-from synthloom.context import RunContext
-from synthloom.expressions import Condition
-from synthloom.generate import generate
-from synthloom.node import Node, NodeParams
-from synthloom.templates import Template
+from synthloom.config import ceilings
+from synthloom.engine.generate import generate
+from synthloom.graph.context import RunContext
+from synthloom.graph.node import Node, NodeParams
+from synthloom.sandbox.expressions import Condition
+from synthloom.sandbox.templates import Template
 
 TURN_NAMES = frozenset({"last", "turn", "speaker"})
 """What `stop_when` sees besides the state: the last message's text, the message count, who said it."""

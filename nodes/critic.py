@@ -6,12 +6,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from pydantic import Field, field_validator, model_validator
-from synthloom import ceilings
-from synthloom.context import RunContext
-from synthloom.generate import generate
-from synthloom.node import Node, NodeParams
-from synthloom.structured import OutputSchema
-from synthloom.templates import Template
+from synthloom.config import ceilings
+from synthloom.engine.generate import generate
+from synthloom.graph.context import RunContext
+from synthloom.graph.node import Node, NodeParams
+from synthloom.graph.output_schema import OutputSchema
+from synthloom.sandbox.templates import Template
 
 MAX_SCALE_STEPS = 100
 

@@ -8,9 +8,9 @@ import random
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from synthloom import ceilings
-from synthloom.context import RunContext
+from synthloom.config import ceilings
 from synthloom.errors import ConfigError
+from synthloom.graph.context import RunContext
 
 
 class FewShotConfig(BaseModel):

@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
-from synthloom.context import RunContext
-from synthloom.expressions import Condition
-from synthloom.node import Drop, Node, NodeParams
+from synthloom.graph.context import RunContext
+from synthloom.graph.node import Drop, Node, NodeParams
+from synthloom.sandbox.expressions import Condition
 
 
 def _parses(source: str) -> str:

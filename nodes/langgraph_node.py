@@ -8,11 +8,11 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage
 from pydantic import Field
-from synthloom import ceilings
-from synthloom.context import RunContext
+from synthloom.config import ceilings
 from synthloom.errors import ConfigError
-from synthloom.node import Node, NodeParams
-from synthloom.registry import import_object
+from synthloom.graph.context import RunContext
+from synthloom.graph.node import Node, NodeParams
+from synthloom.graph.registry import import_object
 
 from .chat_model import trl_messages
 from .state_map import KeyMap, pick

@@ -1,6 +1,6 @@
 """`llm`: render messages from the record, call a model, write the reply (or a parsed object) to the state.
 With `few_shot`, each record's templates also see k examples drawn from a pool. With `tools`, the node runs
-the tool loop (`synthloom.tools.loop`) and can write the whole exchange as a TRL tool-calling trajectory."""
+the tool loop (`synthloom.engine.tool_loop`) and can write the whole exchange as a TRL tool-calling trajectory."""
 from __future__ import annotations
 
 import asyncio
@@ -9,14 +9,14 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
-from synthloom import ceilings
-from synthloom.config import MessageTemplate
-from synthloom.context import RunContext
-from synthloom.generate import generate_with_finish
-from synthloom.node import Node, NodeParams
-from synthloom.structured import OutputSchema
-from synthloom.templates import Template, render_messages
-from synthloom.tools.loop import run_tool_loop, tool_mode
+from synthloom.config import ceilings
+from synthloom.config.schema import MessageTemplate
+from synthloom.engine.generate import generate_with_finish
+from synthloom.engine.tool_loop import run_tool_loop, tool_mode
+from synthloom.graph.context import RunContext
+from synthloom.graph.node import Node, NodeParams
+from synthloom.graph.output_schema import OutputSchema
+from synthloom.sandbox.templates import Template, render_messages
 
 from .few_shot import FewShotConfig, FewShotPool
 

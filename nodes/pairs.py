@@ -16,13 +16,13 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
-from synthloom import ceilings
-from synthloom.context import RunContext
+from synthloom.config import ceilings
 from synthloom.errors import RecordError
-from synthloom.expressions import Condition
-from synthloom.node import Drop, Node, NodeParams
-from synthloom.registry import import_object
-from synthloom.templates import Template
+from synthloom.graph.context import RunContext
+from synthloom.graph.node import Drop, Node, NodeParams
+from synthloom.graph.registry import import_object
+from synthloom.sandbox.expressions import Condition
+from synthloom.sandbox.templates import Template
 
 
 class PairsParams(NodeParams):

@@ -7,10 +7,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from pydantic import Field, ValidationError
-from synthloom.context import RunContext
 from synthloom.errors import ConfigError
-from synthloom.node import Node, NodeFunction, NodeParams, node_type_of
-from synthloom.registry import import_object
+from synthloom.graph.context import RunContext
+from synthloom.graph.node import Node, NodeFunction, NodeParams, node_type_of
+from synthloom.graph.registry import import_object
 
 
 class PythonParams(NodeParams):

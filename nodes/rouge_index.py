@@ -22,7 +22,7 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from synthloom.record_pool import RecordPool
+from synthloom.graph.record_pool import RecordPool
 
 BLOCK = 256  # texts scored at once; small enough that the first block usually settles the search
 MASK_BITS = 64  # a query of up to 64 tokens fits one uint64 per text; longer ones are scored one by one

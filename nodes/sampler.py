@@ -28,12 +28,12 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from synthloom import ceilings
-from synthloom.context import RunContext
+from synthloom.config import ceilings
+from synthloom.engine.kept_log import KeptLog, kept_log
 from synthloom.errors import ConfigError
-from synthloom.kept_log import KeptLog, kept_log
-from synthloom.node import Node, NodeParams
-from synthloom.shared_state import Numbering
+from synthloom.graph.context import RunContext
+from synthloom.graph.node import Node, NodeParams
+from synthloom.graph.shared_state import Numbering
 
 
 class FileSlot(BaseModel):

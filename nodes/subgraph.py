@@ -1,6 +1,6 @@
 """`subgraph`: another graph file used as one node, so a recipe (a critic-refine loop, a suggester/editor
 round) is written once and reused. The child graph runs for the record through the same per-record walk as
-the top-level graph (`synthloom.walk`), on a state holding only its `inputs`; its `outputs` are copied back.
+the top-level graph (`synthloom.engine.walk`), on a state holding only its `inputs`; its `outputs` are copied back.
 
 The child file is read and built when the parent is built (its path is relative to the parent graph file),
 so `validate` checks it, lists the Python it names and where its models' keys go, and refuses what `run`
@@ -16,15 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import Field
-from synthloom.config import ModelConfig
-from synthloom.context import RunContext
+from synthloom.config.loader import load_config
+from synthloom.config.schema import ModelConfig
+from synthloom.engine.walk import GraphWalk
 from synthloom.errors import ConfigError
-from synthloom.graph import Graph, build_graph, building_folder
-from synthloom.graph_files import checked_path, open_graph_file
-from synthloom.loader import load_config
-from synthloom.node import ANY_KEY, Drop, Node, NodeParams
-from synthloom.registry import CodeUse, current_policy
-from synthloom.walk import GraphWalk
+from synthloom.graph.context import RunContext
+from synthloom.graph.node import ANY_KEY, Drop, Node, NodeParams
+from synthloom.graph.registry import CodeUse, current_policy
+from synthloom.graph.runnable import Graph, build_graph, building_folder
+from synthloom.sandbox.files import checked_path, open_graph_file
 
 from .state_map import KeyMap, pick
 

@@ -6,7 +6,7 @@ Gopher-style repetition, compressibility, readability, language, refusals and tr
 
 Definitions, so the numbers can be checked by hand:
 
-- `words`: words as the report counts them (`synthloom.metrics.words`: runs of word characters, an
+- `words`: words as the report counts them (`synthloom.inspect.metrics.words`: runs of word characters, an
   apostrophe inside a word kept), so a record's `words` and the report's length histogram agree.
   `tokens`: a whitespace-and-punctuation tokenizer (runs of word characters, and each punctuation mark
   alone) — not a model's tokenizer. `chars`: characters.
@@ -46,16 +46,16 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from synthloom import ceilings
-from synthloom.context import RunContext
+from synthloom.config import ceilings
+from synthloom.engine.generate import generate
 from synthloom.errors import RecordError
-from synthloom.generate import generate
-from synthloom.metrics import compression_ratio as corpus_compression_ratio
-from synthloom.metrics import distinct_n as corpus_distinct_n
-from synthloom.metrics import flesch_reading_ease, warm_up_readability
-from synthloom.metrics import words as corpus_words
-from synthloom.node import Node, NodeParams
-from synthloom.structured import OutputSchema
+from synthloom.graph.context import RunContext
+from synthloom.graph.node import Node, NodeParams
+from synthloom.graph.output_schema import OutputSchema
+from synthloom.inspect.metrics import compression_ratio as corpus_compression_ratio
+from synthloom.inspect.metrics import distinct_n as corpus_distinct_n
+from synthloom.inspect.metrics import flesch_reading_ease, warm_up_readability
+from synthloom.inspect.metrics import words as corpus_words
 
 DEFAULT_REFUSAL_MARKERS = [
     "i'm sorry", "i am sorry", "as an ai", "as a language model", "i cannot", "i can't", "i can not",

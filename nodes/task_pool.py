@@ -1,4 +1,4 @@
-"""Cross-record nodes over a run-wide pool (`ctx.pool`): `novelty` admits an item only if it differs
+"""Cross-record nodes over a run-wide pool (`ctx.record_pool`): `novelty` admits an item only if it differs
 enough from everything admitted so far (Self-Instruct's ROUGE-L < 0.7 rule), and `pool_sample` draws
 examples from the pool into a record's prompt (Self-Instruct shows 6 human + 2 generated tasks).
 
@@ -14,12 +14,12 @@ from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field
-from synthloom import ceilings
-from synthloom.context import RunContext
-from synthloom.node import Drop, Node, NodeParams
-from synthloom.record_pool import RecordPool
-from synthloom.run_paths import plain_name
-from synthloom.shared_state import LocalSharedState
+from synthloom.config import ceilings
+from synthloom.graph.context import RunContext
+from synthloom.graph.node import Drop, Node, NodeParams
+from synthloom.graph.record_pool import RecordPool
+from synthloom.graph.shared_state import LocalSharedState
+from synthloom.sandbox.run_paths import plain_name
 
 from .rouge_index import Closest, RougeIndex, tokenize
 

@@ -147,7 +147,7 @@ def test_a_fresh_run_refuses_a_stray_readme_and_overwrite_deletes_it(
 
 
 def test_push_file_list_leaves_bookkeeping_home(finished_run: Path) -> None:
-    from synthloom.hub import files_to_push
+    from synthloom.inspect.hub import files_to_push
     (finished_run / "pools").mkdir(exist_ok=True)
     # dpo wrote no record, so it has no file to upload
     assert files_to_push(finished_run) == ["README.md", "manifest.json", "sft.jsonl"]
@@ -333,7 +333,7 @@ def test_push_without_a_run_is_one_line_exit_2(tmp_path: Path) -> None:
 @pytest.mark.parametrize("records, category", [(0, "n<1K"), (999, "n<1K"), (1000, "1K<n<10K"),
                                                (250_000, "100K<n<1M"), (10 ** 12, "n>1T")])
 def test_size_categories_are_the_hubs(records: int, category: str) -> None:
-    from synthloom.card import size_category
+    from synthloom.inspect.card import size_category
     assert size_category(records) == category
 
 
@@ -342,7 +342,7 @@ def test_a_large_output_is_counted_whole_and_measured_on_every_kth_line(tmp_path
     parses every k-th line (spread over the whole file, not its head) and still counts every line."""
     import random
 
-    from synthloom.report_data import summarise_output
+    from synthloom.inspect.report_data import summarise_output
     path = tmp_path / "sft.jsonl"
     draw = random.Random(7)
     rows = [{"messages": [{"role": "user", "content": "q"},

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = {"synthloom.scheduler", "synthloom.report", "synthloom.card", "synthloom.hub", "synthloom.preview",
-         "synthloom.distributed", "synthloom.models.local", "synthloom.progress", "aiohttp", "datasets"}
+HEAVY = {"synthloom.engine.runner", "synthloom.inspect.report", "synthloom.inspect.card", "synthloom.inspect.hub",
+         "synthloom.inspect.preview", "synthloom.distributed.driver", "synthloom.models.llama.client",
+         "synthloom.engine.progress", "aiohttp", "datasets"}
 
 
 def cli(*args: str, importtime: bool = False) -> subprocess.CompletedProcess[str]:
@@ -42,8 +43,8 @@ def test_run_help_names_what_flags_take() -> None:
 
 @pytest.mark.parametrize("args,needs", [
     (["list"], set()),
-    (["validate", "quickstart"], {"synthloom.graph", "synthloom.api"}),
-    (["show", "quickstart", "--format", "svg"], {"synthloom.graph", "synthloom.diagram"}),
+    (["validate", "quickstart"], {"synthloom.graph.runnable", "synthloom.graph.load"}),
+    (["show", "quickstart", "--format", "svg"], {"synthloom.graph.runnable", "synthloom.inspect.diagram"}),
 ])
 def test_quick_commands_do_not_import_the_engine(args: list[str], needs: set[str]) -> None:
     done = cli(*args, importtime=True)
@@ -52,13 +53,13 @@ def test_quick_commands_do_not_import_the_engine(args: list[str], needs: set[str
     assert needs <= modules
     assert not HEAVY & modules, sorted(HEAVY & modules)
     if args == ["list"]:
-        assert not {"synthloom.api", "synthloom.graph", "networkx", "jinja2"} & modules
+        assert not {"synthloom.api", "synthloom.graph.runnable", "networkx", "jinja2"} & modules
 
 
 def test_the_package_root_imports_its_names_on_first_use() -> None:
     code = ("import sys, synthloom; before = set(sys.modules); from synthloom import Node, node, load, preview, "
-            "build_report; import synthloom.preview; print(callable(synthloom.preview), "
-            "'synthloom.scheduler' in before, 'synthloom.report' in sys.modules)")
+            "build_report; import synthloom.inspect.preview; print(callable(synthloom.preview), "
+            "'synthloom.engine.runner' in before, 'synthloom.inspect.report' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.stdout.split() == ["True", "False", "True"], done.stderr

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 from synthloom import ConfigError
-from synthloom.config import ModelConfig
-from synthloom.models.cpu_threads import (
+from synthloom.config.schema import ModelConfig
+from synthloom.models.llama.client import LocalClient
+from synthloom.models.llama.threads import (
     ENV_VAR,
     MAX_DEFAULT_THREADS,
     busy_elsewhere,
@@ -21,7 +22,6 @@ from synthloom.models.cpu_threads import (
     default_threads,
     usable_cpus,
 )
-from synthloom.models.local import LocalClient
 
 pytestmark = pytest.mark.skipif(not Path("/proc/stat").exists(), reason="reads Linux's /proc")
 

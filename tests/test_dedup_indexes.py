@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from datasketch import LeanMinHash, MinHashLSH
-from synthloom.context import RunContext
-from synthloom.models.pool import ModelPool
+from synthloom.graph.context import RunContext
+from synthloom.models.clients import ModelPool
 from synthloom_nodes.dedup import Dedup, DedupParams
 from synthloom_nodes.dedup.base import Origin
 from synthloom_nodes.dedup.disk import CACHE_KIB

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import synthloom
-from synthloom.diagram import render_svg
+from synthloom.inspect.diagram import render_svg
 
 SVG = "{http://www.w3.org/2000/svg}"
 GRAPHS = sorted((Path(__file__).resolve().parent.parent / "graphs").glob("*.yaml"))

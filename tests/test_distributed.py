@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 import synthloom
-from synthloom.config import SeedConfig
-from synthloom.distributed import merge_outputs, run_on_ray
-from synthloom.seeds import in_shard
+from synthloom.config.schema import SeedConfig
+from synthloom.distributed.driver import merge_outputs, run_on_ray
+from synthloom.graph.seeds import in_shard
 
 from tests.conftest import model_spec
 from tests.fixture_server import FakeOpenAI
@@ -334,7 +334,7 @@ def test_merge_outputs_keeps_each_journaled_record_once(tmp_path: Path) -> None:
 
 def test_an_endpoint_list_becomes_replicas_split_across_shards(
         fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path]) -> None:
-    from synthloom.distributed import GraphSource
+    from synthloom.distributed.driver import GraphSource
     server = fake_llm()
     graph = write_graph(chain_graph(server, max_concurrency=8), seeds_of(4))
     urls = [f"http://127.0.0.1:{9000 + n}/v1" for n in range(4)]

@@ -15,11 +15,11 @@ import pytest
 
 pytest.importorskip("llama_cpp", reason="needs the 'local' extra")
 
-from synthloom.config import ModelConfig
+from synthloom.config.schema import ModelConfig
 from synthloom.errors import ModelCallError
+from synthloom.graph.output_schema import OutputSchema
 from synthloom.models.base import Completion, LLMRequest
-from synthloom.models.local import LocalClient, default_gguf_path
-from synthloom.structured import OutputSchema
+from synthloom.models.llama.client import LocalClient, default_gguf_path
 
 pytestmark = pytest.mark.embedded
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""Every file a graph names goes through one reader (synthloom.graph_files): regular files only, from the
+"""Every file a graph names goes through one reader (synthloom.sandbox.files): regular files only, from the
 graph's folder or a folder the user allowed, never /proc, /dev or /sys, capped or streamed.
 
 The refusals run in real subprocesses, capped in CPU time (a FIFO that blocked would hang the test, not pass

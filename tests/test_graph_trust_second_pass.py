@@ -23,9 +23,9 @@ import synthloom
 import synthloom_graphs
 import yaml
 from synthloom.errors import ConfigError, RecordError
-from synthloom.graph import code_references
-from synthloom.node import Node, NodeFunction
-from synthloom.registry import TRUSTED_PACKAGES, CodePolicy, import_object, resolve_node_type
+from synthloom.graph.node import Node, NodeFunction
+from synthloom.graph.registry import TRUSTED_PACKAGES, CodePolicy, import_object, resolve_node_type
+from synthloom.graph.runnable import code_references
 
 from tests.conftest import model_spec
 from tests.fixture_server import FakeOpenAI
@@ -449,7 +449,7 @@ def test_pool_and_node_names_cannot_lead_out_of_the_run(tmp_path: Path) -> None:
 
 
 def test_a_run_file_is_never_reached_through_a_symlink_out(tmp_path: Path) -> None:
-    from synthloom.run_paths import path_in_run
+    from synthloom.sandbox.run_paths import path_in_run
     run, outside = tmp_path / "run", tmp_path / "outside"
     run.mkdir()
     outside.mkdir()

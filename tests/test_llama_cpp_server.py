@@ -33,7 +33,7 @@ def llama_cpp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`python -m llama_cpp.server` on a free loopback port, small (n_ctx 2048, one process); its base URL."""
     pytest.importorskip("llama_cpp.server.app", reason="needs llama-cpp-python's server extra: "
                                                        "pip install 'llama-cpp-python[server]' (in the test extra)")
-    from synthloom.models.local import default_gguf_path
+    from synthloom.models.llama.client import default_gguf_path
 
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import synthloom
-from synthloom.config import ModelConfig
+from synthloom.config.schema import ModelConfig
 from synthloom.models.base import LLMRequest
 from synthloom.models.limits import AdaptiveLimiter
 from synthloom.models.openai_http import OpenAIClient

@@ -12,9 +12,9 @@ from collections.abc import Awaitable
 from pathlib import Path
 
 from rouge_score import rouge_scorer
-from synthloom.context import RunContext
-from synthloom.models.pool import ModelPool
-from synthloom.record_pool import RecordPool
+from synthloom.graph.context import RunContext
+from synthloom.graph.record_pool import RecordPool
+from synthloom.models.clients import ModelPool
 from synthloom_nodes.rouge_index import Closest, RougeIndex, _lcs_length, rouge_l, tokenize
 from synthloom_nodes.task_pool import Novelty, NoveltyParams, PreloadSpec
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import synthloom
 from synthloom.errors import ConfigError
-from synthloom.registry import node_type_names, resolve_node_type
+from synthloom.graph.registry import node_type_names, resolve_node_type
 
 from tests.fixture_server import FakeOpenAI
 from tests.test_run import chain_graph

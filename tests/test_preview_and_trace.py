@@ -161,7 +161,7 @@ def test_preview_api_and_unknown_node(fake_llm: Callable[..., FakeOpenAI], write
 def test_preview_panels_in_a_terminal_show_data_not_markup(fake_llm: Callable[..., FakeOpenAI],
                                                            write_graph: Callable[..., Path]) -> None:
     from rich.console import Console
-    from synthloom.preview_view import render_rich
+    from synthloom.inspect.preview_view import render_rich
     server = fake_llm(script=[("^Ask about", "[bold]not markup[/bold]"), (".", "ok")])
     records = synthloom.preview(write_graph(loop_graph(server), SEEDS), n=1)
     screen = io.StringIO()

@@ -3,14 +3,11 @@ without the items of records that had not finished. The old names still work for
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
-from synthloom.context import RunContext
-from synthloom.models.pool import ModelPool
-from synthloom.record_pool import POOL_DIR, RecordPool
+from synthloom.graph.context import RunContext
+from synthloom.graph.record_pool import POOL_DIR
+from synthloom.models.clients import ModelPool
 
 
 def test_a_record_pool_is_run_wide_persisted_and_resumed_without_unfinished_records(tmp_path: Path) -> None:
@@ -25,16 +22,3 @@ def test_a_record_pool_is_run_wide_persisted_and_resumed_without_unfinished_reco
 
     resumed = RunContext(ModelPool({}), output_dir=tmp_path, resume_done={"r1"}).record_pool("tasks", max_size=10)
     assert [item["text"] for item in resumed.items] == ["kept"]
-
-
-def test_the_old_names_still_work_with_a_deprecation_warning(tmp_path: Path) -> None:
-    ctx = RunContext(ModelPool({}), output_dir=tmp_path)
-    with pytest.warns(DeprecationWarning, match=r"ctx.pool\(\) is now ctx.record_pool\(\)"):
-        assert ctx.pool("tasks") is ctx.record_pool("tasks")
-    done = subprocess.run([sys.executable, "-W", "always::DeprecationWarning", "-c",
-                           "import synthloom.pool as old, synthloom.record_pool as new; "
-                           "assert old.RecordPool is new.RecordPool and old.POOL_DIR == new.POOL_DIR"],
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert "synthloom.pool is now synthloom.record_pool" in done.stderr
-    assert RecordPool.__module__ == "synthloom.record_pool"

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import synthloom
 from synthloom import Drop, node
-from synthloom.metrics import (
+from synthloom.inspect.metrics import (
     Reservoir,
     StreamHistogram,
     distinct_n,

@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from synthloom.errors import ConfigError, RecordError
-from synthloom.expressions import Condition
-from synthloom.templates import Template
+from synthloom.sandbox.expressions import Condition
+from synthloom.sandbox.templates import Template
 
 from tests.test_graph_trust import assert_refused, cli
 
@@ -243,8 +243,8 @@ def _has_ceiling(constraints: list[Any]) -> bool:
 
 
 def test_every_numeric_parameter_of_every_node_type_and_the_graph_has_a_ceiling() -> None:
-    from synthloom.config import GraphConfig
-    from synthloom.registry import node_type_names, resolve_node_type
+    from synthloom.config.schema import GraphConfig
+    from synthloom.graph.registry import node_type_names, resolve_node_type
 
     models: dict[str, type[BaseModel]] = {"graph": GraphConfig}
     models.update({f"nodes.<{name}>": resolve_node_type(name).Params for name in node_type_names()})
@@ -258,7 +258,7 @@ def test_every_numeric_parameter_of_every_node_type_and_the_graph_has_a_ceiling(
                 unbounded.append(where)
     assert "nodes.<llm>.n" in found and "graph.run.max_in_flight" in found and "nodes.<dedup>.num_perm" in found
     assert "nodes.<sampler>.slots[].choices[]" in found
-    assert unbounded == [], f"numeric parameters without a ceiling (add one in synthloom.ceilings): {unbounded}"
+    assert unbounded == [], f"numeric parameters without a ceiling (add one in synthloom.config.ceilings): {unbounded}"
 
 
 @pytest.mark.parametrize("node,words", [

@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import synthloom
-from synthloom.config import SeedConfig
-from synthloom.seeds import BadSeed, read_seeds, row_id
+from synthloom.config.schema import SeedConfig
+from synthloom.graph.seeds import BadSeed, read_seeds, row_id
 
 from tests.fixture_server import FakeOpenAI
 from tests.test_run import chain_graph

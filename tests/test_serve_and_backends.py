@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import synthloom
-from synthloom.config import ModelConfig
+from synthloom.config.schema import ModelConfig
 from synthloom.errors import ConfigError
 
 
@@ -29,7 +29,7 @@ def test_profile_fills_model_keys_and_graph_keys_win(write_graph: Callable[..., 
 
 
 def test_vllm_backend_without_vllm_or_gpu_is_one_clear_line() -> None:
-    from synthloom.models.pool import build_client
+    from synthloom.models.clients import build_client
     try:
         import vllm  # noqa: F401
         pytest.skip("vLLM is installed here; the GPU path is checked on a GPU machine")

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import synthloom
-from synthloom.diagram import render_svg
+from synthloom.inspect.diagram import render_svg
 
 SVG = "{http://www.w3.org/2000/svg}"
 VOID = {"meta", "br", "hr", "img", "input", "link", "col", "area", "base", "source", "wbr"}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import synthloom
-from synthloom.loader import load_config
+from synthloom.config.loader import load_config
 
 from tests.conftest import model_spec
 from tests.fixture_server import FakeOpenAI

@@ -1,4 +1,4 @@
-"""Request parameters mean one thing on every backend (`synthloom.models.sampling`): either spelling of the
+"""Request parameters mean one thing on every backend (`synthloom.config.sampling`): either spelling of the
 repetition penalty reaches each server under the name it reads, a name nobody knows is refused when the
 graph is checked (with file:line), and the in-process engine's settings never go into a request."""
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 import synthloom
+from synthloom.config.sampling import for_backend
 from synthloom.errors import ConfigError
-from synthloom.models.sampling import for_backend
 
 from tests.conftest import model_spec
 from tests.fixture_server import FakeOpenAI

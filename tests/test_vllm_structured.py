@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import synthloom
-from synthloom.generate import CUT_BUDGET_FACTOR
+from synthloom.engine.generate import CUT_BUDGET_FACTOR
 
 from tests.conftest import model_spec
 from tests.fixture_server import FakeOpenAI
@@ -77,7 +77,7 @@ async def test_a_cut_off_json_reply_is_asked_again_with_a_larger_budget(
     assert result.manifest["counts"]["written"] == 3 and server.requests == 6
     assert sorted(body["max_tokens"] for body in server.bodies) == [40] * 3 + [40 * CUT_BUDGET_FACTOR] * 3
     assert all(len(body["messages"]) == 1 for body in server.bodies)  # not shown as a mistake: nothing was wrong
-    said = warnings_of(caplog, "synthloom.generate")
+    said = warnings_of(caplog, "synthloom.engine.generate")
     assert len(said) == 1 and "node 'answer'" in said[0] and "finish_reason 'length', max_tokens 40" in said[0]
     assert f"max_tokens {40 * CUT_BUDGET_FACTOR}" in said[0]
 

@@ -36,7 +36,7 @@ def vllm_env() -> dict[str, str]:
 
 def smollm2_checkpoint() -> Path:
     """The embedded model's GGUF as a Hugging Face checkpoint folder, made once (a minute or two)."""
-    from synthloom.models.local import default_gguf_path
+    from synthloom.models.llama.client import default_gguf_path
 
     gguf = default_gguf_path()
     out = CHECKPOINTS / f"{gguf.stem}-{gguf.stat().st_size}"

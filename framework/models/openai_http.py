@@ -21,15 +21,15 @@ from typing import Any
 
 import aiohttp
 
-from ..config import ModelConfig
+from ..config.sampling import for_backend
+from ..config.schema import ModelConfig
 from ..errors import ConfigError, ModelCallError, one_line
 from ..fast_json import dumps, loads
-from ..redact import redact_text, redact_url
+from ..sandbox.redact import redact_text, redact_url
 from .base import Completion, LLMRequest
 from .batcher import MicroBatcher
 from .limits import AdaptiveLimiter, TokenBucket
 from .replicas import ReplicaSet
-from .sampling import for_backend
 from .structured_modes import FIELD, StructuredLadder, apply_mode, fields_named, mode_of
 
 RETRYABLE_STATUS = {408, 409, 425, 429}

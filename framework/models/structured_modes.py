@@ -4,7 +4,7 @@ which way a server takes.
 Servers differ: OpenAI, vLLM and SGLang take `response_format: json_schema`; llama.cpp's servers take
 `json_object` with a `schema`; vLLM 0.10 and newer also take `structured_outputs: {json: schema}`, older
 vLLM a top-level `guided_json`; others take none, and then the schema goes into the prompt and the reply
-is parsed and asked again (see `synthloom.generate`). `auto` starts at the top of that ladder and steps
+is parsed and asked again (see `synthloom.engine.generate`). `auto` starts at the top of that ladder and steps
 down, once per model, when a server refuses the field it was sent; the step is logged once and lands in
 the manifest. A server may also ignore a field without a word (current vLLM ignores `guided_json` and the
 schema of `json_object`): a fixed mode whose constrained reply does not fit the schema says so once,

@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..config import ModelConfig
+from ..config.sampling import ENGINE_KEY, for_backend
+from ..config.schema import ModelConfig
 from ..errors import ConfigError, ModelCallError, one_line
 from .base import Completion, LLMRequest
-from .sampling import ENGINE_KEY, for_backend
 
 PROGRESS_EVERY_S = 30.0
 _request_ids = itertools.count()

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import ToolConfig
+from ..config.schema import ToolConfig
 from ..errors import ConfigError, one_line
 from .definitions import Tool
 

@@ -8,7 +8,7 @@ import copy
 import json
 from typing import Any
 
-from ..structured import OutputSchema
+from ..graph.output_schema import OutputSchema
 
 ARGUMENT_CHARS = 200
 ANSWER_CHARS = 2000

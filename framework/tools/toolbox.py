@@ -15,9 +15,9 @@ from typing import Any
 
 import jsonschema
 
-from ..config import ToolConfig
+from ..config.schema import ToolConfig
 from ..errors import ConfigError, one_line
-from ..registry import TRUSTED_PACKAGES, CodePolicy, CodeUse, import_object
+from ..graph.registry import TRUSTED_PACKAGES, CodePolicy, CodeUse, import_object
 from .definitions import Tool, python_tool
 from .mcp_servers import McpServer, ToolFailed
 

@@ -9,7 +9,7 @@ with `Drop("duplicate", {"duplicate_of": id, "similarity": x})`, so the manifest
 - exact.py, minhash.py, embedding.py: one index kind each (what a signature is, how it matches).
 - disk.py: where `exact` and `minhash` keep their entries: SQLite, so memory stays flat at millions of
   kept texts; an `index:` folder holds a copy of that file, checked to hold only an index's tables.
-- the signatures a run kept are journaled beside its output (`synthloom.kept_log`) for `--resume`.
+- the signatures a run kept are journaled beside its output (`synthloom.engine.kept_log`) for `--resume`.
 - storage.py: `embedding`'s `index:` file (plain arrays, never pickles), written atomically; also the
   earlier format of the other two, still read.
 """

@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
-from synthloom import ceilings
-from synthloom.context import RunContext
+from synthloom.config import ceilings
+from synthloom.engine.kept_log import KeptLog, kept_log
 from synthloom.errors import ConfigError
-from synthloom.graph import building_folder
-from synthloom.graph_files import allowed_write_folder
-from synthloom.kept_log import KeptLog, kept_log
-from synthloom.node import Drop, Node, NodeParams
-from synthloom.registry import current_policy
+from synthloom.graph.context import RunContext
+from synthloom.graph.node import Drop, Node, NodeParams
+from synthloom.graph.registry import current_policy
+from synthloom.graph.runnable import building_folder
+from synthloom.sandbox.files import allowed_write_folder
 
 from .base import Index, Origin
 from .embedding import EMBED_MISSING, EmbeddingIndex, sentence_encoder

@@ -1,0 +1,1 @@
+"""One process's streaming run: the Runner, the walk of one record through the graph, traces, progress, seeds."""

@@ -1,0 +1,1 @@
+"""Looking at a graph or a finished run: preview, trace views, report, dataset card, diagrams, pages, the Hub."""

@@ -1,0 +1,127 @@
+"""The models of one run, by name: builds each client once, consults the response cache, and counts
+usage per model (the per-node count is passed in by the caller)."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from ..config.schema import ModelConfig
+from ..errors import ConfigError, ModelCallError
+from .base import Completion, LLMRequest, ModelClient
+from .cache import ResponseCache, cache_key
+from .permits import PermitProvider, with_permit
+from .stats import UsageStats
+
+DEFAULT_MODEL = "default"
+EMBEDDED = ModelConfig(backend="local")
+
+
+def build_client(name: str, config: ModelConfig, retry_base_delay: float) -> ModelClient:
+    if config.backend == "openai":
+        from .openai_http import OpenAIClient
+        return OpenAIClient(name, config, retry_base_delay=retry_base_delay)
+    if config.backend == "local":
+        from .llama.client import LocalClient
+        return LocalClient(name, config)
+    if config.backend == "vllm":
+        from .vllm_engine import VLLMClient
+        return VLLMClient(name, config)
+    raise ConfigError(f"unknown backend '{config.backend}'", key=f"models.{name}.backend")
+
+
+class ModelPool:
+    def __init__(self, configs: dict[str, ModelConfig], cache: ResponseCache | None = None,
+                 retry_base_delay: float = 0.5, permits: PermitProvider | None = None):
+        self.configs = dict(configs)
+        self.configs.setdefault(DEFAULT_MODEL, EMBEDDED)
+        self.cache = cache
+        self.retry_base_delay = retry_base_delay
+        self.permits = permits  # budgets shared with other processes (run --ray); None: this process's own
+        self._clients: dict[str, ModelClient] = {}
+        self.usage: dict[str, UsageStats] = {}
+
+    def client(self, name: str) -> ModelClient:
+        if name not in self._clients:
+            if name not in self.configs:
+                raise ConfigError(f"unknown model '{name}'; define it under models:")
+            self._clients[name] = build_client(name, self.configs[name], self.retry_base_delay)
+            self.usage[name] = UsageStats()
+        return self._clients[name]
+
+    async def prepare(self, names: Iterable[str]) -> None:
+        """Build the clients a run calls before its first record, so a missing key or file refuses the run;
+        a server model given no name is named here by asking the server (before any cache key uses it)."""
+        for name in names:
+            client = self.client(name)
+            if self.configs[name].backend == "openai" and self.configs[name].model is None:
+                from .openai_http import OpenAIClient
+                assert isinstance(client, OpenAIClient)
+                await client.name_the_model()
+
+    def identity(self, name: str) -> dict[str, Any]:
+        config = self.configs[name]
+        model = config.model or (config.path or "embedded-smollm2-135m")
+        return {"backend": config.backend, "model": model, "params": config.params,
+                "endpoint": config.endpoint}
+
+    async def complete(self, name: str, request: LLMRequest, node_usage: UsageStats | None = None) -> Completion:
+        client = self.client(name)
+        config = self.configs[name]
+        key = cache_key(self.identity(name), request) if self.cache else None
+        completion = self.cache.get(key) if self.cache and key else None
+        if completion is None:
+            try:
+                completion = await (client.complete(request) if self.permits is None else
+                                    with_permit(self.permits, name, config.params, request, client.complete))
+            except ModelCallError as error:
+                self.usage[name].errors += 1
+                self.usage[name].retries += max(0, error.attempts - 1)
+                if node_usage is not None:
+                    node_usage.errors += 1
+                    node_usage.retries += max(0, error.attempts - 1)
+                raise
+            if self.cache and key:
+                self.cache.put(key, completion)
+        for usage in (self.usage[name], node_usage):
+            if usage is not None:
+                usage.record(prompt_tokens=completion.prompt_tokens,
+                             completion_tokens=completion.completion_tokens, latency=completion.latency,
+                             attempts=completion.attempts, cached=completion.cached, price=config.price)
+        return completion
+
+    def adaptations(self, name: str) -> dict[str, Any]:
+        """What a model's server turned out not to take, and what the run does instead, for the manifest:
+        `structured` (the mode in use and the modes given up) and `batching` (single prompts, and why)."""
+        client = self._clients.get(name)
+        found: dict[str, Any] = {}
+        ladder = getattr(client, "structured", None)  # openai backend only: the others constrain in-process
+        status = ladder.status() if ladder is not None else None
+        if status is not None:
+            found["structured"] = status
+        batching = getattr(client, "batching", None)
+        if batching:
+            found["batching"] = batching
+        return found
+
+    def concurrency(self) -> dict[str, dict[str, Any]]:
+        """Current and peak concurrency per model, for the progress bar and the manifest."""
+        status: dict[str, dict[str, Any]] = {}
+        for name, client in self._clients.items():
+            limiter = getattr(client, "limiter", None)
+            if limiter is not None:
+                status[name] = {"limit": limiter.limit, "ceiling": limiter.ceiling, "peak": limiter.peak,
+                                "cuts": limiter.cuts}
+            decoded = client.decoded_batches() if hasattr(client, "decoded_batches") else None  # embedded: per step
+            if decoded is not None:
+                status[name] = decoded
+            replicas = getattr(client, "replicas", None)
+            if replicas is not None and len(replicas.replicas) > 1:
+                status.setdefault(name, {})["replicas"] = replicas.status()
+        return status
+
+    async def close(self) -> None:
+        """Close every client and the response cache (writing what it still holds)."""
+        for client in self._clients.values():
+            await client.close()
+        if self.cache:
+            self.cache.close()

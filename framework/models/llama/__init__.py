@@ -1,0 +1,2 @@
+"""The embedded llama.cpp model: engine, sampling, sequences, the client, CPU threads, and the HTTP server
+(`synthloom serve`)."""

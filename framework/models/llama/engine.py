@@ -1,0 +1,309 @@
+"""One loaded GGUF, one dedicated thread, continuous batching of concurrent requests.
+
+Why a thread of its own: llama.cpp (OpenMP) builds a team of worker threads per calling thread, so calls
+hopping across `asyncio.to_thread` workers paid for a new team again and again, and queued sync nodes behind
+LLM calls. Why batching: on a CPU one decode step of 8 sequences costs little more than a step of one, as
+the weights are read once per step; a lock that serialised requests left that on the table.
+
+The thread admits waiting requests as llama.cpp sequences (one KV-cache stream each, `n_seq_max` streams),
+decodes each new prompt in a step of its own, then decodes one token of every running sequence per step
+(`llama_decode` with one seq_id per token), picks every sequence's next token from one view of the step's
+logits with its own parameters, seed and grammar (`llama_sampling`), and retires a sequence the moment it
+stops, freeing its stream for the next request. Its llama.cpp thread count is `cpu_threads`' to decide.
+
+Prompts are decoded alone rather than packed together: in this llama.cpp, several multi-token sequences in
+one batch compute slightly different logits from the same prompt decoded alone, and greedy output must
+equal `create_chat_completion`'s. Sequences with a grammar (JSON schema) are batched like the others: the
+grammar is a sampler in their chain, applied to their own row of logits.
+"""
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ...errors import ConfigError, ModelCallError
+from ..base import Completion, LLMRequest
+from .sampling import next_tokens
+from .sequence import PromptBuilder, Sequence, SequenceSettings
+from .threads import default_threads
+
+N_BATCH = 512  # prompt tokens per decode step (llama-cpp-python's default)
+
+
+@dataclass
+class Job:
+    """A request waiting for, or being decoded by, the engine; the answer goes back to `future`."""
+
+    request: LLMRequest
+    params: dict[str, Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Completion]
+    started: float = field(default_factory=time.monotonic)
+    cancelled: bool = False  # set by the caller's task on cancellation; read by the engine thread
+
+    def resolve(self, outcome: Completion | BaseException) -> None:
+        def deliver() -> None:
+            if self.future.done():
+                return
+            if isinstance(outcome, BaseException):
+                self.future.set_exception(outcome)
+            else:
+                self.future.set_result(outcome)
+
+        try:
+            self.loop.call_soon_threadsafe(deliver)
+        except RuntimeError:  # the caller's loop is closed: nobody is waiting any more
+            pass
+
+
+@dataclass
+class BatchStats:
+    """Sequences decoded together per generation step: what the manifest reports as concurrency."""
+
+    steps: int = 0
+    tokens: int = 0
+    peak: int = 0
+    prompts: int = 0
+
+    def record(self, width: int) -> None:
+        self.steps += 1
+        self.tokens += width
+        self.peak = max(self.peak, width)
+
+    def summary(self, slots: int, threads: int | None) -> dict[str, Any]:
+        return {"slots": slots, "peak": self.peak, "mean": round(self.tokens / self.steps, 2) if self.steps else 0.0,
+                "steps": self.steps, "prompts": self.prompts, "threads": threads}
+
+
+class LlamaEngine:
+    """Owns the llama.cpp model and context; everything touching them runs on its one thread."""
+
+    def __init__(self, path: Path, n_ctx: int, slots: int, threads: int | None = None):
+        self.path, self.n_ctx, self.slots = path, n_ctx, slots
+        self.threads = threads  # None: measured by `default_threads()` when the model loads
+        self.stats = BatchStats()
+        self._waiting: deque[Job] = deque()
+        self._running: dict[int, tuple[Job, Sequence]] = {}
+        self._error: Exception | None = None  # why the engine stopped, told to later callers
+        self._wake = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._main, name=f"llama:{path.name}", daemon=True)
+        self._thread.start()
+
+    # -- the caller's side (event loop thread) ---------------------------------------------------------
+
+    def submit(self, job: Job) -> None:
+        with self._wake:
+            if self._error is not None:
+                raise self._error
+            if self._closing:
+                raise ModelCallError("the embedded model is closed", retryable=False)
+            self._waiting.append(job)
+            self._wake.notify()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop the thread (requests still running fail) and free the model; blocks until it has stopped."""
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # -- the engine thread --------------------------------------------------------------------------------
+
+    def _main(self) -> None:
+        try:
+            self._load()
+            self._loop()
+        except ConfigError as error:  # no llama-cpp-python, no model file: the user's to fix
+            self._fail_all(error)
+        except Exception as error:  # a llama.cpp failure must not leave callers waiting forever
+            self._fail_all(ModelCallError(f"embedded model failed: {error}", retryable=False))
+        finally:
+            self._free()
+
+    def _load(self) -> None:
+        try:
+            import llama_cpp
+            from llama_cpp._internals import LlamaContext, LlamaModel
+            from llama_cpp._logger import set_verbose
+            from llama_cpp._utils import suppress_stdout_stderr
+        except ImportError:
+            raise ConfigError("the embedded model needs llama-cpp-python: pip install -e '.[local]'") from None
+        if not self.path.exists():
+            raise ConfigError(f"model file {self.path} does not exist")
+        self._llama_cpp = llama_cpp
+        if self.threads is None:
+            self.threads = default_threads()
+        set_verbose(False)  # llama.cpp's load-time chatter; errors still show
+        llama_cpp.llama_backend_init()
+        self.model = LlamaModel(path_model=str(self.path), params=llama_cpp.llama_model_default_params(),
+                                verbose=False)
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = self.n_ctx * self.slots  # one stream of n_ctx cells per sequence
+        params.n_seq_max = self.slots
+        params.kv_unified = False
+        params.n_batch = params.n_ubatch = min(N_BATCH, self.n_ctx)
+        params.n_threads = params.n_threads_batch = self.threads
+        with suppress_stdout_stderr(disable=False):  # "n_ctx_per_seq < n_ctx_train": a warning for every run
+            self.context = LlamaContext(model=self.model, params=params, verbose=False)
+        self.batch = llama_cpp.llama_batch_init(max(params.n_batch, self.slots), 0, 1)
+        self.builder = PromptBuilder(self.model)
+        self.n_vocab = self.model.n_vocab()
+        self._piece = ctypes.create_string_buffer(64)
+
+    def _free(self) -> None:
+        for name in ("context", "model"):
+            resource = getattr(self, name, None)
+            if resource is not None:
+                resource.close()
+        if getattr(self, "batch", None) is not None:
+            self._llama_cpp.llama_batch_free(self.batch)
+            self.batch = None
+
+    def _loop(self) -> None:
+        running = self._running
+        free_ids = list(range(self.slots - 1, -1, -1))
+        while True:
+            with self._wake:
+                while not self._waiting and not running and not self._closing:
+                    self._wake.wait()
+                if self._closing:
+                    waiting, self._waiting = list(self._waiting), deque()
+                    break
+                admitted = []
+                while self._waiting and free_ids:
+                    admitted.append((free_ids.pop(), self._waiting.popleft()))
+            for seq_id, job in admitted:
+                started = self._start(seq_id, job)
+                if started is None:
+                    free_ids.append(seq_id)
+                else:
+                    running[seq_id] = (job, started)
+            for seq_id in [seq_id for seq_id, (job, _) in running.items() if job.cancelled]:
+                self._release(seq_id, running, free_ids)
+            try:
+                finished = self._step(running)
+            except RuntimeError as error:  # the step failed for all of them; the next requests may fare better
+                for seq_id in list(running):
+                    running[seq_id][0].resolve(ModelCallError(f"embedded model failed: {error}", retryable=False))
+                    self._release(seq_id, running, free_ids)
+                continue
+            for seq_id in finished:
+                job, sequence = running[seq_id]
+                job.resolve(self._completion(job, sequence))
+                self._release(seq_id, running, free_ids)
+        closed = ModelCallError("the embedded model was closed before the call finished", retryable=False)
+        for job in waiting + [job for job, _ in running.values()]:
+            job.resolve(closed)
+
+    def _start(self, seq_id: int, job: Job) -> Sequence | None:
+        """Decode a new request's prompt on stream `seq_id` and sample its first token; None if it is
+        already over (cancelled, refused, or finished at the first token)."""
+        if job.cancelled:
+            return None
+        try:
+            settings = SequenceSettings.from_request(job.request, job.params, self.builder, self.n_ctx)
+            sequence = Sequence.start(settings, self.model)
+        except Exception as error:
+            job.resolve(error if isinstance(error, ModelCallError)
+                        else ModelCallError(f"embedded model refused the request: {error}", retryable=False))
+            return None
+        tokens = settings.prompt_tokens
+        size = self.context.params.n_batch
+        try:
+            for begin in range(0, len(tokens), size):
+                chunk = tokens[begin:begin + size]
+                for row, token in enumerate(chunk):
+                    self._put(row, token, begin + row, seq_id, begin + row == len(tokens) - 1)
+                self._decode(len(chunk), seq_id)
+        except RuntimeError as error:
+            job.resolve(ModelCallError(f"embedded model failed: {error}", retryable=False))
+            self._forget(seq_id, sequence)
+            return None
+        self.stats.prompts += 1
+        sequence.position = len(tokens)
+        if self._advance(sequence, self._next_tokens(1, [sequence])[0]):
+            job.resolve(self._completion(job, sequence))
+            self._forget(seq_id, sequence)
+            return None
+        return sequence
+
+    def _step(self, running: dict[int, tuple[Job, Sequence]]) -> list[int]:
+        """One token of every running sequence in one decode; returns the ids of those now finished."""
+        order = list(running)
+        if not order:
+            return []
+        for row, seq_id in enumerate(order):
+            sequence = running[seq_id][1]
+            self._put(row, sequence.tokens[-1], sequence.position, seq_id, True)
+            sequence.position += 1
+        self._decode(len(order), None)
+        self.stats.record(len(order))
+        sequences = [running[seq_id][1] for seq_id in order]
+        tokens = self._next_tokens(len(order), sequences)
+        return [seq_id for seq_id, sequence, token in zip(order, sequences, tokens, strict=True)
+                if self._advance(sequence, token)]
+
+    def _next_tokens(self, rows: int, sequences: list[Sequence]) -> list[int]:
+        """The token each sequence samples from the last decode's output rows (the i-th sequence, the i-th row)."""
+        return next_tokens(self._llama_cpp, self.context.ctx, rows, self.n_vocab, list(enumerate(sequences)))
+
+    def _advance(self, sequence: Sequence, token: int) -> bool:
+        """Give the sequence its sampled token; True when it is done."""
+        llama_cpp = self._llama_cpp
+        vocab = self.model.vocab
+        if llama_cpp.llama_token_is_eog(vocab, token):
+            return sequence.accept(token, b"", True)
+        length = llama_cpp.llama_token_to_piece(vocab, token, self._piece, len(self._piece), 0, False)
+        done = sequence.accept(token, self._piece.raw[:length], False)
+        if not done and sequence.position >= self.n_ctx:  # only past max_tokens, inside a character
+            sequence.finish_reason, sequence.result = "length", sequence.text
+            return True
+        return done
+
+    def _put(self, row: int, token: int, position: int, seq_id: int, logits: bool) -> None:
+        batch = self.batch
+        batch.token[row] = token
+        batch.pos[row] = position
+        batch.n_seq_id[row] = 1
+        batch.seq_id[row][0] = seq_id
+        batch.logits[row] = logits
+
+    def _decode(self, rows: int, seq_id: int | None) -> None:
+        self.batch.n_tokens = rows
+        status = self._llama_cpp.llama_decode(self.context.ctx, self.batch)
+        if status != 0:
+            where = f"sequence {seq_id}" if seq_id is not None else f"a step of {rows} sequences"
+            raise RuntimeError(f"llama_decode returned {status} for {where}")
+
+    def _completion(self, job: Job, sequence: Sequence) -> Completion:
+        return Completion(text=sequence.reply(), prompt_tokens=len(sequence.settings.prompt_tokens),
+                          completion_tokens=len(sequence.tokens), finish_reason=sequence.finish_reason,
+                          latency=time.monotonic() - job.started)
+
+    def _release(self, seq_id: int, running: dict[int, tuple[Job, Sequence]], free_ids: list[int]) -> None:
+        _, sequence = running.pop(seq_id)
+        self._forget(seq_id, sequence)
+        free_ids.append(seq_id)
+
+    def _forget(self, seq_id: int, sequence: Sequence) -> None:
+        self._llama_cpp.llama_memory_seq_rm(self.context.memory, seq_id, -1, -1)
+        sequence.close()
+
+    def _fail_all(self, error: Exception) -> None:
+        with self._wake:
+            self._error = error
+            waiting, self._waiting = list(self._waiting), deque()
+        for job in waiting + [job for job, _ in self._running.values()]:
+            job.resolve(error)
+        self._running.clear()
