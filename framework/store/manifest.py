@@ -58,6 +58,7 @@ def build_manifest(runner: Runner) -> dict[str, Any]:
         "nodes": _accumulate(previous.get("nodes") or {}, nodes),
         "models": _accumulate(previous.get("models") or {}, models),
         "concurrency": runner.models.concurrency(),
+        **({"batches": batches} if (batches := runner.models.batches()) else {}),
         "cache": ({"path": str(cache.path), "hits": cache.hits, "misses": cache.misses} if cache else None),
         **card_facts(runner.graph),
     }
