@@ -39,7 +39,7 @@ async def apreview(graph: Graph | str | Path, n: int = 3, node: str | None = Non
         raise ConfigError(f"--node '{node}' is not a node of {graph.name} (nodes: {', '.join(graph.nodes)})")
     models = ModelPool(graph.config.models, ResponseCache() if use_cache else None)
     ctx = RunContext(models=models, base_dir=graph.base_dir, graph_name=graph.name,
-                     read_folders=graph.code.read_folders)
+                     read_folders=graph.code.read_folders, tools=graph.tools)
     previewer = _Previewer(graph, ctx, node)
     try:
         await models.prepare(graph.models_used())
@@ -56,6 +56,7 @@ async def apreview(graph: Graph | str | Path, n: int = 3, node: str | None = Non
     finally:
         ctx.close_pools()
         await models.close()
+        await ctx.tools.close()
 
 
 class _Previewer:
