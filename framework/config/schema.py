@@ -193,7 +193,7 @@ class MessageTemplate(_Strict):
 MESSAGE_PARTS = ("messages", "prompt", "chosen", "rejected")
 """An output's message parts: each is templates (`prompt:`) or a state key (`prompt_from:`)."""
 OUTPUT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,99}")
-RUN_FILE_NAMES = frozenset({"journal", "failed", "dropped", "manifest", "traces", "report", "readme"})
+RUN_FILE_NAMES = frozenset({"journal", "failed", "dropped", "manifest", "traces", "report", "readme", "reviews"})
 """Files a run writes besides its outputs: an output of the same name would overwrite or corrupt them."""
 
 

@@ -24,14 +24,14 @@ from ..models.clients import ModelPool
 
 
 def preview(graph: Graph | str | Path, n: int = 3, node: str | None = None,
-            use_cache: bool = True) -> list[dict[str, Any]]:
-    """Run `n` seed records and return, per record, its steps and what each output would write.
-    With `node`, only that node's steps (and a subgraph node's inner steps) are kept."""
-    return asyncio.run(apreview(graph, n, node, use_cache))
+            use_cache: bool = True, rows: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Run `n` seed records (or the seed `rows` given) and return, per record, its steps and what each
+    output would write. With `node`, only that node's steps (and a subgraph node's inner steps) are kept."""
+    return asyncio.run(apreview(graph, n, node, use_cache, rows))
 
 
 async def apreview(graph: Graph | str | Path, n: int = 3, node: str | None = None,
-                   use_cache: bool = True) -> list[dict[str, Any]]:
+                   use_cache: bool = True, rows: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """`preview` inside a running event loop (a notebook cell can `await` it)."""
     if not isinstance(graph, Graph):
         graph = load(graph)
@@ -46,7 +46,7 @@ async def apreview(graph: Graph | str | Path, n: int = 3, node: str | None = Non
         for each in graph.nodes.values():
             await each.setup(ctx)
         records: list[dict[str, Any]] = []
-        for item in read_seeds(graph.config.seed, graph.base_dir, n):
+        for item in rows if rows is not None else read_seeds(graph.config.seed, graph.base_dir, n):
             if isinstance(item, BadSeed):
                 records.append({"id": None, "outcome": "failed", "node": "seed",
                                 "error": f"{item.where}: {item.message}", "steps": [], "outputs": {}})
