@@ -336,6 +336,13 @@ def _check_models(graph: Graph, smap: SourceMap) -> None:
                 raise ConfigError(f"unknown model '{model}'{did_you_mean(model, known)} (models: "
                                   f"{', '.join(sorted(known))})",
                                   where=smap.where(("nodes", name, "model")), key=f"nodes.{name}.model")
+    for name in sorted(graph.models_used()):
+        config = graph.config.models.get(name)
+        if config is not None and config.backend == "local" and config.path and not Path(config.path).is_file():
+            # found here, before a run starts, rather than as every record's failure once the engine loads
+            raise ConfigError(f"model file {config.path} does not exist; give a GGUF file, or leave path out "
+                              f"for the embedded default", where=smap.where(("models", name, "path")),
+                              key=f"models.{name}.path")
     _check_params(graph, smap)
 
 
