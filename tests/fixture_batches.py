@@ -26,7 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fixture_server import MALFORMED, FakeOpenAI, last_user_text
+from tests.fixture_server import MALFORMED, FakeOpenAI, last_user_text, serve_until_interrupted
 
 
 class FakeBatches:
@@ -131,19 +131,13 @@ class FakeBatches:
                                   "has_more": len(ordered) > limit})
 
     async def _retrieve(self, request: web.Request) -> web.Response:
-        batch = self.batches.get(request.match_info["batch_id"])
-        if batch is None:
-            return web.json_response({"error": {"message": "no such batch"}}, status=404)
-        with self._lock:
-            if self.outage > 0:
-                self.outage -= 1
-                return web.json_response({"error": {"message": "injected outage"}}, status=503)
-            if batch["status"] == "in_progress" and not self._held and \
-                    time.monotonic() - batch["_created"] >= self.complete_after:
-                self._finish(batch)
-        return web.json_response(_public(batch))
+        return self._with_batch(request, self._settle_if_due)
 
     async def _cancel(self, request: web.Request) -> web.Response:
+        return self._with_batch(request, self._cancel_if_running)
+
+    def _with_batch(self, request: web.Request, change: Any) -> web.Response:
+        """The batch the URL names after `change` (under the lock), or the 404 / injected 503 a provider gives."""
         batch = self.batches.get(request.match_info["batch_id"])
         if batch is None:
             return web.json_response({"error": {"message": "no such batch"}}, status=404)
@@ -151,10 +145,18 @@ class FakeBatches:
             if self.outage > 0:
                 self.outage -= 1
                 return web.json_response({"error": {"message": "injected outage"}}, status=503)
-            if batch["status"] == "in_progress":
-                batch["status"] = "cancelled"
-                self.cancelled.append(batch["id"])
+            change(batch)
         return web.json_response(_public(batch))
+
+    def _settle_if_due(self, batch: dict[str, Any]) -> None:
+        if batch["status"] == "in_progress" and not self._held and \
+                time.monotonic() - batch["_created"] >= self.complete_after:
+            self._finish(batch)
+
+    def _cancel_if_running(self, batch: dict[str, Any]) -> None:
+        if batch["status"] == "in_progress":
+            batch["status"] = "cancelled"
+            self.cancelled.append(batch["id"])
 
     # -- answering -----------------------------------------------------------------------------------
 
@@ -231,13 +233,7 @@ def main() -> None:
     """The fixture server with batches, alone in a process (for trying the CLI by hand)."""
     server = FakeOpenAI(model="*")
     FakeBatches(server, complete_after=1.0)
-    server.start()
-    print(server.url, flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        server.stop()
+    serve_until_interrupted(server)
 
 
 if __name__ == "__main__":

@@ -407,6 +407,11 @@ def main() -> None:
     args = parser.parse_args()
     server = FakeOpenAI(latency=args.latency, port=args.port, model="*", capacity=args.capacity)
     server.keep_bodies = False
+    serve_until_interrupted(server)
+
+
+def serve_until_interrupted(server: FakeOpenAI) -> None:
+    """Start the server, print its URL for whoever started this process, serve until Ctrl-C."""
     server.start()
     print(server.url, flush=True)
     try:
