@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import pytest
 from synthloom_nodes.tagger import INPUT_QUALITY
 
-from tests.server_process import answers, free_port
+from tests.server_process import free_port, served
 
 pytestmark = pytest.mark.embedded
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,27 +37,12 @@ def llama_cpp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1"
     log = tmp_path_factory.mktemp("llama_cpp_server") / "server.log"
-    with log.open("w") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(default_gguf_path()), "--host", "127.0.0.1",
-             "--port", str(port), "--n_ctx", "2048", "--n_threads", "2", "--verbose", "False",
-             "--interrupt_requests", "False"], stdout=sink, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not answers(url, timeout=2):
-            if process.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited with {process.returncode}: {log.read_text()[-2000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"llama_cpp.server did not answer /v1/models in {START_TIMEOUT_S:g}s")
-            time.sleep(0.25)
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(default_gguf_path()), "--host", "127.0.0.1",
+               "--port", str(port), "--n_ctx", "2048", "--n_threads", "2", "--verbose", "False",
+               "--interrupt_requests", "False"]
+    with served("llama_cpp.server", command, url, log, start_timeout_s=START_TIMEOUT_S, poll_s=0.25,
+                stop_timeout_s=10, answer_timeout_s=2):
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def run_workflow(name: str, url: str, out: Path, *overrides: str) -> dict[str, Any]:

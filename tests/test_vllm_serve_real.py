@@ -6,15 +6,13 @@ field) and no record lost to a JSON reply. Marked `vllm`: minutes on a CPU (one 
 from __future__ import annotations
 
 import json
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.server_process import answers, free_port
+from tests.server_process import free_port, served
 from tests.vllm_support import COMPACT_JSON, smollm2_checkpoint, synthloom_here, vllm_env, vllm_python
 
 pytestmark = pytest.mark.vllm
@@ -34,29 +32,13 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1"
     log = tmp_path_factory.mktemp("vllm_server") / "server.log"
-    with log.open("w") as sink:
-        process = subprocess.Popen(
-            [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(checkpoint),
-             "--served-model-name", "default", "--host", "127.0.0.1", "--port", str(port), "--enforce-eager",
-             "--max-model-len", "2048", "--max-num-seqs", "16", "--dtype", "float32",
-             "--structured-outputs-config", COMPACT_JSON],
-            stdout=sink, stderr=subprocess.STDOUT, env=vllm_env())
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not answers(url):
-            if process.poll() is not None:
-                pytest.fail(f"vllm serve exited with {process.returncode}: {log.read_text()[-3000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"vllm serve did not answer /v1/models in {START_TIMEOUT_S:g}s")
-            time.sleep(1)
+    command = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(checkpoint),
+               "--served-model-name", "default", "--host", "127.0.0.1", "--port", str(port), "--enforce-eager",
+               "--max-model-len", "2048", "--max-num-seqs", "16", "--dtype", "float32",
+               "--structured-outputs-config", COMPACT_JSON]
+    with served("vllm serve", command, url, log, start_timeout_s=START_TIMEOUT_S, poll_s=1, stop_timeout_s=60,
+                env=vllm_env()):
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.mark.parametrize("workflow", WORKFLOWS)
