@@ -20,7 +20,6 @@ import copy
 import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,8 +36,9 @@ from ..graph.runnable import Graph, build_graph
 from ..graph.seeds import seed_columns
 from ..inspect.card import write_card
 from ..sandbox.files import read_folders_from_environment, resolved_folders
-from ..store.journal import DROPPED, FAILED, JOURNAL, MANIFEST, OWN_FILES, TRACES, Journal, present
+from ..store.journal import MANIFEST, TRACES, Journal, data_files
 from ..store.manifest import card_facts, read_previous_manifest, write_manifest
+from ..store.refusals import admit, refuse_a_changed_graph
 from ..store.run_lock import RunLock
 from ..store.shard_merge import (
     PLAN,
@@ -276,41 +276,21 @@ def _start_ray(ray: Any, address: str | None) -> int:
 
 
 def _data_files(loaded: Graph) -> list[str]:
-    return [f"{output.name}.jsonl" for output in loaded.config.outputs] + [FAILED, DROPPED, TRACES]
+    return data_files([output.name for output in loaded.config.outputs])
 
 
 def _plan(root: Path, loaded: Graph, shards: int | None, *, resume: bool, overwrite: bool,
           cluster: Callable[[], int]) -> int:
-    """How many shards the run has: the number it started with (kept in DIR/ray.json), or a new run's."""
+    """How many shards the run has: the number it started with (kept in DIR/ray.json), or a new run's.
+    The directory is refused or cleared by the rules a one-process run applies (`refusals`)."""
     plan_path = root / PLAN
-    files = _data_files(loaded)
-    if overwrite:
-        shutil.rmtree(root / SHARDS_DIR, ignore_errors=True)
-        shutil.rmtree(root / POOL_DIR, ignore_errors=True)
-        for name in [PLAN, JOURNAL, *OWN_FILES, *files]:
-            if name != POOL_DIR:
-                (root / name).unlink(missing_ok=True)
-    if (root / JOURNAL).exists():
-        raise ConfigError(f"{root} holds a run made without --ray; finish it without --ray, or choose another "
-                          f"output directory")
-    if plan_path.exists():
-        if not resume:
-            raise ConfigError(f"{root} already holds a run; add --resume to finish it, --overwrite to start "
-                              f"again, or choose another output directory")
-        plan = json.loads(plan_path.read_text(encoding="utf-8"))
-        if plan.get("config_hash") != loaded.loaded.hash:
-            raise ConfigError(f"the graph changed since the run in {root} started (its prompts, nodes, edges, "
-                              f"outputs, models or seed); finish it with the same graph, or use a new output "
-                              f"directory")
-        if shards is not None and shards != plan["shards"]:
-            raise ConfigError(f"{root} was started with --shards {plan['shards']}; resume it with the same "
+    if admit(root, _data_files(loaded), resume=resume, overwrite=overwrite, ray=True):
+        refuse_a_changed_graph(root, loaded.loaded.hash, ray=True)
+        planned = int(json.loads(plan_path.read_text(encoding="utf-8"))["shards"])
+        if shards is not None and shards != planned:
+            raise ConfigError(f"{root} was started with --shards {planned}; resume it with the same "
                               f"number, or leave --shards out")
-        return int(plan["shards"])
-    # the one-process journal's own list (temporary manifest and card, ledger, pools), so both refuse alike
-    strays = [name for name in [*files, *OWN_FILES, SHARDS_DIR] if present(root / name)]
-    if strays:
-        raise ConfigError(f"{root} holds {', '.join(strays)} but no run plan ({PLAN}); move them away, choose "
-                          f"another output directory, or add --overwrite to delete them")
+        return planned
     count = shards if shards is not None else cluster()
     plan_path.write_text(json.dumps({"graph": loaded.name, "config_hash": loaded.loaded.hash, "shards": count}),
                          encoding="utf-8")

@@ -38,9 +38,11 @@ from ..store.journal import (
     WRITTEN,
     Journal,
     JsonlWriter,
+    data_files,
     sync_directory,
 )
 from ..store.manifest import build_manifest, read_previous_manifest, write_manifest
+from ..store.refusals import admit, refuse_a_changed_graph
 from ..store.run_lock import RunLock
 from .trace import TRACES, RecordTrace, record_trace
 from .walk import GraphWalk, NodeFailure
@@ -161,10 +163,11 @@ class Runner:
     async def run(self) -> dict[str, Any]:
         options = self.options
         resuming = options.resume and not options.overwrite and self.journal.holds_a_run()
-        data_files = [f"{name}.jsonl" for name in self.writers] + [FAILED, DROPPED, TRACES]
+        files = data_files(list(self.writers))
         try:
             if resuming:  # nodes restoring their state (pools, dedup) need the settled ids in setup
                 self.lock.acquire()
+                refuse_a_changed_graph(self.output_dir, self.graph.loaded.hash, ray=False)
                 self.journal.load(retry_failed=options.retry_failed)
                 self.ctx.resume_done = self.journal.ledger
             await self._prepare()
@@ -172,8 +175,8 @@ class Runner:
                 self.lock.acquire()
             if options.resume and not options.overwrite:
                 self.previous_manifest = read_previous_manifest(self.output_dir / MANIFEST)
-            kept = self.journal.start(resume=options.resume, overwrite=options.overwrite, data_files=data_files,
-                                      started=self.started)
+            resuming = admit(self.output_dir, files, resume=options.resume, overwrite=options.overwrite, ray=False)
+            kept = self.journal.start(resuming=resuming, data_files=files, started=self.started)
         except BaseException as error:
             self.journal.close()
             self.lock.release()
