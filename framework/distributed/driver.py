@@ -23,12 +23,12 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import reduce
 from pathlib import Path
 from typing import Any
 
 from ..engine.runner import Runner, RunOptions
+from ..engine.stops import DRAIN, STOP_NOW, StopRequests
 from ..errors import ConfigError
 from ..graph.load import load
 from ..graph.record_pool import POOL_DIR
@@ -37,7 +37,7 @@ from ..graph.seeds import seed_columns
 from ..inspect.card import write_card
 from ..sandbox.files import read_folders_from_environment, resolved_folders
 from ..store.journal import MANIFEST, TRACES, Journal, data_files
-from ..store.manifest import card_facts, read_previous_manifest, write_manifest
+from ..store.manifest import manifest_of, read_previous_manifest, write_manifest
 from ..store.refusals import admit, refuse_a_changed_graph
 from ..store.run_lock import RunLock
 from ..store.shard_merge import (
@@ -155,10 +155,6 @@ def _import_ray() -> Any:
     return ray
 
 
-def _utc(stamp: float | None) -> str | None:
-    return datetime.fromtimestamp(stamp, tz=UTC).isoformat(timespec="seconds") if stamp else None
-
-
 # -- the shard's side (runs in a Ray worker) ------------------------------------------------------------
 
 def _shard_figures(runner: Runner) -> dict[str, Any]:
@@ -219,14 +215,6 @@ def replay_shard(source: GraphSource, root: str, index: int, count: int, options
 
 
 # -- the driver ---------------------------------------------------------------------------------------
-
-class StopRequests:
-    """How many times the user asked the run to stop (signals the CLI catches, so that no
-    KeyboardInterrupt lands inside a Ray call): 1 drains every shard, 2 ends them at once."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
 
 def run_on_ray(graph: Graph | str | Path, output_dir: str | Path, shards: int | None = None, *,
                overrides: list[str] | None = None, endpoint: str | None = None, address: str | None = None,
@@ -359,8 +347,8 @@ class _Driver:
 
     def _wait(self, pending: dict[Any, int]) -> None:
         while pending:
-            if self.stops.count and not self.interrupted:
-                self._drain(pending)  # a signal the CLI caught (SIGINT, SIGTERM): drain like Ctrl-C
+            if self.stops.count >= DRAIN and not self.interrupted:
+                self._drain(pending)  # a request the CLI's StopRequests caught (SIGINT, SIGTERM)
                 return
             ready, _ = self.ray.wait(list(pending), num_returns=1, timeout=REPORT_EVERY_S)
             for ref in ready:
@@ -381,11 +369,11 @@ class _Driver:
         """Ctrl-C: every shard stops admitting records and drains; a second Ctrl-C (or the drain period
         running out) ends the tasks at once, which their journals make safe."""
         self.interrupted = True
-        self.stops.count = max(self.stops.count, 1)
+        self.stops.count = max(self.stops.count, DRAIN)
         self._ask(self.board.stop.remote())
         deadline = time.monotonic() + self.loaded.config.run.drain_seconds + 5
         try:
-            while pending and time.monotonic() < deadline and self.stops.count < 2:
+            while pending and time.monotonic() < deadline and self.stops.count < STOP_NOW:
                 ready, _ = self.ray.wait(list(pending), num_returns=1, timeout=REPORT_EVERY_S)
                 for ref in ready:
                     self._settle(pending.pop(ref), ref)
@@ -406,9 +394,7 @@ class _Driver:
         if self.on_progress is None:
             return
         figures = self._ask(self.board.progress_of.remote(), {})
-        totals: dict[str, Any] = {}
-        for shard in figures.values():
-            totals = add_figures(totals, shard)
+        totals = _summed(list(figures.values()))
         self.on_progress({**totals, "shards": self.count, "shards_done": self.finished})
 
     def _write(self, phase: str) -> dict[str, Any]:
@@ -434,30 +420,32 @@ class _Driver:
             message = "; ".join(f"shard {index}: {shard['message']}" for index, shard in enumerate(shards)
                                 if shard.get("message") and shard.get("status") != "completed")
         ended = time.time() if phase != "running" else None
-        elapsed = (ended or time.time()) - self.started
-        part = {"started": _utc(self.started), "ended": _utc(ended), "elapsed_s": round(elapsed, 3),
-                "status": status, "shards": self.count}
-        empty: dict[str, Any] = {}
         outputs = {output.name: self.merged.get(f"{output.name}.jsonl", 0) for output in self.loaded.config.outputs}
-        return {
-            "graph": self.loaded.name,
-            "config_hash": self.loaded.loaded.hash,
-            "status": status,
-            "message": message,
-            "started": self.previous.get("started") or _utc(self.started),
-            "ended": _utc(ended),
-            "elapsed_s": round(float(self.previous.get("elapsed_s") or 0.0) + elapsed, 3),
-            "counts": combine_counts([shard for shard in shards if shard], outputs),
-            "parts": [*self.previous.get("parts", []), part],
-            "ray": {"shards": self.count},
-            "shards": [{"index": index, "dir": f"{SHARDS_DIR}/{index}", "status": statuses[index],
-                        "elapsed_s": shard.get("elapsed_s"), "counts": shard.get("counts")}
-                       for index, shard in enumerate(shards)],
-            "nodes": reduce(add_figures, [shard.get("nodes") or {} for shard in shards], empty),
-            "models": reduce(add_figures, [shard.get("models") or {} for shard in shards], empty),
-            "concurrency": self._ask(self.bank.figures.remote(), {}),
-            **card_facts(self.loaded),
-        }
+        ran = [shard for shard in shards if shard]
+        caches = [shard["cache"] for shard in ran if shard.get("cache")]
+        return manifest_of(
+            self.loaded, status=status, message=message, started=self.started, ended=ended,
+            previous=self.previous, counts=combine_counts(ran, outputs),
+            part_counts=_summed([{key: (shard.get("parts") or [{}])[-1].get(key, 0) for key in PART_COUNTS}
+                                 for shard in ran], dict.fromkeys(PART_COUNTS, 0)),
+            max_in_flight=sum(int(shard.get("max_in_flight") or 0) for shard in ran),
+            nodes=_summed([shard.get("nodes") or {} for shard in shards]),
+            models=_summed([shard.get("models") or {} for shard in shards]),
+            concurrency=self._ask(self.bank.figures.remote(), {}),
+            cache=_summed(caches) if caches else None,  # one cache folder, each shard's hits and misses
+            part_extra={"shards": self.count},
+            ray={"shards": self.count},
+            shards=[{"index": index, "dir": f"{SHARDS_DIR}/{index}", "status": statuses[index],
+                     "elapsed_s": shard.get("elapsed_s"), "counts": shard.get("counts")}
+                    for index, shard in enumerate(shards)])
+
+
+PART_COUNTS = ("seeded", "written", "failed", "dropped")
+"""This part's figures in the manifest's `parts` (each shard's last part is this part's: every shard runs)."""
+
+
+def _summed(figures: list[dict[str, Any]], start: dict[str, Any] | None = None) -> dict[str, Any]:
+    return reduce(add_figures, figures, start or {})
 
 
 def merge_outputs(output_dir: str | Path, names: list[str]) -> dict[str, int]:
