@@ -27,7 +27,7 @@ from functools import reduce
 from pathlib import Path
 from typing import Any
 
-from ..engine.runner import Runner, RunOptions
+from ..engine.runner import OnFinished, Runner, RunOptions, finish
 from ..engine.stops import DRAIN, STOP_NOW, StopRequests
 from ..errors import ConfigError
 from ..graph.load import load
@@ -230,7 +230,8 @@ def run_on_ray(graph: Graph | str | Path, output_dir: str | Path, shards: int | 
     `on_progress` gets the run's summed figures (done, skipped, failed, dropped, tokens, drop_reasons) and
     the shards finished (shards_done of shards) every ~0.3 s.
     `allow_code`, `trust_graph`, `allow_key_hosts`, `allow_read`: as for `synthloom.load`; they travel to every
-    shard."""
+    shard. `on_finished` (in `options`): as `RunOptions.on_finished`, called by the driver alone; by default the
+    dataset card's writer, as the API and CLI pass it to a one-process run."""
     ray = _import_ray()
     source = GraphSource.of(graph, overrides, endpoint, allow_code, trust_graph, allow_key_hosts, allow_read)
     loaded = source.load()  # a bad graph is refused here, once, not in every task
@@ -245,7 +246,8 @@ def run_on_ray(graph: Graph | str | Path, output_dir: str | Path, shards: int | 
         count = _plan(root, loaded, shards, resume=bool(options.get("resume")),
                       overwrite=bool(options.pop("overwrite", False)), cluster=lambda: _start_ray(ray, address))
         _start_ray(ray, address)
-        return _Driver(ray, source, loaded, root, count, num_cpus_per_shard, on_progress, options,
+        on_finished = options.pop("on_finished", write_card)  # the driver's, once: shards write no card
+        return _Driver(ray, source, loaded, root, count, num_cpus_per_shard, on_progress, on_finished, options,
                        stops or StopRequests()).run()
     finally:
         lock.release()
@@ -296,10 +298,11 @@ def _budgets(loaded: Graph) -> dict[str, dict[str, float | None]]:
 class _Driver:
     def __init__(self, ray: Any, source: GraphSource, loaded: Graph, root: Path, count: int,
                  num_cpus_per_shard: float, on_progress: Callable[[dict[str, Any]], None] | None,
-                 options: dict[str, Any], stops: StopRequests):
+                 on_finished: OnFinished | None, options: dict[str, Any], stops: StopRequests):
         self.ray, self.source, self.loaded, self.root, self.count = ray, source, loaded, root, count
         self.num_cpus, self.on_progress = num_cpus_per_shard, on_progress
         self.options = options
+        self.on_finished = on_finished
         self.stops = stops
         self.shard_dirs = [shard_dir(root, index) for index in range(count)]
         self.previous = read_previous_manifest(root / MANIFEST) if options.get("resume") else {}
@@ -338,11 +341,7 @@ class _Driver:
     def _card(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """README.md, the dataset card, at the top of the run directory as a one-process run leaves it
         (a shard writes none: its runner is given no `on_finished`)."""
-        try:
-            write_card(self.root, manifest, self.loaded)
-        except Exception as error:  # a failing card never costs the run's outcome
-            note = str(error)
-            manifest["message"] = "; ".join(filter(None, [manifest.get("message"), note]))
+        manifest["message"] = finish(self.on_finished, self.root, manifest, self.loaded, manifest["message"])
         return manifest
 
     def _wait(self, pending: dict[Any, int]) -> None:

@@ -83,6 +83,22 @@ class Counts:
         self.output_lines.update(other.output_lines)
 
 
+OnFinished = Callable[[Path, dict[str, Any], Graph], object]
+
+
+def finish(on_finished: OnFinished | None, directory: Path, manifest: dict[str, Any], graph: Graph,
+           message: str) -> str:
+    """Call a finished run's `on_finished` (the dataset card) after its manifest is written, in either run
+    path; returns the run's message, with the failure's text added: a failing card never costs the outcome."""
+    if on_finished is None:
+        return message
+    try:
+        on_finished(directory, manifest, graph)
+    except Exception as error:
+        message = "; ".join(filter(None, [message, str(error)]))
+    return message
+
+
 @dataclass
 class RunOptions:
     limit: int | None = None
@@ -105,7 +121,7 @@ class RunOptions:
     """Model budgets shared with other processes (`run --ray`); None: this process's own."""
     shared_state: SharedStateProvider | None = None
     """Where run-wide indexes live (`run --ray`: one Ray actor for every shard); None: this process."""
-    on_finished: Callable[[Path, dict[str, Any], Graph], object] | None = None
+    on_finished: OnFinished | None = None
     """Called with the run directory, its final manifest and the graph once manifest.json is written, while
     the run still holds the directory: the API and the CLI pass the dataset card's writer (`write_card`), so
     the engine knows nothing of cards. Its exception's text goes into the run's message; it is never raised."""
@@ -490,11 +506,7 @@ class Runner:
                 write_manifest(self.output_dir, manifest)
             except OSError as error:
                 self.message = (self.message + f"; manifest.json not written: {error.strerror or error}").strip("; ")
-            if self.options.on_finished is not None:
-                try:  # e.g. README.md, the dataset card: after the manifest, so a slow or failing card never costs it
-                    self.options.on_finished(self.output_dir, manifest, self.graph)
-                except Exception as error:
-                    self.message = (self.message + f"; {error}").strip("; ")
+            self.message = finish(self.options.on_finished, self.output_dir, manifest, self.graph, self.message)
             sync_directory(self.output_dir)
         self.lock.release()
 
