@@ -84,6 +84,9 @@ def run(graph: str = typer.Argument(..., help="graph file, or a ready-made workf
                                              help="with --resume: keep failed records failed (default: retry)"),
         no_cache: bool = typer.Option(False, "--no-cache", help="do not read or write the response cache"),
         max_in_flight: int | None = typer.Option(None, help="records open at once"),
+        cancel_batches: bool = typer.Option(False, "--cancel-batches", help="when the run stops early, cancel "
+                                            "its pending provider batches (default: leave them running, since "
+                                            "they are paid for; --resume collects their answers)"),
         shard: str | None = typer.Option(None, help="k/n: run only shard k of n of the seed (by id hash)"),
         trace: bool = typer.Option(False, "--trace", help="write each node step to <output>/traces.jsonl"),
         on_ray: bool = typer.Option(False, "--ray", help="run shards as Ray tasks into the one output dir"),
@@ -120,7 +123,8 @@ def run(graph: str = typer.Argument(..., help="graph file, or a ready-made workf
     progress = display(total) if display else None
     options = RunOptions(limit=limit, resume=resume, overwrite=overwrite, use_cache=not no_cache,
                          max_in_flight=max_in_flight, retry_failed=not no_retry_failed,
-                         on_progress=progress.update if progress else None, trace=trace, on_finished=write_card)
+                         on_progress=progress.update if progress else None, trace=trace, on_finished=write_card,
+                         cancel_batches=cancel_batches)
     try:
         runner = Runner(loaded, output_dir, options)
     except SynthloomError as error:
@@ -269,6 +273,7 @@ def validate(graph: str, overrides: list[str] | None = SetOption, endpoint: str 
                    allow_read=allow_read)
     console.print(f"ok: {loaded.name} ({len(loaded.nodes)} nodes, {len(loaded.config.edges)} edges, "
                   f"outputs: {', '.join(o.name for o in loaded.config.outputs)})", highlight=False, markup=False)
+    _print_batch_rounds(loaded)
     uses = loaded.code.uses
     console.print(f"python it runs: {'none besides built-in node types' if not uses else len(uses)}",
                   highlight=False, markup=False)
@@ -291,6 +296,18 @@ def validate(graph: str, overrides: list[str] | None = SetOption, endpoint: str 
         console.print(f"not checked: keys read after {', '.join(unknown)} and the outputs' keys, since "
                       f"what those nodes write is unknown (give @node(writes=[...]) or a TypedDict return)",
                       highlight=False, markup=False, soft_wrap=True)
+
+
+def _print_batch_rounds(graph: Graph) -> None:
+    """How many batch rounds a record needs (each a provider's turnaround, up to 24 h), or would need."""
+    from .graph.batch_rounds import batch_rounds
+    rounds, every = batch_rounds(graph), batch_rounds(graph, lambda _: True)
+    if rounds is not None:
+        console.print(f"batch rounds: at most {rounds} per record (batch-model nodes on the longest path, "
+                      f"loops at their max_visits); each waits for a whole batch", highlight=False, markup=False)
+    elif every is not None:
+        console.print(f"batch rounds: none (no batch model; with every model batched: {every})",
+                      highlight=False, markup=False)
 
 
 @app.command()

@@ -146,6 +146,7 @@ class FakeOpenAI:
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
+        self.attachments: list[Callable[[web.Application], None]] = []  # more routes (fixture_batches.py)
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -186,6 +187,8 @@ class FakeOpenAI:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_get("/v1/models", self._models)
+        for attach in self.attachments:
+            attach(app)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port, backlog=1024)

@@ -231,6 +231,7 @@ def test_a_cancelled_request_frees_its_sequence_and_spares_the_others(direct_lla
     assert outcome(b) == direct(direct_llama, long_b)
     assert outcome(c) == direct(direct_llama, short_c)
     assert stats["slots"] == 2 and stats["peak"] == 2
+    assert stats["prompts_beside_tokens"] >= 1  # C's prompt went into one of B's steps, and B's text is unchanged
 
 
 def test_closing_the_client_stops_its_thread_and_fails_what_is_running() -> None:
@@ -251,3 +252,49 @@ def test_closing_the_client_stops_its_thread_and_fails_what_is_running() -> None
     again = LocalClient("default", ModelConfig(backend="local"))  # a new client loads the model again
     completion = asyncio.run(complete_all(again, [chat("Say hi.", max_tokens=4, temperature=0)]))[0]
     assert completion.completion_tokens > 0
+
+
+# -- the version gate: the batched engine on tested llama-cpp-python versions, the public API elsewhere --------
+
+def test_a_tested_llama_cpp_version_gets_the_batched_engine(caplog: pytest.LogCaptureFixture,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from synthloom.models.llama.gate import API_ENV_VAR, TESTED_VERSIONS, installed_version
+
+    monkeypatch.delenv(API_ENV_VAR, raising=False)
+    assert installed_version() in TESTED_VERSIONS  # CI installs what pyproject pins
+    client = LocalClient("default", ModelConfig(backend="local"))
+    with caplog.at_level("INFO", logger="synthloom.models"):
+        completions = asyncio.run(complete_all(client, [chat("Say hi.", max_tokens=4, temperature=0)] * 2))
+    assert all(c.completion_tokens > 0 for c in completions)
+    assert (client.decoded_batches() or {})["api"] == "batched"
+    lines = [r.getMessage() for r in caplog.records if "embedded model" in r.getMessage()]
+    assert len(lines) == 1 and "batched engine" in lines[0] and f"{installed_version()} is a tested version" in lines[0]
+
+
+def test_the_public_api_path_gives_what_create_chat_completion_gives(
+        direct_llama: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forced by the environment (as an untested llama-cpp-python version would choose it): every request,
+    decoded one at a time through the public API, keeps its sampling parameters, seed, stop and grammar."""
+    from synthloom.models.llama.gate import API_ENV_VAR
+
+    monkeypatch.setenv(API_ENV_VAR, "public")
+    requests = [
+        chat("Write one sentence about a cat.", max_tokens=12, temperature=0),
+        chat("Tell me about Rome.", max_tokens=12, temperature=0.8, top_k=40, seed=11, frequency_penalty=0.3),
+        chat("List three fruits, one per line.", max_tokens=20, temperature=0, stop=["\n"]),
+        LLMRequest(messages=({"role": "user", "content": "Rate 'The sky is blue.' as JSON."},),
+                   params={"max_tokens": 30, "temperature": 0}, json_schema=SCORE_SCHEMA),
+        LLMRequest(prompt="<|im_start|>user\n", params={"max_tokens": 8, "temperature": 0}),
+    ]
+    client = LocalClient("default", ModelConfig(backend="local", threads=1))
+    with caplog.at_level("INFO", logger="synthloom.models"):
+        completions = asyncio.run(complete_all(client, requests))
+    assert [outcome(c) for c in completions] == [direct(direct_llama, r) for r in requests]
+    assert completions[2].finish_reason == "stop" and json.loads(completions[3].text)["verdict"] in ("good", "bad")
+    decoded = client.decoded_batches() or {}
+    assert decoded["api"] == "public" and decoded["peak"] == 1 and decoded["prompts"] == len(requests)
+    assert decoded["threads"] == 1
+    lines = [r for r in caplog.records if "embedded model" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].levelname == "WARNING"
+    assert "public API, one request at a time" in lines[0].getMessage()
+    assert f"{API_ENV_VAR}=public" in lines[0].getMessage()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import types
 import typing
@@ -25,6 +26,7 @@ from synthloom.errors import ConfigError, RecordError
 from synthloom.sandbox.expressions import Condition
 from synthloom.sandbox.templates import Template
 
+from tests.in_a_child import run_in_a_child
 from tests.test_graph_trust import assert_refused, cli
 
 STATE = {"question": "What is a tide?", "review": {"score": 4}, "text": "abc" * 1000, "big": "a" * 1_000_000}
@@ -69,11 +71,11 @@ STATE = {"question": "What is a tide?", "review": {"score": 4}, "text": "abc" * 
      "ran more than 0.5 CPU seconds"),
 ])
 def test_template_bounds_fail_the_record_quickly(source: str, words: str) -> None:
-    started = time.monotonic()
     template = Template(source)  # compiling folds no constant: 'a' * 10**9 is not evaluated here
-    with pytest.raises(RecordError, match="template .*" + words.replace("*", r"\*").replace("(", r"\(")):
-        template.render(STATE)
-    assert time.monotonic() - started < 5
+    outcome = run_in_a_child(lambda: template.render(STATE), what=source)  # a regressed bound: fails in 20 s
+    assert "RecordError" in outcome.raised, outcome
+    assert re.search("template .*" + words.replace("*", r"\*").replace("(", r"\("), outcome.message), outcome
+    assert outcome.seconds < 5
 
 
 def test_templates_within_the_bounds_still_work() -> None:
@@ -104,6 +106,14 @@ def test_plain_substitution_renders_what_jinja_renders(source: str) -> None:
 def test_a_substitution_past_the_rendered_bound_fails_the_record() -> None:
     with pytest.raises(RecordError, match="rendered text longer than"):
         Template("{{ text }}{{ text }}").render({"text": "x" * 600_000})
+
+
+@pytest.mark.parametrize("source", ["{{ (3)|wordwrap(1) }}", "{{ 'abc'|truncate(2) }}"])
+def test_a_filter_given_what_it_did_not_expect_fails_the_record_in_one_line(source: str) -> None:
+    """Found by the property test: `wordwrap` calls a str method on a number (AttributeError), `truncate`
+    asserts its length (AssertionError); both went past us as tracebacks."""
+    with pytest.raises(RecordError, match="^template failed: (AttributeError|AssertionError): "):
+        Template(source).render({})
 
 
 def test_a_missing_attribute_names_the_variable() -> None:
@@ -137,13 +147,13 @@ def test_a_missing_attribute_names_the_variable() -> None:
     ("text.expandtabs(10**6) and ('\\t' * 1000).expandtabs(10**6)", "str.expandtabs would make a value"),
 ])
 def test_expression_bounds_fail_the_record_quickly(source: str, words: str) -> None:
-    started = time.monotonic()
+    condition = Condition(source)
+    outcome = run_in_a_child(lambda: condition.evaluate(STATE), what=source)  # a regressed bound: fails in 20 s
     if words == "^$":  # within the bounds, and quick: simpleeval's own walk of big lists is bounded too
-        assert Condition(source).evaluate(STATE) == 200
+        assert outcome.raised == () and outcome.message == "200", outcome
     else:
-        with pytest.raises(RecordError, match=words):
-            Condition(source).evaluate(STATE)
-    assert time.monotonic() - started < 5
+        assert "RecordError" in outcome.raised and re.search(words, outcome.message), outcome
+    assert outcome.seconds < 5
 
 
 def test_deeply_nested_expressions_are_config_errors() -> None:
@@ -332,48 +342,35 @@ def _templates(draw: st.DrawFn) -> str:
     return body
 
 
-def _check_bounded(run: Any) -> None:
-    """A stranger's template or condition: renders, or fails the record with one message, in seconds."""
-    started = time.monotonic()
-    try:
-        run()
-    except RecordError as error:
-        assert "\n" not in str(error)
-    assert time.monotonic() - started < 10
-
-
-@pytest.fixture(scope="module")
-def memory_at_start() -> int:
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def _check_bounded(run: Any, source: str) -> None:
+    """A stranger's template or condition: renders, or fails the record with one message, in seconds and
+    within 200 MB (measured in a child process, which a runaway render cannot hold for more than 20 s)."""
+    outcome = run_in_a_child(run, what=source)
+    assert outcome.raised == () or ("RecordError" in outcome.raised and "\n" not in outcome.message), (source, outcome)
+    assert outcome.seconds < 10, (source, outcome)
+    assert outcome.grown_kib < 200_000, (source, outcome)
 
 
 @settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "60")), deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                 HealthCheck.function_scoped_fixture])
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(source=_templates())
-def test_generated_templates_stay_bounded(source: str, memory_at_start: int) -> None:
-    import resource
+def test_generated_templates_stay_bounded(source: str) -> None:
     try:
         template = Template(source)
     except ValueError:
         return
-    _check_bounded(lambda: template.render(STATE))
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - memory_at_start < 200_000, source  # KiB
+    _check_bounded(lambda: template.render(STATE), source)
 
 
 @settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "60")), deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                 HealthCheck.function_scoped_fixture])
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(source=_expressions(st.sampled_from(["'a'", "'ab\\n'", "'\\t'", "text", "big", "question", "''"])))
-def test_generated_conditions_stay_bounded(source: str, memory_at_start: int) -> None:
-    import resource
+def test_generated_conditions_stay_bounded(source: str) -> None:
     try:
         condition = Condition(source)
     except ValueError:
         return
-    _check_bounded(lambda: condition.evaluate(STATE))
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - memory_at_start < 200_000, source  # KiB
+    _check_bounded(lambda: condition.evaluate(STATE), source)
 
 
 @pytest.mark.timeout(120)

@@ -45,6 +45,8 @@ MAX_CONCURRENCY = 4_096
 """A model's `max_concurrency`."""
 MAX_BATCH = 1_024
 """A model's `batch_size`."""
+MAX_BATCH_REQUESTS = 50_000
+"""A model's `batch.max_requests`: lines per Batch API submission (OpenAI's own limit)."""
 MAX_CONTEXT = 1_048_576
 """The embedded model's `n_ctx` (a KV cache of that many tokens per sequence)."""
 MAX_THREADS = 256

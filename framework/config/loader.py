@@ -122,7 +122,8 @@ def _check_override_names(raw: dict[str, Any], parts: list[str], key: str) -> No
 
 
 RUNTIME_MODEL_KEYS = frozenset({"profile", "base_url", "max_concurrency", "timeout", "max_retries", "rpm", "tpm",
-                                "adaptive", "batch_size", "batch_wait_ms", "price", "api_key_env", "structured"})
+                                "adaptive", "batch_size", "batch_wait_ms", "batch", "price", "api_key_env",
+                                "structured"})
 """Where a model runs and how fast it is fed: none of these changes what a record contains."""
 
 

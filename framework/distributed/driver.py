@@ -432,6 +432,7 @@ class _Driver:
             models=_summed([shard.get("models") or {} for shard in shards]),
             concurrency=self._ask(self.bank.figures.remote(), {}),
             cache=_summed(caches) if caches else None,  # one cache folder, each shard's hits and misses
+            batches=_summed([shard.get("batches") or {} for shard in ran]),
             part_extra={"shards": self.count},
             ray={"shards": self.count},
             shards=[{"index": index, "dir": f"{SHARDS_DIR}/{index}", "status": statuses[index],

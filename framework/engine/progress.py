@@ -40,6 +40,8 @@ class Figures:
     drop_reasons: Mapping[str, int] = field(default_factory=dict)
     shards: tuple[int, int] | None = None
     """(finished, all) under `run --ray`."""
+    batches: str | None = None
+    """Batch models: the batches pending at the provider, the oldest's age, the calls waiting on them."""
 
     @property
     def settled(self) -> int:
@@ -62,6 +64,17 @@ def top_reasons(reasons: Mapping[str, int], at_most: int = 3) -> str:
     shown = [f"{reason} {count}" for reason, count in ranked[:at_most]]
     rest = sum(count for _, count in ranked[at_most:])
     return ", ".join(shown + ([f"other {rest}"] if rest else []))
+
+
+def batch_figures(batches: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """'batches 2 pending (oldest 3m10s), 150 calls waiting', over every batch model; None without any."""
+    if not batches:
+        return None
+    pending = sum(int(state.get("pending") or 0) for state in batches.values())
+    waiting = sum(int(state.get("waiting_calls") or 0) for state in batches.values())
+    ages = [float(state["oldest_pending_s"]) for state in batches.values() if state.get("oldest_pending_s")]
+    oldest = f" (oldest {_duration(max(ages))})" if ages else ""
+    return f"batches {pending} pending{oldest}, {waiting} calls waiting"
 
 
 def heartbeat_interval(option: float | None) -> float:
@@ -107,7 +120,8 @@ class _Display:
         previous, counts = self.figures, runner.counts
         reasons = previous.drop_reasons if counts.dropped == previous.dropped else dict(counts.drop_reasons)
         self.figures = Figures(written=counts.written, failed=counts.failed, dropped=counts.dropped,
-                               skipped=counts.skipped, drop_reasons=reasons)
+                               skipped=counts.skipped, drop_reasons=reasons,
+                               batches=batch_figures(runner.models.batches()))
         self._show(runner, force)
 
     def update_totals(self, totals: Mapping[str, Any]) -> None:
@@ -133,7 +147,8 @@ class _Display:
         dropped = f"dropped {figures.dropped}"
         if figures.drop_reasons:
             dropped += f" ({top_reasons(figures.drop_reasons, 2)})"
-        return f"written {figures.written} · {dropped} · failed {figures.failed}"
+        batches = f" · {figures.batches}" if figures.batches else ""
+        return f"written {figures.written} · {dropped} · failed {figures.failed}{batches}"
 
 
 class LiveProgress(_Display):

@@ -24,6 +24,7 @@ from ..graph.outputs import OutputShaper
 from ..graph.runnable import Graph
 from ..graph.seeds import BadSeed, read_seeds, row_id
 from ..graph.shared_state import LocalSharedState, SharedStateProvider
+from ..models.base import call_owner
 from ..models.cache import ResponseCache
 from ..models.clients import ModelPool
 from ..models.permits import PermitProvider
@@ -121,6 +122,9 @@ class RunOptions:
     """Model budgets shared with other processes (`run --ray`); None: this process's own."""
     shared_state: SharedStateProvider | None = None
     """Where run-wide indexes live (`run --ray`: one Ray actor for every shard); None: this process."""
+    cancel_batches: bool = False
+    """A run that stops early cancels its pending provider batches (default: they run on, paid for, and
+    `--resume` collects their answers)."""
     on_finished: OnFinished | None = None
     """Called with the run directory, its final manifest and the graph once manifest.json is written, while
     the run still holds the directory: the API and the CLI pass the dataset card's writer (`write_card`), so
@@ -135,7 +139,8 @@ class Runner:
         config = graph.config
         cache = ResponseCache(self.options.cache_dir) if self.options.use_cache else None
         self.models = ModelPool(config.models, cache, retry_base_delay=self.options.retry_base_delay,
-                                permits=self.options.permits)
+                                permits=self.options.permits, run_dir=self.output_dir,
+                                cancel_batches=self.options.cancel_batches)
         self.ctx = RunContext(models=self.models, output_dir=self.output_dir, base_dir=graph.base_dir,
                               read_folders=graph.code.read_folders,
                               node_stats={name: NodeStats() for name in graph.nodes}, graph_name=graph.name,
@@ -299,6 +304,7 @@ class Runner:
         state["id"] = record_id
         usage = RecordUsage()
         record_usage.set(usage)
+        call_owner.set(record_id)
         try:
             outcome = await self.walker.walk(state)
         except NodeFailure as failure:
@@ -449,6 +455,8 @@ class Runner:
     async def _write_manifest_now_and_then(self) -> None:
         while True:
             await asyncio.sleep(self.options.manifest_every_s)
+            if self.options.on_progress and self.models.batches():  # no record settles while batches wait
+                self.options.on_progress(self)
             if not self.lock.directory_is_ours():
                 continue  # never re-create a vanished directory, nor write into its replacement
             try:

@@ -1,8 +1,13 @@
 """What every model client takes and gives back, whatever the backend."""
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+call_owner: ContextVar[str] = ContextVar("call_owner", default="")
+"""The record a call is made for (set by the scheduler per record task). A batch line's `custom_id`
+includes it, so identical prompts of two records are two calls, as they are when sent synchronously."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,8 @@ class Completion:
     latency: float = 0.0
     attempts: int = 1
     cached: bool = False
+    batched: bool = False
+    """Answered through a provider's Batch API (priced apart: see `UsageStats`)."""
 
 
 class ModelClient(Protocol):

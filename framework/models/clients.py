@@ -2,7 +2,9 @@
 usage per model (the per-node count is passed in by the caller)."""
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from ..config.schema import ModelConfig
@@ -14,9 +16,19 @@ from .stats import UsageStats
 
 DEFAULT_MODEL = "default"
 EMBEDDED = ModelConfig(backend="local")
+log = logging.getLogger("synthloom.models")
 
 
-def build_client(name: str, config: ModelConfig, retry_base_delay: float) -> ModelClient:
+def build_client(name: str, config: ModelConfig, retry_base_delay: float, run_dir: Path | None = None,
+                 cancel_batches: bool = False) -> ModelClient:
+    """`run_dir`: the run's directory, where a batch model writes its submissions down; without one
+    (`preview`), a batch model is called synchronously."""
+    if config.backend == "openai" and config.batch is not None:
+        if run_dir is not None:
+            from .batch.client import BatchClient
+            return BatchClient(name, config, run_dir, retry_base_delay=retry_base_delay,
+                               cancel_on_close=cancel_batches)
+        log.warning("model '%s' is a batch model; calling it synchronously here (batches are for `run`)", name)
     if config.backend == "openai":
         from .openai_http import OpenAIClient
         return OpenAIClient(name, config, retry_base_delay=retry_base_delay)
@@ -31,12 +43,15 @@ def build_client(name: str, config: ModelConfig, retry_base_delay: float) -> Mod
 
 class ModelPool:
     def __init__(self, configs: dict[str, ModelConfig], cache: ResponseCache | None = None,
-                 retry_base_delay: float = 0.5, permits: PermitProvider | None = None):
+                 retry_base_delay: float = 0.5, permits: PermitProvider | None = None,
+                 run_dir: Path | None = None, cancel_batches: bool = False):
         self.configs = dict(configs)
         self.configs.setdefault(DEFAULT_MODEL, EMBEDDED)
         self.cache = cache
         self.retry_base_delay = retry_base_delay
         self.permits = permits  # budgets shared with other processes (run --ray); None: this process's own
+        self.run_dir = run_dir  # where batch models write their submissions down; None: no batches (preview)
+        self.cancel_batches = cancel_batches
         self._clients: dict[str, ModelClient] = {}
         self.usage: dict[str, UsageStats] = {}
 
@@ -44,7 +59,8 @@ class ModelPool:
         if name not in self._clients:
             if name not in self.configs:
                 raise ConfigError(f"unknown model '{name}'; define it under models:")
-            self._clients[name] = build_client(name, self.configs[name], self.retry_base_delay)
+            self._clients[name] = build_client(name, self.configs[name], self.retry_base_delay, self.run_dir,
+                                                self.cancel_batches)
             self.usage[name] = UsageStats()
         return self._clients[name]
 
@@ -54,9 +70,7 @@ class ModelPool:
         for name in names:
             client = self.client(name)
             if self.configs[name].backend == "openai" and self.configs[name].model is None:
-                from .openai_http import OpenAIClient
-                assert isinstance(client, OpenAIClient)
-                await client.name_the_model()
+                await client.name_the_model()  # type: ignore[attr-defined]  # both openai clients have it
 
     def identity(self, name: str) -> dict[str, Any]:
         config = self.configs[name]
@@ -86,7 +100,8 @@ class ModelPool:
             if usage is not None:
                 usage.record(prompt_tokens=completion.prompt_tokens,
                              completion_tokens=completion.completion_tokens, latency=completion.latency,
-                             attempts=completion.attempts, cached=completion.cached, price=config.price)
+                             attempts=completion.attempts, cached=completion.cached, price=config.price,
+                             batched=completion.batched)
         return completion
 
     def adaptations(self, name: str) -> dict[str, Any]:
@@ -102,6 +117,12 @@ class ModelPool:
         if batching:
             found["batching"] = batching
         return found
+
+    def batches(self) -> dict[str, dict[str, Any]]:
+        """Per batch model: its batches now (pending, oldest pending age, calls waiting) and over the
+        whole run (submitted, by how they ended, lines per batch), for the progress bar and the manifest."""
+        return {name: client.batch_status() for name, client in self._clients.items()
+                if hasattr(client, "batch_status")}
 
     def concurrency(self) -> dict[str, dict[str, Any]]:
         """Current and peak concurrency per model, for the progress bar and the manifest."""

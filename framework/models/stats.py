@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 RESERVOIR = 4096
+BATCH_PRICE_SHARE = 0.5
+"""What a batched call costs as a share of the synchronous price, unless `price.batch` says: OpenAI's."""
 
 
 @dataclass
@@ -46,11 +48,16 @@ class UsageStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+    batch_calls: int = 0
+    """Calls answered through a provider's Batch API (`cost_usd` includes their cost, `batch_cost_usd`)."""
+    batch_cost_usd: float = 0.0
     latency: LatencyReservoir = field(default_factory=LatencyReservoir)
 
     def record(self, *, prompt_tokens: int, completion_tokens: int, latency: float, attempts: int,
-               cached: bool, price: dict[str, float] | None = None) -> None:
+               cached: bool, price: dict[str, float] | None = None, batched: bool = False) -> None:
+        """A batched call costs `price.batch` times the price (default BATCH_PRICE_SHARE)."""
         self.calls += 1
+        self.batch_calls += int(batched)
         self.cached += int(cached)
         self.retries += max(0, attempts - 1)
         self.prompt_tokens += prompt_tokens
@@ -58,13 +65,18 @@ class UsageStats:
         if not cached:
             self.latency.add(latency)
         if price and not cached:
-            self.cost_usd += (prompt_tokens * price.get("prompt", 0.0)
-                              + completion_tokens * price.get("completion", 0.0)) / 1e6
+            cost = (prompt_tokens * price.get("prompt", 0.0) + completion_tokens * price.get("completion", 0.0)) / 1e6
+            if batched:
+                cost *= price.get("batch", BATCH_PRICE_SHARE)
+                self.batch_cost_usd += cost
+            self.cost_usd += cost
 
     def as_dict(self) -> dict[str, Any]:
         return {"calls": self.calls, "cached": self.cached, "errors": self.errors, "retries": self.retries,
                 "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "cost_usd": round(self.cost_usd, 6), "latency_s": self.latency.percentiles()}
+                "cost_usd": round(self.cost_usd, 6), "latency_s": self.latency.percentiles(),
+                **({"batch_calls": self.batch_calls, "batch_cost_usd": round(self.batch_cost_usd, 6),
+                    "sync_cost_usd": round(self.cost_usd - self.batch_cost_usd, 6)} if self.batch_calls else {})}
 
 
 @dataclass

@@ -271,7 +271,9 @@ class Template:
             raise RecordError(f"template tried something the sandbox forbids: {error}") from None
         except (RecursionError, MemoryError):
             raise RecordError("template recursed too deeply or ran out of memory") from None
-        except (TypeError, ValueError, ArithmeticError, LookupError) as error:
+        except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError, AssertionError) as error:
+            # filters given what they did not expect: `{{ 3|wordwrap(1) }}` calls int.splitlines (AttributeError),
+            # `{{ 'abc'|truncate(2) }}` asserts its length
             raise RecordError(f"template failed: {type(error).__name__}: {error}") from None
         finally:
             close_budget(budget)

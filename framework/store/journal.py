@@ -22,6 +22,7 @@ from typing import IO, Any
 from ..errors import OutputWriteError
 from ..fast_json import dumps_line, loads
 from ..graph.record_pool import POOL_DIR
+from ..models.batch.ledger import BATCHES, SQLITE_JOURNAL
 from .id_ledger import LEDGER, IdLedger
 
 JOURNAL = "journal.jsonl"
@@ -33,7 +34,7 @@ CARD = "README.md"
 LOCK = ".synthloom.lock"
 TEMPORARY = ".tmp"
 """What a file is written as before it replaces its name (`os.replace`), so no reader sees half of it."""
-OWN_FILES = (MANIFEST, CARD, MANIFEST + TEMPORARY, CARD + TEMPORARY, LEDGER, POOL_DIR)
+OWN_FILES = (MANIFEST, CARD, MANIFEST + TEMPORARY, CARD + TEMPORARY, LEDGER, POOL_DIR, BATCHES, SQLITE_JOURNAL)
 """What a run writes besides its data files and journal: in a directory without a journal, another's."""
 
 WRITTEN = "written"

@@ -44,18 +44,21 @@ def build_manifest(runner: Runner) -> dict[str, Any]:
         nodes=_accumulate(previous.get("nodes") or {}, nodes),
         models=_accumulate(previous.get("models") or {}, models),
         concurrency=runner.models.concurrency(),
+        batches=runner.models.batches(),
         cache={"path": str(cache.path), "hits": cache.hits, "misses": cache.misses} if cache else None)
 
 
 def manifest_of(graph: Graph, *, status: str, message: str, started: float, ended: float | None,
                 previous: dict[str, Any], counts: dict[str, Any], part_counts: dict[str, Any],
                 max_in_flight: int, nodes: dict[str, Any], models: dict[str, Any], concurrency: dict[str, Any],
-                cache: dict[str, Any] | None, part_extra: dict[str, Any] | None = None,
+                cache: dict[str, Any] | None, batches: dict[str, Any] | None = None,
+                part_extra: dict[str, Any] | None = None,
                 **extra: Any) -> dict[str, Any]:
     """The one manifest builder, from a run's figures: a one-process run's (`build_manifest`) or the sum
     of a `run --ray`'s shards (the driver, which adds `part_extra` to this part and `extra` at the end),
     so both write the same fields. `counts`, `nodes`, `models`: the whole run's; `part_counts`, `started`,
-    `ended`: this part's, its elapsed time added to the previous parts'."""
+    `ended`: this part's, its elapsed time added to the previous parts'. `batches`: only when a model
+    sends provider batches."""
     part_elapsed = (ended or time.time()) - started
     part = {"started": _utc(started), "ended": _utc(ended), "elapsed_s": round(part_elapsed, 3),
             "status": status, **part_counts, **(part_extra or {})}
@@ -73,6 +76,7 @@ def manifest_of(graph: Graph, *, status: str, message: str, started: float, ende
         "nodes": nodes,
         "models": models,
         "concurrency": concurrency,
+        **({"batches": batches} if batches else {}),
         "cache": cache,
         **card_facts(graph),
         **extra,

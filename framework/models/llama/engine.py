@@ -6,15 +6,22 @@ LLM calls. Why batching: on a CPU one decode step of 8 sequences costs little mo
 the weights are read once per step; a lock that serialised requests left that on the table.
 
 The thread admits waiting requests as llama.cpp sequences (one KV-cache stream each, `n_seq_max` streams),
-decodes each new prompt in a step of its own, then decodes one token of every running sequence per step
-(`llama_decode` with one seq_id per token), picks every sequence's next token from one view of the step's
-logits with its own parameters, seed and grammar (`llama_sampling`), and retires a sequence the moment it
-stops, freeing its stream for the next request. Its llama.cpp thread count is `cpu_threads`' to decide.
+then decodes one token of every running sequence per step (`llama_decode` with one seq_id per token), the
+prompts of sequences just admitted in the same call as far as they fit in one batch (`n_batch` tokens; a
+longer prompt is decoded before the step, alone), picks every sequence's next token from one view of the
+step's logits with its own parameters, seed and grammar (`llama_sampling`), and retires a sequence the moment
+it stops, freeing its stream for the next request. Its llama.cpp thread count is `cpu_threads`' to decide.
 
-Prompts are decoded alone rather than packed together: in this llama.cpp, several multi-token sequences in
-one batch compute slightly different logits from the same prompt decoded alone, and greedy output must
-equal `create_chat_completion`'s. Sequences with a grammar (JSON schema) are batched like the others: the
-grammar is a sampler in their chain, applied to their own row of logits.
+Prompts share the step because, with one KV-cache stream per sequence (`kv_unified` off), a sequence's
+logits in this llama.cpp do not depend on what else is in the batch: bit for bit the same, measured with
+1 and 2 threads and with two prompts beside a running sequence, and greedy output still equals
+`create_chat_completion`'s (tests/test_embedded.py). Sequences with a grammar (JSON schema) are batched
+like the others: the grammar is a sampler in their chain, applied to their own row of logits.
+
+What batching cannot buy with the default GGUF (SmolLM2-135M Q4_1): profiled with py-spy, 97-99% of the
+engine thread is `llama_decode`, and about 70% of that is `ggml_vec_dot_q4_1_q8_1`, a dot product per
+weight row and token, so a step of 8 tokens costs about 8 steps of 1; Python's share (sampling, stops) is
+under 1.5%.
 """
 from __future__ import annotations
 
@@ -70,6 +77,7 @@ class BatchStats:
     tokens: int = 0
     peak: int = 0
     prompts: int = 0
+    prompts_beside_tokens: int = 0  # prompts decoded in the same step as running sequences' tokens
 
     def record(self, width: int) -> None:
         self.steps += 1
@@ -78,18 +86,22 @@ class BatchStats:
 
     def summary(self, slots: int, threads: int | None) -> dict[str, Any]:
         return {"slots": slots, "peak": self.peak, "mean": round(self.tokens / self.steps, 2) if self.steps else 0.0,
-                "steps": self.steps, "prompts": self.prompts, "threads": threads}
+                "steps": self.steps, "prompts": self.prompts, "prompts_beside_tokens": self.prompts_beside_tokens,
+                "threads": threads}
 
 
-class LlamaEngine:
-    """Owns the llama.cpp model and context; everything touching them runs on its one thread."""
+class EngineThread:
+    """A loaded model on a thread of its own, fed `Job`s from the event loop: the queue, the start and the
+    stop that every way of decoding shares. A subclass loads the model (`_load`), serves the queue until
+    `_closing` (`_loop`), frees the model (`_free`) and names the jobs it is decoding (`_in_flight`)."""
+
+    api = "batched"  # how it decodes, for the manifest's `concurrency` figures
 
     def __init__(self, path: Path, n_ctx: int, slots: int, threads: int | None = None):
         self.path, self.n_ctx, self.slots = path, n_ctx, slots
         self.threads = threads  # None: measured by `default_threads()` when the model loads
         self.stats = BatchStats()
         self._waiting: deque[Job] = deque()
-        self._running: dict[int, tuple[Job, Sequence]] = {}
         self._error: Exception | None = None  # why the engine stopped, told to later callers
         self._wake = threading.Condition()
         self._closing = False
@@ -130,6 +142,39 @@ class LlamaEngine:
             self._fail_all(ModelCallError(f"embedded model failed: {error}", retryable=False))
         finally:
             self._free()
+
+    def _load(self) -> None:
+        raise NotImplementedError
+
+    def _loop(self) -> None:
+        raise NotImplementedError
+
+    def _free(self) -> None:
+        raise NotImplementedError
+
+    def _in_flight(self) -> list[Job]:
+        raise NotImplementedError
+
+    def _fail_all(self, error: Exception) -> None:
+        with self._wake:
+            self._error = error
+            waiting, self._waiting = list(self._waiting), deque()
+        for job in waiting + self._in_flight():
+            job.resolve(error)
+
+
+class LlamaEngine(EngineThread):
+    """Owns the llama.cpp model and context through llama-cpp-python's private API (`_internals`, the batch
+    API) and decodes up to `slots` requests together; everything touching them runs on its one thread."""
+
+    def __init__(self, path: Path, n_ctx: int, slots: int, threads: int | None = None):
+        self._running: dict[int, tuple[Job, Sequence]] = {}
+        super().__init__(path, n_ctx, slots, threads)
+
+    def _in_flight(self) -> list[Job]:
+        jobs = [job for job, _ in self._running.values()]
+        self._running.clear()
+        return jobs
 
     def _load(self) -> None:
         try:
@@ -184,11 +229,11 @@ class LlamaEngine:
                 while self._waiting and free_ids:
                     admitted.append((free_ids.pop(), self._waiting.popleft()))
             for seq_id, job in admitted:
-                started = self._start(seq_id, job)
+                started = self._admit(job)
                 if started is None:
                     free_ids.append(seq_id)
                 else:
-                    running[seq_id] = (job, started)
+                    running[seq_id] = (job, started)  # its prompt goes into the next step
             for seq_id in [seq_id for seq_id, (job, _) in running.items() if job.cancelled]:
                 self._release(seq_id, running, free_ids)
             try:
@@ -206,53 +251,72 @@ class LlamaEngine:
         for job in waiting + [job for job, _ in running.values()]:
             job.resolve(closed)
 
-    def _start(self, seq_id: int, job: Job) -> Sequence | None:
-        """Decode a new request's prompt on stream `seq_id` and sample its first token; None if it is
-        already over (cancelled, refused, or finished at the first token)."""
+    def _admit(self, job: Job) -> Sequence | None:
+        """A new request as a sequence with its prompt tokens and sampler; None if it is already over
+        (cancelled, or refused: too long a prompt, a grammar llama.cpp will not compile)."""
         if job.cancelled:
             return None
         try:
             settings = SequenceSettings.from_request(job.request, job.params, self.builder, self.n_ctx)
-            sequence = Sequence.start(settings, self.model)
+            return Sequence.start(settings, self.model)
         except Exception as error:
             job.resolve(error if isinstance(error, ModelCallError)
                         else ModelCallError(f"embedded model refused the request: {error}", retryable=False))
             return None
-        tokens = settings.prompt_tokens
-        size = self.context.params.n_batch
-        try:
-            for begin in range(0, len(tokens), size):
-                chunk = tokens[begin:begin + size]
-                for row, token in enumerate(chunk):
-                    self._put(row, token, begin + row, seq_id, begin + row == len(tokens) - 1)
-                self._decode(len(chunk), seq_id)
-        except RuntimeError as error:
-            job.resolve(ModelCallError(f"embedded model failed: {error}", retryable=False))
-            self._forget(seq_id, sequence)
-            return None
-        self.stats.prompts += 1
-        sequence.position = len(tokens)
-        if self._advance(sequence, self._next_tokens(1, [sequence])[0]):
-            job.resolve(self._completion(job, sequence))
-            self._forget(seq_id, sequence)
-            return None
-        return sequence
 
     def _step(self, running: dict[int, tuple[Job, Sequence]]) -> list[int]:
-        """One token of every running sequence in one decode; returns the ids of those now finished."""
-        order = list(running)
-        if not order:
-            return []
-        for row, seq_id in enumerate(order):
+        """One llama_decode: the last token of every running sequence, and the prompts of sequences just
+        admitted, as far as they fit in one batch; then every sequence's next token (a new one's first).
+        Returns the ids of the sequences now finished. A prompt that does not fit is decoded before, alone."""
+        starting = [seq_id for seq_id, (_, sequence) in running.items() if not sequence.tokens]
+        budget = self.context.params.n_batch - len(running)  # a row for each sequence's next token
+        together, finished = [], []
+        for seq_id in starting:
+            size = len(running[seq_id][1].settings.prompt_tokens)
+            if size - 1 <= budget:  # its last prompt token takes the row kept for it
+                together.append(seq_id)
+                budget -= size - 1
+            elif self._prefill_alone(seq_id, running[seq_id][1]):
+                finished.append(seq_id)
+        decoding = [seq_id for seq_id in running if seq_id not in together and seq_id not in finished]
+        rows = 0
+        for seq_id in decoding:
             sequence = running[seq_id][1]
-            self._put(row, sequence.tokens[-1], sequence.position, seq_id, True)
+            self._put(rows, sequence.tokens[-1], sequence.position, seq_id, True)
             sequence.position += 1
-        self._decode(len(order), None)
-        self.stats.record(len(order))
+            rows += 1
+        for seq_id in together:
+            tokens = running[seq_id][1].settings.prompt_tokens
+            for position, token in enumerate(tokens):
+                self._put(rows, token, position, seq_id, position == len(tokens) - 1)
+                rows += 1
+            running[seq_id][1].position = len(tokens)
+        if not rows:
+            return finished
+        self._decode(rows, None)
+        self.stats.prompts += len(together)
+        if decoding:
+            self.stats.record(len(decoding))
+            self.stats.prompts_beside_tokens += len(together)
+        order = decoding + together  # the order of the output rows
         sequences = [running[seq_id][1] for seq_id in order]
         tokens = self._next_tokens(len(order), sequences)
-        return [seq_id for seq_id, sequence, token in zip(order, sequences, tokens, strict=True)
-                if self._advance(sequence, token)]
+        return finished + [seq_id for seq_id, sequence, token in zip(order, sequences, tokens, strict=True)
+                           if self._advance(sequence, token)]
+
+    def _prefill_alone(self, seq_id: int, sequence: Sequence) -> bool:
+        """Decode a prompt too long to share the step, in chunks of its own, and sample its first token;
+        True when that token already ends it."""
+        tokens = sequence.settings.prompt_tokens
+        size = self.context.params.n_batch
+        for begin in range(0, len(tokens), size):
+            chunk = tokens[begin:begin + size]
+            for row, token in enumerate(chunk):
+                self._put(row, token, begin + row, seq_id, begin + row == len(tokens) - 1)
+            self._decode(len(chunk), seq_id)
+        self.stats.prompts += 1
+        sequence.position = len(tokens)
+        return self._advance(sequence, self._next_tokens(1, [sequence])[0])
 
     def _next_tokens(self, rows: int, sequences: list[Sequence]) -> list[int]:
         """The token each sequence samples from the last decode's output rows (the i-th sequence, the i-th row)."""
@@ -299,11 +363,3 @@ class LlamaEngine:
     def _forget(self, seq_id: int, sequence: Sequence) -> None:
         self._llama_cpp.llama_memory_seq_rm(self.context.memory, seq_id, -1, -1)
         sequence.close()
-
-    def _fail_all(self, error: Exception) -> None:
-        with self._wake:
-            self._error = error
-            waiting, self._waiting = list(self._waiting), deque()
-        for job in waiting + [job for job, _ in self._running.values()]:
-            job.resolve(error)
-        self._running.clear()

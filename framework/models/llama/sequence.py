@@ -8,6 +8,7 @@ the engine (`llama_engine`) feeds the sequence one token per step and asks it wh
 """
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,7 +48,6 @@ class PromptBuilder:
                 bos_token=model.token_get_text(bos) if bos != -1 else "", stop_token_ids=[eos])
         else:
             self.formatter = llama_chat_format.format_llama2
-        self._grammars: dict[str, Any] = {}
 
     def chat(self, messages: list[dict[str, Any]]) -> tuple[list[int], list[str]]:
         result = self.formatter(messages=messages)
@@ -66,17 +66,19 @@ class PromptBuilder:
         return [*head, *body, *tail]
 
     def grammar(self, schema: dict[str, Any]) -> Any:
-        """A llama.cpp grammar for a JSON schema (cached per schema); plain JSON if the schema will not
-        convert, as llama-cpp-python does for `response_format: json_object`."""
-        from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+        return schema_grammar(json.dumps(schema, sort_keys=True))
 
-        key = json.dumps(schema, sort_keys=True)
-        if key not in self._grammars:
-            try:
-                self._grammars[key] = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
-            except Exception:  # the converter raises plain exceptions on schemas it cannot express
-                self._grammars[key] = LlamaGrammar.from_string(JSON_GBNF, verbose=False)
-        return self._grammars[key]
+
+@functools.lru_cache(maxsize=64)
+def schema_grammar(schema: str) -> Any:
+    """A llama.cpp grammar (public `LlamaGrammar`) for a JSON schema given as JSON text, cached; plain JSON if
+    the schema will not convert, as llama-cpp-python does for `response_format: json_object`."""
+    from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+
+    try:
+        return LlamaGrammar.from_json_schema(schema, verbose=False)
+    except Exception:  # the converter raises plain exceptions on schemas it cannot express
+        return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
 
 
 @dataclass
