@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,6 +19,7 @@ from .errors import ConfigError
 from .graph.load import load
 from .graph.runnable import Graph
 from .store.journal import DROPPED, FAILED, JOURNAL, MANIFEST, TRACES
+from .store.reviews import write_reviewed
 
 if TYPE_CHECKING:  # the engine is imported by the functions that run a graph: loading one does not need it
     from .engine.runner import RunOptions
@@ -53,12 +55,19 @@ def _lines(path: Path) -> Iterator[dict[str, Any]]:
             yield json.loads(line)
 
 
-def load_dataset(output_dir: str | Path, output: str) -> Any:
+def load_dataset(output_dir: str | Path, output: str, *, reviewed: bool = False) -> Any:
     """An output file as a `datasets.Dataset` (empty if the run wrote no record to it). Raises `ConfigError`
-    naming the outputs there are when the run has no output of that name."""
+    naming the outputs there are when the run has no output of that name. `reviewed=True`: only the records
+    accepted in `synthloom studio` (reviews.jsonl), with their edits applied."""
     path = _output_path(output_dir, output)
     import datasets
     datasets.disable_progress_bars()
+    if reviewed:
+        with tempfile.TemporaryDirectory() as folder:  # streamed to a file, so memory stays flat
+            kept = Path(folder) / path.name
+            if write_reviewed(output_dir, output, kept) == 0:
+                return datasets.Dataset.from_list([])
+            return datasets.Dataset.from_json(str(kept))
     if not path.exists() or path.stat().st_size == 0:
         return datasets.Dataset.from_list([])
     return datasets.Dataset.from_json(str(path))

@@ -475,25 +475,28 @@ def push(output_dir: Path = typer.Argument(..., help="a run's output directory")
          private: bool = typer.Option(False, "--private", help="create the repository private"),
          all_files: bool = typer.Option(False, "--all", help="also upload failed.jsonl and dropped.jsonl"),
          dry_run: bool = typer.Option(False, "--dry-run", help="list the files and print the card; upload "
-                                      "nothing (no network)")) -> None:
+                                      "nothing (no network)"),
+         reviewed: bool = typer.Option(False, "--reviewed", help="only the records accepted in `synthloom "
+                                       "studio`, with their edits (reviews.jsonl)")) -> None:
     """Upload a run to the Hugging Face Hub as a dataset: outputs, README.md, manifest.json (extra `hub`).
     The Hub is $HF_ENDPOINT when set (a mirror or a private Hub), else huggingface.co."""
     from .inspect.hub import hub_url, plan_push
     from .inspect.hub import push as push_run
     if dry_run:
         try:
-            files, card_text = plan_push(output_dir, all_files)
+            files, card_text = plan_push(output_dir, all_files, reviewed)
         except (SynthloomError, OSError) as error:
             _fail(str(error))
             return
         print(f"would upload to {hub_url(repo_id)}{' (a private repository)' if private else ''} from "
               f"{output_dir}:")
         for name in files:
-            print(f"  {name}  ({(output_dir / name).stat().st_size:,} bytes)")
+            size = "" if reviewed else f"  ({(output_dir / name).stat().st_size:,} bytes)"
+            print(f"  {name}{size}")
         print(f"\n--- README.md (the dataset card) ---\n{card_text}", end="")
         return
     try:
-        info = push_run(output_dir, repo_id, private=private, all_files=all_files)
+        info = push_run(output_dir, repo_id, private=private, all_files=all_files, reviewed=reviewed)
     except SynthloomError as error:
         _fail(str(error))
         return
@@ -502,6 +505,24 @@ def push(output_dir: Path = typer.Argument(..., help="a run's output directory")
         return
     console.print(f"pushed {output_dir} -> {getattr(info, 'commit_url', None) or repo_id}", markup=False,
                   highlight=False, soft_wrap=True)
+
+
+@app.command()
+def studio(dirs: list[Path] = typer.Argument(None, help="run directories, or folders holding them (default: runs/)"),
+           host: str = typer.Option("127.0.0.1", "--host", help="the address to listen on (another interface "
+                                    "than loopback needs the printed token in the URL)"),
+           port: int = typer.Option(8766, "--port", help="the port to listen on")) -> None:
+    """Runs, records and traces in a browser; review records (accept, reject, edit) into reviews.jsonl."""
+    from .studio.serve import serve_studio
+    roots = dirs or [Path("runs")]
+    missing = [str(root) for root in roots if not root.is_dir()]
+    if missing:
+        _fail(f"no folder {', '.join(missing)}; give run directories or folders holding them")
+        return
+    try:
+        serve_studio(roots, host, port, announce=lambda line: print(line, flush=True))
+    except OSError as error:
+        _fail(f"cannot listen on {host}:{port}: {error.strerror or error}; choose another --port", code=1)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -4,7 +4,8 @@ rate-limited, retried and counted like every other node's, on any backend.
 Tool calls use a JSON reply checked against a schema, not the server's native `tools` API: that works the
 same on every backend (the embedded llama.cpp model too, whose grammar enforces the schema), and our model
 layer returns text. Each reply is either {"tool": name, "arguments": {...}} or {"answer": text}; a reply that
-does not parse is shown to the model with the error and asked again (`synthloom.engine.generate`).
+does not parse is shown to the model with the error and asked again (`synthloom.engine.generate`). The
+protocol is `synthloom.tools.protocol`, which the `llm` node's tool loop speaks too.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field
 from synthloom.engine.generate import generate
 from synthloom.graph.context import RunContext
-from synthloom.graph.output_schema import OutputSchema
+from synthloom.tools import protocol
 
 ANSWERED = "synthloom_answer"
 """Set in the response metadata of a final answer; LangGraph's own step-limit message lacks it."""
@@ -62,7 +63,7 @@ class ContextChatModel(BaseChatModel):
                                   params=self.call_params)
             return _result(AIMessage(content=text, response_metadata={ANSWERED: True}))
         reply = await generate(self.ctx, node=self.node, model=self.model_name, messages=conversation,
-                               params=self.call_params, schema=_reply_schema(tools),
+                               params=self.call_params, schema=protocol.reply_schema(tools),
                                parse_retries=self.parse_retries)
         if "answer" in reply:
             return _result(AIMessage(content=reply["answer"], response_metadata={ANSWERED: True}))
@@ -75,44 +76,20 @@ def _result(message: AIMessage) -> ChatResult:
     return ChatResult(generations=[ChatGeneration(message=message)])
 
 
-def _reply_schema(tools: list[dict[str, Any]]) -> OutputSchema:
-    answer = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"],
-              "additionalProperties": False}
-    calls = [{"type": "object", "properties": {"tool": {"const": tool["name"]},
-                                               "arguments": tool.get("parameters") or {"type": "object"}},
-              "required": ["tool", "arguments"], "additionalProperties": False} for tool in tools]
-    return OutputSchema({"anyOf": [*calls, answer]})
-
-
-def _instructions(tools: list[dict[str, Any]]) -> str:
-    listing = "\n".join(f"- {tool['name']}: {tool.get('description', '')} Arguments (JSON Schema): "
-                        f"{json.dumps(tool.get('parameters', {}))}" for tool in tools)
-    return ("You can use tools. To call one, reply with only a JSON object "
-            '{"tool": "<name>", "arguments": {...}}; its result comes back in the next message. '
-            'When you can answer, reply with only {"answer": "<your answer>"}.\n'
-            f"Tools:\n{listing}")
-
-
 def _protocol_messages(messages: list[BaseMessage], tools: list[dict[str, Any]]) -> list[dict[str, str]]:
     """LangChain messages as plain chat turns that speak the JSON protocol (tool calls and results as text)."""
     rendered: list[dict[str, str]] = []
     for message in messages:
         if isinstance(message, AIMessage) and message.tool_calls:
-            rendered += [{"role": "assistant", "content": json.dumps({"tool": call["name"],
-                                                                      "arguments": call["args"]})}
+            rendered += [{"role": "assistant", "content": protocol.call_text(call["name"], call["args"])}
                          for call in message.tool_calls]
         elif isinstance(message, AIMessage) and tools:
             rendered.append({"role": "assistant", "content": json.dumps({"answer": message.text})})
         elif isinstance(message, ToolMessage):
-            rendered.append({"role": "user", "content": f"Result of {message.name}: {message.text}"})
+            rendered.append({"role": "user", "content": protocol.result_text(str(message.name), message.text)})
         else:
             rendered.append({"role": _ROLES.get(message.type, "user"), "content": message.text})
-    if tools:
-        if rendered and rendered[0]["role"] == "system":
-            rendered[0] = {"role": "system", "content": f"{rendered[0]['content']}\n\n{_instructions(tools)}"}
-        else:
-            rendered.insert(0, {"role": "system", "content": _instructions(tools)})
-    return rendered
+    return protocol.with_instructions(rendered, tools) if tools else rendered
 
 
 def trl_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:

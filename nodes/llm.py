@@ -1,16 +1,18 @@
 """`llm`: render messages from the record, call a model, write the reply (or a parsed object) to the state.
-With `few_shot`, each record's templates also see k examples drawn from a pool."""
+With `few_shot`, each record's templates also see k examples drawn from a pool. With `tools`, the node runs
+the tool loop (`synthloom.engine.tool_loop`) and can write the whole exchange as a TRL tool-calling trajectory."""
 from __future__ import annotations
 
 import asyncio
 import hashlib
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from synthloom.config import ceilings
 from synthloom.config.schema import MessageTemplate
 from synthloom.engine.generate import generate_with_finish
+from synthloom.engine.tool_loop import run_tool_loop, tool_mode
 from synthloom.graph.context import RunContext
 from synthloom.graph.node import Node, NodeParams
 from synthloom.graph.output_schema import OutputSchema
@@ -42,6 +44,15 @@ class LLMParams(NodeParams):
     few_shot: FewShotConfig | None = Field(
         default=None, description="{pool: file or list, k: 3, seed: 0, as: examples}: k examples per record "
                                   "(seeded by the record id) in the template variable `as`")
+    tools: list[str] | None = Field(default=None, min_length=1, description="names of the graph's tools: "
+                                    "entries the model may call; `output` gets its final answer")
+    tool_choice: Literal["auto", "required", "none"] = Field(
+        default="auto", description="with tools: required makes the first turn call a tool; none forbids calls")
+    max_tool_rounds: int = Field(default=4, ge=1, le=ceilings.MAX_TOOL_ROUNDS,
+                                 description="with tools: model turns that may call tools before it must answer")
+    trajectory: str | None = Field(default=None, description="with tools: state key for the exchange as TRL "
+                                   "messages (assistant tool_calls, tool results); <key>_tools gets the tools' "
+                                   "JSON schemas (TRL's tools column) and <key>_calls each call and its outcome")
 
     @model_validator(mode="after")
     def _one_input(self) -> LLMParams:
@@ -51,6 +62,14 @@ class LLMParams(NodeParams):
             raise ValueError("give output: <state key> (where the reply goes)")
         if self.output is None and self.n > 1:
             raise ValueError("with n > 1 give output: <state key> for the list of samples")
+        if self.tools is None and self.trajectory is not None:
+            raise ValueError("trajectory is the exchange of a tool loop: give tools too")
+        if self.tools is not None:
+            unsupported = [key for key, given in (("prompt", self.prompt is not None), ("n", self.n > 1),
+                                                  ("output_schema", self.output_schema is not None)) if given]
+            if unsupported:
+                raise ValueError(f"a node with tools takes messages and writes its answer to output; it does not "
+                                 f"take {', '.join(unsupported)}")
         return self
 
 
@@ -82,6 +101,10 @@ class LLMNode(Node[LLMParams]):
         return variables
 
     def writes(self) -> set[str]:
+        if self.params.tools is not None:
+            trajectory = self.params.trajectory
+            extra = {trajectory, f"{trajectory}_tools", f"{trajectory}_calls"} if trajectory else set()
+            return {self.params.output or ""} | extra
         finish = {self.params.finish_reason_key} if self.params.finish_reason_key else set()
         if self.params.output is not None:
             return {self.params.output} | finish
@@ -91,15 +114,23 @@ class LLMNode(Node[LLMParams]):
     def models(self) -> set[str]:
         return {self.params.model}
 
+    def tool_entries(self) -> set[str]:
+        return set(self.params.tools or ())
+
     async def setup(self, ctx: RunContext) -> None:
         if self.few_shot:
             self.few_shot.load(ctx)
+        if self.params.tools:
+            await ctx.tools.start(self.params.tools)
 
     async def run(self, state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
         if self.few_shot:
             state = {**state, self.few_shot.variable: self.few_shot.draw(state["id"])}
         messages = render_messages(self.messages, state) if self.messages else None
         prompt = self.prompt.render(state) if self.prompt else None
+        if self.params.tools is not None:
+            assert messages is not None
+            return await self._with_tools(messages, ctx)
 
         base = record_sample(state[self.params.vary_by]) * self.params.n if self.params.vary_by else 0
 
@@ -116,3 +147,16 @@ class LLMNode(Node[LLMParams]):
         results = await asyncio.gather(*(one(sample) for sample in range(self.params.n)))
         updates = {self.params.output: [reply for reply, _ in results]}
         return {**updates, finish: [reason for _, reason in results]} if finish else updates
+
+    async def _with_tools(self, messages: list[dict[str, str]], ctx: RunContext) -> dict[str, Any]:
+        params = self.params
+        assert params.tools is not None and params.output is not None
+        trajectory = await run_tool_loop(ctx, ctx.tools, node=self.name, model=params.model, messages=messages,
+                                         tools=ctx.tools.tools(params.tools), tool_choice=params.tool_choice,
+                                         max_rounds=params.max_tool_rounds, params=params.params,
+                                         parse_retries=params.parse_retries, mode=tool_mode(ctx, params.model))
+        updates: dict[str, Any] = {params.output: trajectory.answer}
+        if params.trajectory:
+            updates.update({params.trajectory: trajectory.messages, f"{params.trajectory}_tools": trajectory.tools,
+                            f"{params.trajectory}_calls": trajectory.calls})
+        return updates

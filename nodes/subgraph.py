@@ -76,7 +76,8 @@ class Subgraph(Node[SubgraphParams]):
             raise RuntimeError("subgraph node set up without its child graph")
         _merge_models(ctx, self.child.config.models)
         await ctx.models.prepare(self.child.models_used())  # a missing key or model file: a config error now
-        self.child_ctx = dataclasses.replace(ctx, base_dir=self.child.base_dir)
+        # the child's own tools: entries (its MCP sessions open in its nodes' setup, close in teardown)
+        self.child_ctx = dataclasses.replace(ctx, base_dir=self.child.base_dir, tools=self.child.tools)
         for node in self.child.nodes.values():
             await node.setup(self.child_ctx)
         self.walk = GraphWalk(self.child, self.child_ctx)
@@ -102,6 +103,7 @@ class Subgraph(Node[SubgraphParams]):
         if self.child is not None and self.child_ctx is not None:
             for node in self.child.nodes.values():
                 await node.teardown(self.child_ctx)
+            await self.child.tools.close()
 
     async def run(self, state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any] | Drop:
         if self.walk is None:

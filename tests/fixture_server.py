@@ -19,7 +19,8 @@ answers as current vLLM (0.10 and newer) does: `structured_outputs: {json: schem
 structured reply whose `max_tokens` is below it come back cut off (half its text, finish_reason "length").
 `hold=[pattern]` keeps the replies to matching prompts until the test calls `release()`: a test that needs
 a run to still be going (a second run against its lock, a signal, progress lines) holds it open instead of
-hoping the machine is slow enough.
+hoping the machine is slow enough. A scripted reply that is a `ToolCalls` answers with native `tool_calls`
+(content null, finish_reason "tool_calls"), as OpenAI and vLLM do.
 """
 from __future__ import annotations
 
@@ -31,11 +32,26 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 Reply = str | Callable[[dict[str, Any]], Any]
+
+
+@dataclass(frozen=True)
+class ToolCalls:
+    """A scripted chat reply that calls tools natively: (name, arguments) pairs; arguments that are not a
+    string are sent as JSON text, as servers send them."""
+
+    calls: tuple[tuple[str, Any], ...]
+
+    def message(self) -> dict[str, Any]:
+        return {"role": "assistant", "content": None, "tool_calls": [
+            {"id": f"call_{index}", "type": "function",
+             "function": {"name": name, "arguments": args if isinstance(args, str) else json.dumps(args)}}
+            for index, (name, args) in enumerate(self.calls)]}
 
 
 def _chat_reply(choice: Any = None, **top: Any) -> dict[str, Any]:
@@ -105,7 +121,8 @@ class FakeOpenAI:
                  echo_auth: bool = False, refuse_json_schema: bool = False, prompt_only: bool = False,
                  refuse_prompt_lists: bool = False, cut_off: list[str] | None = None,
                  malformed_every: dict[int, str] | None = None, hold: list[str] | None = None,
-                 served: list[str] | None = None, like_vllm: bool = False, cut_json_below: int | None = None):
+                 served: list[str] | None = None, like_vllm: bool = False, cut_json_below: int | None = None,
+                 refuse_tools: bool = False):
         self.latency = latency
         self.served = served  # what /v1/models lists (default: the one model); a vLLM serving several
         self.script = [(re.compile(pattern, re.DOTALL), reply) for pattern, reply in script or []]
@@ -121,6 +138,7 @@ class FakeOpenAI:
         self.prompt_only = prompt_only
         self.refuse_prompt_lists = refuse_prompt_lists
         self.like_vllm = like_vllm
+        self.refuse_tools = refuse_tools  # vLLM started without --enable-auto-tool-choice: HTTP 400 for tools
         self.cut_json_below = cut_json_below
         # replies to prompts matching one of these come back with finish_reason "length", like a reply
         # cut by max_tokens
@@ -301,16 +319,20 @@ class FakeOpenAI:
                     return web.json_response({"error": {"message": f"Unrecognized request argument supplied: "
                                                                    f"{field}", "type": "invalid_request_error",
                                                         "param": None, "code": None}}, status=400)
+        if self.refuse_tools and "tools" in body:
+            return web.json_response({"error": {"message": '"auto" tool choice requires --enable-auto-tool-choice '
+                                                           "and --tool-call-parser to be set",
+                                                "type": "BadRequestError", "param": None, "code": 400}}, status=400)
         if self.refuse_prompt_lists and isinstance(body.get("prompt"), list):
             return web.json_response({"error": {"message": "", "type": "internal_server_error", "param": None,
                                                 "code": None}}, status=500)
         return None
 
-    def _reply_text(self, body: dict[str, Any], text: str) -> str:
+    def _reply_text(self, body: dict[str, Any], text: str) -> Any:
         for pattern, reply in self.script:
             if pattern.search(text):
                 value = reply(body) if callable(reply) else reply
-                return value if isinstance(value, str) else json.dumps(value)
+                return value if isinstance(value, str | ToolCalls) else json.dumps(value)
         if self.like_vllm and (body.get("response_format") or {}).get("type") == "json_object":
             return "{}"  # any JSON object: vLLM ignores json_object's schema
         schema = self._schema(body)
@@ -346,12 +368,14 @@ class FakeOpenAI:
                                      status=404)
         text = self._reply_text(body, last_user_text(body))
         finish = self._finish_reason(last_user_text(body), body)
+        message = {"role": "assistant", "content": text}
+        if isinstance(text, ToolCalls):
+            message, text, finish = text.message(), "", "tool_calls"
         prompt_words = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
         return web.json_response({
             "id": f"chatcmpl-{self.requests}", "object": "chat.completion", "created": int(time.time()),
             "model": self.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": finish}],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
             "usage": {"prompt_tokens": prompt_words, "completion_tokens": len(text.split()),
                       "total_tokens": prompt_words + len(text.split())}})
 

@@ -47,12 +47,13 @@ def test_a_bad_environment_value_is_refused(monkeypatch: pytest.MonkeyPatch, val
 def test_a_bad_environment_value_stops_the_run_before_it_starts(tmp_path: Path) -> None:
     """One line on stderr, exit 2, and no output directory: the clients are built before the run starts."""
     (tmp_path / "seeds.jsonl").write_text(json.dumps({"topic": "tides"}) + "\n")
+    (tmp_path / "unloadable.gguf").write_bytes(b"")  # a file that exists: the threads are refused before any load
     graph = tmp_path / "g.yaml"
     graph.write_text(textwrap.dedent(f"""
         name: t
         seed: {{source: {{type: jsonl, path: seeds.jsonl}}}}
         models:
-          default: {{backend: local, path: {tmp_path / "absent.gguf"}}}
+          default: {{backend: local, path: {tmp_path / "unloadable.gguf"}}}
         nodes:
           answer: {{type: llm, output: answer, prompt: "Tell me about {{{{ topic }}}}."}}
         outputs: [{{name: raw, format: raw, fields: [answer]}}]

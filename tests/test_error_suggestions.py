@@ -29,7 +29,7 @@ def refusal(tmp_path: Path, text: str) -> ConfigError:
      "type: lmm\n    model: w\n    messages: [{role: user, content: \"About", "nodes.question.type",
      "unknown node type 'lmm'; did you mean 'llm'? (known: agent, "),
     ("edges:", "edgse:", "edgse", "unknown key 'edgse'; did you mean 'edges'? (valid keys here: name, description, "
-     "language, seed, models, nodes, edges, outputs, run)"),
+     "language, seed, models, nodes, edges, tools, outputs, run)"),
     ("model: m}", "model: m, bakend: openai}", "models.w.bakend", "unknown key 'bakend'; did you mean 'backend'? "
      "(valid keys here: profile, backend, base_url, model,"),
     ("[{role: user, content: \"{{ question }}\"}]", "[{rol: user, content: \"{{ question }}\"}]",

@@ -169,9 +169,12 @@ EXPORTED_FOR_GRAPHS = {
     "synthloom_graphs.evol_instruct:pick_operation", "synthloom_graphs.evol_instruct:eliminate",
     "synthloom_graphs.evol_instruct:accept", "synthloom_graphs.fables:fable_prompt",
     "synthloom_graphs.rag_synth:strip_preamble", "synthloom_graphs.self_instruct:tidy_instruction",
-    "synthloom_graphs.self_instruct:tidy_input", "synthloom_graphs.sycophancy:build_claim_prompts"}
-"""The @node functions the shipped workflows name, and the one plain function marked in `__graph_api__`
-(the dpo_weak_strong `pairs` verifier)."""
+    "synthloom_graphs.self_instruct:tidy_input", "synthloom_graphs.sycophancy:build_claim_prompts",
+    "synthloom_graphs.function_calling:check", "synthloom_graphs.function_calling:select",
+    "synthloom_graphs.toolkit:calculate", "synthloom_graphs.toolkit:convert_units",
+    "synthloom_graphs.toolkit:lookup_country"}
+"""The @node functions the shipped workflows name, and the plain functions marked in `__graph_api__` (the
+dpo_weak_strong `pairs` verifier, the toolkit's functions as python tools)."""
 
 
 def installed_callables() -> list[str]:

@@ -5,10 +5,14 @@ what a module knows about; a lower layer that needs an upper one's type takes a 
 sandbox/key_hosts.py and graph/context.py do).
 
 Bottom to top; modules in one layer may import each other:
-    base (errors, fast_json) <- sandbox <- config <- models <- graph <- engine, store
-    <- distributed, inspect <- api <- cli
+    base (errors, fast_json) <- sandbox <- config <- models <- graph, tools <- engine, store
+    <- distributed, inspect <- studio <- api <- cli
 The sandbox is below config: config's loader reads graph files through sandbox/files.py and its schema
 checks names with sandbox/run_paths.py, while nothing in the sandbox needs more of a model than a protocol.
+tools/ shares the graph's layer: the graph builds the toolbox and hands it out in the run context, and the
+toolbox resolves Python tools through the graph's code policy; the tool loop, which generates, is engine/'s.
+The studio (the web app of `synthloom studio`) sits on inspect: it shows runs with the report, card, diagram
+and preview, and writes reviews through store/; the Python API does not need it, only the command starts it.
 """
 from __future__ import annotations
 
@@ -18,8 +22,8 @@ from pathlib import Path
 import pytest
 
 FRAMEWORK = Path(__file__).resolve().parents[1] / "framework"
-LAYERS = [("errors", "fast_json"), ("sandbox",), ("config",), ("models",), ("graph",), ("engine", "store"),
-          ("distributed", "inspect"), ("api",), ("cli",)]
+LAYERS = [("errors", "fast_json"), ("sandbox",), ("config",), ("models",), ("graph", "tools"),
+          ("engine", "store"), ("distributed", "inspect"), ("studio",), ("api",), ("cli",)]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 
 

@@ -86,3 +86,23 @@ def test_exclusive_or_ordered_writers_of_one_key_are_fine(tmp_path: Path) -> Non
                  {"from": "start", "to": "right", "when": "len(topic) <= 3"}]
     assert synthloom.load(write(tmp_path, nodes, exclusive)).name == "t"
     assert synthloom.load(write(tmp_path, nodes, [["start", "left"], ["left", "right"]])).name == "t"
+
+
+def test_a_local_model_file_that_does_not_exist_is_refused_before_the_run(tmp_path: Path) -> None:
+    """It used to load, then fail every record at the first call; now `load`/`validate` names the key's line.
+    Only for models a node uses, so a profile's unused local model with a missing file does not stop a run."""
+    (tmp_path / "seeds.jsonl").write_text('{"topic": "tides"}\n')
+    graph = {"name": "g", "seed": {"source": {"type": "jsonl", "path": "seeds.jsonl"}},
+             "models": {"default": {"backend": "local", "path": str(tmp_path / "missing.gguf")},
+                        "unused": {"backend": "local", "path": str(tmp_path / "also-missing.gguf")}},
+             "nodes": {"a": {"type": "llm", "prompt": "{{ topic }}", "output": "a"}},
+             "outputs": [{"name": "sft", "format": "sft",
+                          "messages": [{"role": "user", "content": "{{ topic }}"},
+                                       {"role": "assistant", "content": "{{ a }}"}]}]}
+    path = tmp_path / "graph.yaml"
+    path.write_text(yaml.safe_dump(graph, sort_keys=False))
+    with pytest.raises(ConfigError, match="missing.gguf does not exist") as refused:
+        synthloom.load(path)
+    assert "also-missing" not in str(refused.value)
+    line = 1 + path.read_text().splitlines().index(f"    path: {tmp_path / 'missing.gguf'}")
+    assert refused.value.where == f"{path}:{line}"

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tomllib
 import venv
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,10 @@ def test_the_wheel_runs_a_workflow_and_a_report(tmp_path: Path) -> None:
     said = built.stdout + built.stderr
     assert "would be ignored" not in said and "ambiguous" not in said.lower(), said[-3000:]
     [wheel] = (tmp_path / "dist").glob("synthloom-*.whl")
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    studio_data = [path.relative_to(ROOT / "framework").as_posix() for folder in ("templates", "static")
+                   for path in (ROOT / "framework" / "studio" / folder).iterdir()]
+    assert studio_data and {f"synthloom/{name}" for name in studio_data} <= shipped  # the studio's pages
 
     venv.create(tmp_path / "venv", system_site_packages=True, with_pip=False)
     python = tmp_path / "venv" / "bin" / "python"

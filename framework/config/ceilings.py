@@ -57,6 +57,12 @@ MAX_RATE = 1e12
 """`rpm`, `tpm` ceilings, prices."""
 MAX_SCORE = 1e12
 """Scores, margins and thresholds a graph compares with (they make no work; bounded to stay finite)."""
+MAX_TOOL_ROUNDS = 50
+"""llm `max_tool_rounds`: model turns that may call tools, per record."""
+MAX_TOOL_CALLS = 1_000
+"""A tool entry's `max_calls` per record."""
+MAX_TOOL_RESULT_CHARS = 1_000_000
+"""A tool entry's `max_result_chars` (a result is held in memory and fed back to the model)."""
 MAX_FAILURE_WINDOW = 1_000_000
 """`run.failure_window`: recent records whose outcome is kept."""
 

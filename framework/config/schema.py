@@ -113,6 +113,10 @@ class ModelConfig(_Strict):
         "`batch: f` is the batch price as a share of these (default 0.5, the OpenAI Batch API's)")
     path: str | None = Field(default=None, description="local backend: a GGUF file (default: SmolLM2-135M)")
     n_ctx: int = Field(default=2048, ge=16, le=ceilings.MAX_CONTEXT)
+    tool_calls: Literal["auto", "native", "json"] = Field(
+        default="auto", description="how llm nodes with tools ask for calls: native (the OpenAI API's tools "
+        "and tool_calls), json (a JSON reply constrained to the tools' schemas, as the embedded model does); "
+        "auto: native on the openai backend, json on the others")
     threads: int | None = Field(
         default=None, ge=1, le=ceilings.MAX_THREADS, description="local backend: llama.cpp threads (default: "
         "$SYNTHLOOM_THREADS, else the CPUs not busy with other processes when the model loads, at most 8)")
@@ -189,7 +193,7 @@ class MessageTemplate(_Strict):
 MESSAGE_PARTS = ("messages", "prompt", "chosen", "rejected")
 """An output's message parts: each is templates (`prompt:`) or a state key (`prompt_from:`)."""
 OUTPUT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,99}")
-RUN_FILE_NAMES = frozenset({"journal", "failed", "dropped", "manifest", "traces", "report", "readme"})
+RUN_FILE_NAMES = frozenset({"journal", "failed", "dropped", "manifest", "traces", "report", "readme", "reviews"})
 """Files a run writes besides its outputs: an output of the same name would overwrite or corrupt them."""
 
 
@@ -211,6 +215,8 @@ class OutputConfig(_Strict):
     rejected_from: str | None = Field(default=None, description="dpo: a state key holding the rejected reply")
     pairs: str | None = Field(default=None, description="dpo: a state key holding a list of "
                               "{prompt, chosen, rejected} pairs; one record per pair")
+    tools_from: str | None = Field(default=None, description="sft, dpo: a state key holding the tools' JSON "
+                                   "schemas (an llm node's <trajectory>_tools), written as TRL's tools column")
     when: str | None = Field(default=None, description="write only records where this holds")
     fields: list[str] | None = Field(default=None, description="raw: only these state keys (default all)")
     metadata: dict[str, str] = Field(default_factory=dict, description="extra metadata: name -> expression "
@@ -245,6 +251,9 @@ class OutputConfig(_Strict):
         given = {part for part in MESSAGE_PARTS if self.templates(part) is not None or self.source_key(part)}
         if self.format == "sft" and "messages" not in given:
             raise ValueError("an sft output needs messages (templates) or messages_from (a state key)")
+        if self.tools_from is not None and self.format == "raw":
+            raise ValueError("tools_from adds TRL's tools column to an sft or dpo output; a raw output writes "
+                             "the state's keys as they are")
         if self.format == "dpo" and self.pairs is None and not {"prompt", "chosen", "rejected"} <= given:
             raise ValueError("a dpo output needs prompt, chosen and rejected (each as templates or as "
                              "<part>_from: <state key>), or pairs: <state key>")
@@ -264,6 +273,40 @@ class RunConfig(_Strict):
                                   "graph from a stranger can say it too")
 
 
+TOOL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+"""What OpenAI's API takes as a function name (letters, digits, _ and -, at most 64)."""
+
+
+class ToolConfig(_Strict):
+    """One `tools:` entry: Python functions, or an MCP server (a stdio command or a streamable HTTP URL)
+    whose tools it offers. Limits apply per record, to each call of the entry's tools."""
+
+    python: list[str] | None = Field(default=None, min_length=1, description="package.module:function each; "
+                                     "its typed parameters and docstring become the tool's JSON schema")
+    command: list[str] | None = Field(default=None, min_length=1, description="an MCP server started over "
+                                      "stdio once per run ([python, -m, module] or any program): code, so it "
+                                      "needs --allow-code MODULE (or PROGRAM) or --trust-graph")
+    url: str | None = Field(default=None, description="an MCP server over streamable HTTP (http://.../mcp)")
+    only: list[str] | None = Field(default=None, description="the server's tools to offer (default all)")
+    timeout: float = Field(default=30.0, gt=0, le=ceilings.MAX_SECONDS, description="seconds a call may take")
+    max_calls: int = Field(default=16, ge=1, le=ceilings.MAX_TOOL_CALLS,
+                           description="calls of this entry's tools per record; past it the model is told so")
+    max_result_chars: int = Field(default=8000, ge=1, le=ceilings.MAX_TOOL_RESULT_CHARS,
+                                  description="a longer result is cut to this many characters (and says so)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ToolConfig:
+        given = [key for key in ("python", "command", "url") if getattr(self, key) is not None]
+        if len(given) != 1:
+            raise ValueError("a tools entry gives one of python (functions), command (an MCP server over stdio) "
+                             f"or url (an MCP server over HTTP){'; it gives ' + ', '.join(given) if given else ''}")
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise ValueError("url is an http:// or https:// address of an MCP server")
+        if self.only is not None and self.python is not None:
+            raise ValueError("only: picks tools of an MCP server; a python entry lists its functions itself")
+        return self
+
+
 LANGUAGE_CODE = re.compile(r"[a-z]{2,3}(-[A-Za-z0-9]{2,8})*")
 
 
@@ -276,6 +319,8 @@ class GraphConfig(_Strict):
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     nodes: dict[str, dict[str, Any]]
     edges: list[EdgeConfig] = Field(default_factory=list, max_length=10 * MAX_NODES)
+    tools: dict[str, ToolConfig] = Field(default_factory=dict, max_length=MAX_NODES,
+                                         description="tools llm and agent nodes may call, by entry name")
     outputs: list[OutputConfig] = Field(default_factory=lambda: [OutputConfig(name="records")])
     run: RunConfig = RunConfig()
 
@@ -288,6 +333,14 @@ class GraphConfig(_Strict):
                 raise ValueError(f"two outputs are named '{output.name}'; each output needs its own name")
             seen.add(output.name.lower())
         return outputs
+
+    @field_validator("tools")
+    @classmethod
+    def _tool_entry_names(cls, tools: dict[str, ToolConfig]) -> dict[str, ToolConfig]:
+        for name in tools:
+            if not TOOL_NAME.fullmatch(name):
+                raise ValueError(f"tools entry '{name}': a name of letters, digits, _ and - (at most 64)")
+        return tools
 
     @field_validator("language", mode="before")
     @classmethod

@@ -144,7 +144,7 @@ class Runner:
         self.ctx = RunContext(models=self.models, output_dir=self.output_dir, base_dir=graph.base_dir,
                               read_folders=graph.code.read_folders,
                               node_stats={name: NodeStats() for name in graph.nodes}, graph_name=graph.name,
-                              shared_state=self.options.shared_state or LocalSharedState())
+                              shared_state=self.options.shared_state or LocalSharedState(), tools=graph.tools)
         self.walker = GraphWalk(graph, self.ctx)
         self.shapers = [OutputShaper(output) for output in config.outputs]
         self._flush_scheduled = False
@@ -202,6 +202,7 @@ class Runner:
             self.journal.close()
             self.lock.release()
             await self.models.close()
+            await self.ctx.tools.close()
             if isinstance(error, ConfigError):  # a model's missing API key, a node's missing pool file
                 raise pinpoint(error, self.graph.loaded.source_map) from None
             raise
@@ -238,6 +239,7 @@ class Runner:
         finally:
             self.ctx.close_pools()
             await self.models.close()
+            await self.ctx.tools.close()
             self.journal.close()
             self.lock.release()
 
@@ -500,6 +502,7 @@ class Runner:
             except Exception as error:  # a teardown must not hide the run's own outcome
                 self.message = (self.message + f"; teardown of a node failed: {error}").strip("; ")
         await self.models.close()
+        await self.ctx.tools.close()
         self.ended = time.time()
         self._flush_tick()
         if self.status == "aborting":  # the last lines could not be written

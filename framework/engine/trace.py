@@ -36,6 +36,13 @@ class StepTrace:
     error: str | None = None
     seconds: float = 0.0
     edges: list[dict[str, Any]] = field(default_factory=list)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+
+    def add_tool_call(self, round_number: int, tool: str, arguments: Any, result: str, ok: bool,
+                      seconds: float) -> None:
+        """One tool call of a tool loop round, with what it gave back (an error's text when not `ok`)."""
+        self.tool_calls.append({"round": round_number, "tool": tool, "arguments": arguments, "ok": ok,
+                                "result": result, "latency_s": round(seconds, 4)})
 
     def add_call(self, model: str, request: LLMRequest, completion: Completion | None,
                  error: BaseException | None = None) -> None:
@@ -46,6 +53,11 @@ class StepTrace:
             call["prompt"] = request.prompt
         if request.params:
             call["params"] = dict(request.params)
+        if request.tools is not None:
+            call["tools"] = [tool["function"]["name"] for tool in request.tools]
+            call["tool_choice"] = request.tool_choice
+        if completion is not None and completion.tool_calls:
+            call["tool_calls"] = completion.tool_calls
         if completion is not None:
             call.update(reply=completion.text, finish_reason=completion.finish_reason,
                         prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
@@ -75,7 +87,8 @@ class StepTrace:
         return {"node": self.node, "type": self.type, "reads": self.reads, "calls": self.calls,
                 "output": self.output, "drop": self.drop, "error": self.error,
                 "latency_s": round(self.seconds, 4), "tokens": tokens,
-                "attempts": sum(call.get("attempts", 1) for call in self.calls), "edges": self.edges}
+                "attempts": sum(call.get("attempts", 1) for call in self.calls), "edges": self.edges,
+                **({"tool_calls": self.tool_calls} if self.tool_calls else {})}
 
 
 @dataclass

@@ -14,6 +14,7 @@ from ..models.clients import ModelPool
 from ..models.stats import NodeStats
 from ..sandbox.files import read_graph_text
 from ..sandbox.run_paths import path_in_run
+from ..tools.toolbox import Toolbox
 from .record_pool import POOL_DIR, RecordPool
 from .shared_state import LocalSharedState, SharedIndex, SharedStateProvider
 
@@ -27,16 +28,21 @@ class RecordUsage:
     calls: int = 0
     retries: int = 0
     tokens: int = 0
+    tool_calls: dict[str, int] = field(default_factory=dict)
+    """Tool calls per `tools:` entry, for the entries' per-record budgets (not in the metadata)."""
 
     def as_dict(self) -> dict[str, int]:
         return {"llm_calls": self.calls, "retries": self.retries, "tokens": self.tokens}
 
 
 class CallRecorder(Protocol):
-    """Where a node step's model calls are noted (the engine's `StepTrace`)."""
+    """Where a node step's model and tool calls are noted (the engine's `StepTrace`)."""
 
     def add_call(self, model: str, request: LLMRequest, completion: Completion | None,
                  error: BaseException | None = None) -> None: ...
+
+    def add_tool_call(self, round_number: int, tool: str, arguments: Any, result: str, ok: bool,
+                      seconds: float) -> None: ...
 
 
 current_step: ContextVar[CallRecorder | None] = ContextVar("current_step", default=None)
@@ -68,6 +74,8 @@ class RunContext:
     """On --resume, the ids earlier parts settled (kept on disk: test with `in`)."""
     shared_state: SharedStateProvider = field(default_factory=LocalSharedState)
     """Where `shared_index` objects live: this process, or a Ray actor under `run --ray`."""
+    tools: Toolbox = field(default_factory=Toolbox)
+    """The graph's `tools:` entries; MCP sessions open in the nodes' setup and close with the run."""
     _shared: dict[str, Shared] = field(default_factory=dict)
     _pools: dict[str, RecordPool] = field(default_factory=dict)
     _indexes: dict[str, SharedIndex] = field(default_factory=dict)

@@ -83,6 +83,10 @@ class Node(Generic[P]):
     def writes(self) -> set[str]:
         return set()
 
+    def tool_entries(self) -> set[str]:
+        """The graph's `tools:` entries the node calls (checked before the run; started in its setup)."""
+        return set()
+
     def models(self) -> set[str]:
         return set()
 

@@ -32,13 +32,26 @@ class OutputShaper:
             fields = self.config.fields
             kept = state if fields is None else {key: state[key] for key in fields if key in state}
             return [{**kept, "metadata": meta}]
+        tools = self._tools(state)
         if kind == "sft":
-            return [{"messages": self._messages("messages", state, None), "metadata": meta}]
+            return [{"messages": self._messages("messages", state, None), **tools, "metadata": meta}]
         if self.config.pairs:
-            return [_pair_record(pair, meta, self.config.pairs) for pair in _listed(state, self.config.pairs)]
+            return [{**_pair_record(pair, meta, self.config.pairs), **tools}
+                    for pair in _listed(state, self.config.pairs)]
         return [{"prompt": self._messages("prompt", state, "user"),
                  "chosen": self._messages("chosen", state, "assistant"),
-                 "rejected": self._messages("rejected", state, "assistant"), "metadata": meta}]
+                 "rejected": self._messages("rejected", state, "assistant"), **tools, "metadata": meta}]
+
+    def _tools(self, state: Mapping[str, Any]) -> dict[str, Any]:
+        """TRL's `tools` column (the JSON schemas of the tools the messages call), when the output asks for it."""
+        key = self.config.tools_from
+        if key is None:
+            return {}
+        tools = state.get(key)
+        if not isinstance(tools, list) or not all(isinstance(tool, dict) and "function" in tool for tool in tools):
+            raise RecordError(f"output '{self.name}': tools_from '{key}' should hold a list of tool schemas "
+                              f"({{type: function, function: {{name, description, parameters}}}})")
+        return {"tools": tools}
 
     def _messages(self, part: str, state: Mapping[str, Any], role: str | None) -> Messages:
         compiled = self._parts[part]

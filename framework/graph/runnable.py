@@ -20,6 +20,7 @@ from ..config.schema import MESSAGE_PARTS, GraphConfig, OutputConfig
 from ..errors import ConfigError, did_you_mean, one_line
 from ..sandbox.expressions import Condition
 from ..sandbox.templates import Template
+from ..tools.toolbox import Toolbox
 from .node import ANY_KEY, Node, NodeParams
 from .registry import CodePolicy, import_object, resolve_node_type
 
@@ -50,6 +51,8 @@ class Graph:
     """Nodes whose writes are unknown, so keys read after them (and outputs) could not be checked."""
     code: CodePolicy = field(default_factory=CodePolicy)
     """What Python the graph may import, and (`code.uses`) what it did import."""
+    tools: Toolbox = field(default_factory=Toolbox)
+    """The graph's `tools:` entries, their code consented to; MCP servers start with the run."""
 
     @property
     def config(self) -> GraphConfig:
@@ -120,6 +123,7 @@ def build_graph(loaded: LoadedConfig, seed_columns: Iterable[str] = (), code: Co
     folder = _building.set(loaded.base_dir)
     try:
         with code.active():
+            toolbox = _toolbox(config, smap, code, loaded.base_dir)
             nodes = {name: _instantiate(name, spec, smap, code) for name, spec in config.nodes.items()}
     finally:
         _building.reset(folder)
@@ -145,8 +149,10 @@ def build_graph(loaded: LoadedConfig, seed_columns: Iterable[str] = (), code: Co
     _check_loops_bounded(graph, smap)
     dag = _forward_dag(graph, starts)
     ancestors = {name: frozenset(nx.ancestors(dag, name)) for name in nodes}
-    result = Graph(loaded, nodes, dag, edges_from, starts, ancestors, set(seed_columns), code=code)
+    result = Graph(loaded, nodes, dag, edges_from, starts, ancestors, set(seed_columns), code=code,
+                   tools=toolbox)
     _check_models(result, smap)
+    _check_tool_entries(result, smap)
     _check_keys(result, graph, smap)
     _check_parallel_writes(result, smap)
     return result
@@ -304,6 +310,24 @@ def _forward_dag(graph: nx.MultiDiGraph, starts: list[str]) -> nx.DiGraph:
     return dag
 
 
+def _toolbox(config: GraphConfig, smap: SourceMap, code: CodePolicy, base_dir: Path) -> Toolbox:
+    try:
+        return Toolbox.build(config.tools, code, base_dir)
+    except ConfigError as error:
+        path = tuple(int(part) if part.isdigit() else part for part in (error.key or "tools").split("."))
+        raise ConfigError(error.message, where=smap.where(path), key=error.key) from None
+
+
+def _check_tool_entries(graph: Graph, smap: SourceMap) -> None:
+    for name, node in graph.nodes.items():
+        for entry in sorted(node.tool_entries()):
+            try:
+                graph.tools.check_entry(entry)
+            except ConfigError as error:
+                raise ConfigError(error.message + did_you_mean(entry, graph.config.tools),
+                                  where=smap.where(("nodes", name, "tools")), key=f"nodes.{name}.tools") from None
+
+
 def _check_models(graph: Graph, smap: SourceMap) -> None:
     known = set(graph.config.models) | {"default"}
     for name, node in graph.nodes.items():
@@ -312,6 +336,13 @@ def _check_models(graph: Graph, smap: SourceMap) -> None:
                 raise ConfigError(f"unknown model '{model}'{did_you_mean(model, known)} (models: "
                                   f"{', '.join(sorted(known))})",
                                   where=smap.where(("nodes", name, "model")), key=f"nodes.{name}.model")
+    for name in sorted(graph.models_used()):
+        config = graph.config.models.get(name)
+        if config is not None and config.backend == "local" and config.path and not Path(config.path).is_file():
+            # found here, before a run starts, rather than as every record's failure once the engine loads
+            raise ConfigError(f"model file {config.path} does not exist; give a GGUF file, or leave path out "
+                              f"for the embedded default", where=smap.where(("models", name, "path")),
+                              key=f"models.{name}.path")
     _check_params(graph, smap)
 
 
@@ -492,6 +523,8 @@ def output_reads(output: OutputConfig) -> set[str]:
             keys |= Template(message.content).variables
     if output.pairs:
         keys.add(output.pairs)
+    if output.tools_from:
+        keys.add(output.tools_from)
     keys.update(output.fields or ())
     if output.when:
         keys |= Condition(output.when).names

@@ -126,6 +126,7 @@ def card_text(directory: Path, manifest: dict[str, Any], graph: Graph | None, gr
         *_loading(summaries),
         *_outputs_section(summaries, formats),
         *_counts_section(manifest, counts),
+        *_review_section(directory, manifest, written),
         *_graph_section(graph),
         *_models_section(manifest),
         *_metrics_section(summaries),
@@ -233,6 +234,28 @@ def _counts_section(manifest: dict[str, Any], counts: dict[str, Any]) -> list[st
             rows += ["", f"{title} (node: reason):", "", "| reason | records |", "|---|---|"]
             for reason, count in sorted(reasons.items(), key=lambda item: -int(item[1] or 0)):
                 rows.append(f"| {_cell(reason)} | {count} |")
+    return rows
+
+
+def _review_section(directory: Path, manifest: dict[str, Any], written: dict[str, Any]) -> list[str]:
+    """Counts of human review (`synthloom studio`): from the manifest a reviewed push stages, else from the
+    run's reviews.jsonl; nothing when no record was reviewed."""
+    from ..store.reviews import review_counts
+    reviewed_only = isinstance(manifest.get("reviews"), dict)
+    tallies = _dict(manifest.get("reviews")) if reviewed_only else review_counts(directory)
+    if not tallies:
+        return []
+    rows = ["", "## Human review", "",
+            ("These files hold only the records accepted in review, with reviewers' edits applied."
+             if reviewed_only else "Reviews are kept in `reviews.jsonl`; `synthloom push --reviewed` uploads only "
+             "the accepted records, with their edits."), "",
+            "| output | written | accepted | edited | rejected | not reviewed |", "|---|---|---|---|---|---|"]
+    for name, tally in sorted(tallies.items()):
+        tally = _dict(tally)
+        total = _count(_dict(manifest.get("written_before_review")).get(name) if reviewed_only else written.get(name))
+        accepted, rejected = _count(tally.get("accepted")), _count(tally.get("rejected"))
+        rows.append(f"| {_cell(name)} | {total} | {accepted} | {_count(tally.get('edited'))} | {rejected} | "
+                    f"{max(0, total - accepted - rejected)} |")
     return rows
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import textwrap
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from html import escape
 
@@ -367,8 +367,9 @@ def _curve_x(start: Point, end: Point, y: float) -> float:
     return x0 + (x3 - x0) * (3 * t * t - 2 * t ** 3)
 
 
-def render_svg(graph: Graph) -> str:
-    """The graph as one standalone SVG document (also valid inline in HTML)."""
+def render_svg(graph: Graph, links: Mapping[str, str] | None = None) -> str:
+    """The graph as one standalone SVG document (also valid inline in HTML). `links`: node name -> the URL
+    its box links to (the studio links each node to its steps in a trace)."""
     layout = Layout(graph)
     left, right, bottom = layout.bounds()
     shift = MARGIN - left
@@ -379,12 +380,17 @@ def render_svg(graph: Graph) -> str:
              f'<g transform="translate({shift:.1f},0)">']
     parts += [_path(route) for route in layout.routes]
     for box in layout.boxes.values():
+        link = (links or {}).get(box.name)
+        if link is not None:
+            parts.append(f'<a href="{escape(link)}">')
         parts.append(f'<g class="node"><rect x="{box.x:.1f}" y="{box.y:.1f}" width="{box.width:.1f}" '
                      f'height="{BOX_H}" rx="6" fill="#eef4f9" stroke="#2f6690" stroke-width="1.4"/>'
                      f'<text x="{box.centre:.1f}" y="{box.y + 19:.1f}" font-size="13" font-weight="600" '
                      f'text-anchor="middle" fill="#1f2933">{escape(box.name)}</text>'
                      f'<text x="{box.centre:.1f}" y="{box.y + 36:.1f}" font-size="11.5" text-anchor="middle" '
                      f'fill="#52606d">{escape(_subtitle(box))}</text></g>')
+        if link is not None:
+            parts.append("</a>")
     for label in layout.labels:  # last, so a label is never hidden under an edge
         top, centre = label.middle - label.height / 2, label.left + label.width / 2
         if len(label.lines) == 1:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
+import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -74,20 +76,54 @@ def hub_url(repo_id: str) -> str:
     return f"{endpoint.rstrip('/')}/datasets/{repo_id}"
 
 
-def plan_push(output_dir: str | Path, all_files: bool = False) -> tuple[list[str], str]:
+def stage_reviewed(output_dir: str | Path, into: Path, all_files: bool = False) -> Path:
+    """Write into `into` what a `--reviewed` push uploads: each output with only its accepted records (edits
+    applied), the manifest with those counts and the review's, and a card saying so. The run directory is
+    left as it is; records are streamed, so memory stays flat."""
+    from ..store.reviews import review_counts, write_reviewed
+    from .card import card_text, graph_file_inside, run_graph
+    directory = Path(output_dir)
+    files = files_to_push(directory, all_files)  # refuses what a plain push refuses (links, no manifest)
+    manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
+    counts = dict(manifest.get("counts") or {})
+    before = dict(counts.get("outputs") or {})
+    counts["outputs"] = {name: write_reviewed(directory, name, into / f"{name}.jsonl") for name in before
+                         if isinstance(name, str) and Path(name).name == name}
+    counts["written"] = sum(counts["outputs"].values())
+    staged = {**manifest, "counts": counts, "reviews": review_counts(directory), "written_before_review": before}
+    (into / MANIFEST).write_text(json.dumps(staged, indent=2, ensure_ascii=False), encoding="utf-8")
+    for name in files:
+        if name in (FAILED, DROPPED):
+            with _open_regular(directory / name) as source, (into / name).open("wb") as target:
+                shutil.copyfileobj(source, target)
+    text = card_text(into, staged, run_graph(manifest), graph_file_inside(directory, manifest))
+    (into / CARD).write_text(text, encoding="utf-8")
+    return into
+
+
+def plan_push(output_dir: str | Path, all_files: bool = False, reviewed: bool = False) -> tuple[list[str], str]:
     """`push --dry-run`: the files a push would upload and the card it would upload with them, with no
     network and no Hub library (the card is written first if the run has none, as `push` does)."""
     directory = Path(output_dir)
+    if reviewed:
+        with tempfile.TemporaryDirectory() as folder:
+            staged = stage_reviewed(directory, Path(folder), all_files)
+            return files_to_push(staged, all_files), (staged / CARD).read_text(encoding="utf-8")
     files = files_to_push(directory, all_files)
     card = directory / CARD if (directory / CARD).is_file() else build_card(directory)
     return files, card.read_text(encoding="utf-8")
 
 
 def push(output_dir: str | Path, repo_id: str, *, private: bool = False, all_files: bool = False,
-         token: str | None = None) -> Any:
+         token: str | None = None, reviewed: bool = False) -> Any:
     """Write the card if the run has none, create the dataset repo if needed, and upload exactly
     `files_to_push` in one commit. The token comes from `token`, `HF_TOKEN` or `hf auth login`; the Hub
-    from `HF_ENDPOINT` (default huggingface.co). Returns the Hub's commit info."""
+    from `HF_ENDPOINT` (default huggingface.co). Returns the Hub's commit info. `reviewed=True`: only the
+    records accepted in `synthloom studio`, edits applied (see `stage_reviewed`)."""
+    if reviewed:
+        with tempfile.TemporaryDirectory() as folder:
+            staged = stage_reviewed(output_dir, Path(folder), all_files)
+            return push(staged, repo_id, private=private, all_files=all_files, token=token)
     try:
         from huggingface_hub import CommitOperationAdd, HfApi
     except ImportError:

@@ -24,14 +24,14 @@ from ..models.clients import ModelPool
 
 
 def preview(graph: Graph | str | Path, n: int = 3, node: str | None = None,
-            use_cache: bool = True) -> list[dict[str, Any]]:
-    """Run `n` seed records and return, per record, its steps and what each output would write.
-    With `node`, only that node's steps (and a subgraph node's inner steps) are kept."""
-    return asyncio.run(apreview(graph, n, node, use_cache))
+            use_cache: bool = True, rows: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Run `n` seed records (or the seed `rows` given) and return, per record, its steps and what each
+    output would write. With `node`, only that node's steps (and a subgraph node's inner steps) are kept."""
+    return asyncio.run(apreview(graph, n, node, use_cache, rows))
 
 
 async def apreview(graph: Graph | str | Path, n: int = 3, node: str | None = None,
-                   use_cache: bool = True) -> list[dict[str, Any]]:
+                   use_cache: bool = True, rows: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """`preview` inside a running event loop (a notebook cell can `await` it)."""
     if not isinstance(graph, Graph):
         graph = load(graph)
@@ -39,14 +39,14 @@ async def apreview(graph: Graph | str | Path, n: int = 3, node: str | None = Non
         raise ConfigError(f"--node '{node}' is not a node of {graph.name} (nodes: {', '.join(graph.nodes)})")
     models = ModelPool(graph.config.models, ResponseCache() if use_cache else None)
     ctx = RunContext(models=models, base_dir=graph.base_dir, graph_name=graph.name,
-                     read_folders=graph.code.read_folders)
+                     read_folders=graph.code.read_folders, tools=graph.tools)
     previewer = _Previewer(graph, ctx, node)
     try:
         await models.prepare(graph.models_used())
         for each in graph.nodes.values():
             await each.setup(ctx)
         records: list[dict[str, Any]] = []
-        for item in read_seeds(graph.config.seed, graph.base_dir, n):
+        for item in rows if rows is not None else read_seeds(graph.config.seed, graph.base_dir, n):
             if isinstance(item, BadSeed):
                 records.append({"id": None, "outcome": "failed", "node": "seed",
                                 "error": f"{item.where}: {item.message}", "steps": [], "outputs": {}})
@@ -56,6 +56,7 @@ async def apreview(graph: Graph | str | Path, n: int = 3, node: str | None = Non
     finally:
         ctx.close_pools()
         await models.close()
+        await ctx.tools.close()
 
 
 class _Previewer:

@@ -203,8 +203,9 @@ class RunSummary:
                 for node, count in per_node.most_common()]
 
 
-def read_run(directory: str | Path) -> RunSummary:
-    """Summarise a run's output directory. Raises `ReportError` when it holds no readable manifest."""
+def read_run(directory: str | Path, parse_at_most: int | None = None) -> RunSummary:
+    """Summarise a run's output directory. Raises `ReportError` when it holds no readable manifest.
+    `parse_at_most`: parse only every k-th line of an output longer than that (as the card does)."""
     directory = Path(directory)
     manifest_path = directory / MANIFEST
     if not manifest_path.is_file():
@@ -218,7 +219,10 @@ def read_run(directory: str | Path) -> RunSummary:
     _keep_dicts(manifest, ("counts", "nodes", "models", "concurrency"))
     _keep_dicts(manifest["counts"], ("outputs", "drop_reasons", "failure_types"))
     names = [str(name) for name in manifest["counts"]["outputs"] if _plain_name(str(name))]
-    outputs = [summarise_output(directory / f"{name}.jsonl", name) for name in names]
+    written = manifest["counts"]["outputs"]
+    outputs = [summarise_output(directory / f"{name}.jsonl", name, parse_at_most=parse_at_most,
+                                expected=int(written[name]) if isinstance(written[name], int) else 0)
+               for name in names]
     shown = {record_id for output in outputs for record_id in output.example_ids if record_id is not None}
     return RunSummary(directory, manifest, outputs, _first(directory / FAILED), _first(directory / DROPPED),
                       read_traces(directory / TRACES, shown))

@@ -15,17 +15,24 @@ class LLMRequest:
     """One generation. `messages` for chat, `prompt` for raw completions (Magpie, micro-batching).
 
     `sample` tells apart the n-th sample of the same request, so a response cache can hold n answers.
+    `tools` (OpenAI function schemas) and `tool_choice` ask a server for native tool calls; the messages
+    may then hold assistant `tool_calls` and `tool` results.
     """
 
-    messages: tuple[dict[str, str], ...] | None = None
+    messages: tuple[dict[str, Any], ...] | None = None
     prompt: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     json_schema: dict[str, Any] | None = None
     sample: int = 0
+    tools: tuple[dict[str, Any], ...] | None = None
+    tool_choice: str | dict[str, Any] | None = None
 
     def cache_payload(self) -> dict[str, Any]:
-        return {"messages": self.messages, "prompt": self.prompt, "params": self.params,
-                "json_schema": self.json_schema, "sample": self.sample}
+        payload = {"messages": self.messages, "prompt": self.prompt, "params": self.params,
+                   "json_schema": self.json_schema, "sample": self.sample}
+        if self.tools is not None:  # only then: the keys of requests without tools stay as they were
+            payload.update(tools=self.tools, tool_choice=self.tool_choice)
+        return payload
 
 
 @dataclass
@@ -37,6 +44,8 @@ class Completion:
     latency: float = 0.0
     attempts: int = 1
     cached: bool = False
+    tool_calls: list[dict[str, Any]] | None = None
+    """Native tool calls, as the OpenAI API gives them ({id, type: function, function: {name, arguments}})."""
     batched: bool = False
     """Answered through a provider's Batch API (priced apart: see `UsageStats`)."""
 

@@ -36,35 +36,41 @@ class ResponseCache:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, text TEXT, "
                          "prompt_tokens INTEGER, completion_tokens INTEGER, finish_reason TEXT, created REAL)")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(responses)")}
+        if "tool_calls" not in columns:  # a cache made before native tool calls
+            self._db.execute("ALTER TABLE responses ADD COLUMN tool_calls TEXT")
         self._pending: list[tuple[Any, ...]] = []
         self._last_commit = time.monotonic()
         self.hits = self.misses = 0
 
     def get(self, key: str) -> Completion | None:
-        row = self._db.execute("SELECT text, prompt_tokens, completion_tokens, finish_reason FROM responses "
-                               "WHERE key = ?", (key,)).fetchone()
+        row = self._db.execute("SELECT text, prompt_tokens, completion_tokens, finish_reason, tool_calls FROM "
+                               "responses WHERE key = ?", (key,)).fetchone()
         if row is None:
             for pending in self._pending:
                 if pending[0] == key:
-                    row = pending[1:5]
+                    row = (*pending[1:5], pending[6])
                     break
         if row is None:
             self.misses += 1
             return None
         self.hits += 1
         return Completion(text=row[0], prompt_tokens=row[1], completion_tokens=row[2],
-                          finish_reason=row[3], cached=True, attempts=0)
+                          finish_reason=row[3], cached=True, attempts=0,
+                          tool_calls=json.loads(row[4]) if row[4] else None)
 
     def put(self, key: str, completion: Completion) -> None:
         self._pending.append((key, completion.text, completion.prompt_tokens, completion.completion_tokens,
-                              completion.finish_reason, time.time()))
+                              completion.finish_reason, time.time(),
+                              json.dumps(completion.tool_calls) if completion.tool_calls else None))
         if time.monotonic() - self._last_commit > COMMIT_EVERY_S or len(self._pending) >= 256:
             self.flush()
 
     def flush(self) -> None:
         if self._pending:
             self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?)", self._pending)
+            self._db.executemany("INSERT OR REPLACE INTO responses (key, text, prompt_tokens, completion_tokens, "
+                                 "finish_reason, created, tool_calls) VALUES (?, ?, ?, ?, ?, ?, ?)", self._pending)
             self._db.execute("COMMIT")
             self._pending.clear()
         self._last_commit = time.monotonic()

@@ -135,6 +135,10 @@ class OpenAIClient:
         else:
             body["messages"] = list(request.messages or ())
             path = "/chat/completions"
+            if request.tools is not None:
+                body["tools"] = list(request.tools)
+                if request.tool_choice is not None:
+                    body["tool_choice"] = request.tool_choice
         if request.json_schema is not None:
             apply_mode(self.structured.mode, body, request.json_schema, state_schema=self.structured.states_schema)
         return path, body
@@ -334,8 +338,21 @@ def _parse_choices(data: dict[str, Any], name: str, expected: int) -> list[Compl
     share = max(1, expected)
     return [Completion(text=text, prompt_tokens=(tokens["prompt_tokens"] or 0) // share,
                        completion_tokens=(tokens["completion_tokens"] or 0) // share,
-                       finish_reason=choice.get("finish_reason"))
+                       finish_reason=choice.get("finish_reason"), tool_calls=_tool_calls(choice))
             for text, choice in zip(texts[:expected], choices, strict=False)]
+
+
+def _tool_calls(choice: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """A chat choice's native tool calls (each checked for a function name), or None."""
+    message = choice.get("message")
+    calls = message.get("tool_calls") if isinstance(message, dict) else None
+    if not calls:
+        return None
+    if not isinstance(calls, list) or not all(isinstance(call, dict) and isinstance(call.get("function"), dict)
+                                              and isinstance(call["function"].get("name"), str) for call in calls):
+        raise ModelCallError(f"HTTP 200 with malformed tool_calls: {one_line(calls, 200)}", retryable=True,
+                             status=200)
+    return calls
 
 
 def _choice_text(choice: dict[str, Any]) -> tuple[str | None, Any]:
@@ -345,6 +362,8 @@ def _choice_text(choice: dict[str, Any]) -> tuple[str | None, Any]:
         found = choice.get("text")
     elif isinstance(choice["message"], dict):
         found = choice["message"].get("content")
+        if found is None and choice["message"].get("tool_calls"):
+            return "", None  # a turn that only calls tools has no text
     else:  # a message that is not an object, even a string, is not a chat answer
         return None, choice["message"]
     return (found if isinstance(found, str) else None), found

@@ -1,1 +1,2 @@
-"""The run directory as a store: journal, id ledger, lock, manifest, shard merge; where resume is decided."""
+"""The run directory as a store: journal, id ledger, lock, manifest, shard merge, the reviews users write beside
+the outputs; where resume is decided."""

@@ -31,10 +31,11 @@ DROPPED = "dropped.jsonl"
 MANIFEST = "manifest.json"
 TRACES = "traces.jsonl"
 CARD = "README.md"
+REVIEWS = "reviews.jsonl"  # human reviews (synthloom studio); --overwrite deletes them with the records
 LOCK = ".synthloom.lock"
 TEMPORARY = ".tmp"
 """What a file is written as before it replaces its name (`os.replace`), so no reader sees half of it."""
-OWN_FILES = (MANIFEST, CARD, MANIFEST + TEMPORARY, CARD + TEMPORARY, LEDGER, POOL_DIR, BATCHES, SQLITE_JOURNAL)
+OWN_FILES = (MANIFEST, CARD, REVIEWS, MANIFEST + TEMPORARY, CARD + TEMPORARY, LEDGER, POOL_DIR, BATCHES, SQLITE_JOURNAL)
 """What a run writes besides its data files and journal: in a directory without a journal, another's."""
 
 WRITTEN = "written"

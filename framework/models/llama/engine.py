@@ -40,6 +40,8 @@ from .sampling import next_tokens
 from .sequence import PromptBuilder, Sequence, SequenceSettings
 from .threads import default_threads
 
+NEEDS_LLAMA_CPP = "the embedded model needs llama-cpp-python: pip install -e '.[local]'"
+
 N_BATCH = 512  # prompt tokens per decode step (llama-cpp-python's default)
 
 
@@ -134,6 +136,10 @@ class EngineThread:
 
     def _main(self) -> None:
         try:
+            if not self.path.exists():
+                raise ConfigError(f"model file {self.path} does not exist")
+            if self.threads is None:
+                self.threads = default_threads()
             self._load()
             self._loop()
         except ConfigError as error:  # no llama-cpp-python, no model file: the user's to fix
@@ -144,6 +150,7 @@ class EngineThread:
             self._free()
 
     def _load(self) -> None:
+        """Load the model on the engine thread (`path` exists, `threads` is set)."""
         raise NotImplementedError
 
     def _loop(self) -> None:
@@ -183,12 +190,8 @@ class LlamaEngine(EngineThread):
             from llama_cpp._logger import set_verbose
             from llama_cpp._utils import suppress_stdout_stderr
         except ImportError:
-            raise ConfigError("the embedded model needs llama-cpp-python: pip install -e '.[local]'") from None
-        if not self.path.exists():
-            raise ConfigError(f"model file {self.path} does not exist")
+            raise ConfigError(NEEDS_LLAMA_CPP) from None
         self._llama_cpp = llama_cpp
-        if self.threads is None:
-            self.threads = default_threads()
         set_verbose(False)  # llama.cpp's load-time chatter; errors still show
         llama_cpp.llama_backend_init()
         self.model = LlamaModel(path_model=str(self.path), params=llama_cpp.llama_model_default_params(),

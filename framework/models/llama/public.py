@@ -20,9 +20,8 @@ from typing import Any
 
 from ...errors import ConfigError, ModelCallError
 from ..base import Completion
-from .engine import EngineThread, Job
+from .engine import NEEDS_LLAMA_CPP, EngineThread, Job
 from .sequence import schema_grammar
-from .threads import default_threads
 
 SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "frequency_penalty",
                  "presence_penalty", "seed", "stop", "max_tokens")
@@ -46,11 +45,7 @@ class PublicLlamaEngine(EngineThread):
         try:
             from llama_cpp import Llama
         except ImportError:
-            raise ConfigError("the embedded model needs llama-cpp-python: pip install -e '.[local]'") from None
-        if not self.path.exists():
-            raise ConfigError(f"model file {self.path} does not exist")
-        if self.threads is None:
-            self.threads = default_threads()
+            raise ConfigError(NEEDS_LLAMA_CPP) from None
         self.llama = Llama(model_path=str(self.path), n_ctx=self.n_ctx, n_threads=self.threads,
                            n_threads_batch=self.threads, verbose=False)
 
