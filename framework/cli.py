@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -154,7 +153,8 @@ def _run_on_ray(graph: str, output: Path | None, limit: int | None, overrides: l
                 options: dict[str, Any]) -> None:
     """`run --ray`: one progress display for every shard; Ctrl-C drains every shard (a second stops at once).
     `consent` (--allow-code, --trust-graph, --allow-key-host, --allow-read) goes to the driver and every shard."""
-    from .distributed.driver import StopRequests, run_on_ray
+    from .distributed.driver import run_on_ray
+    from .engine.stops import StopRequests
     loaded = _load(graph, overrides, endpoint, consent["allow_code"], consent["trust_graph"],
                    consent["allow_key_hosts"], allow_read=consent["allow_read"])
     output_dir = output or Path("runs") / loaded.name
@@ -170,23 +170,15 @@ def _run_on_ray(graph: str, output: Path | None, limit: int | None, overrides: l
                 shown = True
             progress.update_totals(totals)
 
-    stops = StopRequests()
-
-    def on_signal(signum: int, frame: object) -> None:  # the driver loop sees it within 0.3 s
-        stops.count += 1
-
-    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        manifest = run_on_ray(graph, output_dir, shards, overrides=overrides, endpoint=endpoint, address=address,
-                              limit=limit, on_progress=show, stops=stops, **consent, **options)
+        with StopRequests() as stops:  # the driver loop sees a request within 0.3 s
+            manifest = run_on_ray(graph, output_dir, shards, overrides=overrides, endpoint=endpoint,
+                                  address=address, limit=limit, on_progress=show, stops=stops, **consent, **options)
     except SynthloomError as error:
         if progress is not None and shown:
             progress.__exit__(type(error), error, None)  # the error is the last line, not the progress
         _fail(str(error), code=1 if isinstance(error, OutputWriteError) else 2)
         return
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
     if progress is not None and shown:
         progress.__exit__(None, None, None)
     _end(manifest, output_dir)
@@ -210,52 +202,36 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
-class _Signals:
-    """Ctrl-C and SIGTERM alike: the first stops admitting records and drains; the second cancels what is
-    in flight. Handled by `signal.signal`, not the event loop, so a loop that some node keeps busy still
-    hears them: if the run has not ended within `drain_seconds` plus a grace period of the first signal,
-    or within the grace period of the second, the process leaves at once (the journal makes that safe)."""
+GRACE_S = 5.0
+"""How long past its drain period (the first stop request) or at once (the second) a one-process run may
+take to end before the process leaves without it (the journal makes that safe)."""
 
-    GRACE_S = 5.0
 
-    def __init__(self, runner: Runner, loop: asyncio.AbstractEventLoop):
-        self.runner, self.loop = runner, loop
-        self.received = 0
-        self.previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+def _run_with_signals(runner: Runner, progress: Display | None) -> dict[str, Any]:
+    """One process under the one stop handler (`StopRequests`): each request asks the runner to stop
+    (drain, then cancel what is in flight), and starts a watchdog in case the loop never gets to it."""
+    from .engine.stops import DRAIN, StopRequests
+    loop = asyncio.new_event_loop()
 
-    def install(self) -> None:
-        for signum in self.previous:
-            signal.signal(signum, self._handle)
-
-    def restore(self) -> None:
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
-
-    def _handle(self, signum: int, frame: object) -> None:
-        self.received += 1
-        deadline = self.GRACE_S + (self.runner.graph.config.run.drain_seconds if self.received == 1 else 0)
-        self.loop.call_soon_threadsafe(self.runner.request_stop)
+    def on_request(count: int) -> None:
+        loop.call_soon_threadsafe(runner.request_stop)
+        deadline = GRACE_S + (runner.graph.config.run.drain_seconds if count == DRAIN else 0)
         watchdog = threading.Timer(deadline, _exit_now, args=(130,))
         watchdog.daemon = True
         watchdog.start()
 
-
-def _run_with_signals(runner: Runner, progress: Display | None) -> dict[str, Any]:
-    loop = asyncio.new_event_loop()
-    signals = _Signals(runner, loop)
-    signals.install()
     try:
-        if progress is None:
-            return loop.run_until_complete(runner.run())
-        with progress:
-            manifest = loop.run_until_complete(runner.run())
-            progress.update(runner, force=True)
-            return manifest
+        with StopRequests(on_request):
+            if progress is None:
+                return loop.run_until_complete(runner.run())
+            with progress:
+                manifest = loop.run_until_complete(runner.run())
+                progress.update(runner, force=True)
+                return manifest
     except SynthloomError as error:
         _fail(str(error), code=1 if isinstance(error, OutputWriteError) else 2)
         raise
     finally:
-        signals.restore()
         _close_loop(loop)
 
 

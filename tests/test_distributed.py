@@ -109,6 +109,33 @@ def test_a_ray_run_leaves_the_layout_of_a_one_process_run(
     assert card_header_and_counts(many) == written and "```mermaid" in rebuilt and "## Models" in rebuilt
 
 
+def test_the_one_process_and_ray_manifests_of_a_run_have_the_same_fields_and_counts(
+        fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    """One manifest builder (`store.manifest.manifest_of`): the driver fills it with its shards' summed
+    figures, so its fields cannot drift from a one-process run's; `--ray` adds only `ray` and `shards`."""
+    server = fake_llm()
+    spec = chain_graph(server)
+    spec["nodes"]["keep"] = {"type": "filter", "rules": [{"when": "keep", "reason": "not wanted"}]}
+    spec["edges"].append(["answer", "keep"])
+    graph = write_graph(spec, [{**seed, "keep": index % 3 != 0} for index, seed in enumerate(seeds_of(12))])
+    one = synthloom.run(graph, tmp_path / "one", cache_dir=tmp_path / "cache-one").manifest
+    many = run_on_ray(graph, tmp_path / "many", shards=2, num_cpus_per_shard=0.5, cache_dir=tmp_path / "cache-many")
+
+    def shape(value: Any) -> Any:  # the keys at every depth, without the values
+        return {key: shape(item) for key, item in value.items()} if isinstance(value, dict) else None
+
+    ray_only = {"ray", "shards"}
+    assert set(many) - set(one) == ray_only and set(one) <= set(many)
+    for key in ("counts", "nodes", "models", "cache"):
+        assert shape(many[key]) == shape(one[key]), key
+    assert set(many["parts"][0]) - set(one["parts"][0]) == {"shards"}
+    assert many["counts"] == one["counts"] == {**one["counts"], "written": 8, "dropped": 4, "seeded": 12}
+    assert [many["parts"][0][key] for key in ("seeded", "written", "dropped")] == [12, 8, 4]
+    assert many["nodes"]["keep"]["steps"] == one["nodes"]["keep"]["steps"] == 12
+    assert many["cache"]["misses"] == one["cache"]["misses"] > 0
+    assert many["models"]["w"]["calls"] == one["models"]["w"]["calls"]
+
+
 def test_progress_sums_every_shard_into_one_figure(
         fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
     """The CLI's one bar is fed these totals: every shard's records, not one shard's."""

@@ -10,7 +10,7 @@ import pytest
 import synthloom
 from synthloom.config.schema import ModelConfig
 from synthloom.models.base import LLMRequest
-from synthloom.models.limits import AdaptiveLimiter
+from synthloom.models.limits import AdaptiveLimiter, Slots
 from synthloom.models.openai_http import OpenAIClient
 
 from tests.conftest import model_spec
@@ -96,6 +96,36 @@ async def test_a_waiter_cancelled_while_a_slot_frees_leaves_the_limiter_sound() 
     assert limiter.in_use == 0
     await asyncio.wait_for(limiter.acquire(), 1)  # the slot is still there for the next caller
     assert limiter.in_use == 1
+
+
+async def test_a_lease_that_shrinks_and_grows_while_calls_wait_admits_exactly_the_lease() -> None:
+    """A `run --ray` shard's gate is the limiter's `Slots` resized to its lease as the bank rebalances:
+    a lease of 0 admits nobody, a shrunk lease lets the calls in flight finish and admits no one new until
+    it has room, and waiters are admitted first come first served."""
+    gate = Slots(0)
+    order: list[int] = []
+
+    async def call(number: int) -> None:
+        await gate.take()
+        order.append(number)
+
+    waiting = [asyncio.create_task(call(number)) for number in range(4)]
+    await asyncio.sleep(0.01)
+    assert order == [] and gate.in_use == 0
+    gate.resize(2)
+    await asyncio.sleep(0.01)
+    assert order == [0, 1] and gate.in_use == 2
+    gate.resize(1)  # shrunk below what is in flight: the next release frees no room
+    gate.release()
+    await asyncio.sleep(0.01)
+    assert order == [0, 1] and gate.in_use == 1
+    gate.release()
+    await asyncio.sleep(0.01)
+    assert order == [0, 1, 2] and gate.in_use == 1 and gate.peak == 2
+    waiting[3].cancel()
+    gate.resize(5)
+    await asyncio.gather(*waiting, return_exceptions=True)
+    assert order == [0, 1, 2] and gate.in_use == 1
 
 
 @pytest.mark.parametrize("mode", sorted(MALFORMED))

@@ -69,3 +69,24 @@ def test_a_cut_last_journal_line_longer_than_a_mebibyte_loses_only_itself(
     assert server.requests == asked  # nothing ran again: every whole line was kept
     assert journal.read_text().splitlines()[:len(whole)] == whole
     assert len(lines(out / "sft.jsonl")) == 30
+
+
+@pytest.mark.parametrize("marker", ["ray.json", "shards"])
+def test_a_one_process_run_refuses_a_ray_run_directory_as_the_ray_driver_refuses_a_one_process_one(
+        marker: str, fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    """One set of refusals for both run paths (store/refusals.py): a `run --ray` plan (or its shards folder
+    alone) is not written over by a one-process run, and `--overwrite` clears it like any other run's files."""
+    import synthloom
+    from synthloom.errors import ConfigError
+    graph = write_graph(chain_graph(fake_llm()), TOPICS[:3])
+    out = tmp_path / "out"
+    out.mkdir()
+    if marker == "ray.json":
+        (out / marker).write_text('{"shards": 2, "config_hash": "x"}', encoding="utf-8")
+    else:
+        (out / marker / "0").mkdir(parents=True)
+    said = "holds a run made with --ray" if marker == "ray.json" else "holds shards but no run journal"
+    with pytest.raises(ConfigError, match=said):
+        synthloom.run(graph, out)
+    assert synthloom.run(graph, out, overwrite=True).manifest["counts"]["written"] == 3
+    assert not (out / marker).exists()

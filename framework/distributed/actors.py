@@ -12,13 +12,11 @@ single-process engine never needs it.
 """
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections import deque
 from pathlib import Path
 from typing import Any
 
-from ..models.limits import TokenBucket
+from ..models.limits import Slots, TokenBucket
 
 
 class PermitBank:
@@ -109,55 +107,17 @@ class RunBoard:
 
 # -- the shard's side ---------------------------------------------------------------------------------
 
-class _Gate:
-    """At most `lease` holders at once; the lease may change while calls wait."""
-
-    def __init__(self) -> None:
-        self.lease = 0
-        self.in_use = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
-
-    async def enter(self) -> None:
-        while self.in_use >= self.lease:
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
-                else:
-                    self._wake()  # woken as we were cancelled: pass the turn on
-                raise
-        self.in_use += 1
-
-    def leave(self) -> None:
-        self.in_use -= 1
-        self._wake()
-
-    def set_lease(self, lease: int) -> None:
-        self.lease = lease
-        self._wake()
-
-    def _wake(self) -> None:
-        free = self.lease - self.in_use
-        while free > 0 and self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                free -= 1
-
-
 class RayPermits:
     """`PermitProvider` holding this shard's lease of each model's run-wide budget: a call waits on a
-    local gate (no round trip per call); `sync` trades leases with the bank. `rpm`/`tpm` are split in the
-    same proportion as the concurrency (this shard's target over the ceiling), and each shard's bucket
-    starts with 1/shards of the run's budget, so the shards' first bursts add up to one bucket."""
+    local gate, the limiter's `Slots` sized to the lease (no round trip per call); `sync` trades leases
+    with the bank. `rpm`/`tpm` are split in the same proportion as the concurrency (this shard's target
+    over the ceiling), and each shard's bucket starts with 1/shards of the run's budget, so the shards'
+    first bursts add up to one bucket."""
 
     def __init__(self, bank: Any, shard: int, budgets: dict[str, dict[str, float | None]], shards: int = 1):
         self.bank, self.shard, self.budgets, self.shards = bank, shard, budgets, max(1, shards)
         self.attempt = uuid.uuid4().hex
-        self.gates = {model: _Gate() for model in budgets}
+        self.gates = {model: Slots(0) for model in budgets}
         self.granted = dict.fromkeys(budgets, 0)
         self.buckets: dict[tuple[str, str], TokenBucket] = {}
 
@@ -168,14 +128,14 @@ class RayPermits:
     async def sync(self) -> None:
         give_back: dict[str, int] = {}
         for model, gate in self.gates.items():
-            surplus = self.granted[model] - max(gate.lease, gate.in_use)
+            surplus = self.granted[model] - max(gate.limit, gate.in_use)
             if surplus > 0:
                 give_back[model] = surplus
                 self.granted[model] -= surplus
         answer = await self.bank.sync.remote(self.shard, self.attempt, give_back)
         for model, (granted, target) in answer.items():
             self.granted[model] = granted
-            self.gates[model].set_lease(min(target, granted))
+            self.gates[model].resize(min(target, granted))
             self._share_rates(model, target)
 
     def _share_rates(self, model: str, target: int) -> None:
@@ -202,13 +162,13 @@ class RayPermits:
         gate = self.gates.get(model)
         if gate is None:
             return None  # not a budgeted model (an embedded one lives in this worker)
-        await gate.enter()
+        await gate.take()
         try:
             if (model, "rpm") in self.buckets:
                 await self.buckets[model, "rpm"].take(1)
             reserved = await self.buckets[model, "tpm"].take(tokens) if (model, "tpm") in self.buckets else 0.0
         except BaseException:
-            gate.leave()
+            gate.release()
             raise
         return reserved
 
@@ -216,7 +176,7 @@ class RayPermits:
         gate = self.gates.get(model)
         if gate is None:
             return
-        gate.leave()
+        gate.release()
         bucket = self.buckets.get((model, "tpm"))
         if bucket is not None and used_tokens is not None:
             bucket.refund(float(ticket) - used_tokens)

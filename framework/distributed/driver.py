@@ -20,16 +20,15 @@ import copy
 import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import reduce
 from pathlib import Path
 from typing import Any
 
-from ..engine.runner import Runner, RunOptions
+from ..engine.runner import OnFinished, Runner, RunOptions, finish
+from ..engine.stops import DRAIN, STOP_NOW, StopRequests
 from ..errors import ConfigError
 from ..graph.load import load
 from ..graph.record_pool import POOL_DIR
@@ -37,8 +36,9 @@ from ..graph.runnable import Graph, build_graph
 from ..graph.seeds import seed_columns
 from ..inspect.card import write_card
 from ..sandbox.files import read_folders_from_environment, resolved_folders
-from ..store.journal import DROPPED, FAILED, JOURNAL, MANIFEST, OWN_FILES, TRACES, Journal, present
-from ..store.manifest import card_facts, read_previous_manifest, write_manifest
+from ..store.journal import MANIFEST, TRACES, Journal, data_files
+from ..store.manifest import manifest_of, read_previous_manifest, write_manifest
+from ..store.refusals import admit, refuse_a_changed_graph
 from ..store.run_lock import RunLock
 from ..store.shard_merge import (
     PLAN,
@@ -155,10 +155,6 @@ def _import_ray() -> Any:
     return ray
 
 
-def _utc(stamp: float | None) -> str | None:
-    return datetime.fromtimestamp(stamp, tz=UTC).isoformat(timespec="seconds") if stamp else None
-
-
 # -- the shard's side (runs in a Ray worker) ------------------------------------------------------------
 
 def _shard_figures(runner: Runner) -> dict[str, Any]:
@@ -220,14 +216,6 @@ def replay_shard(source: GraphSource, root: str, index: int, count: int, options
 
 # -- the driver ---------------------------------------------------------------------------------------
 
-class StopRequests:
-    """How many times the user asked the run to stop (signals the CLI catches, so that no
-    KeyboardInterrupt lands inside a Ray call): 1 drains every shard, 2 ends them at once."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-
 def run_on_ray(graph: Graph | str | Path, output_dir: str | Path, shards: int | None = None, *,
                overrides: list[str] | None = None, endpoint: str | None = None, address: str | None = None,
                num_cpus_per_shard: float = 1, on_progress: Callable[[dict[str, Any]], None] | None = None,
@@ -242,7 +230,8 @@ def run_on_ray(graph: Graph | str | Path, output_dir: str | Path, shards: int | 
     `on_progress` gets the run's summed figures (done, skipped, failed, dropped, tokens, drop_reasons) and
     the shards finished (shards_done of shards) every ~0.3 s.
     `allow_code`, `trust_graph`, `allow_key_hosts`, `allow_read`: as for `synthloom.load`; they travel to every
-    shard."""
+    shard. `on_finished` (in `options`): as `RunOptions.on_finished`, called by the driver alone; by default the
+    dataset card's writer, as the API and CLI pass it to a one-process run."""
     ray = _import_ray()
     source = GraphSource.of(graph, overrides, endpoint, allow_code, trust_graph, allow_key_hosts, allow_read)
     loaded = source.load()  # a bad graph is refused here, once, not in every task
@@ -257,7 +246,8 @@ def run_on_ray(graph: Graph | str | Path, output_dir: str | Path, shards: int | 
         count = _plan(root, loaded, shards, resume=bool(options.get("resume")),
                       overwrite=bool(options.pop("overwrite", False)), cluster=lambda: _start_ray(ray, address))
         _start_ray(ray, address)
-        return _Driver(ray, source, loaded, root, count, num_cpus_per_shard, on_progress, options,
+        on_finished = options.pop("on_finished", write_card)  # the driver's, once: shards write no card
+        return _Driver(ray, source, loaded, root, count, num_cpus_per_shard, on_progress, on_finished, options,
                        stops or StopRequests()).run()
     finally:
         lock.release()
@@ -276,41 +266,21 @@ def _start_ray(ray: Any, address: str | None) -> int:
 
 
 def _data_files(loaded: Graph) -> list[str]:
-    return [f"{output.name}.jsonl" for output in loaded.config.outputs] + [FAILED, DROPPED, TRACES]
+    return data_files([output.name for output in loaded.config.outputs])
 
 
 def _plan(root: Path, loaded: Graph, shards: int | None, *, resume: bool, overwrite: bool,
           cluster: Callable[[], int]) -> int:
-    """How many shards the run has: the number it started with (kept in DIR/ray.json), or a new run's."""
+    """How many shards the run has: the number it started with (kept in DIR/ray.json), or a new run's.
+    The directory is refused or cleared by the rules a one-process run applies (`refusals`)."""
     plan_path = root / PLAN
-    files = _data_files(loaded)
-    if overwrite:
-        shutil.rmtree(root / SHARDS_DIR, ignore_errors=True)
-        shutil.rmtree(root / POOL_DIR, ignore_errors=True)
-        for name in [PLAN, JOURNAL, *OWN_FILES, *files]:
-            if name != POOL_DIR:
-                (root / name).unlink(missing_ok=True)
-    if (root / JOURNAL).exists():
-        raise ConfigError(f"{root} holds a run made without --ray; finish it without --ray, or choose another "
-                          f"output directory")
-    if plan_path.exists():
-        if not resume:
-            raise ConfigError(f"{root} already holds a run; add --resume to finish it, --overwrite to start "
-                              f"again, or choose another output directory")
-        plan = json.loads(plan_path.read_text(encoding="utf-8"))
-        if plan.get("config_hash") != loaded.loaded.hash:
-            raise ConfigError(f"the graph changed since the run in {root} started (its prompts, nodes, edges, "
-                              f"outputs, models or seed); finish it with the same graph, or use a new output "
-                              f"directory")
-        if shards is not None and shards != plan["shards"]:
-            raise ConfigError(f"{root} was started with --shards {plan['shards']}; resume it with the same "
+    if admit(root, _data_files(loaded), resume=resume, overwrite=overwrite, ray=True):
+        refuse_a_changed_graph(root, loaded.loaded.hash, ray=True)
+        planned = int(json.loads(plan_path.read_text(encoding="utf-8"))["shards"])
+        if shards is not None and shards != planned:
+            raise ConfigError(f"{root} was started with --shards {planned}; resume it with the same "
                               f"number, or leave --shards out")
-        return int(plan["shards"])
-    # the one-process journal's own list (temporary manifest and card, ledger, pools), so both refuse alike
-    strays = [name for name in [*files, *OWN_FILES, SHARDS_DIR] if present(root / name)]
-    if strays:
-        raise ConfigError(f"{root} holds {', '.join(strays)} but no run plan ({PLAN}); move them away, choose "
-                          f"another output directory, or add --overwrite to delete them")
+        return planned
     count = shards if shards is not None else cluster()
     plan_path.write_text(json.dumps({"graph": loaded.name, "config_hash": loaded.loaded.hash, "shards": count}),
                          encoding="utf-8")
@@ -328,10 +298,11 @@ def _budgets(loaded: Graph) -> dict[str, dict[str, float | None]]:
 class _Driver:
     def __init__(self, ray: Any, source: GraphSource, loaded: Graph, root: Path, count: int,
                  num_cpus_per_shard: float, on_progress: Callable[[dict[str, Any]], None] | None,
-                 options: dict[str, Any], stops: StopRequests):
+                 on_finished: OnFinished | None, options: dict[str, Any], stops: StopRequests):
         self.ray, self.source, self.loaded, self.root, self.count = ray, source, loaded, root, count
         self.num_cpus, self.on_progress = num_cpus_per_shard, on_progress
         self.options = options
+        self.on_finished = on_finished
         self.stops = stops
         self.shard_dirs = [shard_dir(root, index) for index in range(count)]
         self.previous = read_previous_manifest(root / MANIFEST) if options.get("resume") else {}
@@ -370,17 +341,13 @@ class _Driver:
     def _card(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """README.md, the dataset card, at the top of the run directory as a one-process run leaves it
         (a shard writes none: its runner is given no `on_finished`)."""
-        try:
-            write_card(self.root, manifest, self.loaded)
-        except Exception as error:  # a failing card never costs the run's outcome
-            note = str(error)
-            manifest["message"] = "; ".join(filter(None, [manifest.get("message"), note]))
+        manifest["message"] = finish(self.on_finished, self.root, manifest, self.loaded, manifest["message"])
         return manifest
 
     def _wait(self, pending: dict[Any, int]) -> None:
         while pending:
-            if self.stops.count and not self.interrupted:
-                self._drain(pending)  # a signal the CLI caught (SIGINT, SIGTERM): drain like Ctrl-C
+            if self.stops.count >= DRAIN and not self.interrupted:
+                self._drain(pending)  # a request the CLI's StopRequests caught (SIGINT, SIGTERM)
                 return
             ready, _ = self.ray.wait(list(pending), num_returns=1, timeout=REPORT_EVERY_S)
             for ref in ready:
@@ -401,11 +368,11 @@ class _Driver:
         """Ctrl-C: every shard stops admitting records and drains; a second Ctrl-C (or the drain period
         running out) ends the tasks at once, which their journals make safe."""
         self.interrupted = True
-        self.stops.count = max(self.stops.count, 1)
+        self.stops.count = max(self.stops.count, DRAIN)
         self._ask(self.board.stop.remote())
         deadline = time.monotonic() + self.loaded.config.run.drain_seconds + 5
         try:
-            while pending and time.monotonic() < deadline and self.stops.count < 2:
+            while pending and time.monotonic() < deadline and self.stops.count < STOP_NOW:
                 ready, _ = self.ray.wait(list(pending), num_returns=1, timeout=REPORT_EVERY_S)
                 for ref in ready:
                     self._settle(pending.pop(ref), ref)
@@ -426,9 +393,7 @@ class _Driver:
         if self.on_progress is None:
             return
         figures = self._ask(self.board.progress_of.remote(), {})
-        totals: dict[str, Any] = {}
-        for shard in figures.values():
-            totals = add_figures(totals, shard)
+        totals = _summed(list(figures.values()))
         self.on_progress({**totals, "shards": self.count, "shards_done": self.finished})
 
     def _write(self, phase: str) -> dict[str, Any]:
@@ -454,30 +419,33 @@ class _Driver:
             message = "; ".join(f"shard {index}: {shard['message']}" for index, shard in enumerate(shards)
                                 if shard.get("message") and shard.get("status") != "completed")
         ended = time.time() if phase != "running" else None
-        elapsed = (ended or time.time()) - self.started
-        part = {"started": _utc(self.started), "ended": _utc(ended), "elapsed_s": round(elapsed, 3),
-                "status": status, "shards": self.count}
-        empty: dict[str, Any] = {}
         outputs = {output.name: self.merged.get(f"{output.name}.jsonl", 0) for output in self.loaded.config.outputs}
-        return {
-            "graph": self.loaded.name,
-            "config_hash": self.loaded.loaded.hash,
-            "status": status,
-            "message": message,
-            "started": self.previous.get("started") or _utc(self.started),
-            "ended": _utc(ended),
-            "elapsed_s": round(float(self.previous.get("elapsed_s") or 0.0) + elapsed, 3),
-            "counts": combine_counts([shard for shard in shards if shard], outputs),
-            "parts": [*self.previous.get("parts", []), part],
-            "ray": {"shards": self.count},
-            "shards": [{"index": index, "dir": f"{SHARDS_DIR}/{index}", "status": statuses[index],
-                        "elapsed_s": shard.get("elapsed_s"), "counts": shard.get("counts")}
-                       for index, shard in enumerate(shards)],
-            "nodes": reduce(add_figures, [shard.get("nodes") or {} for shard in shards], empty),
-            "models": reduce(add_figures, [shard.get("models") or {} for shard in shards], empty),
-            "concurrency": self._ask(self.bank.figures.remote(), {}),
-            **card_facts(self.loaded),
-        }
+        ran = [shard for shard in shards if shard]
+        caches = [shard["cache"] for shard in ran if shard.get("cache")]
+        return manifest_of(
+            self.loaded, status=status, message=message, started=self.started, ended=ended,
+            previous=self.previous, counts=combine_counts(ran, outputs),
+            part_counts=_summed([{key: (shard.get("parts") or [{}])[-1].get(key, 0) for key in PART_COUNTS}
+                                 for shard in ran], dict.fromkeys(PART_COUNTS, 0)),
+            max_in_flight=sum(int(shard.get("max_in_flight") or 0) for shard in ran),
+            nodes=_summed([shard.get("nodes") or {} for shard in shards]),
+            models=_summed([shard.get("models") or {} for shard in shards]),
+            concurrency=self._ask(self.bank.figures.remote(), {}),
+            cache=_summed(caches) if caches else None,  # one cache folder, each shard's hits and misses
+            batches=_summed([shard.get("batches") or {} for shard in ran]),
+            part_extra={"shards": self.count},
+            ray={"shards": self.count},
+            shards=[{"index": index, "dir": f"{SHARDS_DIR}/{index}", "status": statuses[index],
+                     "elapsed_s": shard.get("elapsed_s"), "counts": shard.get("counts")}
+                    for index, shard in enumerate(shards)])
+
+
+PART_COUNTS = ("seeded", "written", "failed", "dropped")
+"""This part's figures in the manifest's `parts` (each shard's last part is this part's: every shard runs)."""
+
+
+def _summed(figures: list[dict[str, Any]], start: dict[str, Any] | None = None) -> dict[str, Any]:
+    return reduce(add_figures, figures, start or {})
 
 
 def merge_outputs(output_dir: str | Path, names: list[str]) -> dict[str, int]:

@@ -39,9 +39,11 @@ from ..store.journal import (
     WRITTEN,
     Journal,
     JsonlWriter,
+    data_files,
     sync_directory,
 )
 from ..store.manifest import build_manifest, read_previous_manifest, write_manifest
+from ..store.refusals import admit, refuse_a_changed_graph
 from ..store.run_lock import RunLock
 from .trace import TRACES, RecordTrace, record_trace
 from .walk import GraphWalk, NodeFailure
@@ -82,6 +84,22 @@ class Counts:
         self.output_lines.update(other.output_lines)
 
 
+OnFinished = Callable[[Path, dict[str, Any], Graph], object]
+
+
+def finish(on_finished: OnFinished | None, directory: Path, manifest: dict[str, Any], graph: Graph,
+           message: str) -> str:
+    """Call a finished run's `on_finished` (the dataset card) after its manifest is written, in either run
+    path; returns the run's message, with the failure's text added: a failing card never costs the outcome."""
+    if on_finished is None:
+        return message
+    try:
+        on_finished(directory, manifest, graph)
+    except Exception as error:
+        message = "; ".join(filter(None, [message, str(error)]))
+    return message
+
+
 @dataclass
 class RunOptions:
     limit: int | None = None
@@ -107,7 +125,7 @@ class RunOptions:
     cancel_batches: bool = False
     """A run that stops early cancels its pending provider batches (default: they run on, paid for, and
     `--resume` collects their answers)."""
-    on_finished: Callable[[Path, dict[str, Any], Graph], object] | None = None
+    on_finished: OnFinished | None = None
     """Called with the run directory, its final manifest and the graph once manifest.json is written, while
     the run still holds the directory: the API and the CLI pass the dataset card's writer (`write_card`), so
     the engine knows nothing of cards. Its exception's text goes into the run's message; it is never raised."""
@@ -166,10 +184,11 @@ class Runner:
     async def run(self) -> dict[str, Any]:
         options = self.options
         resuming = options.resume and not options.overwrite and self.journal.holds_a_run()
-        data_files = [f"{name}.jsonl" for name in self.writers] + [FAILED, DROPPED, TRACES]
+        files = data_files(list(self.writers))
         try:
             if resuming:  # nodes restoring their state (pools, dedup) need the settled ids in setup
                 self.lock.acquire()
+                refuse_a_changed_graph(self.output_dir, self.graph.loaded.hash, ray=False)
                 self.journal.load(retry_failed=options.retry_failed)
                 self.ctx.resume_done = self.journal.ledger
             await self._prepare()
@@ -177,8 +196,8 @@ class Runner:
                 self.lock.acquire()
             if options.resume and not options.overwrite:
                 self.previous_manifest = read_previous_manifest(self.output_dir / MANIFEST)
-            kept = self.journal.start(resume=options.resume, overwrite=options.overwrite, data_files=data_files,
-                                      started=self.started)
+            resuming = admit(self.output_dir, files, resume=options.resume, overwrite=options.overwrite, ray=False)
+            kept = self.journal.start(resuming=resuming, data_files=files, started=self.started)
         except BaseException as error:
             self.journal.close()
             self.lock.release()
@@ -498,11 +517,7 @@ class Runner:
                 write_manifest(self.output_dir, manifest)
             except OSError as error:
                 self.message = (self.message + f"; manifest.json not written: {error.strerror or error}").strip("; ")
-            if self.options.on_finished is not None:
-                try:  # e.g. README.md, the dataset card: after the manifest, so a slow or failing card never costs it
-                    self.options.on_finished(self.output_dir, manifest, self.graph)
-                except Exception as error:
-                    self.message = (self.message + f"; {error}").strip("; ")
+            self.message = finish(self.options.on_finished, self.output_dir, manifest, self.graph, self.message)
             sync_directory(self.output_dir)
         self.lock.release()
 

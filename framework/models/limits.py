@@ -6,28 +6,21 @@ import time
 from collections import deque
 
 
-class AdaptiveLimiter:
-    """At most `limit` calls at once. On overload (429, timeout) the limit drops by a quarter, once per
-    burst; after `limit` successes in a row it grows by one, never above `ceiling`.
+class Slots:
+    """At most `limit` holders at once, first come first served; the limit may change while callers wait
+    (`resize`). The waiting primitive of the adaptive limiter below and of a `run --ray` shard's lease of a
+    run-wide budget (`distributed.actors.RayPermits`): a freed slot is handed to the longest waiter."""
 
-    "Once per burst": `acquire` hands out the number of cuts made so far; an overload reported by a call
-    that started before the latest cut says nothing new (it was sent under the old limit) and is ignored.
-    """
-
-    def __init__(self, ceiling: int, adaptive: bool = True):
-        self.ceiling = ceiling
-        self.limit = ceiling
-        self.adaptive = adaptive
+    def __init__(self, limit: int):
+        self.limit = limit
         self.in_use = 0
         self.peak = 0
-        self.cuts = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
-        self._successes = 0
 
-    async def acquire(self) -> int:
+    async def take(self) -> None:
         if self.in_use < self.limit and not self._waiters:
             self._take()
-            return self.cuts
+            return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
@@ -38,7 +31,6 @@ class AdaptiveLimiter:
             elif waiter in self._waiters:  # `_wake` may already have passed over it
                 self._waiters.remove(waiter)
             raise
-        return self.cuts
 
     def _take(self) -> None:
         self.in_use += 1
@@ -48,6 +40,10 @@ class AdaptiveLimiter:
         self.in_use -= 1
         self._wake()
 
+    def resize(self, limit: int) -> None:
+        self.limit = limit
+        self._wake()
+
     def _wake(self) -> None:
         while self._waiters and self.in_use < self.limit:
             waiter = self._waiters.popleft()
@@ -55,14 +51,33 @@ class AdaptiveLimiter:
                 self._take()
                 waiter.set_result(None)
 
+
+class AdaptiveLimiter(Slots):
+    """At most `limit` calls at once. On overload (429, timeout) the limit drops by a quarter, once per
+    burst; after `limit` successes in a row it grows by one, never above `ceiling`.
+
+    "Once per burst": `acquire` hands out the number of cuts made so far; an overload reported by a call
+    that started before the latest cut says nothing new (it was sent under the old limit) and is ignored.
+    """
+
+    def __init__(self, ceiling: int, adaptive: bool = True):
+        super().__init__(ceiling)
+        self.ceiling = ceiling
+        self.adaptive = adaptive
+        self.cuts = 0
+        self._successes = 0
+
+    async def acquire(self) -> int:
+        await self.take()
+        return self.cuts
+
     def on_success(self) -> None:
         if not self.adaptive or self.limit >= self.ceiling:
             return
         self._successes += 1
         if self._successes >= self.limit:
             self._successes = 0
-            self.limit += 1
-            self._wake()
+            self.resize(self.limit + 1)
 
     def on_overload(self, ticket: int) -> None:
         """`ticket` is what `acquire` returned for the call that met the overload."""

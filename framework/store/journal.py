@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from ..errors import ConfigError, OutputWriteError
+from ..errors import OutputWriteError
 from ..fast_json import dumps_line, loads
 from ..graph.record_pool import POOL_DIR
 from ..models.batch.ledger import BATCHES, SQLITE_JOURNAL
@@ -194,28 +193,12 @@ class Journal:
             if status in self.previous_reasons:
                 self.previous_reasons[status][reason or "unknown"] += records
 
-    def start(self, *, resume: bool, overwrite: bool, data_files: list[str],
-              started: float | None = None) -> dict[str, int]:
+    def start(self, *, resuming: bool, data_files: list[str], started: float | None = None) -> dict[str, int]:
         """Open the ledger for this part; returns the lines kept per data file (for counting as we write).
-        On a resume, `load` has run first."""
-        exists = self.holds_a_run()
-        if overwrite:
-            for name in [*data_files, JOURNAL, *OWN_FILES, SET_ASIDE]:
-                if name != POOL_DIR:
-                    (self.directory / name).unlink(missing_ok=True)
-            shutil.rmtree(self.directory / POOL_DIR, ignore_errors=True)
-            exists = False
-        if exists and not resume:
-            raise ConfigError(f"{self.directory} already holds a run; add --resume to finish it, "
-                              f"--overwrite to start again, or choose another output directory")
-        if not exists:  # before the ledger opens: opening it replaces a file of that name
-            strays = [name for name in [*data_files, *OWN_FILES] if present(self.directory / name)]
-            if strays:
-                raise ConfigError(f"{self.directory} holds {', '.join(strays)} but no run journal; move them "
-                                  f"away, choose another output directory, or add --overwrite to delete them")
+        `refusals.admit` has cleared or refused the directory; on a resume, `load` has run first."""
         ledger = self.open_ledger()
         kept = dict.fromkeys(data_files, 0)
-        if exists:
+        if resuming:
             for name in data_files:
                 kept[name] = _keep_lines_of(self.directory / name, status_of_file(name), ledger)
         self.writer.write([{"config_hash": self.config_hash, "part_started": started}])
@@ -237,11 +220,7 @@ class Journal:
     def _settled_entries(self) -> Iterator[tuple[str, str, str | None]]:
         for entry in self._entries():
             if "id" not in entry:
-                if entry.get("config_hash", self.config_hash) != self.config_hash:
-                    raise ConfigError(f"the graph changed since the run in {self.directory} started (its "
-                                      f"prompts, nodes, edges, outputs, models or seed); finish it with the same "
-                                      f"graph, or use a new output directory")
-                continue
+                continue  # a part's header (`refusals.refuse_a_changed_graph` read the first)
             reason = entry.get("reason")
             yield str(entry["id"]), str(entry.get("status")), None if reason is None else str(reason)
 
@@ -260,6 +239,12 @@ class Journal:
         if self.ledger is not None:
             self.ledger.close()
             self.ledger = None
+
+
+def data_files(outputs: list[str]) -> list[str]:
+    """The files a run appends records to, in either run path: each output's, then the failure, drop and
+    trace files."""
+    return [*(f"{name}.jsonl" for name in outputs), FAILED, DROPPED, TRACES]
 
 
 def present(path: Path) -> bool:

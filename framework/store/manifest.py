@@ -26,41 +26,60 @@ def build_manifest(runner: Runner) -> dict[str, Any]:
     the figures the previous part's manifest left; latency percentiles are this part's where it has any."""
     counts = runner.counts
     totals = runner.totals()
-    part_elapsed = (runner.ended or time.time()) - runner.started
     previous = runner.previous_manifest
     cache = runner.models.cache
-    part = {"started": _utc(runner.started), "ended": _utc(runner.ended), "elapsed_s": round(part_elapsed, 3),
-            "status": runner.status, "seeded": counts.seeded, "written": counts.written,
-            "failed": counts.failed, "dropped": counts.dropped}
     nodes = {name: stats.as_dict() for name, stats in runner.ctx.node_stats.items()}
     models = {name: {**usage.as_dict(), **runner.models.adaptations(name)}
               for name, usage in runner.models.usage.items()}
+    return manifest_of(
+        runner.graph, status=runner.status, message=runner.message, started=runner.started, ended=runner.ended,
+        previous=previous,
+        counts={"seeded": counts.seeded + counts.skipped, "written": totals["written"], "failed": totals["failed"],
+                "dropped": totals["dropped"], "resumed_from_journal": counts.skipped,
+                "outputs": dict(runner.output_counts), "drop_reasons": totals["drop_reasons"],
+                "failure_types": totals["failure_types"]},
+        part_counts={"seeded": counts.seeded, "written": counts.written, "failed": counts.failed,
+                     "dropped": counts.dropped},
+        max_in_flight=runner.max_in_flight,
+        nodes=_accumulate(previous.get("nodes") or {}, nodes),
+        models=_accumulate(previous.get("models") or {}, models),
+        concurrency=runner.models.concurrency(),
+        batches=runner.models.batches(),
+        cache={"path": str(cache.path), "hits": cache.hits, "misses": cache.misses} if cache else None)
+
+
+def manifest_of(graph: Graph, *, status: str, message: str, started: float, ended: float | None,
+                previous: dict[str, Any], counts: dict[str, Any], part_counts: dict[str, Any],
+                max_in_flight: int, nodes: dict[str, Any], models: dict[str, Any], concurrency: dict[str, Any],
+                cache: dict[str, Any] | None, batches: dict[str, Any] | None = None,
+                part_extra: dict[str, Any] | None = None,
+                **extra: Any) -> dict[str, Any]:
+    """The one manifest builder, from a run's figures: a one-process run's (`build_manifest`) or the sum
+    of a `run --ray`'s shards (the driver, which adds `part_extra` to this part and `extra` at the end),
+    so both write the same fields. `counts`, `nodes`, `models`: the whole run's; `part_counts`, `started`,
+    `ended`: this part's, its elapsed time added to the previous parts'. `batches`: only when a model
+    sends provider batches."""
+    part_elapsed = (ended or time.time()) - started
+    part = {"started": _utc(started), "ended": _utc(ended), "elapsed_s": round(part_elapsed, 3),
+            "status": status, **part_counts, **(part_extra or {})}
     return {
-        "graph": runner.graph.name,
-        "config_hash": runner.graph.loaded.hash,
-        "status": runner.status,
-        "message": runner.message,
-        "started": previous.get("started") or _utc(runner.started),
-        "ended": _utc(runner.ended),
+        "graph": graph.name,
+        "config_hash": graph.loaded.hash,
+        "status": status,
+        "message": message,
+        "started": previous.get("started") or _utc(started),
+        "ended": _utc(ended),
         "elapsed_s": round(float(previous.get("elapsed_s") or 0.0) + part_elapsed, 3),
-        "counts": {
-            "seeded": counts.seeded + counts.skipped,
-            "written": totals["written"],
-            "failed": totals["failed"],
-            "dropped": totals["dropped"],
-            "resumed_from_journal": counts.skipped,
-            "outputs": dict(runner.output_counts),
-            "drop_reasons": totals["drop_reasons"],
-            "failure_types": totals["failure_types"],
-        },
+        "counts": counts,
         "parts": [*previous.get("parts", []), part],
-        "max_in_flight": runner.max_in_flight,
-        "nodes": _accumulate(previous.get("nodes") or {}, nodes),
-        "models": _accumulate(previous.get("models") or {}, models),
-        "concurrency": runner.models.concurrency(),
-        **({"batches": batches} if (batches := runner.models.batches()) else {}),
-        "cache": ({"path": str(cache.path), "hits": cache.hits, "misses": cache.misses} if cache else None),
-        **card_facts(runner.graph),
+        "max_in_flight": max_in_flight,
+        "nodes": nodes,
+        "models": models,
+        "concurrency": concurrency,
+        **({"batches": batches} if batches else {}),
+        "cache": cache,
+        **card_facts(graph),
+        **extra,
     }
 
 
