@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import synthloom
@@ -42,6 +43,14 @@ def tiny_tokenizer(texts: list[str]) -> transformers.PreTrainedTokenizerFast:
     return wrapped
 
 
+def tiny_llama_config(tokenizer: Any) -> Any:
+    """A two-layer Llama small enough to train two steps on the CPU in seconds, sized to the test's tokenizer."""
+    return transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                    num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                                    max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id,
+                                    eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
+
+
 @pytest.mark.slow
 async def test_sft_trajectories_with_tool_calls_train_two_steps_in_trl(
         fake_llm: Callable[..., FakeOpenAI], tmp_path: Path) -> None:
@@ -55,10 +64,7 @@ async def test_sft_trajectories_with_tool_calls_train_two_steps_in_trl(
     rendered = tokenizer.apply_chat_template(dataset[0]["messages"], tools=dataset[0]["tools"], tokenize=False)
     assert "<tool_call>" in rendered and '"name": "convert_units"' in rendered  # the tools column and the calls
     assert "<|im_start|>tool\n" in rendered                                     # the tool results
-    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                                      num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                                      max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id,
-                                      eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
+    config = tiny_llama_config(tokenizer)
     model = transformers.LlamaForCausalLM(config)
     args = trl.SFTConfig(output_dir=str(tmp_path / "trained"), max_steps=2, per_device_train_batch_size=2,
                          learning_rate=1e-3, logging_steps=1, report_to=[], save_strategy="no",
@@ -80,10 +86,7 @@ async def test_dpo_pairs_of_tool_trajectories_train_two_steps_in_trl(
     dataset = synthloom.load_dataset(tmp_path / "out", "dpo").remove_columns(["metadata"])
     assert len(dataset) == 2 and {"prompt", "chosen", "rejected", "tools"} <= set(dataset.column_names)
     tokenizer = tiny_tokenizer(_texts(dataset))
-    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                                      num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                                      max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id,
-                                      eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
+    config = tiny_llama_config(tokenizer)
     args = trl.DPOConfig(output_dir=str(tmp_path / "trained"), max_steps=2, per_device_train_batch_size=2,
                          learning_rate=1e-3, logging_steps=1, report_to=[], save_strategy="no", use_cpu=True,
                          max_length=1024, dataloader_num_workers=0)
