@@ -29,6 +29,7 @@ import asyncio
 import ctypes
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,7 +93,7 @@ class BatchStats:
                 "threads": threads}
 
 
-class EngineThread:
+class EngineThread(ABC):
     """A loaded model on a thread of its own, fed `Job`s from the event loop: the queue, the start and the
     stop that every way of decoding shares. A subclass loads the model (`_load`), serves the queue until
     `_closing` (`_loop`), frees the model (`_free`) and names the jobs it is decoding (`_in_flight`)."""
@@ -149,18 +150,21 @@ class EngineThread:
         finally:
             self._free()
 
+    @abstractmethod
     def _load(self) -> None:
         """Load the model on the engine thread (`path` exists, `threads` is set)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _loop(self) -> None:
-        raise NotImplementedError
+        """Serve submitted jobs until `close()`."""
 
+    @abstractmethod
     def _free(self) -> None:
-        raise NotImplementedError
+        """Release what `_load` took (called even when it failed)."""
 
+    @abstractmethod
     def _in_flight(self) -> list[Job]:
-        raise NotImplementedError
+        """The jobs being decoded now, taken out of the engine (to fail them on close or error)."""
 
     def _fail_all(self, error: Exception) -> None:
         with self._wake:
