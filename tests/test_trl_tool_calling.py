@@ -51,12 +51,16 @@ def tiny_llama_config(tokenizer: Any) -> Any:
                                     eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
 
 
+async def run_the_workflow(fake_llm: Callable[..., FakeOpenAI], out: Path) -> None:
+    """Three records of the function_calling workflow: scripted replies, the real MCP server process."""
+    server = fake_llm(model="*", script=[(".", scripted)])
+    await synthloom.arun(synthloom.load(GRAPHS / "function_calling.yaml", endpoint=server.url), out, limit=3)
+
+
 @pytest.mark.slow
 async def test_sft_trajectories_with_tool_calls_train_two_steps_in_trl(
         fake_llm: Callable[..., FakeOpenAI], tmp_path: Path) -> None:
-    server = fake_llm(model="*", script=[(".", scripted)])
-    graph = synthloom.load(GRAPHS / "function_calling.yaml", endpoint=server.url)
-    await synthloom.arun(graph, tmp_path / "out", limit=3)
+    await run_the_workflow(fake_llm, tmp_path / "out")
     dataset = synthloom.load_dataset(tmp_path / "out", "sft")
     assert len(dataset) == 3 and {"messages", "tools"} <= set(dataset.column_names)
 
@@ -80,9 +84,7 @@ async def test_sft_trajectories_with_tool_calls_train_two_steps_in_trl(
 @pytest.mark.slow
 async def test_dpo_pairs_of_tool_trajectories_train_two_steps_in_trl(
         fake_llm: Callable[..., FakeOpenAI], tmp_path: Path) -> None:
-    server = fake_llm(model="*", script=[(".", scripted)])
-    graph = synthloom.load(GRAPHS / "function_calling.yaml", endpoint=server.url)
-    await synthloom.arun(graph, tmp_path / "out", limit=3)
+    await run_the_workflow(fake_llm, tmp_path / "out")
     dataset = synthloom.load_dataset(tmp_path / "out", "dpo").remove_columns(["metadata"])
     assert len(dataset) == 2 and {"prompt", "chosen", "rejected", "tools"} <= set(dataset.column_names)
     tokenizer = tiny_tokenizer(_texts(dataset))

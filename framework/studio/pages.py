@@ -47,7 +47,7 @@ def run_of(request: web.Request, key: str | None = None) -> Run:
 
 
 class NotFound(SynthloomError):
-    pass
+    """A run, record or file the studio does not serve: answered with 404, never a path outside its runs."""
 
 
 def file_of(request: web.Request, run: Run) -> str:
