@@ -43,7 +43,8 @@ def run_in_process(workflow: str, out: Path, models: tuple[str, ...], *overrides
 
 def test_quickstart_in_process(tmp_path: Path) -> None:
     manifest = run_in_process("quickstart", tmp_path / "qs", ("default",),
-                              f"nodes.keep_question.rules={OPENED}", f"nodes.keep_answer.rules={OPENED}")
+                              f"nodes.keep_question.rules={OPENED}", f"nodes.keep_answer.rules={OPENED}",
+                              f"nodes.judge_floor.rules={OPENED}")
     assert manifest["counts"]["outputs"]["sft"] >= 1
 
 
