@@ -1,5 +1,6 @@
 """Take the README's studio screenshots (docs/studio-*.png) with the browser the tests use: two traced
-quickstart runs made against the fixture server (and a third whose low-scored drafts are revised, for a DPO pair), served by a real studio, shot in headless Chromium.
+quickstart runs made against the fixture server (and a third whose low-scored drafts are revised, for a DPO
+pair), served by a real studio, shot in headless Chromium.
 
     python docs/make_screenshots.py
 """
