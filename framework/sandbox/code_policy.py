@@ -391,7 +391,8 @@ def find_object(path: str, *, function_like: tuple[type, ...] = ()) -> Found:
     """`package.module:attribute` -> the object, if the current `CodePolicy` lets its module in, the attribute
     path is defined in the module's own source and the object comes from an allowed module (see the module
     docstring). `function_like`: types whose instances stand for a function and say where it was defined in
-    their `__module__` (the graph layer's `@node` functions), checked as functions are."""
+    their `__module__` (the graph layer's `@node` functions), checked as functions are. Half of resolving a
+    graph's reference: call `graph.registry.import_object`, which adds the exported-for-graphs check."""
     if not isinstance(path, str):
         raise ConfigError(f"{one_line(path)} should be a string like package.module:Name")
     module_name, _, attribute = path.partition(":")
