@@ -22,8 +22,8 @@ from synthloom.engine.walk import GraphWalk
 from synthloom.errors import ConfigError
 from synthloom.graph.context import RunContext
 from synthloom.graph.node import ANY_KEY, Drop, Node, NodeParams
-from synthloom.graph.registry import CodeUse, current_policy
 from synthloom.graph.runnable import Graph, build_graph, building_folder
+from synthloom.sandbox.code_policy import CodeUse, current_policy
 from synthloom.sandbox.files import checked_path, open_graph_file
 
 from .state_map import KeyMap, pick

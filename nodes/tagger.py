@@ -6,7 +6,7 @@ Gopher-style repetition, compressibility, readability, language, refusals and tr
 
 Definitions, so the numbers can be checked by hand:
 
-- `words`: words as the report counts them (`synthloom.inspect.metrics.words`: runs of word characters, an
+- `words`: words as the report counts them (`synthloom.measures.words`: runs of word characters, an
   apostrophe inside a word kept), so a record's `words` and the report's length histogram agree.
   `tokens`: a whitespace-and-punctuation tokenizer (runs of word characters, and each punctuation mark
   alone) — not a model's tokenizer. `chars`: characters.
@@ -52,10 +52,10 @@ from synthloom.errors import RecordError
 from synthloom.graph.context import RunContext
 from synthloom.graph.node import Node, NodeParams
 from synthloom.graph.output_schema import OutputSchema
-from synthloom.inspect.metrics import compression_ratio as corpus_compression_ratio
-from synthloom.inspect.metrics import distinct_n as corpus_distinct_n
-from synthloom.inspect.metrics import flesch_reading_ease, warm_up_readability
-from synthloom.inspect.metrics import words as corpus_words
+from synthloom.measures import compression_ratio as corpus_compression_ratio
+from synthloom.measures import distinct_n as corpus_distinct_n
+from synthloom.measures import flesch_reading_ease, warm_up_readability
+from synthloom.measures import words as corpus_words
 
 DEFAULT_REFUSAL_MARKERS = [
     "i'm sorry", "i am sorry", "as an ai", "as a language model", "i cannot", "i can't", "i can not",

@@ -24,8 +24,9 @@ import synthloom_graphs
 import yaml
 from synthloom.errors import ConfigError, RecordError
 from synthloom.graph.node import Node, NodeFunction
-from synthloom.graph.registry import TRUSTED_PACKAGES, CodePolicy, import_object, resolve_node_type
+from synthloom.graph.registry import import_object, resolve_node_type
 from synthloom.graph.runnable import code_references
+from synthloom.sandbox.code_policy import TRUSTED_PACKAGES, CodePolicy
 
 from tests.conftest import model_spec
 from tests.fixture_server import FakeOpenAI

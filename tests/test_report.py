@@ -14,15 +14,8 @@ from typing import Any
 import pytest
 import synthloom
 from synthloom import Drop, node
-from synthloom.inspect.metrics import (
-    Reservoir,
-    StreamHistogram,
-    distinct_n,
-    embedding_diversity,
-    embeddings_available,
-    self_bleu,
-    words,
-)
+from synthloom.inspect.metrics import Reservoir, StreamHistogram, embedding_diversity, embeddings_available, self_bleu
+from synthloom.measures import distinct_n, words
 
 from tests.conftest import model_spec
 from tests.fixture_server import FakeOpenAI, last_user_text

@@ -84,7 +84,7 @@ class GraphSource:
                        allow_code=graph.code.allowed, trust_graph=graph.code.trust_graph,
                        allow_key_hosts=graph.code.key_hosts.named,
                        allow_read=(*map(str, graph.code.read_folders), *map(str, read_folders_from_environment())))
-        from ..graph.registry import allow_code_from_environment
+        from ..sandbox.code_policy import allow_code_from_environment
         from ..sandbox.key_hosts import hosts_from_environment
         path = Path(graph)
         reference = str(path.resolve()) if path.exists() else str(graph)  # a name stays a name
@@ -115,7 +115,7 @@ class GraphSource:
     def _build(self, raw: dict[str, Any], base: Path, hosts: tuple[str, ...] = ()) -> Graph:
         """A graph from its config, under this source's consent (`hosts`: those the user named for it)."""
         from ..config.loader import LoadedConfig, SourceMap, config_hash, validate_raw
-        from ..graph.registry import CodePolicy
+        from ..sandbox.code_policy import CodePolicy
         source_map = SourceMap("<graph>")
         read_folders = resolved_folders(self.allow_read)
         loaded = LoadedConfig(validate_raw(raw, source_map), raw, source_map, base,

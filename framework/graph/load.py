@@ -10,8 +10,8 @@ import yaml
 
 from ..config.loader import load_config, pinpoint
 from ..errors import ConfigError
+from ..sandbox.code_policy import CodePolicy
 from ..sandbox.files import resolved_folders
-from .registry import CodePolicy
 from .runnable import Graph, build_graph
 from .seeds import seed_columns
 

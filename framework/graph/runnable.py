@@ -18,11 +18,12 @@ from ..config.loader import KeyPath, LoadedConfig, SourceMap, dotted, first_erro
 from ..config.sampling import params_problem
 from ..config.schema import MESSAGE_PARTS, GraphConfig, OutputConfig
 from ..errors import ConfigError, did_you_mean, one_line
+from ..sandbox.code_policy import CodePolicy
 from ..sandbox.expressions import Condition
 from ..sandbox.templates import Template
 from ..tools.toolbox import Toolbox
 from .node import ANY_KEY, Node, NodeParams
-from .registry import CodePolicy, import_object, resolve_node_type
+from .registry import import_object, resolve_node_type
 
 RESERVED_KEYS = {"id"}
 

@@ -1,29 +1,25 @@
-"""Text measures, one definition each, used by the report (over a corpus) and the `tagger` node (over one text).
+"""The report's corpus figures, over the per-text measures it shares with the `tagger` node (`synthloom.measures`).
 
-The measures follow the research notes (methods.md §2): corpus-level distinct-n, self-BLEU (NLTK's
-sentence BLEU with smoothing method 1, each text against all the others), gzip compression ratio,
-Flesch reading ease (textstat), and the mean pairwise cosine distance of sentence embeddings when the
-`embed` extra is installed. Corpus figures are taken on seeded samples of a fixed size, so runs of
-different sizes compare fairly and a huge run is measured in seconds; histograms are streamed.
+The figures follow the research notes (methods.md §2): corpus-level distinct-n, self-BLEU (NLTK's
+sentence BLEU with smoothing method 1, each text against all the others), gzip compression ratio, and
+the mean pairwise cosine distance of sentence embeddings when the `embed` extra is installed. Corpus
+figures are taken on seeded samples of a fixed size, so runs of different sizes compare fairly and a huge
+run is measured in seconds; histograms are streamed.
 """
 from __future__ import annotations
 
-import gzip
 import math
 import random
-import re
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import textstat
+from ..measures import compression_ratio, distinct_n, ngrams, words
 
 TEXT_SAMPLE = 1000     # texts kept for distinct-n and compression
 PAIR_SAMPLE = 200      # of those, texts compared pairwise (self-BLEU, embeddings): O(n^2)
 MAX_BINS = 4096        # distinct histogram keys before the histogram coarsens
 SAMPLE_SEED = 0
-WORD = re.compile(r"\w+(?:'\w+)*")
 
 
 # -- streamed counting ------------------------------------------------------------------------------
@@ -90,45 +86,7 @@ class Reservoir:
                 self.items[slot] = item
 
 
-def flesch_reading_ease(text: str) -> float | None:
-    """textstat's Flesch Reading Ease (higher is easier), English syllable rules; None for a text without a word."""
-    if not WORD.search(text):
-        return None
-    return float(textstat.flesch_reading_ease(text))
-
-
-def warm_up_readability() -> None:
-    """textstat reads its pronunciation dictionary (~1 s) on first use: do it once, before the threads start."""
-    textstat.flesch_reading_ease("Warm up.")
-
-
 # -- diversity measures -----------------------------------------------------------------------------
-
-def words(text: str) -> list[str]:
-    """Lower-cased words without punctuation: the unit of distinct-n, self-BLEU and lengths."""
-    return WORD.findall(text.lower())
-
-
-def _ngrams(tokens: list[str], n: int) -> Iterator[tuple[str, ...]]:
-    return zip(*(tokens[index:] for index in range(n)), strict=False)
-
-
-def compression_ratio(texts: list[str]) -> float | None:
-    """bytes of the texts joined by newlines / bytes of their gzip; higher means more repetitive."""
-    data = "\n".join(texts).encode("utf-8")
-    return len(data) / len(gzip.compress(data, compresslevel=9, mtime=0)) if data else None
-
-
-def distinct_n(token_lists: list[list[str]], n: int) -> float | None:
-    """Corpus-level distinct-n: unique n-grams / all n-grams, n-grams taken within each text."""
-    unique: set[tuple[str, ...]] = set()
-    total = 0
-    for tokens in token_lists:
-        grams = list(_ngrams(tokens, n))
-        total += len(grams)
-        unique.update(grams)
-    return len(unique) / total if total else None
-
 
 def self_bleu(token_lists: list[list[str]], max_n: int = 4, epsilon: float = 0.1) -> float | None:
     """Mean BLEU of each text against all the others as references; higher means more alike.
@@ -146,7 +104,7 @@ def self_bleu(token_lists: list[list[str]], max_n: int = 4, epsilon: float = 0.1
     for index, tokens in enumerate(texts):
         matches = []
         for n, table in enumerate(tables, start=1):
-            counts = Counter(_ngrams(tokens, n))
+            counts = Counter(ngrams(tokens, n))
             clipped = sum(min(count, table[gram][2] if table[gram][1] == index else table[gram][0])
                           for gram, count in counts.items())
             matches.append((clipped, max(1, sum(counts.values()))))
@@ -165,7 +123,7 @@ def _top_two_counts(texts: list[list[str]], n: int) -> dict[tuple[str, ...], lis
     """For each n-gram: [highest count in one text, that text's index, highest count in any other text]."""
     table: dict[tuple[str, ...], list[int]] = {}
     for index, tokens in enumerate(texts):
-        for gram, count in Counter(_ngrams(tokens, n)).items():
+        for gram, count in Counter(ngrams(tokens, n)).items():
             entry = table.get(gram)
             if entry is None:
                 table[gram] = [count, index, 0]

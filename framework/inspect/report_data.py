@@ -1,8 +1,8 @@
 """What a finished run holds, read in one streamed pass so a report of a huge run needs little memory.
 
 Lengths and numeric metadata go into streamed histograms; texts for the diversity measures go into a
-seeded reservoir, so the same run always gives the same figures. The measures themselves live in
-`metrics.py`, shared with the `tagger` node.
+seeded reservoir, so the same run always gives the same figures. The corpus figures live in `metrics.py`,
+over the per-text measures of `synthloom.measures`, shared with the `tagger` node.
 """
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from typing import Any
 from ..engine.trace import TRACES
 from ..errors import SynthloomError
 from ..fast_json import loads
+from ..measures import words
 from ..store.journal import DROPPED, FAILED, MANIFEST
-from .metrics import TEXT_SAMPLE, Diversity, Reservoir, StreamHistogram, measure, words
+from .metrics import TEXT_SAMPLE, Diversity, Reservoir, StreamHistogram, measure
 
 EXAMPLES = 10          # example records shown per output
 MAX_FIELDS = 12        # numeric metadata fields followed per output

@@ -4,7 +4,8 @@ The tool loop that drives a model through them and writes trajectories in TRL's 
 (`synthloom.engine.tool_loop`): it generates, as the engine does.
 
 Layer: the graph's own (tests/test_layering.py): the graph builds the toolbox and hands it out in the run
-context, and the toolbox resolves Python tools through the graph's code policy (graph/registry.py)."""
+context, and the toolbox resolves Python tools through the graph's resolver (graph/registry.py) under the
+code policy (sandbox/code_policy.py)."""
 from __future__ import annotations
 
 from .definitions import Tool, python_tool

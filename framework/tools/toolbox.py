@@ -17,7 +17,8 @@ import jsonschema
 
 from ..config.schema import ToolConfig
 from ..errors import ConfigError, one_line
-from ..graph.registry import TRUSTED_PACKAGES, CodePolicy, CodeUse, import_object
+from ..graph.registry import import_object
+from ..sandbox.code_policy import TRUSTED_PACKAGES, CodePolicy, CodeUse
 from .definitions import Tool, python_tool
 from .mcp_servers import McpServer, ToolFailed
 

@@ -16,8 +16,8 @@ from synthloom.engine.kept_log import KeptLog, kept_log
 from synthloom.errors import ConfigError
 from synthloom.graph.context import RunContext
 from synthloom.graph.node import Drop, Node, NodeParams
-from synthloom.graph.registry import current_policy
 from synthloom.graph.runnable import building_folder
+from synthloom.sandbox.code_policy import current_policy
 from synthloom.sandbox.files import allowed_write_folder
 
 from .base import Index, Origin
