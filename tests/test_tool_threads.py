@@ -138,6 +138,7 @@ def test_a_run_whose_tool_hangs_ends_and_its_process_exits(
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["status"] == "completed"
     assert manifest["tool_threads"] == {"slow": {"threads": 8, "abandoned": 2, "still_hung": 2}}
+    assert "tool threads abandoned 2 (slow 2/8 still hung)" in stderr  # the last progress line
 
 
 @pytest.mark.slow
