@@ -100,6 +100,42 @@ async def test_hung_calls_time_out_fail_fast_once_all_threads_hang_and_leave_the
         sys.modules["hang_tools_fail_fast"].RELEASE.set()
 
 
+COUNTED = '''import threading
+import time
+
+LOCK = threading.Lock()
+NOW = 0
+PEAK = 0
+
+
+def nap(topic: str) -> str:
+    """Take a while."""
+    global NOW, PEAK
+    with LOCK:
+        NOW += 1
+        PEAK = max(PEAK, NOW)
+    time.sleep(0.2)
+    with LOCK:
+        NOW -= 1
+    return "rested"
+'''
+
+
+async def test_an_entrys_threads_bound_its_calls_at_once_and_a_busy_entry_waits_rather_than_fails(
+        fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    (tmp_path / "counted_tools.py").write_text(COUNTED)
+    server = fake_llm(script=[(".", calls_then_answers(("nap", {"topic": "x"})))])
+    spec = {"name": "busy", "models": {"w": model_spec(server)}, "run": {"max_in_flight": 6},
+            "tools": {"slow": {"python": ["counted_tools:nap"], "timeout": 20, "threads": 2}},
+            "nodes": {"solve": {"type": "llm", "model": "w", "tools": ["slow"],
+                                "messages": [{"role": "user", "content": "{{ question }}"}], "output": "answer"}},
+            "outputs": [{"name": "raw", "format": "raw"}]}
+    path = write_graph(spec, [{"question": f"nap {index}"} for index in range(6)])
+    result = await synthloom.arun(path, tmp_path / "out")
+    assert [record["answer"] for record in lines(result.path("raw"))] == ["Results: rested"] * 6
+    assert sys.modules["counted_tools"].PEAK <= 2  # six records at once, never more than two threads
+
+
 def test_threads_is_a_python_entrys_setting(write_graph: Callable[..., Path]) -> None:
     spec = {"name": "mcp", "tools": {"kit": {"command": ["python", "-m", "synthloom_graphs.tool_server"],
                                              "threads": 4}},

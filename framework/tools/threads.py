@@ -64,8 +64,14 @@ class ToolThreads:
         call = _Call()
         settled: asyncio.Future[Any] = loop.create_future()
         context = contextvars.copy_context()
-        threading.Thread(target=self._work, args=(loop, settled, call, context, function, arguments),
-                         name=f"synthloom-tool-{self.entry}-{name}", daemon=True).start()
+        try:
+            threading.Thread(target=self._work, args=(loop, settled, call, context, function, arguments),
+                             name=f"synthloom-tool-{self.entry}-{name}", daemon=True).start()
+        except RuntimeError:  # the system would start no more threads: the slot was never used
+            with self._lock:
+                self.running -= 1
+            self._wake()
+            raise
         try:
             return await settled
         except asyncio.CancelledError:
