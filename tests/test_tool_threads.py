@@ -136,6 +136,27 @@ async def test_an_entrys_threads_bound_its_calls_at_once_and_a_busy_entry_waits_
     assert sys.modules["counted_tools"].PEAK <= 2  # six records at once, never more than two threads
 
 
+async def test_a_subgraphs_hung_tool_threads_count_in_the_runs_manifest(
+        fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    server = fake_llm(script=[(".", calls_then_answers(("hang", {"topic": "x"})))])
+    hang = hanging_module(tmp_path, "hang_tools_sub")
+    child = {"name": "child", "models": {"w": model_spec(server)},
+             "tools": {"slow": {"python": [hang], "timeout": 0.2, "threads": 3}},
+             "nodes": {"solve": {"type": "llm", "model": "w", "tools": ["slow"],
+                                 "messages": [{"role": "user", "content": "{{ question }}"}], "output": "answer"}}}
+    write_graph(child, name="child.yaml")
+    parent = {"name": "outer", "nodes": {"sub": {"type": "subgraph", "graph": "child.yaml",
+                                                 "inputs": {"question": "question"}, "outputs": {"answer": "answer"}}},
+              "outputs": [{"name": "raw", "format": "raw"}]}
+    try:
+        result = await synthloom.arun(write_graph(parent, [{"question": "look it up"}]), tmp_path / "out")
+        assert lines(result.path("raw"))[0]["answer"] == "Results: error: hang gave no result within 0.2s"
+        manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+        assert manifest["tool_threads"] == {"sub.slow": {"threads": 3, "abandoned": 1, "still_hung": 1}}
+    finally:
+        sys.modules["hang_tools_sub"].RELEASE.set()
+
+
 def test_threads_is_a_python_entrys_setting(write_graph: Callable[..., Path]) -> None:
     spec = {"name": "mcp", "tools": {"kit": {"command": ["python", "-m", "synthloom_graphs.tool_server"],
                                              "threads": 4}},

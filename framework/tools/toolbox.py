@@ -46,6 +46,8 @@ class Toolbox:
     """Python entries' tools, made when the graph is built."""
     threads: dict[str, ToolThreads] = field(default_factory=dict)
     """Python entries' own threads for their sync functions."""
+    nested: dict[str, Toolbox] = field(default_factory=dict)
+    """Subgraph nodes' own toolboxes, by node name, so the run's figures count their threads too."""
     native_refused: set[str] = field(default_factory=set)
     """Models whose server refused native tool calls: the rest of the run asks them in constrained JSON."""
     _servers: dict[str, McpServer] = field(default_factory=dict)
@@ -142,7 +144,10 @@ class Toolbox:
 
     def thread_figures(self) -> dict[str, dict[str, int]]:
         """Each python entry's threads and how many calls outlived their timeout (manifest, progress)."""
-        return {entry: threads.figures() for entry, threads in self.threads.items()}
+        figures = {entry: threads.figures() for entry, threads in self.threads.items()}
+        for node, toolbox in self.nested.items():
+            figures |= {f"{node}.{entry}": child for entry, child in toolbox.thread_figures().items()}
+        return figures
 
     async def close(self) -> None:
         """Close every MCP session (their server processes end); safe to call twice. A sync tool's call
