@@ -78,6 +78,7 @@ class Subgraph(Node[SubgraphParams]):
         await ctx.models.prepare(self.child.models_used())  # a missing key or model file: a config error now
         # the child's own tools: entries (its MCP sessions open in its nodes' setup, close in teardown)
         self.child_ctx = dataclasses.replace(ctx, base_dir=self.child.base_dir, tools=self.child.tools)
+        ctx.tools.nested[self.name] = self.child.tools  # its hung tool threads count in the run's manifest
         for node in self.child.nodes.values():
             await node.setup(self.child_ctx)
         self.walk = GraphWalk(self.child, self.child_ctx)

@@ -63,6 +63,8 @@ MAX_TOOL_CALLS = 1_000
 """A tool entry's `max_calls` per record."""
 MAX_TOOL_RESULT_CHARS = 1_000_000
 """A tool entry's `max_result_chars` (a result is held in memory and fed back to the model)."""
+MAX_TOOL_THREADS = 256
+"""A python tool entry's `threads`: calls of its sync functions running at once (each a thread)."""
 MAX_FAILURE_WINDOW = 1_000_000
 """`run.failure_window`: recent records whose outcome is kept."""
 

@@ -293,6 +293,10 @@ class ToolConfig(_Strict):
                            description="calls of this entry's tools per record; past it the model is told so")
     max_result_chars: int = Field(default=8000, ge=1, le=ceilings.MAX_TOOL_RESULT_CHARS,
                                   description="a longer result is cut to this many characters (and says so)")
+    threads: int = Field(default=8, ge=1, le=ceilings.MAX_TOOL_THREADS,
+                         description="a python entry's sync functions run on this many threads of its own; a "
+                         "call past its timeout holds its thread until it returns, and once all are held the "
+                         "entry's calls fail at once")
 
     @model_validator(mode="after")
     def _one_source(self) -> ToolConfig:
@@ -304,6 +308,8 @@ class ToolConfig(_Strict):
             raise ValueError("url is an http:// or https:// address of an MCP server")
         if self.only is not None and self.python is not None:
             raise ValueError("only: picks tools of an MCP server; a python entry lists its functions itself")
+        if "threads" in self.model_fields_set and self.python is None:
+            raise ValueError("threads: sizes a python entry's worker threads; an MCP server runs its calls itself")
         return self
 
 

@@ -422,6 +422,7 @@ class _Driver:
         outputs = {output.name: self.merged.get(f"{output.name}.jsonl", 0) for output in self.loaded.config.outputs}
         ran = [shard for shard in shards if shard]
         caches = [shard["cache"] for shard in ran if shard.get("cache")]
+        tool_threads = _summed([shard.get("tool_threads") or {} for shard in ran])  # every shard's own threads
         return manifest_of(
             self.loaded, status=status, message=message, started=self.started, ended=ended,
             previous=self.previous, counts=combine_counts(ran, outputs),
@@ -434,6 +435,7 @@ class _Driver:
             cache=_summed(caches) if caches else None,  # one cache folder, each shard's hits and misses
             batches=_summed([shard.get("batches") or {} for shard in ran]),
             part_extra={"shards": self.count},
+            **({"tool_threads": tool_threads} if tool_threads else {}),
             ray={"shards": self.count},
             shards=[{"index": index, "dir": f"{SHARDS_DIR}/{index}", "status": statuses[index],
                      "elapsed_s": shard.get("elapsed_s"), "counts": shard.get("counts")}

@@ -42,6 +42,8 @@ class Figures:
     """(finished, all) under `run --ray`."""
     batches: str | None = None
     """Batch models: the batches pending at the provider, the oldest's age, the calls waiting on them."""
+    hung_tools: str | None = None
+    """Python tools whose calls outlived their timeout: how many threads they left running."""
 
     @property
     def settled(self) -> int:
@@ -75,6 +77,16 @@ def batch_figures(batches: Mapping[str, Mapping[str, Any]]) -> str | None:
     ages = [float(state["oldest_pending_s"]) for state in batches.values() if state.get("oldest_pending_s")]
     oldest = f" (oldest {_duration(max(ages))})" if ages else ""
     return f"batches {pending} pending{oldest}, {waiting} calls waiting"
+
+
+def hung_tool_figures(threads: Mapping[str, Mapping[str, int]]) -> str | None:
+    """'tool threads abandoned 3 (kit 2/8 still hung)'; None while no call outlived its timeout."""
+    abandoned = sum(figures["abandoned"] for figures in threads.values())
+    if not abandoned:
+        return None
+    hung = ", ".join(f"{entry} {figures['still_hung']}/{figures['threads']} still hung"
+                     for entry, figures in threads.items() if figures["abandoned"])
+    return f"tool threads abandoned {abandoned} ({hung})"
 
 
 def heartbeat_interval(option: float | None) -> float:
@@ -121,7 +133,8 @@ class _Display:
         reasons = previous.drop_reasons if counts.dropped == previous.dropped else dict(counts.drop_reasons)
         self.figures = Figures(written=counts.written, failed=counts.failed, dropped=counts.dropped,
                                skipped=counts.skipped, drop_reasons=reasons,
-                               batches=batch_figures(runner.models.batches()))
+                               batches=batch_figures(runner.models.batches()),
+                               hung_tools=hung_tool_figures(runner.ctx.tools.thread_figures()))
         self._show(runner, force)
 
     def update_totals(self, totals: Mapping[str, Any]) -> None:
@@ -148,7 +161,8 @@ class _Display:
         if figures.drop_reasons:
             dropped += f" ({top_reasons(figures.drop_reasons, 2)})"
         batches = f" · {figures.batches}" if figures.batches else ""
-        return f"written {figures.written} · {dropped} · failed {figures.failed}{batches}"
+        hung = f" · {figures.hung_tools}" if figures.hung_tools else ""
+        return f"written {figures.written} · {dropped} · failed {figures.failed}{batches}{hung}"
 
 
 class LiveProgress(_Display):

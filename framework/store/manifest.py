@@ -45,7 +45,15 @@ def build_manifest(runner: Runner) -> dict[str, Any]:
         models=_accumulate(previous.get("models") or {}, models),
         concurrency=runner.models.concurrency(),
         batches=runner.models.batches(),
-        cache={"path": str(cache.path), "hits": cache.hits, "misses": cache.misses} if cache else None)
+        cache={"path": str(cache.path), "hits": cache.hits, "misses": cache.misses} if cache else None,
+        **_tool_threads(runner))
+
+
+def _tool_threads(runner: Runner) -> dict[str, Any]:
+    """`tool_threads`: each python tools entry's threads, the calls that outlived their timeout in this
+    part of the run (`abandoned`) and those still running (`still_hung`); absent without python tools."""
+    figures = runner.ctx.tools.thread_figures()
+    return {"tool_threads": figures} if figures else {}
 
 
 def manifest_of(graph: Graph, *, status: str, message: str, started: float, ended: float | None,

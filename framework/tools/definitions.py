@@ -3,12 +3,13 @@ to call it, whatever stands behind it (a Python function or an MCP server). The 
 sees (native `tools`, or the constrained-JSON protocol) and what the trajectory's `tools` column holds."""
 from __future__ import annotations
 
-import asyncio
 import inspect
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+
+from .threads import ToolThreads
 
 Invoke = Callable[[dict[str, Any]], Awaitable[str]]
 
@@ -29,9 +30,10 @@ class Tool:
                                                  "parameters": self.parameters}}
 
 
-def python_tool(function: Callable[..., Any], entry: str) -> Tool:
+def python_tool(function: Callable[..., Any], entry: str, threads: ToolThreads) -> Tool:
     """A Python function as a tool: its typed signature and docstring give the schema (LangChain's reading
-    of Google-style `Args:` sections); a sync function runs in a worker thread, off the event loop."""
+    of Google-style `Args:` sections); a sync function runs on one of its entry's `threads`, off the event
+    loop and off the loop's default executor (see `threads`)."""
     from langchain_core.utils.function_calling import convert_to_openai_function  # only graphs with tools pay
     spec = convert_to_openai_function(function)
     parameters = spec.get("parameters") or {"type": "object", "properties": {}}
@@ -40,7 +42,7 @@ def python_tool(function: Callable[..., Any], entry: str) -> Tool:
         if inspect.iscoroutinefunction(function):
             result = await function(**arguments)
         else:
-            result = await asyncio.to_thread(function, **arguments)
+            result = await threads.run(spec["name"], function, arguments)
         return as_text(result)
 
     return Tool(spec["name"], spec.get("description") or spec["name"].replace("_", " "), parameters, entry,

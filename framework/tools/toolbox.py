@@ -21,6 +21,7 @@ from ..graph.registry import import_object
 from ..sandbox.code_policy import TRUSTED_PACKAGES, CodePolicy, CodeUse
 from .definitions import Tool, python_tool
 from .mcp_servers import McpServer, ToolFailed
+from .threads import ToolThreads, ToolThreadsHung
 
 PYTHONS = ("python", "python3")
 """A command starting with one of these and `-m module` runs a module, consented to like any code a graph
@@ -44,6 +45,10 @@ class Toolbox:
     base_dir: Path = field(default_factory=Path.cwd)
     python: dict[str, list[Tool]] = field(default_factory=dict)
     """Python entries' tools, made when the graph is built."""
+    threads: dict[str, ToolThreads] = field(default_factory=dict)
+    """Python entries' own threads for their sync functions."""
+    nested: dict[str, Toolbox] = field(default_factory=dict)
+    """Subgraph nodes' own toolboxes, by node name, so the run's figures count their threads too."""
     native_refused: set[str] = field(default_factory=set)
     """Models whose server refused native tool calls: the rest of the run asks them in constrained JSON."""
     _servers: dict[str, McpServer] = field(default_factory=dict)
@@ -57,7 +62,8 @@ class Toolbox:
         box = cls(dict(configs), base_dir)
         for entry, config in configs.items():
             if config.python is not None:
-                box.python[entry] = _python_tools(entry, config.python, code)
+                box.threads[entry] = ToolThreads(entry, config.threads, config.timeout)
+                box.python[entry] = _python_tools(entry, config.python, code, box.threads[entry])
             elif config.command is not None:
                 _consent_to_command(entry, config.command, code)
         return box
@@ -127,7 +133,7 @@ class Toolbox:
         except TimeoutError:
             return ToolResult(f"{tool.name} gave no result within {config.timeout:g}s", ok=False,
                               seconds=time.perf_counter() - started)
-        except ToolFailed as error:
+        except (ToolFailed, ToolThreadsHung) as error:
             return ToolResult(str(error), ok=False, seconds=time.perf_counter() - started)
         except Exception as error:  # the tool's own failure is the model's to read, not the run's
             return ToolResult(f"{type(error).__name__}: {one_line(error, 500)}", ok=False,
@@ -137,13 +143,21 @@ class Toolbox:
                     f"{config.max_result_chars} are shown]")
         return ToolResult(text, ok=True, seconds=time.perf_counter() - started)
 
+    def thread_figures(self) -> dict[str, dict[str, int]]:
+        """Each python entry's threads and how many calls outlived their timeout (manifest, progress)."""
+        figures = {entry: threads.figures() for entry, threads in self.threads.items()}
+        for node, toolbox in self.nested.items():
+            figures |= {f"{node}.{entry}": child for entry, child in toolbox.thread_figures().items()}
+        return figures
+
     async def close(self) -> None:
-        """Close every MCP session (their server processes end); safe to call twice."""
+        """Close every MCP session (their server processes end); safe to call twice. A sync tool's call
+        that outlived its timeout is not waited for: its daemon thread holds neither the run nor the exit."""
         servers, self._servers, self._served = self._servers, {}, {}
         await asyncio.gather(*(server.close() for server in servers.values()), return_exceptions=True)
 
 
-def _python_tools(entry: str, paths: list[str], code: CodePolicy) -> list[Tool]:
+def _python_tools(entry: str, paths: list[str], code: CodePolicy, threads: ToolThreads) -> list[Tool]:
     tools = []
     for index, path in enumerate(paths):
         code.where = f"tools.{entry}.python.{index}"
@@ -156,7 +170,7 @@ def _python_tools(entry: str, paths: list[str], code: CodePolicy) -> list[Tool]:
         if not callable(function):
             raise ConfigError(f"'{path}' is not a function", key=code.where)
         try:
-            tools.append(python_tool(function, entry))
+            tools.append(python_tool(function, entry, threads))
         except Exception as error:  # a signature no JSON schema can describe
             raise ConfigError(f"'{path}' cannot be described as a tool: {one_line(error)}", key=code.where) \
                 from None
