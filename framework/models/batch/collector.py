@@ -4,9 +4,10 @@ and each record waits for its own line of the answer.
 A call is a line: a `custom_id` and a request body. Before a line joins the open batch, the ledger is asked
 whether a submission already carried it (a resumed run, or an identical call of this run): if so, the call
 waits for that batch instead. A batch that ended without a line's answer (failed, expired, cancelled) sends
-only the lines it left unanswered again, in a new batch, as long as the line has rounds left (`max_retries`
-+ 1 batches ended without its answer, counted in the ledger over every part of the run). One task per pending batch polls the provider;
-any number of records wait on it (shielded, so a cancelled record never cancels the others' batch).
+only the lines it left unanswered again, in a new batch, while the line has rounds left: `max_retries` + 1
+batches that ended without its answer, counted in the ledger over every part of the run (a cancelled one
+spends none). One task per pending batch polls the provider; any number of records wait on it (shielded,
+so a cancelled record never cancels the others' batch).
 """
 from __future__ import annotations
 
