@@ -1,7 +1,7 @@
 """Batch models under `run --ray`: each shard is an ordinary run with its own batch ledger
 (`shards/k/batches.sqlite`); the driver's manifest sums them. Against the Batch API fixture, with every
-submitted line counted at the server, through a clean run and a shard whose worker is killed while its
-batch is pending."""
+submitted line counted at the server, through a clean run, a shard whose worker is killed while its batch
+is pending, and a run stopped (Ctrl-C) while every shard's batch is."""
 from __future__ import annotations
 
 import json
@@ -104,3 +104,43 @@ def test_a_shard_killed_while_its_batch_is_pending_resumes_and_pays_for_no_call_
     assert figures["submitted"] == len(batches.batches) and figures["lines"] == 80 == ledger_lines(out, 2)
     assert result["shards"][0]["counts"]["written"] + result["shards"][1]["counts"]["written"] == 40
     assert len([entry for entry in lines(journal) if "id" not in entry]) == 2  # the killed part, the resumed one
+
+
+def test_a_stopped_ray_run_lists_every_shards_batches_left_running_and_resume_collects_them(
+        batch_llm: Callable[..., tuple[FakeOpenAI, FakeBatches]], write_graph: Callable[..., Path],
+        tmp_path: Path) -> None:
+    """Ctrl-C (the driver's StopRequests, as the CLI's signal handler fills it) while every shard waits on
+    a held batch: the shards drain, leave their batches running (paid for), and the manifest names all of
+    them; --resume collects their answers without sending a call twice."""
+    from synthloom.engine.stops import StopRequests
+    server, batches = batch_llm()
+    batches.hold()
+    spec = batch_chain(server)
+    spec["run"] = {"drain_seconds": 0.3}
+    seeds = seeds_of(40)
+    graph = write_graph(spec, seeds)
+    out = tmp_path / "out"
+    stops = StopRequests()
+    result: dict[str, Any] = {}
+    driver = threading.Thread(target=lambda: result.update(run_on_ray(
+        graph, out, shards=2, num_cpus_per_shard=0.5, use_cache=False, stops=stops)))
+    driver.start()
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and batches.submitted < 40:
+            time.sleep(0.05)
+        assert batches.submitted == 40
+        stops.request()
+        driver.join(120)
+    finally:
+        batches.release()
+        driver.join(120)
+    assert result["status"] == "interrupted", result["message"]
+    left = result["batches"]["w"]["left_running"]
+    assert sorted(left) == sorted(batches.batches) and batches.cancelled == []
+    assert all(shard["left_running"] for shard in shard_batches(out, 2))  # both shards left some: joined
+    resumed = run_on_ray(graph, out, shards=2, num_cpus_per_shard=0.5, use_cache=False, resume=True)
+    assert resumed["status"] == "completed", resumed["message"]
+    assert ids_in(out / "sft.jsonl") == [seed["id"] for seed in seeds]
+    assert batches.submitted == 80 and set(batches.lines.values()) == {1} and server.requests == 0
+    assert "left_running" not in resumed["batches"]["w"]
