@@ -229,6 +229,26 @@ def test_batches_that_ended_unanswered_before_a_kill_count_against_the_lines_rou
     assert all("2 batches ended without answering this call" in row["message"] for row in failed)
 
 
+async def test_resume_retries_a_record_whose_batch_lines_failed_with_new_lines_not_the_failed_answers(
+        batch_llm: Callable[..., tuple[FakeOpenAI, FakeBatches]], write_graph: Callable[..., Path],
+        tmp_path: Path) -> None:
+    """Attempts count over the run, but a failed record that `--resume` takes up again is a new try, as
+    it is for a synchronous model: its calls are new lines (the ledger would answer the old ones with the
+    same failures), and with `--no-retry-failed` it stays failed and sends nothing."""
+    from synthloom.engine.runner import RunOptions
+    server, batches = batch_llm(fail_lines={"^Ask about topic 3$": (503, 4)})
+    graph = write_graph(batch_chain(server, max_retries=3), TOPICS[:10])
+    out = tmp_path / "out"
+    first = await synthloom.arun(graph, out, use_cache=False)
+    assert first.manifest["counts"]["failed"] == 1 and batches.submitted == 10 + 3 + 9
+    kept = await synthloom.arun(graph, out, options=RunOptions(resume=True, retry_failed=False, use_cache=False))
+    assert kept.manifest["counts"]["failed"] == 1 and batches.submitted == 22
+    retried = await synthloom.arun(graph, out, options=RunOptions(resume=True, use_cache=False))
+    assert retried.manifest["counts"]["written"] == 10 and lines(out / "failed.jsonl") == []
+    assert batches.submitted == 22 + 2 and set(batches.lines.values()) == {1}  # its question, then its answer
+    assert len(record_ids(out, "sft")) == 10
+
+
 # -- graphs ---------------------------------------------------------------------------------------------
 
 async def test_a_graph_mixing_a_batch_model_and_a_synchronous_one(
