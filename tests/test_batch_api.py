@@ -144,7 +144,7 @@ def test_ctrl_c_leaves_pending_batches_running_unless_asked_to_cancel_them(
         tmp_path: Path) -> None:
     server, batches = batch_llm()
     batches.hold()
-    spec = batch_chain(server)
+    spec = batch_chain(server, max_retries=0)  # one round a line: a cancelled batch must not spend it
     spec["run"] = {"drain_seconds": 0.3}
     graph = write_graph(spec, TOPICS[:60])
     out = tmp_path / "out"
@@ -169,6 +169,84 @@ def test_ctrl_c_leaves_pending_batches_running_unless_asked_to_cancel_them(
     assert len(record_ids(out, "sft")) == 60
     # left running: every call was paid for once; cancelled: the cancelled lines were sent again, once
     assert set(batches.lines.values()) == {1} if not cancel else max(batches.lines.values()) == 2
+
+
+def kill_when(process: subprocess.Popen[str], ready: Callable[[], bool], timeout: float = 60) -> None:
+    """kill -9 the run the moment `ready()` holds (polled at the fixture, in this process)."""
+    deadline = time.monotonic() + timeout
+    while not ready() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.01)
+    assert ready(), "the run never reached the point to kill it at"
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_line_retried_before_a_kill_is_retried_only_the_rest_of_its_limit_after_resume(
+        batch_llm: Callable[..., tuple[FakeOpenAI, FakeBatches]], write_graph: Callable[..., Path],
+        tmp_path: Path) -> None:
+    """max_retries 3: topic 3's line comes back 503 every time, so it is sent as attempts 0 to 3 and its
+    record fails. Killed once attempt 1 is submitted, the resumed run reads attempts 0 and 1 again from
+    their batches (the ledger names them) and sends only attempts 2 and 3: four lines in all, not six."""
+    server, batches = batch_llm(complete_after=0.5, fail_lines={"^Ask about topic 3$": (503, 99)})
+    graph = write_graph(batch_chain(server, max_retries=3), TOPICS[:10])
+    out = tmp_path / "out"
+    kill_when(start_cli(graph, out, "--no-cache"), lambda: any(key.endswith("-1") for key in batches.lines))
+    assert sorted(key[-2:] for key in batches.lines if not key.endswith("-0")) == ["-1"]
+    resumed = subprocess.run([sys.executable, "-m", "synthloom.cli", "run", str(graph), "-o", str(out), "-q",
+                              "--resume", "--no-cache"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    retries = sorted(key[-2:] for key in batches.lines if not key.endswith("-0"))
+    assert retries == ["-1", "-2", "-3"] and set(batches.lines.values()) == {1}
+    assert batches.submitted == 10 + 3 + 9  # 10 questions, topic 3's 3 retries, 9 answers
+    failed = lines(out / "failed.jsonl")
+    assert [(row["id"], row["attempts"]) for row in failed] == [("t0003", 4)]
+    assert "injected line fault" in failed[0]["message"]
+    assert len(record_ids(out, "sft")) == 9
+
+
+@pytest.mark.slow
+def test_batches_that_ended_unanswered_before_a_kill_count_against_the_lines_rounds_after_resume(
+        batch_llm: Callable[..., tuple[FakeOpenAI, FakeBatches]], write_graph: Callable[..., Path],
+        tmp_path: Path) -> None:
+    """max_retries 1: a line may wait on 2 batches. The first batch expires unanswered and its lines go
+    again in a second, which expires too; killed while that one is pending, the resumed run counts both
+    from the ledger and fails the records instead of sending their lines a third time."""
+    server, batches = batch_llm(complete_after=0.5)
+    batches.expire_next = 2
+    graph = write_graph(batch_chain(server, max_retries=1), TOPICS[:5])
+    out = tmp_path / "out"
+    kill_when(start_cli(graph, out, "--no-cache"), lambda: len(batches.batches) >= 2)
+    assert batches.line_sizes == [5, 5]
+    resumed = subprocess.run([sys.executable, "-m", "synthloom.cli", "run", str(graph), "-o", str(out), "-q",
+                              "--resume", "--no-cache"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 1 and "5 of 5 records failed" in resumed.stderr, resumed.stderr
+    assert "Traceback" not in resumed.stderr
+    assert batches.line_sizes == [5, 5] and set(batches.lines.values()) == {2}
+    assert [status for _, status, _ in submissions(out)] == ["expired", "expired"]
+    failed = lines(out / "failed.jsonl")
+    assert sorted(row["id"] for row in failed) == [f"t{index:04d}" for index in range(5)]
+    assert all("2 batches ended without answering this call" in row["message"] for row in failed)
+
+
+async def test_resume_retries_a_record_whose_batch_lines_failed_with_new_lines_not_the_failed_answers(
+        batch_llm: Callable[..., tuple[FakeOpenAI, FakeBatches]], write_graph: Callable[..., Path],
+        tmp_path: Path) -> None:
+    """Attempts count over the run, but a failed record that `--resume` takes up again is a new try, as
+    it is for a synchronous model: its calls are new lines (the ledger would answer the old ones with the
+    same failures), and with `--no-retry-failed` it stays failed and sends nothing."""
+    from synthloom.engine.runner import RunOptions
+    server, batches = batch_llm(fail_lines={"^Ask about topic 3$": (503, 4)})
+    graph = write_graph(batch_chain(server, max_retries=3), TOPICS[:10])
+    out = tmp_path / "out"
+    first = await synthloom.arun(graph, out, use_cache=False)
+    assert first.manifest["counts"]["failed"] == 1 and batches.submitted == 10 + 3 + 9
+    kept = await synthloom.arun(graph, out, options=RunOptions(resume=True, retry_failed=False, use_cache=False))
+    assert kept.manifest["counts"]["failed"] == 1 and batches.submitted == 22
+    retried = await synthloom.arun(graph, out, options=RunOptions(resume=True, use_cache=False))
+    assert retried.manifest["counts"]["written"] == 10 and lines(out / "failed.jsonl") == []
+    assert batches.submitted == 22 + 2 and set(batches.lines.values()) == {1}  # its question, then its answer
+    assert len(record_ids(out, "sft")) == 10
 
 
 # -- graphs ---------------------------------------------------------------------------------------------

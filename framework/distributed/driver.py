@@ -288,11 +288,15 @@ def _plan(root: Path, loaded: Graph, shards: int | None, *, resume: bool, overwr
 
 
 def _budgets(loaded: Graph) -> dict[str, dict[str, float | None]]:
-    """Run-wide budgets for the models that call a server (an embedded model lives in each worker)."""
+    """Run-wide budgets for the models that call a server (an embedded model lives in each worker). A
+    batch model has none: its calls are lines waiting at the provider, not requests holding a server's
+    slots, and a one-process run bounds them by `batch.max_requests` alone too (a lease of
+    `max_concurrency` would let a whole run's batches hold that many lines)."""
     models = loaded.config.models
     return {name: {"max_concurrency": models[name].max_concurrency, "rpm": models[name].rpm,
                    "tpm": models[name].tpm}
-            for name in loaded.models_used() if name in models and models[name].backend == "openai"}
+            for name in loaded.models_used()
+            if name in models and models[name].backend == "openai" and models[name].batch is None}
 
 
 class _Driver:

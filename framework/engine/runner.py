@@ -306,7 +306,8 @@ class Runner:
         state["id"] = record_id
         usage = RecordUsage()
         record_usage.set(usage)
-        call_owner.set(record_id)
+        retried = self.journal.times_retried(record_id)  # a failed record taken up again makes new calls
+        call_owner.set(f"{record_id} (retry {retried})" if retried else record_id)
         try:
             outcome = await self.walker.walk(state)
         except NodeFailure as failure:

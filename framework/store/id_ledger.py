@@ -32,16 +32,34 @@ class IdLedger:
             self._db.execute("CREATE TABLE ids (id TEXT PRIMARY KEY, repeats INTEGER NOT NULL) WITHOUT ROWID")
             self._db.execute("CREATE TABLE done (id TEXT PRIMARY KEY, status TEXT NOT NULL, reason TEXT) "
                              "WITHOUT ROWID")
+            self._db.execute("CREATE TABLE retried (id TEXT PRIMARY KEY, times INTEGER NOT NULL) WITHOUT ROWID")
         except sqlite3.Error as error:
             raise OutputWriteError(f"cannot keep record ids in {self.path}: {error}") from None
         self.done_count = 0
 
     # -- settled ids, from the journal ------------------------------------------------------------------
 
-    def load_done(self, entries: Iterable[tuple[str, str, str | None]]) -> None:
-        """`(id, status, reason)` in journal order: the last word on an id wins."""
-        self._guard(lambda: self._db.executemany("INSERT OR REPLACE INTO done VALUES (?, ?, ?)", entries))
+    def load_done(self, entries: Iterable[tuple[str, str, str | None]], retrying: str) -> None:
+        """`(id, status, reason)` in journal order: the last word on an id wins. Entries of status
+        `retrying` are also counted per id (`times_retried`)."""
+        def settled() -> Iterator[tuple[str, str, str | None]]:
+            for entry in entries:
+                if entry[1] == retrying:
+                    self.count_retry([entry[0]])
+                yield entry
+        self._guard(lambda: self._db.executemany("INSERT OR REPLACE INTO done VALUES (?, ?, ?)", settled()))
         self._commit()
+
+    def count_retry(self, record_ids: list[str]) -> None:
+        """These failed ids are taken up again by this part (the journal says `retrying` for each)."""
+        self._guard(lambda: self._db.executemany(
+            "INSERT INTO retried VALUES (?, 1) ON CONFLICT(id) DO UPDATE SET times = times + 1",
+            [(record_id,) for record_id in record_ids]))
+
+    def times_retried(self, record_id: str) -> int:
+        """How many parts of the run took this id up again after it had failed (`--resume` retrying it)."""
+        row = self._db.execute("SELECT times FROM retried WHERE id = ?", (record_id,)).fetchone()
+        return 0 if row is None else int(row[0])
 
     def keep_only(self, statuses: set[str]) -> None:
         """Forget settled ids whose status this part runs again (failed ones, when retrying)."""

@@ -172,12 +172,13 @@ class Journal:
         journal does not claim a failure whose line is gone (a later `--no-retry-failed` would lose it)."""
         _truncate_partial_last_line(self.path)
         ledger = self.open_ledger()
-        ledger.load_done(self._settled_entries())
+        ledger.load_done(self._settled_entries(), retrying=RETRYING)
         if retry_failed and announce_retries:  # (not when only reading, as `run --ray` does before shards go on)
             for batch in ledger.reasons_with_status(FAILED_STATUS):
                 self.writer.write([{"id": record_id, "status": RETRYING, **({"reason": reason} if reason else {})}
                                    for record_id, reason in batch])
                 self.writer.flush_pending()
+                ledger.count_retry([record_id for record_id, _ in batch])
             _move_failed_lines(self.directory, ledger, aside=True)
         elif not retry_failed:
             # a retry that was cut short: its records are failed again, with their lines put back
@@ -223,6 +224,11 @@ class Journal:
                 continue  # a part's header (`refusals.refuse_a_changed_graph` read the first)
             reason = entry.get("reason")
             yield str(entry["id"]), str(entry.get("status")), None if reason is None else str(reason)
+
+    def times_retried(self, record_id: str) -> int:
+        """How many parts took `record_id` up again after it failed: a batch model's calls for it are new
+        calls then (`models/batch/client.py`), not the failed attempts the batch ledger still answers."""
+        return 0 if self.ledger is None else self.ledger.times_retried(record_id)
 
     @property
     def done_count(self) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,20 +89,28 @@ def read_shard_manifest(root: Path, index: int) -> dict[str, Any] | None:
 
 
 _PERCENTILES = {"latency_s", "step_seconds"}
+_BOUNDS: dict[str, Callable[[Any, Any], Any]] = {"min": min, "max": max, "oldest_pending_s": max}
+"""Figures that bound rather than count (a batch model's fewest and most lines per batch, its oldest
+pending batch's age): the run's is the extreme of its shards', not their sum."""
 
 
 def add_figures(total: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
-    """Shard figures added key by key; percentiles are not additive, so the slowest shard's are kept."""
+    """Shard figures added key by key; percentiles are not additive, so the slowest shard's are kept;
+    bounds keep the extreme; lists (the batches each shard left running) are joined."""
     merged = dict(total)
     for key, value in part.items():
         before = total.get(key)
         if key in _PERCENTILES and isinstance(value, dict):
             merged[key] = {name: max(filter(None, [value.get(name), (before or {}).get(name)]), default=None)
                            for name in {*value, *(before or {})}}
+        elif key in _BOUNDS and _is_number(value) and _is_number(before):
+            merged[key] = _BOUNDS[key](before, value)
         elif isinstance(value, dict) and isinstance(before, dict):
             merged[key] = add_figures(before, value)
         elif _is_number(value) and _is_number(before):
             merged[key] = round(before + value, 6) if isinstance(before + value, float) else before + value
+        elif isinstance(value, list) and isinstance(before, list):
+            merged[key] = before + value
         elif before is None:
             merged[key] = value
     return merged

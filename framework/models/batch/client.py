@@ -12,9 +12,12 @@ gets the one answer (as it would from the response cache).
 
 An answer line is read as a synchronous reply would be, and fails or is retried by the same rules: a
 transient status (429, 5xx) or a malformed reply is sent again in a later batch as attempt n+1, up to
-`max_retries`; a refusal naming a structured-output field steps the model down its ladder; another 4xx
-fails the record at once. The request bodies are built by the model's synchronous client, which also
-serves `preview` (no run directory, so no batches).
+`max_retries`, counted per call over every part of the run: a resumed call finds attempt 0's line in the
+ledger, reads its answer again from the batch that carried it (while the provider holds that batch's
+output file), then attempt 1's, and so is sent again only from the first attempt no batch carried. A
+refusal naming a structured-output field steps the model down its ladder; another 4xx fails the record at
+once. The request bodies are built by the model's synchronous client, which also serves `preview` (no
+run directory, so no batches).
 """
 from __future__ import annotations
 

@@ -4,8 +4,10 @@ and each record waits for its own line of the answer.
 A call is a line: a `custom_id` and a request body. Before a line joins the open batch, the ledger is asked
 whether a submission already carried it (a resumed run, or an identical call of this run): if so, the call
 waits for that batch instead. A batch that ended without a line's answer (failed, expired, cancelled) sends
-only the lines it left unanswered again, in a new batch. One task per pending batch polls the provider;
-any number of records wait on it (shielded, so a cancelled record never cancels the others' batch).
+only the lines it left unanswered again, in a new batch, while the line has rounds left: `max_retries` + 1
+batches that ended without its answer, counted in the ledger over every part of the run (a cancelled one
+spends none). One task per pending batch polls the provider; any number of records wait on it (shielded,
+so a cancelled record never cancels the others' batch).
 """
 from __future__ import annotations
 
@@ -89,7 +91,8 @@ class PendingBatch:
                     if line is not None and not _unanswered(line):
                         answers.setdefault(str(line["custom_id"]), line)
         if self.status != "completed":
-            log.warning("model '%s': batch %s %s; %d of its %d lines answered, the rest are sent again",
+            log.warning("model '%s': batch %s %s; %d of its %d lines answered, the rest go again while their "
+                        "rounds last",
                         collector.name, self.batch_id, self.status, len(answers), self.submission.lines)
         return answers
 
@@ -160,13 +163,14 @@ class BatchCollector:
         """The answer line for the call `custom_id`, waiting for whichever batch carries it."""
         self.waiting += 1
         try:
-            for _ in range(self.max_rounds):
+            while True:
                 pending = await self._batch_carrying(custom_id, endpoint, body)
                 line = await pending.answer(custom_id)
                 if line is not None:
                     return line
-            raise ModelCallError(f"{self.name}: {self.max_rounds} batches ended without answering this call "
-                                 f"(the last: {pending.batch_id}, {pending.status})", retryable=False)
+                if self.ledger.rounds_unanswered(self.name, custom_id) >= self.max_rounds:  # in every part
+                    raise ModelCallError(f"{self.name}: {self.max_rounds} batches ended without answering this "
+                                         f"call (the last: {pending.batch_id}, {pending.status})", retryable=False)
         finally:
             self.waiting -= 1
 

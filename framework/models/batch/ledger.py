@@ -86,6 +86,16 @@ class SubmissionLedger:
             "s.model = ? ORDER BY s.id DESC LIMIT 1", (custom_id, model)).fetchone()
         return Submission(*row) if row else None
 
+    def rounds_unanswered(self, model: str, custom_id: str) -> int:
+        """How many of `model`'s batches carried `custom_id` and ended without answering it (expired,
+        failed, or completed without its line), over every part of the run: the line's rounds spent, so a
+        resumed run does not start them again. A cancelled batch spends none: a person cancelled it
+        (`--cancel-batches`, or at the provider), the provider did not fail the line."""
+        row = self._db.execute(
+            "SELECT COUNT(*) FROM lines l JOIN submissions s ON s.id = l.submission WHERE l.custom_id = ? AND "
+            "s.model = ? AND s.status IN ('expired', 'failed', 'completed')", (custom_id, model)).fetchone()
+        return int(row[0])
+
     def unsettled(self, model: str) -> list[Submission]:
         rows = self._db.execute(
             "SELECT id, model, input_file, endpoint, completion_window, batch_id, status, lines, created FROM "
