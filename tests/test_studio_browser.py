@@ -39,7 +39,8 @@ def test_runs_records_filter_trace_review_reload_and_load(studio_url: tuple[str,
         page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
         page.goto(url + "/")
         assert page.locator("tr[data-run=qs] [data-field=status]").inner_text() == "completed"
-        page.locator("tr[data-run=qs] a", has_text="sft").click()
+        with page.expect_navigation():          # every click below that loads a page waits for it
+            page.locator("tr[data-run=qs] a", has_text="sft").click()
 
         seen: list[str | None] = []                                   # page through every record
         while True:
@@ -47,29 +48,34 @@ def test_runs_records_filter_trace_review_reload_and_load(studio_url: tuple[str,
             following = page.locator("a[rel=next]")
             if following.count() == 0:
                 break
-            following.first.click()
+            with page.expect_navigation():
+                following.first.click()
         assert len(seen) == 61 == len(set(seen))
 
         page.goto(url + "/runs/qs/files/sft")                         # filter by a score, sorted
         page.locator("input[name=where]").fill("score>=9")
         page.locator("select[name=sort]").select_option("-score")
-        page.locator("form.query button").click()
+        with page.expect_navigation():
+            page.locator("form.query button").click()
         shown = page.locator("article.record")
         scores = [float(chip.inner_text().split()[-1]) for chip in page.locator("article .chip", has_text="score").all()
                   if chip.inner_text().split()[0] == "score"]
         assert shown.count() > 0 and min(scores) >= 9 and scores == sorted(scores, reverse=True)
 
         first, second = shown.nth(0).get_attribute("data-key"), shown.nth(1).get_attribute("data-key")
-        shown.nth(0).locator("a.trace-link").click()                  # open a trace
+        with page.expect_navigation():
+            shown.nth(0).locator("a.trace-link").click()              # open a trace
         assert page.locator("svg.graph").count() == 1
         page.locator("svg.graph a").first.click()
         assert page.url.endswith("#node-0") and page.locator("section.step").count() > 3
         page.go_back()
         page.go_back()
 
-        page.locator(f"article[data-key={first}] button.accept").click()   # accept one, reject another
+        with page.expect_navigation():          # a review is a form POST that lands back on the page
+            page.locator(f"article[data-key={first}] button.accept").click()   # accept one, reject another
         page.locator(f"article[data-key={second}] input[name=note]").fill("too vague")
-        page.locator(f"article[data-key={second}] button.reject").click()
+        with page.expect_navigation():          # a reload while the POST is under way fails ("not attached")
+            page.locator(f"article[data-key={second}] button.reject").click()
         page.reload()
         assert page.locator(f"article[data-key={first}] [data-review=accept]").count() == 1
         assert page.locator(f"article[data-key={second}] [data-review=reject]").count() == 1
