@@ -14,6 +14,7 @@ from typing import Any
 from .base import Completion, LLMRequest
 
 COMMIT_EVERY_S = 0.5
+WAL_ATTEMPTS = 50
 
 
 def default_cache_dir() -> Path:
@@ -32,16 +33,43 @@ class ResponseCache:
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / "responses.sqlite"
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._use_wal()
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, text TEXT, "
-                         "prompt_tokens INTEGER, completion_tokens INTEGER, finish_reason TEXT, created REAL)")
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(responses)")}
-        if "tool_calls" not in columns:  # a cache made before native tool calls
-            self._db.execute("ALTER TABLE responses ADD COLUMN tool_calls TEXT")
+                         "prompt_tokens INTEGER, completion_tokens INTEGER, finish_reason TEXT, created REAL, "
+                         "tool_calls TEXT)")
+        self._add_tool_calls_column()
         self._pending: list[tuple[Any, ...]] = []
         self._last_commit = time.monotonic()
         self.hits = self.misses = 0
+
+    def _use_wal(self) -> None:
+        """Write-ahead logging, so readers never wait for a writer. Switching a new file to it takes a lock
+        that SQLite does not wait for (no busy timeout): a process that opens the cache at the very moment
+        another switches it is told "database is locked", and tries again."""
+        for attempt in range(WAL_ATTEMPTS):
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or attempt == WAL_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.01 * (attempt + 1))
+
+    def _add_tool_calls_column(self) -> None:
+        """A cache made before native tool calls lacks the column. Several processes (Ray shards, two runs)
+        open one cache at once, so the look and the change are one write transaction: the second process
+        waits for the first and then finds the column there."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            # the table's definition as the file holds it now: PRAGMA table_info, or a query naming the column,
+            # reads this connection's copy of the schema, which may be from before the other process's change
+            (definition,) = self._db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' "
+                                             "AND name = 'responses'").fetchone()
+            if "tool_calls" not in definition:
+                self._db.execute("ALTER TABLE responses ADD COLUMN tool_calls TEXT")
+        finally:
+            self._db.execute("COMMIT")
 
     def get(self, key: str) -> Completion | None:
         row = self._db.execute("SELECT text, prompt_tokens, completion_tokens, finish_reason, tool_calls FROM "
