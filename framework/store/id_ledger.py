@@ -36,6 +36,7 @@ class IdLedger:
         except sqlite3.Error as error:
             raise OutputWriteError(f"cannot keep record ids in {self.path}: {error}") from None
         self.done_count = 0
+        self._any_retried = False  # most runs retry nothing: the per-record look then costs no query
 
     # -- settled ids, from the journal ------------------------------------------------------------------
 
@@ -52,12 +53,15 @@ class IdLedger:
 
     def count_retry(self, record_ids: list[str]) -> None:
         """These failed ids are taken up again by this part (the journal says `retrying` for each)."""
+        self._any_retried = self._any_retried or bool(record_ids)
         self._guard(lambda: self._db.executemany(
             "INSERT INTO retried VALUES (?, 1) ON CONFLICT(id) DO UPDATE SET times = times + 1",
             [(record_id,) for record_id in record_ids]))
 
     def times_retried(self, record_id: str) -> int:
         """How many parts of the run took this id up again after it had failed (`--resume` retrying it)."""
+        if not self._any_retried:
+            return 0
         row = self._db.execute("SELECT times FROM retried WHERE id = ?", (record_id,)).fetchone()
         return 0 if row is None else int(row[0])
 
