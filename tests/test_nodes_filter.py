@@ -61,7 +61,7 @@ async def test_a_dropped_record_goes_no_further(fake_llm: Callable[..., FakeOpen
                       "tags": {"type": "tagger", "field": "answer"},
                       "keep": {"type": "filter", "when": "tags.words >= 5", "reason": "too short"},
                       "polish": {"type": "llm", "model": "w", "output": "polished",
-                                 "messages": [{"role": "user", "content": "Polish: {{ answer }}"}]}},
+                                 "messages": [{"role": "user", "content": "Polish ({{ topic }}): {{ answer }}"}]}},
             "edges": [["answer", "tags"], ["tags", "keep"], ["keep", "polish"]],
             "outputs": [{"name": "raw", "format": "raw"}]}
     seeds = [{"topic": "short one"}, {"topic": "long one"}, {"topic": "another long"}]
