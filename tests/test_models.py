@@ -12,6 +12,10 @@ from typing import Any
 import pytest
 import synthloom
 from pydantic import BaseModel
+from synthloom.config.schema import ModelConfig
+from synthloom.models.base import LLMRequest
+from synthloom.models.cache import ResponseCache
+from synthloom.models.clients import ModelPool
 from synthloom.models.limits import AdaptiveLimiter, TokenBucket
 
 from tests.conftest import model_spec
@@ -153,6 +157,56 @@ async def test_cache_replays_a_finished_graph_with_zero_requests(
     changed = synthloom.load(graph, ["models.w.params.temperature=0.2"])  # what determines the answer
     await synthloom.arun(changed, tmp_path / "four")
     assert server.requests == 40
+
+
+async def test_records_sharing_a_prompt_ask_it_once(fake_llm: Callable[..., FakeOpenAI],
+                                                    write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    """Identical requests get one answer however the records overlap: a record whose request is being asked
+    right now waits for that call, as it would find its answer in the cache a moment later."""
+    server = fake_llm(hold=["same topic"])
+    seeds = [{"id": f"s{index}", "topic": "same topic"} for index in range(6)]
+    run = asyncio.create_task(synthloom.arun(write_graph(one_node_graph({"w": model_spec(server)}), seeds),
+                                             tmp_path / "out"))
+    while server.held == 0:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.5)  # every record has reached the call by now
+    server.release()
+    result = await run
+    assert server.requests == 1 and result.manifest["counts"]["written"] == 6
+    assert result.manifest["models"]["w"]["cached"] == 5
+    assert len({record["answer"] for record in result.records("raw")}) == 1
+
+
+async def test_records_sharing_a_failed_call_share_its_failure(
+        fake_llm: Callable[..., FakeOpenAI], write_graph: Callable[..., Path], tmp_path: Path) -> None:
+    server = fake_llm(fail_status=503, latency=0.5)
+    seeds = [{"id": f"s{index}", "topic": "same topic"} for index in range(4)]
+    spec = one_node_graph({"w": model_spec(server, max_retries=1)})
+    result = await synthloom.arun(write_graph(spec, seeds), tmp_path / "out", retry_base_delay=0.01)
+    failed = lines(tmp_path / "out" / "failed.jsonl")
+    assert server.requests == 2 and result.manifest["counts"]["failed"] == 4
+    assert sorted(row["id"] for row in failed) == ["s0", "s1", "s2", "s3"]
+    assert all("HTTP 503" in row["message"] and row["attempts"] == 2 for row in failed)
+
+
+async def test_a_cancelled_call_hands_its_request_to_the_next_waiter(fake_llm: Callable[..., FakeOpenAI],
+                                                                     tmp_path: Path) -> None:
+    """A record cancelled mid-call (its timeout, a stop) must not leave the records waiting on its call hung."""
+    server = fake_llm(hold=["shared"])
+    pool = ModelPool({"w": ModelConfig(**model_spec(server))}, cache=ResponseCache(tmp_path / "cache"))
+    request = LLMRequest(messages=({"role": "user", "content": "shared"},))
+    first = asyncio.create_task(pool.complete("w", request))
+    while server.held == 0:
+        await asyncio.sleep(0.01)
+    second = asyncio.create_task(pool.complete("w", request))
+    await asyncio.sleep(0.1)
+    first.cancel()
+    while server.held < 2:  # the waiter asked in its place
+        await asyncio.sleep(0.01)
+    server.release()
+    completion = await asyncio.wait_for(second, 10)
+    assert completion.text and not completion.cached and server.requests == 2
+    await pool.close()
 
 
 async def test_structured_output_retries_with_the_error_shown(

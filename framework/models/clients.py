@@ -2,8 +2,10 @@
 usage per model (the per-node count is passed in by the caller)."""
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,14 @@ def build_client(name: str, config: ModelConfig, retry_base_delay: float, run_di
     raise ConfigError(f"unknown backend '{config.backend}'", key=f"models.{name}.backend")
 
 
+@dataclass
+class _Flight:
+    """One call that identical requests wait on: set when it ends; `error` when it failed."""
+
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    error: ModelCallError | None = None
+
+
 class ModelPool:
     def __init__(self, configs: dict[str, ModelConfig], cache: ResponseCache | None = None,
                  retry_base_delay: float = 0.5, permits: PermitProvider | None = None,
@@ -54,6 +64,7 @@ class ModelPool:
         self.cancel_batches = cancel_batches
         self._clients: dict[str, ModelClient] = {}
         self.usage: dict[str, UsageStats] = {}
+        self._flights: dict[str, _Flight] = {}  # cache key -> the one call now asking it
 
     def client(self, name: str) -> ModelClient:
         if name not in self._clients:
@@ -82,8 +93,11 @@ class ModelPool:
         client = self.client(name)
         config = self.configs[name]
         key = cache_key(self.identity(name), request) if self.cache else None
-        completion = self.cache.get(key) if self.cache and key else None
+        completion = await self._cached_or_joined(key) if key else None
         if completion is None:
+            flight = None
+            if key:
+                flight = self._flights[key] = _Flight()
             try:
                 completion = await (client.complete(request) if self.permits is None else
                                     with_permit(self.permits, name, config.params, request, client.complete))
@@ -93,9 +107,16 @@ class ModelPool:
                 if node_usage is not None:
                     node_usage.errors += 1
                     node_usage.retries += max(0, error.attempts - 1)
+                if flight is not None:
+                    flight.error = error
                 raise
-            if self.cache and key:
-                self.cache.put(key, completion)
+            else:
+                if self.cache and key:
+                    self.cache.put(key, completion)
+            finally:
+                if key and flight is not None:
+                    del self._flights[key]
+                    flight.ended.set()
         for usage in (self.usage[name], node_usage):
             if usage is not None:
                 usage.record(prompt_tokens=completion.prompt_tokens,
@@ -103,6 +124,17 @@ class ModelPool:
                              attempts=completion.attempts, cached=completion.cached, price=config.price,
                              batched=completion.batched)
         return completion
+
+    async def _cached_or_joined(self, key: str) -> Completion | None:
+        """The cached answer. When the same request is being asked right now (records that share a prompt),
+        first wait for that one call: an identical request then gets one answer, and one failure, however
+        the records happen to overlap. None: ask. If the call waited on was cancelled, the next waiter asks."""
+        assert self.cache is not None
+        while (flight := self._flights.get(key)) is not None:
+            await flight.ended.wait()
+            if flight.error is not None:
+                raise flight.error
+        return self.cache.get(key)
 
     def adaptations(self, name: str) -> dict[str, Any]:
         """What a model's server turned out not to take, and what the run does instead, for the manifest:

@@ -6,9 +6,9 @@ Each call is a line whose `custom_id` is derived from its record and content: th
 without a seed), the endpoint and the request body (model, messages or
 prompt, parameters with the seed, the schema in the model's structured-output mode), then `-<attempt>`. So
 the same call of a resumed run has the same `custom_id`, finds the batch that carried it in the run's
-ledger, and waits for that answer instead of being sent (and paid for) again. Identical prompts of two
-records are two lines, as they are two calls synchronously; one record asking the exact same thing twice
-gets the one answer (as it would from the response cache).
+ledger, and waits for that answer instead of being sent (and paid for) again. Identical requests of two
+records are one line: the model pool lets the second wait for the first's answer, as it does synchronously
+(the response cache's rule: one request, one answer); `n` samples are n lines.
 
 An answer line is read as a synchronous reply would be, and fails or is retried by the same rules: a
 transient status (429, 5xx) or a malformed reply is sent again in a later batch as attempt n+1, up to
