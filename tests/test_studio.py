@@ -8,6 +8,7 @@ import asyncio
 import json
 import re
 import socket
+import threading
 from collections.abc import AsyncIterator
 from html import unescape
 from pathlib import Path
@@ -226,6 +227,36 @@ def test_index_grows_with_the_file_and_starts_over_when_it_is_rewritten(tmp_path
     path.write_text("".join(json.dumps(row) + "\n" for row in rows[:3][::-1]))  # a resume rewrote it
     assert index.update() == 3
     assert [key for *_, key in index.entries(index.select([], None), 0, 10)] == ["r2", "r1", "r0"]
+
+
+def open_at_once(path: Path, location: Path, threads: int = 8) -> list[BaseException]:
+    """Open one index from `threads` threads released together; what each one raised."""
+    errors: list[BaseException] = []
+    start = threading.Barrier(threads)
+
+    def open_index() -> None:
+        start.wait()
+        try:
+            LineIndex(path, location)
+        except BaseException as error:  # each thread's error is the finding
+            errors.append(error)
+
+    workers = [threading.Thread(target=open_index) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return errors
+
+
+def test_threads_opening_one_new_index_at_once_all_open_it(tmp_path: Path) -> None:
+    """The first switch of a new index to WAL does not wait for a lock another thread holds: without trying
+    again, about one round in twenty told one page's thread "database is locked"."""
+    path = tmp_path / "out.jsonl"
+    path.write_text('{"metadata": {"id": "r0"}}\n')
+    for round_number in range(150):
+        errors = open_at_once(path, tmp_path / f"index-{round_number}.sqlite")
+        assert not errors, f"round {round_number}: {errors[0]!r}"
 
 
 # -- reviews -----------------------------------------------------------------------------------------------

@@ -27,13 +27,28 @@ def cache_key(identity: dict[str, Any], request: LLMRequest) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def use_wal(db: sqlite3.Connection) -> None:
+    """Write-ahead logging, so readers never wait for a writer. Switching a new file to it takes a lock
+    that SQLite does not wait for (no busy timeout): a connection (another process's, or another thread's
+    in the studio) that asks at the very moment another switches it is told "database is locked", and
+    tries again. A file already in WAL answers at once."""
+    for attempt in range(WAL_ATTEMPTS):
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or attempt == WAL_ATTEMPTS - 1:
+                raise
+            time.sleep(0.01 * (attempt + 1))
+
+
 class ResponseCache:
     def __init__(self, directory: Path | None = None):
         directory = directory or default_cache_dir()
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / "responses.sqlite"
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._use_wal()
+        use_wal(self._db)
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, text TEXT, "
                          "prompt_tokens INTEGER, completion_tokens INTEGER, finish_reason TEXT, created REAL, "
@@ -42,19 +57,6 @@ class ResponseCache:
         self._pending: list[tuple[Any, ...]] = []
         self._last_commit = time.monotonic()
         self.hits = self.misses = 0
-
-    def _use_wal(self) -> None:
-        """Write-ahead logging, so readers never wait for a writer. Switching a new file to it takes a lock
-        that SQLite does not wait for (no busy timeout): a process that opens the cache at the very moment
-        another switches it is told "database is locked", and tries again."""
-        for attempt in range(WAL_ATTEMPTS):
-            try:
-                self._db.execute("PRAGMA journal_mode=WAL")
-                return
-            except sqlite3.OperationalError as error:
-                if "locked" not in str(error) or attempt == WAL_ATTEMPTS - 1:
-                    raise
-                time.sleep(0.01 * (attempt + 1))
 
     def _add_tool_calls_column(self) -> None:
         """A cache made before native tool calls lacks the column. Several processes (Ray shards, two runs)

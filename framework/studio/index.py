@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from ..models.cache import default_cache_dir
+from ..models.cache import default_cache_dir, use_wal
 from ..store.reviews import record_key
 
 BATCH = 5000           # lines a transaction
@@ -129,7 +129,7 @@ class LineIndex:
         """A connection of its own (callers run in worker threads), closed after use."""
         db = sqlite3.connect(self.location, timeout=30, isolation_level=None, check_same_thread=False)
         try:
-            db.execute("pragma journal_mode=wal")
+            use_wal(db)  # threads opening a new index at once (the first switch does not wait)
             db.execute("pragma synchronous=normal")
             yield db
         finally:
