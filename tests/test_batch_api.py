@@ -353,7 +353,7 @@ async def test_records_sharing_a_request_share_one_batch_line(
         batch_llm: Callable[..., tuple[FakeOpenAI, FakeBatches]], write_graph: Callable[..., Path],
         tmp_path: Path) -> None:
     """30 records over 3 topics: 3 distinct questions, so 3 question lines and 3 answer lines, each paid once;
-    every record still gets its answers."""
+    every record still gets its answers. `--no-cache` asks each record's calls, as synchronously."""
     server, batches = batch_llm()
     seeds = [{"id": f"s{index:02d}", "topic": f"topic {index % 3}"} for index in range(30)]
     result = await synthloom.arun(write_graph(batch_chain(server), seeds), tmp_path / "out")
@@ -362,6 +362,8 @@ async def test_records_sharing_a_request_share_one_batch_line(
     assert result.manifest["models"]["w"]["cached"] == 54 and result.manifest["models"]["w"]["batch_calls"] == 6
     assert {row["messages"][1]["content"] for row in sft} == {
         f"Reply to: Reply to: Ask about topic {index}" for index in range(3)}
+    uncached = await synthloom.arun(write_graph(batch_chain(server), seeds), tmp_path / "uncached", use_cache=False)
+    assert len(lines(uncached.path("sft"))) == 30 and batches.submitted == 6 + 60  # without it, a line a record
 
 
 async def test_a_structured_refusal_in_a_batch_steps_the_model_down_its_ladder_and_the_next_batch_follows(

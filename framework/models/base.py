@@ -7,9 +7,10 @@ from typing import Any, Protocol
 
 call_owner: ContextVar[str] = ContextVar("call_owner", default="")
 """The record a call is made for (set by the scheduler per record task), and which retry of it when
-`--resume` takes up a failed record again. A batch line's `custom_id` includes it, so identical prompts of
-two records are two calls, as they are when sent synchronously, and a retried record's calls are new lines
-rather than the failed attempts the batch ledger would answer again."""
+`--resume` takes up a failed record again. A batch line's `custom_id` includes it, so a retried record's
+calls are new lines rather than the failed attempts the batch ledger would answer again, and without the
+response cache (`--no-cache`) identical prompts of two records are two lines, as they are two calls
+synchronously. (With it, the model pool lets the second wait for the first's answer: one line.)"""
 
 
 @dataclass(frozen=True)

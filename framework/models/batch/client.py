@@ -8,7 +8,8 @@ prompt, parameters with the seed, the schema in the model's structured-output mo
 the same call of a resumed run has the same `custom_id`, finds the batch that carried it in the run's
 ledger, and waits for that answer instead of being sent (and paid for) again. Identical requests of two
 records are one line: the model pool lets the second wait for the first's answer, as it does synchronously
-(the response cache's rule: one request, one answer); `n` samples are n lines.
+(the response cache's rule: one request, one answer; with `--no-cache`, two lines, as two calls); `n`
+samples are n lines.
 
 An answer line is read as a synchronous reply would be, and fails or is retried by the same rules: a
 transient status (429, 5xx) or a malformed reply is sent again in a later batch as attempt n+1, up to
